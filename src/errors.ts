@@ -1,0 +1,97 @@
+// The one error catalogue. Every operating error (bad input, a refused permission, a lost peer)
+// carries a stable `KALIMA_ERR_<AREA>_<WHAT>` code and an HTTP status; the same code reaches the
+// REST client, the SDK and the CLI. Programmer errors are assertions (see `assert` below) and crash.
+
+export const ERROR_CATALOGUE = {
+  // codec
+  KALIMA_ERR_CODEC_TRUNCATED: { status: 400, message: 'the encoding ends before the value it announces' },
+  KALIMA_ERR_CODEC_TRAILING_BYTES: { status: 400, message: 'bytes follow the end of the encoded value' },
+  KALIMA_ERR_CODEC_NON_CANONICAL: { status: 400, message: 'the encoding is not canonical' },
+  KALIMA_ERR_CODEC_BAD_UTF8: { status: 400, message: 'a text field is not valid UTF-8' },
+  KALIMA_ERR_CODEC_UNKNOWN_VERSION: { status: 400, message: 'unknown encoding version' },
+  KALIMA_ERR_CODEC_OUT_OF_RANGE: { status: 400, message: 'an integer is out of range' },
+  // ledger: messages and blocks
+  KALIMA_ERR_LEDGER_BODY_TOO_LARGE: { status: 413, message: 'the message body is larger than 8192 bytes' },
+  KALIMA_ERR_LEDGER_BAD_KEY: { status: 400, message: 'the key must match ^[a-z0-9 :.@+_\\-/]+$ (any case) and be at most 256 bytes' },
+  KALIMA_ERR_LEDGER_BAD_ADDRESS: { status: 400, message: 'the address must be a path such as /sensors/plant1, at most 256 bytes' },
+  KALIMA_ERR_LEDGER_BAD_CHAIN: { status: 400, message: 'the chain name is malformed' },
+  KALIMA_ERR_LEDGER_WRONG_CHAIN: { status: 400, message: 'the message is for another chain' },
+  KALIMA_ERR_LEDGER_BAD_TTL: { status: 400, message: 'ttl must be -1 (forever) or a whole number of seconds from 1 to 315360000' },
+  KALIMA_ERR_LEDGER_BAD_PROPS: { status: 400, message: 'props must be at most 16 key=value pairs, keys ^[a-z0-9_.-]{1,64}$, values at most 256 bytes' },
+  KALIMA_ERR_LEDGER_BAD_NONCE: { status: 400, message: 'the nonce must be a whole number from 0 to 2^53-1' },
+  KALIMA_ERR_LEDGER_BAD_DEVICE: { status: 400, message: 'the device must be a 32-byte x-only public key' },
+  KALIMA_ERR_LEDGER_BAD_SIGNATURE: { status: 401, message: 'the signature does not verify' },
+  KALIMA_ERR_LEDGER_NONCE_REPLAYED: { status: 409, message: 'this device already used this nonce' },
+  KALIMA_ERR_LEDGER_NONCE_TOO_OLD: { status: 409, message: 'the nonce is older than the replay window' },
+  KALIMA_ERR_LEDGER_MESSAGE_TOO_LARGE: { status: 413, message: 'the encoded message does not fit in a block' },
+  KALIMA_ERR_LEDGER_BLOCK_TOO_LARGE: { status: 400, message: 'the block is larger than 16384 bytes' },
+  KALIMA_ERR_LEDGER_BAD_BLOCK: { status: 400, message: 'the block does not verify' },
+  KALIMA_ERR_LEDGER_KEY_NOT_FOUND: { status: 404, message: 'no current value at this address and key' },
+  KALIMA_ERR_LEDGER_NOT_FOUND: { status: 404, message: 'no such block or ledger entry' },
+  KALIMA_ERR_LEDGER_BAD_RESERVED_BODY: { status: 400, message: 'the body of a message on a reserved address is malformed' },
+  // access
+  KALIMA_ERR_ACCESS_UNKNOWN_DEVICE: { status: 403, message: 'the device is not registered on this chain' },
+  KALIMA_ERR_ACCESS_UNKNOWN_ADDRESS: { status: 404, message: 'the address has not been created by an admin' },
+  KALIMA_ERR_ACCESS_PUB_DENIED: { status: 403, message: 'the device may not write to this address' },
+  KALIMA_ERR_ACCESS_SUB_DENIED: { status: 403, message: 'the device may not read this address' },
+  KALIMA_ERR_ACCESS_ADMIN_ONLY: { status: 403, message: 'only an admin may do this' },
+  KALIMA_ERR_ACCESS_BAD_ONBOARDING_CODE: { status: 403, message: 'the onboarding code is unknown, already used or expired' },
+  KALIMA_ERR_ACCESS_ALREADY_REGISTERED: { status: 409, message: 'the device is already registered' },
+  KALIMA_ERR_ACCESS_AUTH_MISSING: { status: 401, message: 'the request is not signed: send x-kalima-device, x-kalima-timestamp and x-kalima-signature' },
+  KALIMA_ERR_ACCESS_AUTH_BAD_SIGNATURE: { status: 401, message: 'the request signature does not verify' },
+  KALIMA_ERR_ACCESS_AUTH_EXPIRED: { status: 401, message: 'the request timestamp is too far from the node clock' },
+  // api
+  KALIMA_ERR_API_BAD_REQUEST: { status: 400, message: 'the request is malformed' },
+  KALIMA_ERR_API_BAD_JSON: { status: 400, message: 'the request body is not valid JSON' },
+  KALIMA_ERR_API_NOT_FOUND: { status: 404, message: 'no such route' },
+  KALIMA_ERR_API_OVERLOADED: { status: 503, message: 'the node is overloaded; retry with backoff' },
+  KALIMA_ERR_API_PAYLOAD_TOO_LARGE: { status: 413, message: 'the request body is too large' },
+  // node and store
+  KALIMA_ERR_NODE_NOT_READY: { status: 503, message: 'the node is not serving' },
+  KALIMA_ERR_NODE_STOPPING: { status: 503, message: 'the node is shutting down' },
+  KALIMA_ERR_STORE_CORRUPT: { status: 500, message: 'the stored chain is corrupt' },
+  KALIMA_ERR_STORE_GENESIS_MISMATCH: { status: 500, message: 'the data directory belongs to another genesis' },
+  KALIMA_ERR_STORE_LOCKED: { status: 500, message: 'the data directory is in use by another process' },
+  KALIMA_ERR_CONFIG_INVALID: { status: 400, message: 'the configuration or genesis file is invalid' },
+  // sdk / transport
+  KALIMA_ERR_SDK_UNREACHABLE: { status: 503, message: 'the node could not be reached' },
+  KALIMA_ERR_SDK_BAD_RESPONSE: { status: 502, message: 'the node sent a response the SDK cannot read' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type KalimaErrorCode = keyof typeof ERROR_CATALOGUE;
+
+export class KalimaError extends Error {
+  readonly code: KalimaErrorCode;
+  readonly status: number;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: KalimaErrorCode, details: Record<string, unknown> = {}, message?: string) {
+    const entry = ERROR_CATALOGUE[code];
+    super(message ?? entry.message);
+    this.name = 'KalimaError';
+    this.code = code;
+    this.status = entry.status;
+    this.details = details;
+  }
+
+  toJSON(): { error: { code: KalimaErrorCode; message: string; details: Record<string, unknown> } } {
+    return { error: { code: this.code, message: this.message, details: this.details } };
+  }
+}
+
+export function kalimaError(code: KalimaErrorCode, details: Record<string, unknown> = {}, message?: string): KalimaError {
+  return new KalimaError(code, details, message);
+}
+
+export function isKalimaError(value: unknown, code?: KalimaErrorCode): value is KalimaError {
+  return value instanceof KalimaError && (code === undefined || value.code === code);
+}
+
+export function isErrorCode(value: string): value is KalimaErrorCode {
+  return Object.hasOwn(ERROR_CATALOGUE, value);
+}
+
+/** A broken assertion is a programmer error: it crashes, it is never caught as an operating error. */
+export function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new Error(`assertion failed: ${message}`);
+}

@@ -1,0 +1,73 @@
+// SHA-256 and BIP-340 tagged hashes. BIP-340: "hash_tag(x) = SHA256(SHA256(tag) || SHA256(tag) || x)".
+// Every domain in this project has its own tag, so a hash of one kind can never be replayed as
+// another.
+import { createHash } from 'node:crypto';
+
+export function sha256(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const hash = createHash('sha256');
+  for (const part of parts) hash.update(part);
+  return new Uint8Array(hash.digest());
+}
+
+const tagPrefixes = new Map<string, Uint8Array>();
+
+function tagPrefix(tag: string): Uint8Array {
+  let prefix = tagPrefixes.get(tag);
+  if (prefix === undefined) {
+    const tagHash = sha256(new TextEncoder().encode(tag));
+    prefix = new Uint8Array(64);
+    prefix.set(tagHash, 0);
+    prefix.set(tagHash, 32);
+    tagPrefixes.set(tag, prefix);
+  }
+  return prefix;
+}
+
+export function taggedHash(tag: string, ...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  return sha256(tagPrefix(tag), ...parts);
+}
+
+/** The tags used on this chain. Changing one is a hard fork. */
+export const TAG = {
+  message: 'kalima/message/v1',
+  committed: 'kalima/committed/v1',
+  merkleLeaf: 'kalima/merkle-leaf/v1',
+  merkleNode: 'kalima/merkle-node/v1',
+  block: 'kalima/block/v1',
+  mmrNode: 'kalima/mmr-node/v1',
+  mmrBag: 'kalima/mmr-bag/v1',
+  genesis: 'kalima/genesis/v1',
+  stateDigest: 'kalima/state/v1',
+  request: 'kalima/request/v1',
+} as const;
+
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let index = 0; index < a.length; index++) diff |= a[index]! ^ b[index]!;
+  return diff === 0;
+}
+
+export function toHex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+}
+
+const HEX_PATTERN = /^(?:[0-9a-f]{2})*$/i;
+
+/** Decodes hex; returns undefined for anything that is not even-length hex. */
+export function fromHex(hex: string): Uint8Array | undefined {
+  if (!HEX_PATTERN.test(hex)) return undefined;
+  return new Uint8Array(Buffer.from(hex, 'hex'));
+}
+
+export function concatBytes(...parts: Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const part of parts) length += part.length;
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}

@@ -1,0 +1,89 @@
+// A MemCache entry: the current value at (address, key) and where it came from.
+import { Reader, Writer } from '../ledger/codec.ts';
+import { sha256 } from '../ledger/hash.ts';
+import { ADDRESS_BYTES_MAX, KEY_BYTES_MAX, PROPS_COUNT_MAX, PROP_KEY_BYTES_MAX, PROP_VALUE_BYTES_MAX } from '../ledger/limits.ts';
+import type { Props } from '../ledger/message.ts';
+import { kalimaError } from '../errors.ts';
+
+export interface CacheEntry {
+  address: string;
+  key: string;
+  /** The current value. For ordinary addresses, the body of the message that wrote it. */
+  value: Uint8Array;
+  globalSequence: number;
+  sequence: number;
+  height: number;
+  /** Block time of the write. */
+  timeMs: number;
+  ttlSeconds: number;
+  device: Uint8Array;
+  messageHash: Uint8Array;
+  props: Props;
+}
+
+export function expiresAtMs(entry: Pick<CacheEntry, 'timeMs' | 'ttlSeconds'>): number | undefined {
+  return entry.ttlSeconds > 0 ? entry.timeMs + entry.ttlSeconds * 1000 : undefined;
+}
+
+const ENTRY_VERSION = 1;
+const VALUE_BYTES_MAX = 16_384;
+
+export function encodeEntry(entry: CacheEntry): Uint8Array {
+  const writer = new Writer(160 + entry.value.length)
+    .u8(ENTRY_VERSION)
+    .text(entry.address)
+    .text(entry.key)
+    .bytes(entry.value)
+    .varint(entry.globalSequence)
+    .varint(entry.sequence)
+    .varint(entry.height)
+    .varint(entry.timeMs)
+    .varint(entry.ttlSeconds + 1)
+    .fixed(entry.device, 32)
+    .fixed(entry.messageHash, 32)
+    .varint(entry.props.length);
+  for (const [key, value] of entry.props) writer.text(key).text(value);
+  return writer.finish();
+}
+
+export function decodeEntry(bytes: Uint8Array): CacheEntry {
+  const reader = new Reader(bytes);
+  const version = reader.u8();
+  if (version !== ENTRY_VERSION) throw kalimaError('KALIMA_ERR_CODEC_UNKNOWN_VERSION', { version });
+  const address = reader.text(ADDRESS_BYTES_MAX);
+  const key = reader.text(KEY_BYTES_MAX);
+  const value = reader.bytes(VALUE_BYTES_MAX);
+  const globalSequence = reader.varint();
+  const sequence = reader.varint();
+  const height = reader.varint();
+  const timeMs = reader.varint();
+  const ttlSeconds = reader.varint() - 1;
+  const device = reader.fixed(32);
+  const messageHash = reader.fixed(32);
+  const propsCount = reader.varint();
+  if (propsCount > PROPS_COUNT_MAX) throw kalimaError('KALIMA_ERR_CODEC_OUT_OF_RANGE', { propsCount });
+  const props: Array<[string, string]> = [];
+  for (let index = 0; index < propsCount; index++) props.push([reader.text(PROP_KEY_BYTES_MAX), reader.text(PROP_VALUE_BYTES_MAX)]);
+  reader.end();
+  return { address, key, value, globalSequence, sequence, height, timeMs, ttlSeconds, device, messageHash, props };
+}
+
+/** The element an entry contributes to the state digest. */
+export function entryDigestElement(entry: CacheEntry): Uint8Array {
+  return new Writer(128)
+    .u8(1)
+    .text(entry.address)
+    .text(entry.key)
+    .fixed(sha256(entry.value), 32)
+    .fixed(entry.messageHash, 32)
+    .varint(entry.globalSequence)
+    .varint(entry.sequence)
+    .varint(entry.timeMs)
+    .varint(entry.ttlSeconds + 1)
+    .finish();
+}
+
+/** The element an address's last sequence contributes to the state digest. */
+export function headDigestElement(address: string, lastSequence: number): Uint8Array {
+  return new Writer(64).u8(2).text(address).varint(lastSequence).finish();
+}

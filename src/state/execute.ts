@@ -1,0 +1,136 @@
+// Executes one message against a Draft: the chain's state transition. It is deterministic (the
+// block time, the leader and the admin set come in through the context), and it either throws a
+// coded error and leaves the Draft untouched, or applies every effect of the message.
+import { kalimaError } from '../errors.ts';
+import { bytesEqual, sha256, toHex } from '../ledger/hash.ts';
+import { type CommittedMessage, type Message, isDelete } from '../ledger/message.ts';
+import {
+  ADDRESSES_ADDRESS, DEVICES_ADDRESS, ONBOARDING_ADDRESS, anyPrefixCovers, decodeReservedRecord, encodeRedeemed, isReservedAddress,
+} from '../access/records.ts';
+import { type AccessPolicy, addressExists, deviceIdFromHex, roleOf } from '../access/permissions.ts';
+import { checkAddress } from '../ledger/message.ts';
+import { isValidPublicKey } from '../ledger/signature.ts';
+import type { CacheEntry } from './entry.ts';
+import { expiresAtMs } from './entry.ts';
+import type { Draft } from './memcache.ts';
+import { checkNonce, useNonce } from './nonce-window.ts';
+
+export interface ExecutionContext extends AccessPolicy {
+  chain: string;
+  height: number;
+  blockTimeMs: number;
+  /** The block producer; the only device that may write TTL deletes. */
+  leaderHex: string;
+}
+
+export const SYSTEM_REASON_PROP = 'reason';
+export const SYSTEM_REASON_TTL = 'ttl';
+
+export function isTtlDelete(message: Message, leaderHex: string): boolean {
+  return isDelete(message) && message.props.length === 1 && message.props[0]![0] === SYSTEM_REASON_PROP &&
+    message.props[0]![1] === SYSTEM_REASON_TTL && toHex(message.device) === leaderHex;
+}
+
+/** Validates `message` against the draft and, if it passes, applies it. */
+export function executeMessage(draft: Draft, message: Message, messageHash: Uint8Array, context: ExecutionContext): CommittedMessage {
+  if (message.chain !== context.chain) throw kalimaError('KALIMA_ERR_LEDGER_WRONG_CHAIN', { chain: message.chain, expected: context.chain });
+  const deviceHex = toHex(message.device);
+  const existing = draft.getEntry(message.address, message.key);
+  let value = message.body;
+
+  if (isTtlDelete(message, context.leaderHex)) {
+    // The producer's own deletes: the entry must really have expired by the block's time, and the
+    // nonce is the global sequence the delete takes, so it is unique without a replay window.
+    const deadline = existing === undefined ? undefined : expiresAtMs(existing);
+    if (deadline === undefined || deadline > context.blockTimeMs || message.nonce !== draft.nextGlobalSequence) {
+      throw kalimaError('KALIMA_ERR_LEDGER_BAD_BLOCK', { height: context.height, reason: 'a TTL delete of an entry that has not expired', address: message.address, key: message.key });
+    }
+  } else {
+    checkNonce(draft.nonceWindow(deviceHex), message.nonce);
+    const role = roleOf(draft, context, deviceHex);
+    const isRedemption = message.address === ONBOARDING_ADDRESS && role.kind !== 'admin' && !isDelete(message);
+    if (isRedemption) {
+      value = redeem(draft, message, deviceHex, existing, context);
+    } else if (role.kind === 'unknown') {
+      throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_DEVICE', { device: deviceHex });
+    } else if (isReservedAddress(message.address)) {
+      if (role.kind !== 'admin') throw kalimaError('KALIMA_ERR_ACCESS_ADMIN_ONLY', { device: deviceHex, address: message.address });
+      if (!isDelete(message)) checkReservedPut(message);
+    } else {
+      if (!addressExists(draft, message.address)) throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_ADDRESS', { address: message.address });
+      if (role.kind === 'device' && !anyPrefixCovers(role.permissions.pub, message.address)) {
+        throw kalimaError('KALIMA_ERR_ACCESS_PUB_DENIED', { device: deviceHex, address: message.address });
+      }
+    }
+    if (isDelete(message) && existing === undefined) {
+      throw kalimaError('KALIMA_ERR_LEDGER_KEY_NOT_FOUND', { address: message.address, key: message.key });
+    }
+  }
+
+  const previous = draft.lastSequence(message.address);
+  const committed: CommittedMessage = { message, globalSequence: draft.nextGlobalSequence, sequence: previous + 1, previous };
+  draft.nextGlobalSequence++;
+  draft.setLastSequence(message.address, committed.sequence);
+  if (!isTtlDelete(message, context.leaderHex)) draft.setNonceWindow(deviceHex, useNonce(draft.nonceWindow(deviceHex), message.nonce));
+  if (isDelete(message)) {
+    draft.deleteEntry(message.address, message.key);
+  } else {
+    const entry: CacheEntry = {
+      address: message.address,
+      key: message.key,
+      value,
+      globalSequence: committed.globalSequence,
+      sequence: committed.sequence,
+      height: context.height,
+      timeMs: context.blockTimeMs,
+      ttlSeconds: message.ttlSeconds,
+      device: message.device,
+      messageHash,
+      props: message.props,
+    };
+    draft.putEntry(entry);
+  }
+  return committed;
+}
+
+function checkReservedPut(message: Message): void {
+  const record = decodeReservedRecord(message.body);
+  const expect = (kind: string): void => {
+    if (record.kind !== kind) throw kalimaError('KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', { address: message.address, expected: kind, got: record.kind });
+  };
+  switch (message.address) {
+    case ADDRESSES_ADDRESS:
+      expect('address');
+      checkAddress(message.key);
+      if (isReservedAddress(message.key)) throw kalimaError('KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', { reason: 'reserved addresses exist already', key: message.key });
+      break;
+    case DEVICES_ADDRESS: {
+      expect('device');
+      const device = deviceIdFromHex(message.key);
+      if (device === undefined || !isValidPublicKey(device) || message.key !== toHex(device)) {
+        throw kalimaError('KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', { reason: 'the key must be the device id in lower-case hex', key: message.key });
+      }
+      break;
+    }
+    case ONBOARDING_ADDRESS:
+      expect('grant');
+      if (!/^[0-9a-f]{64}$/.test(message.key)) throw kalimaError('KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', { reason: 'the key must be the code id: sha256(secret) in hex', key: message.key });
+      break;
+    default:
+      break;
+  }
+}
+
+/** A device redeems a one-time code: the grant becomes its permissions, and the code is spent. */
+function redeem(draft: Draft, message: Message, deviceHex: string, existing: CacheEntry | undefined, context: ExecutionContext): Uint8Array {
+  const record = decodeReservedRecord(message.body);
+  if (record.kind !== 'redemption') throw kalimaError('KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', { address: message.address, expected: 'redemption', got: record.kind });
+  const grantRecord = existing === undefined ? undefined : decodeReservedRecord(existing.value);
+  if (grantRecord?.kind !== 'grant' || !bytesEqual(sha256(record.secret), deviceIdFromHex(message.key) ?? new Uint8Array())) {
+    throw kalimaError('KALIMA_ERR_ACCESS_BAD_ONBOARDING_CODE', { codeId: message.key });
+  }
+  const grant = grantRecord.record;
+  if (grant.expiresAtMs !== 0 && context.blockTimeMs >= grant.expiresAtMs) throw kalimaError('KALIMA_ERR_ACCESS_BAD_ONBOARDING_CODE', { codeId: message.key, reason: 'expired' });
+  if (roleOf(draft, context, deviceHex).kind !== 'unknown') throw kalimaError('KALIMA_ERR_ACCESS_ALREADY_REGISTERED', { device: deviceHex });
+  return encodeRedeemed({ grant, device: message.device });
+}

@@ -1,0 +1,60 @@
+// The key layout of the node's LevelDB. One prefix byte per table; integers are 8-byte big-endian
+// so they sort numerically.
+import { utf8Bytes } from '../ledger/codec.ts';
+import { concatBytes } from '../ledger/hash.ts';
+
+export const TABLE = {
+  meta: 0x01,
+  blockByHeight: 0x02,
+  heightByHash: 0x03,
+  heightByTime: 0x04,
+  addressHistory: 0x05,
+  heightByGlobalSequence: 0x06,
+  locationByMessageHash: 0x07,
+  cacheEntry: 0x08,
+  addressHead: 0x09,
+  nonceWindow: 0x0a,
+} as const;
+
+export function u64(value: number): Uint8Array {
+  const bytes = new Uint8Array(8);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(value));
+  return bytes;
+}
+
+export function readU64(bytes: Uint8Array, offset = 0): number {
+  return Number(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(offset));
+}
+
+export function tableKey(table: number, ...parts: Uint8Array[]): Uint8Array {
+  return concatBytes(Uint8Array.of(table), ...parts);
+}
+
+/** The first key after every key of the table (or of the prefix within it). */
+export function prefixEnd(prefix: Uint8Array): Uint8Array {
+  const end = prefix.slice();
+  for (let index = end.length - 1; index >= 0; index--) {
+    if (end[index]! < 0xff) {
+      end[index]! += 1;
+      return end.subarray(0, index + 1);
+    }
+  }
+  return Uint8Array.of(0xff, 0xff);
+}
+
+const SEPARATOR = Uint8Array.of(0);
+
+export const keys = {
+  meta: (name: string) => tableKey(TABLE.meta, utf8Bytes(name)),
+  block: (height: number) => tableKey(TABLE.blockByHeight, u64(height)),
+  hash: (hash: Uint8Array) => tableKey(TABLE.heightByHash, hash),
+  time: (timeMs: number, height: number) => tableKey(TABLE.heightByTime, u64(timeMs), u64(height)),
+  history: (address: string, sequence: number) => tableKey(TABLE.addressHistory, utf8Bytes(address), SEPARATOR, u64(sequence)),
+  historyPrefix: (address: string) => tableKey(TABLE.addressHistory, utf8Bytes(address), SEPARATOR),
+  globalSequence: (firstGlobalSequence: number) => tableKey(TABLE.heightByGlobalSequence, u64(firstGlobalSequence)),
+  messageHash: (hash: Uint8Array) => tableKey(TABLE.locationByMessageHash, hash),
+  entry: (address: string, key: string) => tableKey(TABLE.cacheEntry, utf8Bytes(address), SEPARATOR, utf8Bytes(key)),
+  head: (address: string) => tableKey(TABLE.addressHead, utf8Bytes(address)),
+  nonce: (deviceHex: string) => tableKey(TABLE.nonceWindow, utf8Bytes(deviceHex)),
+  table: (table: number) => Uint8Array.of(table),
+};
