@@ -1,0 +1,230 @@
+// The `kalima` command.
+import { parseArgs } from 'node:util';
+import { join, resolve } from 'node:path';
+import { KalimaError, isKalimaError, kalimaError } from '../errors.ts';
+import { KalimaClient, generateDeviceKey, loadDeviceKey, saveDeviceKey } from '../sdk/client.ts';
+import { loadConfig, loadGenesis, DEFAULT_PORT } from '../node/config.ts';
+import { startNode } from '../node/runtime.ts';
+import { ChainStore } from '../store/chain-store.ts';
+import { LevelKvStore } from '../store/level-kv.ts';
+import { openVerified } from '../store/verify.ts';
+import { repairState } from '../store/repair.ts';
+import { toHex } from '../ledger/hash.ts';
+import { initChain } from './init.ts';
+import { runDevnet } from './devnet.ts';
+
+const USAGE = `kalima — a Kalima PrivaChain node
+
+  kalima init [--dir DIR] [--chain NAME] [--port N] [--force]   genesis file, admin and node keys, config
+  kalima node [--config FILE]                                   run a node (default ./config.json)
+  kalima devnet [--dir DIR] [--port N]                          a local chain with a demo device (npm start)
+  kalima status [--url URL]
+  kalima put --key KEYFILE [--url URL] [--ttl S] ADDRESS KEY VALUE
+  kalima get --key KEYFILE [--url URL] ADDRESS KEY
+  kalima rm --key KEYFILE [--url URL] ADDRESS KEY
+  kalima watch --key KEYFILE [--url URL] [--from SEQ] ADDRESS   print committed messages as they come
+  kalima history --key KEYFILE [--url URL] ADDRESS
+  kalima verify-chain [--config FILE]                           check the hashchain and the state digest
+  kalima repair [--config FILE]                                 rebuild the MemCache from the blocks
+  kalima keygen --out KEYFILE                                   a new device key
+  kalima admin create-address --key ADMINKEY ADDRESS [DESCRIPTION]
+  kalima admin register-device --key ADMINKEY DEVICE_ID --pub P1,P2 --sub S1,S2 [--name NAME]
+  kalima admin issue-code --key ADMINKEY --pub P1,P2 --sub S1,S2 [--name NAME]
+  kalima redeem --key KEYFILE CODE                              join the chain with a one-time code
+
+URL defaults to http://127.0.0.1:${DEFAULT_PORT}. Errors print their KALIMA_ERR_* code; the exit code is 1 (2 for usage).`;
+
+class UsageError extends Error {}
+
+function list(value: string | undefined): string[] {
+  return value === undefined || value === '' ? [] : value.split(',').map((item) => item.trim()).filter(Boolean);
+}
+
+async function client(values: Record<string, unknown>): Promise<KalimaClient> {
+  if (typeof values.key !== 'string') throw new UsageError('--key KEYFILE is required');
+  return new KalimaClient({ url: (values.url as string | undefined) ?? `http://127.0.0.1:${DEFAULT_PORT}`, key: await loadDeviceKey(values.key) });
+}
+
+function print(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, (_key, item) => (item instanceof Uint8Array ? Buffer.from(item).toString('utf8') : item), 2)}\n`);
+}
+
+async function openStore(configFile: string) {
+  const config = await loadConfig(configFile);
+  const genesis = await loadGenesis(config.genesisFile);
+  const store = new ChainStore(await LevelKvStore.open(config.dataDir));
+  return { config, genesis, store };
+}
+
+const progress = ({ height, tipHeight }: { height: number; tipHeight: number }): void => {
+  process.stderr.write(`\rblock ${height} of ${tipHeight}`);
+  if (height === tipHeight) process.stderr.write('\n');
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      dir: { type: 'string' }, chain: { type: 'string' }, port: { type: 'string' }, force: { type: 'boolean' },
+      config: { type: 'string' }, url: { type: 'string' }, key: { type: 'string' }, ttl: { type: 'string' },
+      from: { type: 'string' }, out: { type: 'string' }, pub: { type: 'string' }, sub: { type: 'string' }, name: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const port = values.port === undefined ? undefined : Number(values.port);
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65_535)) throw new UsageError('--port must be a whole number from 0 to 65535');
+  const configFile = resolve(values.config ?? 'config.json');
+
+  switch (command) {
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    case 'init': {
+      const result = await initChain({ directory: resolve(values.dir ?? '.'), chain: values.chain ?? 'privachain', port, force: values.force });
+      process.stdout.write([
+        `chain initialised in ${result.directory}`,
+        `  genesis   ${result.genesisFile}`,
+        `  admin key ${result.adminKeyFile}  (device id ${toHex(result.admin.publicKey)})`,
+        `  node key  ${result.nodeKeyFile}`,
+        `  config    ${result.configFile}`,
+        `run it with: kalima node --config ${result.configFile}`,
+      ].join('\n') + '\n');
+      return 0;
+    }
+    case 'node': {
+      const config = await loadConfig(configFile);
+      if (port !== undefined) config.port = port;
+      const running = await startNode(config, { onVerifyProgress: progress });
+      process.stderr.write(`kalima node: chain ${running.node.chain} at height ${running.node.height}, API on ${running.url}\n`);
+      await waitForSignal();
+      await running.close();
+      return 0;
+    }
+    case 'devnet': {
+      const { stop } = await runDevnet({ directory: values.dir ?? join('.kalima', 'devnet'), port });
+      await waitForSignal();
+      await stop();
+      return 0;
+    }
+    case 'status': {
+      const url = values.url ?? `http://127.0.0.1:${DEFAULT_PORT}`;
+      print(await new KalimaClient({ url, key: generateDeviceKey() }).status());
+      return 0;
+    }
+    case 'put': {
+      const [address, key, value] = positionals;
+      if (address === undefined || key === undefined || value === undefined) throw new UsageError('put needs ADDRESS KEY VALUE');
+      print(await (await client(values)).put(address, key, value, { ttl: values.ttl === undefined ? undefined : Number(values.ttl) }));
+      return 0;
+    }
+    case 'rm': {
+      const [address, key] = positionals;
+      if (address === undefined || key === undefined) throw new UsageError('rm needs ADDRESS KEY');
+      print(await (await client(values)).remove(address, key));
+      return 0;
+    }
+    case 'get': {
+      const [address, key] = positionals;
+      if (address === undefined || key === undefined) throw new UsageError('get needs ADDRESS KEY');
+      const value = await (await client(values)).get(address, key);
+      if (value === undefined) throw kalimaError('KALIMA_ERR_LEDGER_KEY_NOT_FOUND', { address, key });
+      print(value);
+      return 0;
+    }
+    case 'history': {
+      const [address] = positionals;
+      if (address === undefined) throw new UsageError('history needs ADDRESS');
+      for await (const message of (await client(values)).history(address)) print(message);
+      return 0;
+    }
+    case 'watch': {
+      const [address] = positionals;
+      if (address === undefined) throw new UsageError('watch needs ADDRESS');
+      const controller = new AbortController();
+      process.once('SIGINT', () => controller.abort());
+      process.once('SIGTERM', () => controller.abort());
+      const from = values.from === undefined ? undefined : Number(values.from);
+      const watcher = await client(values);
+      for await (const message of watcher.subscribe(address, { from, signal: controller.signal, onReconnect: (attempt) => process.stderr.write(`reconnecting (attempt ${attempt})\n`) })) {
+        process.stdout.write(`${JSON.stringify({ ...message, body: Buffer.from(message.body).toString('utf8') })}\n`);
+      }
+      return 0;
+    }
+    case 'verify-chain': {
+      const { genesis, store } = await openStore(configFile);
+      try {
+        const { tip, cache } = await openVerified(store, genesis, progress);
+        print({ ok: true, chain: genesis.chain, height: tip.height, tipHash: toHex(tip.hash), stateDigest: toHex(tip.stateDigest), entries: cache.size });
+      } finally {
+        await store.close();
+      }
+      return 0;
+    }
+    case 'repair': {
+      const { genesis, store } = await openStore(configFile);
+      try {
+        const result = await repairState(store, genesis, progress);
+        print({ ok: true, repairedHeight: result.height, entries: result.entries });
+      } finally {
+        await store.close();
+      }
+      return 0;
+    }
+    case 'keygen': {
+      if (values.out === undefined) throw new UsageError('--out KEYFILE is required');
+      const key = generateDeviceKey();
+      await saveDeviceKey(values.out, key);
+      print({ deviceId: toHex(key.publicKey), keyFile: resolve(values.out) });
+      return 0;
+    }
+    case 'redeem': {
+      const [code] = positionals;
+      if (code === undefined) throw new UsageError('redeem needs CODE');
+      print(await (await client(values)).redeemOnboardingCode(code));
+      return 0;
+    }
+    case 'admin': {
+      const [action, ...args] = positionals;
+      const admin = await client(values);
+      if (action === 'create-address' && args[0] !== undefined) print(await admin.createAddress(args[0], args[1] ?? ''));
+      else if (action === 'register-device' && args[0] !== undefined) print(await admin.registerDevice(args[0], { name: values.name, pub: list(values.pub), sub: list(values.sub) }));
+      else if (action === 'issue-code') print(await admin.issueOnboardingCode({ name: values.name, pub: list(values.pub), sub: list(values.sub) }));
+      else throw new UsageError('admin needs create-address ADDRESS, register-device DEVICE_ID or issue-code');
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown command ${command}`);
+  }
+}
+
+function waitForSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+}
+
+export async function runCli(argv: string[]): Promise<void> {
+  try {
+    process.exitCode = await main(argv);
+  } catch (error) {
+    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`kalima: ${(error as Error).message}\n\n${USAGE}\n`);
+      process.exitCode = 2;
+    } else if (isKalimaError(error)) {
+      const kalima = error as KalimaError;
+      process.stderr.write(`kalima: ${kalima.code}: ${kalima.message}\n`);
+      if (Object.keys(kalima.details).length > 0) process.stderr.write(`${JSON.stringify(kalima.details, null, 2)}\n`);
+      if (kalima.code === 'KALIMA_ERR_STORE_CORRUPT' && kalima.details.repairable === true) process.stderr.write('the blocks are intact: `kalima repair` rebuilds the state from them\n');
+      process.exitCode = 1;
+    } else {
+      process.stderr.write(`kalima: ${(error as Error).stack ?? String(error)}\n`);
+      process.exitCode = 1;
+    }
+  }
+}

@@ -1,0 +1,401 @@
+// A single master node: it takes signed messages, orders them into blocks, makes each block
+// durable with one synced write, then applies it to the MemCache, acknowledges its messages and
+// tells subscribers. A message is acknowledged only once the block that holds it is on disk.
+import { kalimaError, isKalimaError, assert } from '../errors.ts';
+import { type Genesis, genesisHash } from '../access/genesis.ts';
+import { type AccessPolicy, adminSet, mayRead, checkRead } from '../access/permissions.ts';
+import { type Block, type BlockHeader, blockHash, blockOverheadBytes, encodeBlock, signBlock } from '../ledger/block.ts';
+import { bytesEqual, toHex } from '../ledger/hash.ts';
+import { BLOCK_BYTES_MAX, BLOCK_MESSAGES_MAX, EXPIRIES_PER_BLOCK_MAX } from '../ledger/limits.ts';
+import { merkleLeafHash, merkleRoot } from '../ledger/merkle.ts';
+import { type CommittedMessage, type Message, encodeCommitted, encodeMessage, messageSigningHash, signMessage } from '../ledger/message.ts';
+import { mmrAppend, mmrRoot } from '../ledger/mmr.ts';
+import type { KeyPair } from '../ledger/signature.ts';
+import type { Clock, Logger, Rng, Scheduler } from '../ports.ts';
+import type { CacheEntry } from '../state/entry.ts';
+import { SYSTEM_REASON_PROP, SYSTEM_REASON_TTL, type ExecutionContext, executeMessage } from '../state/execute.ts';
+import { Draft, type MemCache } from '../state/memcache.ts';
+import type { ChainStore, LocatedMessage, TipRecord } from '../store/chain-store.ts';
+import { type VerifyProgress, openVerified } from '../store/verify.ts';
+import type { SignatureVerifier } from './verifier.ts';
+
+export interface CommitReceipt {
+  messageHash: string;
+  globalSequence: number;
+  sequence: number;
+  previous: number;
+  height: number;
+  timeMs: number;
+}
+
+export interface CommittedBlock {
+  block: Block;
+  hash: Uint8Array;
+  messageHashes: Uint8Array[];
+}
+
+export interface NodeOptions {
+  genesis: Genesis;
+  store: ChainStore;
+  /** The key this node signs blocks and TTL deletes with; must be one of the genesis masters. */
+  nodeKey: KeyPair;
+  clock: Clock;
+  rng: Rng;
+  scheduler: Scheduler;
+  verifier: SignatureVerifier;
+  logger: Logger;
+  /** Messages waiting for a block beyond this are refused with KALIMA_ERR_API_OVERLOADED. */
+  pendingMessagesMax?: number;
+  blockDelayMs?: number;
+  onVerifyProgress?: (progress: VerifyProgress) => void;
+}
+
+interface Pending {
+  message: Message;
+  hash: Uint8Array;
+  encodedBytes: number;
+  nonceId: string;
+  promise: Promise<CommitReceipt>;
+  resolve: (receipt: CommitReceipt) => void;
+  reject: (error: unknown) => void;
+}
+
+/** Bytes a committed message adds beyond its message encoding, at most: version and three varints. */
+const COMMITTED_OVERHEAD_BYTES_MAX = 1 + 3 * 8;
+const TERM = 1;
+
+export class KalimaNode {
+  readonly chain: string;
+  readonly genesisHashHex: string;
+  readonly policy: AccessPolicy & { chain: string };
+  private readonly nodeKeyHex: string;
+  private readonly queue: Pending[] = [];
+  private readonly pendingByNonce = new Map<string, Pending>();
+  private readonly blockListeners = new Set<(committed: CommittedBlock) => void>();
+  private readonly pendingMessagesMax: number;
+  private readonly blockDelayMs: number;
+  private readonly overheadBytes: number;
+  private blockTimer: unknown;
+  private expiryTimer: unknown;
+  private producing: Promise<void> | undefined;
+  private queuedBytes = 0;
+  private closing = false;
+  private failure: unknown;
+  private committedMessages = 0;
+
+  private constructor(
+    private readonly options: NodeOptions,
+    private tip: TipRecord,
+    readonly cache: MemCache,
+  ) {
+    this.chain = options.genesis.chain;
+    this.genesisHashHex = toHex(genesisHash(options.genesis));
+    this.policy = { admins: adminSet(options.genesis.admins), chain: this.chain };
+    this.nodeKeyHex = toHex(options.nodeKey.publicKey);
+    this.pendingMessagesMax = options.pendingMessagesMax ?? 20_000;
+    this.blockDelayMs = options.blockDelayMs ?? options.genesis.params.blockDelayMs;
+    this.overheadBytes = blockOverheadBytes(this.chain);
+  }
+
+  /** Opens the store, checks the whole chain and the MemCache, and starts serving. */
+  static async open(options: NodeOptions): Promise<KalimaNode> {
+    const isMaster = options.genesis.masters.some((master) => bytesEqual(master, options.nodeKey.publicKey));
+    if (!isMaster) throw kalimaError('KALIMA_ERR_CONFIG_INVALID', { reason: 'the node key is not one of the genesis masters', node: toHex(options.nodeKey.publicKey) });
+    const { tip, cache } = await openVerified(options.store, options.genesis, options.onVerifyProgress);
+    const node = new KalimaNode(options, tip, cache);
+    node.scheduleExpiry();
+    options.logger.info({ chain: node.chain, height: tip.height, entries: cache.size }, 'node open');
+    return node;
+  }
+
+  get height(): number {
+    return this.tip.height;
+  }
+
+  get tipRecord(): Readonly<TipRecord> {
+    return this.tip;
+  }
+
+  get pendingCount(): number {
+    return this.queue.length;
+  }
+
+  get committedMessageCount(): number {
+    return this.committedMessages;
+  }
+
+  get store(): ChainStore {
+    return this.options.store;
+  }
+
+  get clock(): Clock {
+    return this.options.clock;
+  }
+
+  onBlock(listener: (committed: CommittedBlock) => void): () => void {
+    this.blockListeners.add(listener);
+    return () => this.blockListeners.delete(listener);
+  }
+
+  /**
+   * Submits a signed message; resolves once it is committed in a durable block. A retry of the
+   * same message while it waits joins the first submission. Throws a coded error for anything
+   * the chain refuses, and then nothing has changed.
+   */
+  async submit(message: Message): Promise<CommitReceipt> {
+    this.checkServing();
+    if (message.chain !== this.chain) throw kalimaError('KALIMA_ERR_LEDGER_WRONG_CHAIN', { chain: message.chain, expected: this.chain });
+    const encodedBytes = encodeMessage(message).length;
+    if (encodedBytes + COMMITTED_OVERHEAD_BYTES_MAX + this.overheadBytes > BLOCK_BYTES_MAX) {
+      throw kalimaError('KALIMA_ERR_LEDGER_MESSAGE_TOO_LARGE', { bytes: encodedBytes });
+    }
+    const hash = messageSigningHash(message);
+    const nonceId = `${toHex(message.device)}:${message.nonce}`;
+    const waiting = this.pendingByNonce.get(nonceId);
+    if (waiting !== undefined) {
+      if (bytesEqual(waiting.hash, hash)) return waiting.promise;
+      throw kalimaError('KALIMA_ERR_LEDGER_NONCE_REPLAYED', { nonce: message.nonce });
+    }
+    if (this.pendingByNonce.size >= this.pendingMessagesMax) throw kalimaError('KALIMA_ERR_API_OVERLOADED', { pending: this.pendingByNonce.size });
+
+    let resolve!: (receipt: CommitReceipt) => void;
+    let reject!: (error: unknown) => void;
+    const promise = new Promise<CommitReceipt>((onResolve, onReject) => {
+      resolve = onResolve;
+      reject = onReject;
+    });
+    const pending: Pending = { message, hash, encodedBytes, nonceId, promise, resolve, reject };
+    // Claim the nonce before the first await so a concurrent duplicate is seen.
+    this.pendingByNonce.set(nonceId, pending);
+    try {
+      const valid = await this.options.verifier.verify(hash, message.device, message.signature);
+      if (!valid) throw kalimaError('KALIMA_ERR_LEDGER_BAD_SIGNATURE', { device: toHex(message.device) });
+      this.checkServing();
+      // Fail fast against the committed state; the block producer checks again in order.
+      executeMessage(new Draft(this.cache), message, hash, this.executionContext(this.options.clock.nowMs()));
+    } catch (error) {
+      this.pendingByNonce.delete(nonceId);
+      throw await this.explain(error, hash);
+    }
+    this.queue.push(pending);
+    this.queuedBytes += encodedBytes;
+    this.scheduleBlock();
+    return promise;
+  }
+
+  /** A replay of an already committed message says where it was committed. */
+  private async explain(error: unknown, hash: Uint8Array): Promise<unknown> {
+    if (!isKalimaError(error, 'KALIMA_ERR_LEDGER_NONCE_REPLAYED') && !isKalimaError(error, 'KALIMA_ERR_LEDGER_NONCE_TOO_OLD')) return error;
+    const location = await this.options.store.locateMessage(hash);
+    if (location === undefined) return error;
+    const located = await this.options.store.messageAt(location);
+    if (located === undefined) return error;
+    return kalimaError(error.code, { ...error.details, committed: receiptOf(located, hash) });
+  }
+
+  private checkServing(): void {
+    if (this.failure !== undefined) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'storage failed; the node stopped producing blocks' });
+    if (this.closing) throw kalimaError('KALIMA_ERR_NODE_STOPPING');
+  }
+
+  private executionContext(blockTimeMs: number): ExecutionContext {
+    return { admins: this.policy.admins, chain: this.chain, height: this.tip.height + 1, blockTimeMs, leaderHex: this.nodeKeyHex };
+  }
+
+  private scheduleBlock(): void {
+    if (this.producing !== undefined || this.blockTimer !== undefined || this.closing) return;
+    const full = this.queuedBytes + this.overheadBytes >= BLOCK_BYTES_MAX || this.queue.length >= BLOCK_MESSAGES_MAX;
+    this.blockTimer = this.options.scheduler.setTimeout(() => {
+      this.blockTimer = undefined;
+      this.producing = this.produceBlock().finally(() => {
+        this.producing = undefined;
+        if (this.queue.length > 0) this.scheduleBlock();
+        else this.scheduleExpiry();
+      });
+    }, full ? 0 : this.blockDelayMs);
+  }
+
+  private scheduleExpiry(): void {
+    if (this.expiryTimer !== undefined) this.options.scheduler.clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
+    const next = this.cache.nextExpiryMs();
+    if (next === undefined || this.closing) return;
+    const delayMs = Math.max(0, next - this.options.clock.nowMs());
+    this.expiryTimer = this.options.scheduler.setTimeout(() => {
+      this.expiryTimer = undefined;
+      this.scheduleBlock();
+    }, Math.min(delayMs, 2_147_000_000));
+  }
+
+  private expiryDelete(entry: CacheEntry, globalSequence: number): Message {
+    return signMessage(
+      {
+        chain: this.chain, address: entry.address, key: entry.key, body: new Uint8Array(), ttlSeconds: -1,
+        props: [[SYSTEM_REASON_PROP, SYSTEM_REASON_TTL]], device: this.options.nodeKey.publicKey, nonce: globalSequence,
+      },
+      this.options.nodeKey.secretKey,
+      this.options.rng.bytes(32),
+    );
+  }
+
+  private async produceBlock(): Promise<void> {
+    if (this.failure !== undefined) return;
+    const timeMs = Math.max(this.options.clock.nowMs(), this.tip.timeMs);
+    const context = this.executionContext(timeMs);
+    const draft = new Draft(this.cache);
+    const messages: CommittedMessage[] = [];
+    const messageHashes: Uint8Array[] = [];
+    const leafHashes: Uint8Array[] = [];
+    const included: Pending[] = [];
+    let blockBytes = this.overheadBytes;
+
+    const add = (committed: CommittedMessage, hash: Uint8Array): void => {
+      const encoded = encodeCommitted(committed);
+      messages.push(committed);
+      messageHashes.push(hash);
+      leafHashes.push(merkleLeafHash(encoded));
+      blockBytes += encoded.length;
+    };
+
+    // TTL expiries first: "When it runs out, the system writes a delete transaction itself."
+    for (const item of this.cache.takeExpired(timeMs, EXPIRIES_PER_BLOCK_MAX)) {
+      const entry = draft.getEntry(item.address, item.key);
+      assert(entry !== undefined, 'produceBlock: an expiry item without its entry');
+      const deletion = this.expiryDelete(entry, draft.nextGlobalSequence);
+      const hash = messageSigningHash(deletion);
+      add(executeMessage(draft, deletion, hash, context), hash);
+    }
+
+    while (this.queue.length > 0 && messages.length < BLOCK_MESSAGES_MAX) {
+      const pending = this.queue[0]!;
+      if (blockBytes + pending.encodedBytes + COMMITTED_OVERHEAD_BYTES_MAX > BLOCK_BYTES_MAX) break;
+      this.queue.shift();
+      this.queuedBytes -= pending.encodedBytes;
+      try {
+        add(executeMessage(draft, pending.message, pending.hash, context), pending.hash);
+        included.push(pending);
+      } catch (error) {
+        this.pendingByNonce.delete(pending.nonceId);
+        pending.reject(await this.explain(error, pending.hash));
+      }
+    }
+    if (messages.length === 0) return;
+
+    const changes = draft.changes();
+    const header: BlockHeader = {
+      chain: this.chain,
+      height: this.tip.height + 1,
+      prevHash: this.tip.hash,
+      timeMs,
+      leader: this.options.nodeKey.publicKey,
+      term: TERM,
+      messageCount: messages.length,
+      txRoot: merkleRoot(leafHashes),
+      stateDigest: changes.digest.digest(),
+      mmrRoot: mmrRoot(this.tip.mmr),
+    };
+    const block = signBlock(header, messages, this.options.nodeKey.secretKey, this.options.rng.bytes(32));
+    const bytes = encodeBlock(block);
+    const hash = blockHash(header);
+    const last = messages[messages.length - 1]!;
+    const tip: TipRecord = {
+      height: header.height, hash, timeMs, mmr: mmrAppend(this.tip.mmr, hash), nextGlobalSequence: last.globalSequence + 1, stateDigest: header.stateDigest,
+    };
+    try {
+      await this.options.store.commitBlock(block, bytes, hash, messageHashes, changes, tip);
+    } catch (error) {
+      // The disk refused a write: nothing is acknowledged, and the node stops producing rather
+      // than guess what is on disk. A restart re-checks the store.
+      this.failure = error;
+      this.options.logger.error({ err: error, height: header.height }, 'block write failed; the node stops producing');
+      for (const pending of included) {
+        this.pendingByNonce.delete(pending.nonceId);
+        pending.reject(kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'storage failed' }));
+      }
+      return;
+    }
+    this.cache.apply(changes);
+    this.tip = tip;
+    this.committedMessages += messages.length;
+    const receiptBase = { height: header.height, timeMs };
+    included.forEach((pending) => {
+      this.pendingByNonce.delete(pending.nonceId);
+      const index = messageHashes.indexOf(pending.hash);
+      const committed = messages[index]!;
+      pending.resolve({ ...receiptBase, messageHash: toHex(pending.hash), globalSequence: committed.globalSequence, sequence: committed.sequence, previous: committed.previous });
+    });
+    const event: CommittedBlock = { block, hash, messageHashes };
+    for (const listener of this.blockListeners) {
+      try {
+        listener(event);
+      } catch (error) {
+        this.options.logger.error({ err: error }, 'block listener failed');
+      }
+    }
+  }
+
+  // ---- reads (permission checks live in the API layer, which knows the requesting device) ----
+
+  getEntry(address: string, key: string): CacheEntry | undefined {
+    return this.cache.getEntry(address, key);
+  }
+
+  checkRead(deviceHex: string, address: string): void {
+    checkRead(this.cache, this.policy, deviceHex, address);
+  }
+
+  mayRead(deviceHex: string, address: string): boolean {
+    return mayRead(this.cache, this.policy, deviceHex, address);
+  }
+
+  async history(address: string, options: { fromSequence: number; toSequence?: number; limit: number; reverse?: boolean }): Promise<LocatedMessage[]> {
+    return this.options.store.history(address, options);
+  }
+
+  async getBlock(height: number): Promise<Block | undefined> {
+    return height >= 1 && height <= this.tip.height ? this.options.store.getBlock(height) : undefined;
+  }
+
+  /** Stops taking messages, lets the block in progress finish, and closes the store. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.blockTimer !== undefined) this.options.scheduler.clearTimeout(this.blockTimer);
+    if (this.expiryTimer !== undefined) this.options.scheduler.clearTimeout(this.expiryTimer);
+    this.blockTimer = undefined;
+    // Messages still queued were never acknowledged; their clients retry with the same nonce.
+    await this.producing;
+    for (const pending of this.queue.splice(0)) pending.reject(kalimaError('KALIMA_ERR_NODE_STOPPING'));
+    this.queuedBytes = 0;
+    this.pendingByNonce.clear();
+    await this.options.verifier.close();
+    await this.options.store.close();
+  }
+
+  /** Produces whatever is queued now; for tests and tools that drive time themselves. */
+  async flush(): Promise<void> {
+    if (this.blockTimer !== undefined) {
+      this.options.scheduler.clearTimeout(this.blockTimer);
+      this.blockTimer = undefined;
+    }
+    while (this.producing !== undefined) await this.producing;
+    const run = this.produceBlock();
+    this.producing = run;
+    try {
+      await run;
+    } finally {
+      this.producing = undefined;
+    }
+  }
+}
+
+export function receiptOf(located: LocatedMessage, hash: Uint8Array): CommitReceipt {
+  return {
+    messageHash: toHex(hash),
+    globalSequence: located.committed.globalSequence,
+    sequence: located.committed.sequence,
+    previous: located.committed.previous,
+    height: located.height,
+    timeMs: located.timeMs,
+  };
+}

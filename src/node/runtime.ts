@@ -1,0 +1,69 @@
+// Runs a node for real: LevelDB, worker-thread signature verification, pino, fastify on a port.
+import { availableParallelism } from 'node:os';
+import { pino, type Logger as PinoLogger } from 'pino';
+import type { FastifyInstance } from 'fastify';
+import { buildApi } from '../api/server.ts';
+import type { EventHub } from '../api/events.ts';
+import { loadDeviceKey } from '../sdk/client.ts';
+import { systemClock, systemRng, systemScheduler } from '../ports.ts';
+import { ChainStore } from '../store/chain-store.ts';
+import { LevelKvStore } from '../store/level-kv.ts';
+import { type NodeConfig, loadGenesis } from './config.ts';
+import { KalimaNode } from './node.ts';
+import { WorkerPoolVerifier } from './verifier.ts';
+import type { VerifyProgress } from '../store/verify.ts';
+
+export const VERSION = '0.1.0';
+
+export interface RunningNode {
+  node: KalimaNode;
+  app: FastifyInstance;
+  events: EventHub;
+  url: string;
+  logger: PinoLogger;
+  close(): Promise<void>;
+}
+
+export function createLogger(level: NodeConfig['logLevel'], destination?: number | string): PinoLogger {
+  return pino({ level, base: { service: 'kalima' } }, pino.destination(destination ?? 1));
+}
+
+export async function startNode(config: NodeConfig, options: { logger?: PinoLogger; onVerifyProgress?: (progress: VerifyProgress) => void } = {}): Promise<RunningNode> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const genesis = await loadGenesis(config.genesisFile);
+  const nodeKey = await loadDeviceKey(config.nodeKeyFile);
+  const store = new ChainStore(await LevelKvStore.open(config.dataDir));
+  const verifier = new WorkerPoolVerifier(config.verifierThreads > 0 ? config.verifierThreads : availableParallelism());
+  let node: KalimaNode;
+  try {
+    node = await KalimaNode.open({
+      genesis, store, nodeKey, clock: systemClock, rng: systemRng, scheduler: systemScheduler, verifier, logger,
+      onVerifyProgress: options.onVerifyProgress,
+    });
+  } catch (error) {
+    await verifier.close();
+    await store.close();
+    throw error;
+  }
+  const { app, events } = await buildApi({ node, logger, version: VERSION });
+  try {
+    await app.listen({ host: config.host, port: config.port });
+  } catch (error) {
+    await node.close();
+    throw error;
+  }
+  const address = app.server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : config.port;
+  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  logger.info({ url, chain: node.chain, height: node.height }, 'api listening');
+  let closed = false;
+  return {
+    node, app, events, url, logger,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await app.close();
+      await node.close();
+    },
+  };
+}
