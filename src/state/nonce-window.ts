@@ -1,61 +1,70 @@
-// Replay protection per device: a sliding window over nonces, as IPsec's anti-replay window
-// (RFC 4303 §3.4.3). Nonces may arrive out of order within the window; each is accepted once.
+// Replay protection per device. The node remembers the most recent NONCE_RECENT_MAX nonces a
+// device used and a floor below which every nonce is refused. A nonce is accepted once, if it is
+// above the floor and not among the recent ones. The window is counted in messages, not in nonce
+// values, so a device may use sparse nonces (the SDK uses microseconds since the epoch) and still
+// have up to NONCE_RECENT_MAX writes in flight and reordered.
 import { kalimaError } from '../errors.ts';
-import { NONCE_WINDOW } from '../ledger/limits.ts';
+import { NONCE_RECENT_MAX } from '../ledger/limits.ts';
 import { Reader, Writer } from '../ledger/codec.ts';
 
-const BITMAP_BYTES = NONCE_WINDOW / 8;
-
 export interface NonceWindow {
-  highest: number;
-  /** Bit i is set when nonce (highest - i) was used. */
-  bitmap: Uint8Array;
+  /** Nonces at or below this are refused; -1 before any eviction. */
+  floor: number;
+  /** Used nonces above the floor, ascending, at most NONCE_RECENT_MAX. */
+  recent: readonly number[];
 }
 
-function bitIsSet(bitmap: Uint8Array, bit: number): boolean {
-  return (bitmap[bit >> 3]! & (1 << (bit & 7))) !== 0;
+function indexOf(recent: readonly number[], nonce: number): { found: boolean; index: number } {
+  let low = 0;
+  let high = recent.length;
+  while (low < high) {
+    const middle = (low + high) >> 1;
+    if (recent[middle]! < nonce) low = middle + 1;
+    else high = middle;
+  }
+  return { found: recent[low] === nonce, index: low };
 }
 
-function setBit(bitmap: Uint8Array, bit: number): void {
-  bitmap[bit >> 3] = bitmap[bit >> 3]! | (1 << (bit & 7));
-}
-
-/** Throws the coded error when the nonce was used or has left the window. */
+/** Throws the coded error when the nonce was used or is at or below the floor. */
 export function checkNonce(window: NonceWindow | undefined, nonce: number): void {
-  if (window === undefined || nonce > window.highest) return;
-  const age = window.highest - nonce;
-  if (age >= NONCE_WINDOW) throw kalimaError('KALIMA_ERR_LEDGER_NONCE_TOO_OLD', { nonce, oldestAccepted: window.highest - NONCE_WINDOW + 1 });
-  if (bitIsSet(window.bitmap, age)) throw kalimaError('KALIMA_ERR_LEDGER_NONCE_REPLAYED', { nonce });
+  if (window === undefined) return;
+  if (nonce <= window.floor) throw kalimaError('KALIMA_ERR_LEDGER_NONCE_TOO_OLD', { nonce, floor: window.floor });
+  if (indexOf(window.recent, nonce).found) throw kalimaError('KALIMA_ERR_LEDGER_NONCE_REPLAYED', { nonce });
 }
 
 /** Returns the window after `nonce` is used; the nonce must have passed checkNonce. */
 export function useNonce(window: NonceWindow | undefined, nonce: number): NonceWindow {
-  if (window === undefined) {
-    const bitmap = new Uint8Array(BITMAP_BYTES);
-    setBit(bitmap, 0);
-    return { highest: nonce, bitmap };
-  }
-  if (nonce <= window.highest) {
-    const bitmap = window.bitmap.slice();
-    setBit(bitmap, window.highest - nonce);
-    return { highest: window.highest, bitmap };
-  }
-  const shift = nonce - window.highest;
-  const bitmap = new Uint8Array(BITMAP_BYTES);
-  if (shift < NONCE_WINDOW) {
-    for (let bit = 0; bit + shift < NONCE_WINDOW; bit++) if (bitIsSet(window.bitmap, bit)) setBit(bitmap, bit + shift);
-  }
-  setBit(bitmap, 0);
-  return { highest: nonce, bitmap };
+  const current = window ?? { floor: -1, recent: [] };
+  const { index } = indexOf(current.recent, nonce);
+  const recent = [...current.recent.slice(0, index), nonce, ...current.recent.slice(index)];
+  let floor = current.floor;
+  while (recent.length > NONCE_RECENT_MAX) floor = recent.shift()!;
+  return { floor, recent };
 }
 
+/** floor+1, the count, then the nonces as ascending deltas. */
 export function encodeNonceWindow(window: NonceWindow): Uint8Array {
-  return new Writer(BITMAP_BYTES + 10).varint(window.highest).fixed(window.bitmap, BITMAP_BYTES).finish();
+  const writer = new Writer(16 + window.recent.length * 4).varint(window.floor + 1).varint(window.recent.length);
+  let previous = window.floor;
+  for (const nonce of window.recent) {
+    writer.varint(nonce - previous - 1);
+    previous = nonce;
+  }
+  return writer.finish();
 }
 
 export function decodeNonceWindow(bytes: Uint8Array): NonceWindow {
   const reader = new Reader(bytes);
-  const window = { highest: reader.varint(), bitmap: reader.fixed(BITMAP_BYTES) };
+  const floor = reader.varint() - 1;
+  const count = reader.varint();
+  if (count > NONCE_RECENT_MAX) throw kalimaError('KALIMA_ERR_CODEC_OUT_OF_RANGE', { count });
+  const recent: number[] = [];
+  let previous = floor;
+  for (let index = 0; index < count; index++) {
+    previous = previous + reader.varint() + 1;
+    if (!Number.isSafeInteger(previous)) throw kalimaError('KALIMA_ERR_CODEC_OUT_OF_RANGE', { nonce: previous });
+    recent.push(previous);
+  }
   reader.end();
-  return window;
+  return { floor, recent };
 }
