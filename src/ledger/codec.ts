@@ -5,14 +5,15 @@
 import { kalimaError } from '../errors.ts';
 
 const utf8Encoder = new TextEncoder();
-const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is text like any other; dropping it would give two encodings one value.
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export class Writer {
   private buffer: Uint8Array;
   private length = 0;
 
   constructor(initialCapacity = 256) {
-    this.buffer = new Uint8Array(initialCapacity);
+    this.buffer = new Uint8Array(Math.max(16, initialCapacity));
   }
 
   private reserve(extra: number): void {

@@ -1,7 +1,7 @@
 // A message (Kalima's "transaction"): a device's signed write of `body` at (address, key). An empty
 // body means delete. The master side adds globalSequence (chain-wide), sequence and previous (per
 // address); the block carries the time.
-import { kalimaError } from '../errors.ts';
+import { type KalimaErrorCode, kalimaError } from '../errors.ts';
 import { Reader, Writer, utf8ByteLength } from './codec.ts';
 import { TAG, taggedHash } from './hash.ts';
 import {
@@ -71,6 +71,8 @@ export function checkMessageFields(message: UnsignedMessage): void {
   if (!Number.isSafeInteger(message.nonce) || message.nonce < 0) throw kalimaError('KALIMA_ERR_LEDGER_BAD_NONCE', { nonce: message.nonce });
 }
 
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
 function checkProps(props: Props): void {
   if (props.length > PROPS_COUNT_MAX) throw kalimaError('KALIMA_ERR_LEDGER_BAD_PROPS', { count: props.length });
   let previousKey: string | undefined;
@@ -78,6 +80,8 @@ function checkProps(props: Props): void {
     if (typeof key !== 'string' || typeof value !== 'string' || utf8ByteLength(key) > PROP_KEY_BYTES_MAX || !PROP_KEY_PATTERN.test(key)) {
       throw kalimaError('KALIMA_ERR_LEDGER_BAD_PROPS', { key });
     }
+    // A lone surrogate has no UTF-8 form: it would be signed as U+FFFD and read back changed.
+    if (LONE_SURROGATE.test(value)) throw kalimaError('KALIMA_ERR_LEDGER_BAD_PROPS', { key, reason: 'the value is not well-formed Unicode' });
     if (utf8ByteLength(value) > PROP_VALUE_BYTES_MAX) throw kalimaError('KALIMA_ERR_LEDGER_BAD_PROPS', { key, valueBytes: utf8ByteLength(value) });
     // Canonical: sorted, unique keys.
     if (previousKey !== undefined && key <= previousKey) throw kalimaError('KALIMA_ERR_LEDGER_BAD_PROPS', { key, reason: 'keys must be sorted and unique' });
@@ -126,9 +130,9 @@ export function encodeMessage(message: Message): Uint8Array {
 export function readMessage(reader: Reader): Message {
   const version = reader.u8();
   if (version !== MESSAGE_VERSION) throw kalimaError('KALIMA_ERR_CODEC_UNKNOWN_VERSION', { version });
-  const chain = reader.text(CHAIN_BYTES_MAX);
-  const address = reader.text(ADDRESS_BYTES_MAX);
-  const key = reader.text(KEY_BYTES_MAX);
+  const chain = readBoundedText(reader, CHAIN_BYTES_MAX, 'KALIMA_ERR_LEDGER_BAD_CHAIN', 'chain');
+  const address = readBoundedText(reader, ADDRESS_BYTES_MAX, 'KALIMA_ERR_LEDGER_BAD_ADDRESS', 'address');
+  const key = readBoundedText(reader, KEY_BYTES_MAX, 'KALIMA_ERR_LEDGER_BAD_KEY', 'key');
   const bodyLength = reader.peekVarint();
   if (bodyLength > MESSAGE_BODY_BYTES_MAX) throw kalimaError('KALIMA_ERR_LEDGER_BODY_TOO_LARGE', { bytes: bodyLength, max: MESSAGE_BODY_BYTES_MAX });
   const body = reader.bytes(MESSAGE_BODY_BYTES_MAX);
@@ -136,13 +140,25 @@ export function readMessage(reader: Reader): Message {
   const propsCount = reader.varint();
   if (propsCount > PROPS_COUNT_MAX) throw kalimaError('KALIMA_ERR_LEDGER_BAD_PROPS', { count: propsCount });
   const props: Array<[string, string]> = [];
-  for (let index = 0; index < propsCount; index++) props.push([reader.text(PROP_KEY_BYTES_MAX), reader.text(PROP_VALUE_BYTES_MAX)]);
+  for (let index = 0; index < propsCount; index++) {
+    props.push([
+      readBoundedText(reader, PROP_KEY_BYTES_MAX, 'KALIMA_ERR_LEDGER_BAD_PROPS', 'props'),
+      readBoundedText(reader, PROP_VALUE_BYTES_MAX, 'KALIMA_ERR_LEDGER_BAD_PROPS', 'props'),
+    ]);
+  }
   const device = reader.fixed(PUBLIC_KEY_BYTES);
   const nonce = reader.varint();
   const signature = reader.fixed(SIGNATURE_BYTES);
   const message: Message = { chain, address, key, body, ttlSeconds, props, device, nonce, signature };
   checkMessageFields(message);
   return message;
+}
+
+/** Reads a text field, giving an over-long one the field's own code rather than the codec's. */
+function readBoundedText(reader: Reader, maxBytes: number, code: KalimaErrorCode, field: string): string {
+  const length = reader.peekVarint();
+  if (length > maxBytes) throw kalimaError(code, { field, bytes: length, max: maxBytes });
+  return reader.text(maxBytes);
 }
 
 export function decodeMessage(bytes: Uint8Array): Message {
