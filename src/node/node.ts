@@ -258,10 +258,16 @@ export class KalimaNode {
     };
 
     // TTL expiries first: "When it runs out, the system writes a delete transaction itself."
-    for (const item of this.cache.takeExpired(timeMs, EXPIRIES_PER_BLOCK_MAX)) {
+    const expired = this.cache.takeExpired(timeMs, EXPIRIES_PER_BLOCK_MAX);
+    for (const [index, item] of expired.entries()) {
       const entry = draft.getEntry(item.address, item.key);
       assert(entry !== undefined, 'produceBlock: an expiry item without its entry');
       const deletion = this.expiryDelete(entry, draft.nextGlobalSequence);
+      // Deletes of long addresses and keys fill a block before EXPIRIES_PER_BLOCK_MAX do; the rest wait for the next block.
+      if (blockBytes + encodeMessage(deletion).length + COMMITTED_OVERHEAD_BYTES_MAX > BLOCK_BYTES_MAX) {
+        this.cache.returnExpired(expired.slice(index));
+        break;
+      }
       const hash = messageSigningHash(deletion);
       add(executeMessage(draft, deletion, hash, context), hash);
     }

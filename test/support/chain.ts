@@ -75,7 +75,7 @@ export async function openApi(node: KalimaNode): Promise<{ app: FastifyInstance;
 let nonceCounter = 1;
 
 /** A signed message; nonce defaults to a fresh one. */
-export function makeMessage(chain: TestChain, key: KeyPair, fields: Partial<UnsignedMessage> & { address: string; key: string; body?: Uint8Array | string }): Message {
+export function makeMessage(chain: TestChain, key: KeyPair, fields: Partial<Omit<UnsignedMessage, 'body'>> & { address: string; key: string; body?: Uint8Array | string }): Message {
   const body = typeof fields.body === 'string' ? new TextEncoder().encode(fields.body) : (fields.body ?? new TextEncoder().encode('value'));
   const unsigned: UnsignedMessage = {
     chain: fields.chain ?? chain.genesis.chain,
