@@ -102,7 +102,7 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
     let kalima: KalimaError;
     if (error instanceof KalimaError) kalima = error;
     else if ((error as { code?: string }).code === 'FST_ERR_CTP_BODY_TOO_LARGE') kalima = kalimaError('KALIMA_ERR_API_PAYLOAD_TOO_LARGE');
-    else if (error instanceof SyntaxError || (error as { code?: string }).code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || (error as { code?: string }).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+    else if (error instanceof SyntaxError || (error as { code?: string }).code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (error as { code?: string }).code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || (error as { code?: string }).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
       kalima = kalimaError('KALIMA_ERR_API_BAD_JSON', { reason: error.message });
     } else if ((error as { validation?: unknown }).validation !== undefined) kalima = kalimaError('KALIMA_ERR_API_BAD_REQUEST', { reason: error.message });
     else {
@@ -297,6 +297,8 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
     await events.open(request, reply, device, prefix, from);
   });
 
-  app.addHook('onClose', async () => events.close());
+  // preClose, not onClose: the server waits for open connections before onClose hooks run, and
+  // an event stream never ends by itself, so app.close() would wait forever.
+  app.addHook('preClose', async () => events.close());
   return { app, events };
 }

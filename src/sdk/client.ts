@@ -200,6 +200,9 @@ export class KalimaClient {
     if (error !== undefined && typeof error.code === 'string' && isErrorCode(error.code)) {
       return new KalimaError(error.code, (error.details as Record<string, unknown>) ?? {}, typeof error.message === 'string' ? error.message : undefined);
     }
+    // A server that is shutting down (fastify answers 503 on its own) or a proxy in front of a node
+    // that is restarting has no catalogue body: the node is unreachable for now, which is retried.
+    if (status === 502 || status === 503 || status === 504) return kalimaError('KALIMA_ERR_SDK_UNREACHABLE', { status, body: json });
     return kalimaError('KALIMA_ERR_SDK_BAD_RESPONSE', { status, body: json });
   }
 
