@@ -46,6 +46,7 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_API_NOT_FOUND: { status: 404, message: 'no such route' },
   KALIMA_ERR_API_OVERLOADED: { status: 503, message: 'the node is overloaded; retry with backoff' },
   KALIMA_ERR_API_PAYLOAD_TOO_LARGE: { status: 413, message: 'the request body is too large' },
+  KALIMA_ERR_NODE_INTERNAL: { status: 500, message: 'internal error; the node log has the details' },
   // node and store
   KALIMA_ERR_NODE_NOT_READY: { status: 503, message: 'the node is not serving' },
   KALIMA_ERR_NODE_STOPPING: { status: 503, message: 'the node is shutting down' },

@@ -4,7 +4,7 @@
 import { fromHex, toHex } from '../ledger/hash.ts';
 import type { StateReader } from '../state/memcache.ts';
 import {
-  ADDRESSES_ADDRESS, DEVICES_ADDRESS, ONBOARDING_ADDRESS, type Permissions, anyPrefixCovers, decodeReservedRecord, isReservedAddress,
+  ADDRESSES_ADDRESS, DEVICES_ADDRESS, ONBOARDING_ADDRESS, type Permissions, decodeReservedRecord, isReservedAddress, subCovers,
 } from './records.ts';
 import { kalimaError } from '../errors.ts';
 
@@ -59,13 +59,13 @@ export function checkRead(state: StateReader, policy: AccessPolicy, deviceHex: s
   const role = roleOf(state, policy, deviceHex);
   if (role.kind === 'admin') return;
   if (role.kind === 'unknown') throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_DEVICE', { device: deviceHex });
-  if (!anyPrefixCovers(role.permissions.sub, address)) throw kalimaError('KALIMA_ERR_ACCESS_SUB_DENIED', { device: deviceHex, address });
+  if (!subCovers(role.permissions.sub, address)) throw kalimaError('KALIMA_ERR_ACCESS_SUB_DENIED', { device: deviceHex, address });
 }
 
 /** True when the device may read the address; for filtering lists and event streams. */
 export function mayRead(state: StateReader, policy: AccessPolicy, deviceHex: string, address: string): boolean {
   const role = roleOf(state, policy, deviceHex);
-  return role.kind === 'admin' || (role.kind === 'device' && anyPrefixCovers(role.permissions.sub, address));
+  return role.kind === 'admin' || (role.kind === 'device' && subCovers(role.permissions.sub, address));
 }
 
 export function deviceIdFromHex(hex: string): Uint8Array | undefined {

@@ -161,9 +161,28 @@ export function decodeReservedRecord(bytes: Uint8Array): ReservedRecord {
   }
 }
 
-/** `prefix` covers `address` when it is the address itself or one of its ancestors. */
+/** Who may do what is for admins alone, whatever a device's SUB list says. */
+export function isAuthorisationAddress(address: string): boolean {
+  return address === DEVICES_ADDRESS || address === ONBOARDING_ADDRESS;
+}
+
+/**
+ * `prefix` covers `address` when it is the address itself or one of its ancestors. "/" covers every
+ * address outside /kalima; a reserved address is covered only by a prefix that names /kalima.
+ */
 export function prefixCovers(prefix: string, address: string): boolean {
+  if (prefix === '/') return !isReservedAddress(address);
+  return address === prefix || address.startsWith(`${prefix}/`);
+}
+
+/** The address is `prefix` or below it, by path alone (for choosing what a stream carries). */
+export function isUnderPath(prefix: string, address: string): boolean {
   return prefix === '/' || address === prefix || address.startsWith(`${prefix}/`);
+}
+
+/** What a device's SUB list lets it read: never the authorisation data. */
+export function subCovers(sub: readonly string[], address: string): boolean {
+  return !isAuthorisationAddress(address) && anyPrefixCovers(sub, address);
 }
 
 export function anyPrefixCovers(prefixes: readonly string[], address: string): boolean {

@@ -4,7 +4,7 @@
 // live stream, with no gap and no duplicate.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { kalimaError } from '../errors.ts';
-import { anyPrefixCovers, checkPrefix, prefixCovers } from '../access/records.ts';
+import { checkPrefix, isUnderPath, prefixCovers, subCovers } from '../access/records.ts';
 import { roleOf } from '../access/permissions.ts';
 import { type CommittedMessage, messageSigningHash } from '../ledger/message.ts';
 import type { CommittedBlock, KalimaNode } from '../node/node.ts';
@@ -51,7 +51,7 @@ export class EventHub {
     if (role.kind === 'admin') return;
     if (role.kind === 'unknown') throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_DEVICE', { device: deviceHex });
     // The stream may be wider than the SUB list (it is then filtered), but must overlap it.
-    const overlaps = role.permissions.sub.some((sub) => prefixCovers(sub, prefix) || prefixCovers(prefix, sub));
+    const overlaps = role.permissions.sub.some((sub) => sub === '/' || prefix === '/' || prefixCovers(sub, prefix) || prefixCovers(prefix, sub));
     if (!overlaps) throw kalimaError('KALIMA_ERR_ACCESS_SUB_DENIED', { device: deviceHex, address: prefix });
   }
 
@@ -121,8 +121,8 @@ export class EventHub {
       if (committed.globalSequence <= subscriber.lastSent || subscriber.closed) return;
       const { address } = committed.message;
       subscriber.lastSent = committed.globalSequence;
-      if (!prefixCovers(subscriber.prefix, address)) return;
-      if (role.kind === 'device' && !anyPrefixCovers(role.permissions.sub, address)) return;
+      if (!isUnderPath(subscriber.prefix, address)) return;
+      if (role.kind === 'device' && !subCovers(role.permissions.sub, address)) return;
       const hash = hashes?.[index] ?? messageHashOf(committed);
       const data = JSON.stringify(committedToJson(committed, located, hash));
       this.write(subscriber, `id: ${committed.globalSequence}\nevent: message\ndata: ${data}\n\n`);

@@ -11,7 +11,7 @@ import { blockHash } from '../ledger/block.ts';
 import { merkleLeafHash, merkleProof } from '../ledger/merkle.ts';
 import { encodeCommitted, messageSigningHash } from '../ledger/message.ts';
 import { toHex } from '../ledger/hash.ts';
-import { anyPrefixCovers, checkPrefix } from '../access/records.ts';
+import { checkPrefix, subCovers } from '../access/records.ts';
 import { roleOf } from '../access/permissions.ts';
 import type { KalimaNode } from '../node/node.ts';
 import { authenticate } from './auth.ts';
@@ -107,7 +107,7 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
     } else if ((error as { validation?: unknown }).validation !== undefined) kalima = kalimaError('KALIMA_ERR_API_BAD_REQUEST', { reason: error.message });
     else {
       request.log.error({ err: error }, 'unhandled error');
-      return reply.status(500).send({ error: { code: 'KALIMA_ERR_INTERNAL', message: 'internal error', details: {} } });
+      kalima = kalimaError('KALIMA_ERR_NODE_INTERNAL');
     }
     return reply.status(kalima.status).send(kalima.toJSON());
   });
@@ -249,7 +249,7 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
     const leaves = block.messages.map((committed) => merkleLeafHash(encodeCommitted(committed)));
     const visible = block.messages
       .map((committed, index) => ({ committed, index }))
-      .filter(({ committed }) => role.kind === 'admin' || anyPrefixCovers(role.permissions.sub, committed.message.address));
+      .filter(({ committed }) => role.kind === 'admin' || subCovers(role.permissions.sub, committed.message.address));
     return {
       header: headerToJson(block.header, blockHash(block.header)),
       signature: toHex(block.signature),

@@ -391,6 +391,8 @@ export class KalimaNode {
       await run;
     } finally {
       this.producing = undefined;
+      if (this.queue.length > 0) this.scheduleBlock();
+      else this.scheduleExpiry();
     }
   }
 }

@@ -57,10 +57,11 @@ export function executeMessage(draft: Draft, message: Message, messageHash: Uint
       if (role.kind !== 'admin') throw kalimaError('KALIMA_ERR_ACCESS_ADMIN_ONLY', { device: deviceHex, address: message.address });
       if (!isDelete(message)) checkReservedPut(message);
     } else {
-      if (!addressExists(draft, message.address)) throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_ADDRESS', { address: message.address });
+      // PUB first: a device may not learn whether an address outside its PUB list exists.
       if (role.kind === 'device' && !anyPrefixCovers(role.permissions.pub, message.address)) {
         throw kalimaError('KALIMA_ERR_ACCESS_PUB_DENIED', { device: deviceHex, address: message.address });
       }
+      if (!addressExists(draft, message.address)) throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_ADDRESS', { address: message.address });
     }
     if (isDelete(message) && existing === undefined) {
       throw kalimaError('KALIMA_ERR_LEDGER_KEY_NOT_FOUND', { address: message.address, key: message.key });

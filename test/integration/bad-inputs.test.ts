@@ -158,7 +158,8 @@ const ROWS: Row[] = [
     expect(details).toMatchObject({ chain: 'otherchain', expected: 'testchain' });
   }),
   messageRow('malformed chain id', 400, 'KALIMA_ERR_LEDGER_BAD_CHAIN', () => ({ ...valid(), chain: 'Bad Chain' })),
-  messageRow('address not created', 404, 'KALIMA_ERR_ACCESS_UNKNOWN_ADDRESS', () => valid({ address: '/nowhere' })),
+  messageRow('address not created, inside the PUB list', 404, 'KALIMA_ERR_ACCESS_UNKNOWN_ADDRESS', () => valid({ address: `${ADDRESS}/not-created` })),
+  messageRow('address not created, outside the PUB list', 403, 'KALIMA_ERR_ACCESS_PUB_DENIED', () => valid({ address: '/nowhere' })),
   messageRow('address without a leading slash', 400, 'KALIMA_ERR_LEDGER_BAD_ADDRESS', () => ({ ...valid(), address: 'sensors' })),
   messageRow('address with a trailing slash', 400, 'KALIMA_ERR_LEDGER_BAD_ADDRESS', () => ({ ...valid(), address: '/sensors/' })),
   messageRow('malformed body on a reserved address', 400, 'KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', () => makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(generateKeyPair(systemRng).publicKey), body: utf8('junk'), nonce: 5_000_000 + ++nonce })),

@@ -48,8 +48,8 @@ const PERMISSIONS: Record<'sensor' | 'reader' | 'onboarded', Permissions> = {
 const WRITE_MATRIX: Record<DeviceName, Record<MatrixAddress, WriteOutcome>> = {
   admin: { '/sensors/plant1': OK, '/sensors/plant2': OK, '/alarms/fire': OK, '/other': OK, '/kalima/devices': OK, '/sensors/plant3': UNKNOWN_ADDRESS },
   sensor: { '/sensors/plant1': OK, '/sensors/plant2': OK, '/alarms/fire': PUB_DENIED, '/other': PUB_DENIED, '/kalima/devices': ADMIN_ONLY, '/sensors/plant3': UNKNOWN_ADDRESS },
-  reader: { '/sensors/plant1': PUB_DENIED, '/sensors/plant2': PUB_DENIED, '/alarms/fire': PUB_DENIED, '/other': PUB_DENIED, '/kalima/devices': ADMIN_ONLY, '/sensors/plant3': UNKNOWN_ADDRESS },
-  onboarded: { '/sensors/plant1': PUB_DENIED, '/sensors/plant2': PUB_DENIED, '/alarms/fire': OK, '/other': PUB_DENIED, '/kalima/devices': ADMIN_ONLY, '/sensors/plant3': UNKNOWN_ADDRESS },
+  reader: { '/sensors/plant1': PUB_DENIED, '/sensors/plant2': PUB_DENIED, '/alarms/fire': PUB_DENIED, '/other': PUB_DENIED, '/kalima/devices': ADMIN_ONLY, '/sensors/plant3': PUB_DENIED },
+  onboarded: { '/sensors/plant1': PUB_DENIED, '/sensors/plant2': PUB_DENIED, '/alarms/fire': OK, '/other': PUB_DENIED, '/kalima/devices': ADMIN_ONLY, '/sensors/plant3': PUB_DENIED },
   unknown: { '/sensors/plant1': UNKNOWN_DEVICE, '/sensors/plant2': UNKNOWN_DEVICE, '/alarms/fire': UNKNOWN_DEVICE, '/other': UNKNOWN_DEVICE, '/kalima/devices': UNKNOWN_DEVICE, '/sensors/plant3': UNKNOWN_DEVICE },
 };
 

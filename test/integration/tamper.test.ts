@@ -16,6 +16,8 @@ import { ChainStore } from '../../src/store/chain-store.ts';
 import { TABLE, keys, prefixEnd, readU64, u64 } from '../../src/store/keys.ts';
 import { LevelKvStore } from '../../src/store/level-kv.ts';
 import { repairState } from '../../src/store/repair.ts';
+import { decodeNonceWindow, encodeNonceWindow } from '../../src/state/nonce-window.ts';
+import type { KeyPair } from '../../src/ledger/signature.ts';
 import { type TestChain, createAddress, makeChain, makeMessage, openNode, registerDevice, tempDir } from '../support/chain.ts';
 
 const ADDRESS = '/plant/line1';
@@ -163,12 +165,14 @@ const POSITIONS: Position[] = [
   },
 ];
 
+let device: KeyPair;
+
 beforeAll(async () => {
   directory = await tempDir('kalima-tamper-');
   const node = await openOnDisk();
   try {
     await createAddress(node, chain, ADDRESS);
-    const device = await registerDevice(node, chain, { pub: ['/plant'], sub: ['/plant'] });
+    device = await registerDevice(node, chain, { pub: ['/plant'], sub: ['/plant'] });
     // Awaiting each write puts it in a block of its own.
     for (let index = 0; index < 7; index++) {
       await node.submit(makeMessage(chain, device, { address: ADDRESS, key: `sensor-${index % 3}`, body: utf8(`reading-${index}-${'x'.repeat(index * 5)}`), props: [['unit', 'kPa']] }));
@@ -312,6 +316,14 @@ const STATE_DAMAGE: StateDamage[] = [
     },
   },
   {
+    name: "a device's replay window rolled back (a replay would pass)",
+    damage: async () => {
+      const deviceHex = toHex(device.publicKey);
+      const window = decodeNonceWindow(await readValue(keys.nonce(deviceHex)));
+      await writeValue(keys.nonce(deviceHex), encodeNonceWindow({ floor: window.floor, recent: window.recent.slice(0, -1) }));
+    },
+  },
+  {
     name: 'the head of the address moved',
     damage: async () => {
       const head = await readValue(keys.head(ADDRESS));
@@ -330,6 +342,15 @@ describe('a damaged persisted MemCache', () => {
 
     const repaired = await withKv((kv) => repairState(new ChainStore(kv), chain.genesis));
     expect(repaired.height).toBe(before.height);
+    await expectOpensIntact();
+  });
+
+  it('a deleted tip record is repairable too', async () => {
+    await writeValue(keys.meta('tip'), undefined);
+    const error = await openError('tip deleted');
+    expect(error.code).toBe('KALIMA_ERR_STORE_CORRUPT');
+    expect(error.details.repairable).toBe(true);
+    await withKv((kv) => repairState(new ChainStore(kv), chain.genesis));
     await expectOpensIntact();
   });
 

@@ -64,8 +64,15 @@ export async function openNode(chain: TestChain, options: { kv?: KvStore; clock?
   });
 }
 
+/** Opens a node on LevelDB; if the open fails, the database is closed again (it holds a lock). */
 export async function openLevelNode(chain: TestChain, directory: string, options: { clock?: Clock } = {}): Promise<KalimaNode> {
-  return openNode(chain, { kv: await LevelKvStore.open(directory), clock: options.clock });
+  const kv = await LevelKvStore.open(directory);
+  try {
+    return await openNode(chain, { kv, clock: options.clock });
+  } catch (error) {
+    await kv.close();
+    throw error;
+  }
 }
 
 export async function openApi(node: KalimaNode): Promise<{ app: FastifyInstance; events: EventHub }> {
