@@ -3,9 +3,14 @@
 //   /kalima/devices     key = device id (hex)      body = DeviceRecord    (an admin registers a device)
 //   /kalima/onboarding  key = code id (hex)        body = OnboardingGrant (an admin issues a one-time code)
 //                       a device then writes there  body = Redemption      (the device redeems the code)
+//
+// An onboarding code is a secp256k1 secret key; its code id is the x-only public key. A device
+// redeems it by signing its own device id with the code (see `redemptionHash`), so the code never
+// travels, and a redemption seen in flight cannot be replayed for another key.
 import { kalimaError } from '../errors.ts';
 import { Reader, Writer } from '../ledger/codec.ts';
 import { checkAddress } from '../ledger/message.ts';
+import { TAG, taggedHash } from '../ledger/hash.ts';
 
 export const RESERVED_ROOT = '/kalima';
 export const ADDRESSES_ADDRESS = '/kalima/addresses';
@@ -16,7 +21,6 @@ export const ONBOARDING_ADDRESS = '/kalima/onboarding';
 export const PREFIXES_MAX = 64;
 const NAME_BYTES_MAX = 128;
 const DESCRIPTION_BYTES_MAX = 1024;
-export const ONBOARDING_SECRET_BYTES = 32;
 
 export function isReservedAddress(address: string): boolean {
   return address === RESERVED_ROOT || address.startsWith(`${RESERVED_ROOT}/`);
@@ -105,8 +109,13 @@ export function encodeGrant(grant: OnboardingGrant): Uint8Array {
   return writer.varint(grant.expiresAtMs).finish();
 }
 
-export function encodeRedemption(secret: Uint8Array): Uint8Array {
-  return new Writer().u8(RecordKind.Redemption).fixed(secret, ONBOARDING_SECRET_BYTES).finish();
+/** What the code signs: the chain and the device that redeems it. */
+export function redemptionHash(chain: string, device: Uint8Array): Uint8Array {
+  return taggedHash(TAG.onboarding, new Writer(80).text(chain).fixed(device, 32).finish());
+}
+
+export function encodeRedemption(codeSignature: Uint8Array): Uint8Array {
+  return new Writer().u8(RecordKind.Redemption).fixed(codeSignature, 64).finish();
 }
 
 export function encodeRedeemed(redeemed: RedeemedGrant): Uint8Array {
@@ -117,7 +126,7 @@ export type ReservedRecord =
   | { kind: 'address'; record: AddressRecord }
   | { kind: 'device'; record: DeviceRecord }
   | { kind: 'grant'; record: OnboardingGrant }
-  | { kind: 'redemption'; secret: Uint8Array }
+  | { kind: 'redemption'; codeSignature: Uint8Array }
   | { kind: 'redeemed'; record: RedeemedGrant };
 
 /** Decodes any reserved-address body; throws KALIMA_ERR_LEDGER_BAD_RESERVED_BODY when malformed. */
@@ -142,7 +151,7 @@ export function decodeReservedRecord(bytes: Uint8Array): ReservedRecord {
         break;
       }
       case RecordKind.Redemption:
-        result = { kind: 'redemption', secret: reader.fixed(ONBOARDING_SECRET_BYTES) };
+        result = { kind: 'redemption', codeSignature: reader.fixed(64) };
         break;
       case RecordKind.Redeemed: {
         const inner = decodeReservedRecord(reader.bytes(4096));

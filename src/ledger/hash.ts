@@ -39,6 +39,7 @@ export const TAG = {
   genesis: 'kalima/genesis/v1',
   stateDigest: 'kalima/state/v1',
   request: 'kalima/request/v1',
+  onboarding: 'kalima/onboarding/v1',
 } as const;
 
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {

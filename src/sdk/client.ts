@@ -5,14 +5,14 @@ import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { KalimaError, isErrorCode, kalimaError } from '../errors.ts';
 import { type Message, type UnsignedMessage, canonicalProps, messageSigningHash, signMessage } from '../ledger/message.ts';
-import { fromHex, sha256, toHex } from '../ledger/hash.ts';
-import { type KeyPair, generateKeyPair, isValidSecretKey, publicKeyOf } from '../ledger/signature.ts';
+import { fromHex, toHex } from '../ledger/hash.ts';
+import { type KeyPair, generateKeyPair, isValidSecretKey, publicKeyOf, signSchnorr } from '../ledger/signature.ts';
 import { type Clock, type Rng, systemClock, systemRng } from '../ports.ts';
 import { signRequest } from '../api/auth.ts';
 import { type MessageJson, messageToJson } from '../api/json.ts';
 import {
   ADDRESSES_ADDRESS, DEVICES_ADDRESS, ONBOARDING_ADDRESS, type Permissions, encodeAddressRecord, encodeDeviceRecord, encodeGrant, encodeRedemption,
-  ONBOARDING_SECRET_BYTES,
+  redemptionHash,
 } from '../access/records.ts';
 
 export interface CommitReceipt {
@@ -369,17 +369,19 @@ export class KalimaClient {
 
   /** Issues a one-time onboarding code (Kalima's serialId). Hand `code` to the device. */
   async issueOnboardingCode(grant: Permissions & { name?: string; expiresAtMs?: number }): Promise<{ code: string; codeId: string; receipt: CommitReceipt }> {
-    const secret = this.rng.bytes(ONBOARDING_SECRET_BYTES);
-    const codeId = toHex(sha256(secret));
+    const code = generateKeyPair(this.rng);
+    const codeId = toHex(code.publicKey);
     const receipt = await this.submit(await this.sign(ONBOARDING_ADDRESS, codeId, encodeGrant({ name: grant.name ?? '', pub: grant.pub, sub: grant.sub, expiresAtMs: grant.expiresAtMs ?? 0 })));
-    return { code: toHex(secret), codeId, receipt };
+    return { code: toHex(code.secretKey), codeId, receipt };
   }
 
   /** Redeems an onboarding code with this client's key, which becomes a registered device. */
   async redeemOnboardingCode(code: string): Promise<CommitReceipt> {
-    const secret = fromHex(code);
-    if (secret === undefined || secret.length !== ONBOARDING_SECRET_BYTES) throw kalimaError('KALIMA_ERR_ACCESS_BAD_ONBOARDING_CODE', { reason: 'the code must be 64 hex digits' });
-    return this.submit(await this.sign(ONBOARDING_ADDRESS, toHex(sha256(secret)), encodeRedemption(secret)));
+    const secretKey = fromHex(code);
+    if (secretKey === undefined || !isValidSecretKey(secretKey)) throw kalimaError('KALIMA_ERR_ACCESS_BAD_ONBOARDING_CODE', { reason: 'the code must be 64 hex digits' });
+    // The code signs this device's id; the code itself never leaves the device.
+    const codeSignature = signSchnorr(redemptionHash(await this.chain(), this.key.publicKey), secretKey, this.rng.bytes(32));
+    return this.submit(await this.sign(ONBOARDING_ADDRESS, toHex(publicKeyOf(secretKey)), encodeRedemption(codeSignature)));
   }
 }
 

@@ -2,14 +2,14 @@
 // block time, the leader and the admin set come in through the context), and it either throws a
 // coded error and leaves the Draft untouched, or applies every effect of the message.
 import { kalimaError } from '../errors.ts';
-import { bytesEqual, sha256, toHex } from '../ledger/hash.ts';
+import { toHex } from '../ledger/hash.ts';
 import { type CommittedMessage, type Message, isDelete } from '../ledger/message.ts';
 import {
-  ADDRESSES_ADDRESS, DEVICES_ADDRESS, ONBOARDING_ADDRESS, anyPrefixCovers, decodeReservedRecord, encodeRedeemed, isReservedAddress,
+  ADDRESSES_ADDRESS, DEVICES_ADDRESS, ONBOARDING_ADDRESS, anyPrefixCovers, decodeReservedRecord, encodeRedeemed, isReservedAddress, redemptionHash,
 } from '../access/records.ts';
 import { type AccessPolicy, addressExists, deviceIdFromHex, roleOf } from '../access/permissions.ts';
 import { checkAddress } from '../ledger/message.ts';
-import { isValidPublicKey } from '../ledger/signature.ts';
+import { isValidPublicKey, verifySchnorr } from '../ledger/signature.ts';
 import type { CacheEntry } from './entry.ts';
 import { expiresAtMs } from './entry.ts';
 import type { Draft } from './memcache.ts';
@@ -94,6 +94,12 @@ export function executeMessage(draft: Draft, message: Message, messageHash: Uint
   return committed;
 }
 
+/** A device id or code id: an x-only public key in lower-case hex. */
+function isCodeId(key: string): boolean {
+  const publicKey = deviceIdFromHex(key);
+  return publicKey !== undefined && isValidPublicKey(publicKey) && key === toHex(publicKey);
+}
+
 function checkReservedPut(message: Message): void {
   const record = decodeReservedRecord(message.body);
   const expect = (kind: string): void => {
@@ -105,17 +111,13 @@ function checkReservedPut(message: Message): void {
       checkAddress(message.key);
       if (isReservedAddress(message.key)) throw kalimaError('KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', { reason: 'reserved addresses exist already', key: message.key });
       break;
-    case DEVICES_ADDRESS: {
+    case DEVICES_ADDRESS:
       expect('device');
-      const device = deviceIdFromHex(message.key);
-      if (device === undefined || !isValidPublicKey(device) || message.key !== toHex(device)) {
-        throw kalimaError('KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', { reason: 'the key must be the device id in lower-case hex', key: message.key });
-      }
+      if (!isCodeId(message.key)) throw kalimaError('KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', { reason: 'the key must be the device id in lower-case hex', key: message.key });
       break;
-    }
     case ONBOARDING_ADDRESS:
       expect('grant');
-      if (!/^[0-9a-f]{64}$/.test(message.key)) throw kalimaError('KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', { reason: 'the key must be the code id: sha256(secret) in hex', key: message.key });
+      if (!isCodeId(message.key)) throw kalimaError('KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', { reason: 'the key must be the code id: the x-only public key of the code, lower-case hex', key: message.key });
       break;
     default:
       break;
@@ -127,7 +129,8 @@ function redeem(draft: Draft, message: Message, deviceHex: string, existing: Cac
   const record = decodeReservedRecord(message.body);
   if (record.kind !== 'redemption') throw kalimaError('KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', { address: message.address, expected: 'redemption', got: record.kind });
   const grantRecord = existing === undefined ? undefined : decodeReservedRecord(existing.value);
-  if (grantRecord?.kind !== 'grant' || !bytesEqual(sha256(record.secret), deviceIdFromHex(message.key) ?? new Uint8Array())) {
+  const codeKey = deviceIdFromHex(message.key);
+  if (grantRecord?.kind !== 'grant' || codeKey === undefined || !verifySchnorr(redemptionHash(context.chain, message.device), codeKey, record.codeSignature)) {
     throw kalimaError('KALIMA_ERR_ACCESS_BAD_ONBOARDING_CODE', { codeId: message.key });
   }
   const grant = grantRecord.record;
