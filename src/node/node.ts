@@ -3,10 +3,11 @@
 // tells subscribers. A message is acknowledged only once the block that holds it is on disk.
 import { kalimaError, isKalimaError, assert } from '../errors.ts';
 import { type Genesis, genesisHash } from '../access/genesis.ts';
-import { type AccessPolicy, adminSet, mayRead, checkRead } from '../access/permissions.ts';
+import { type AccessPolicy, adminSet, mayRead, checkRead, roleOf } from '../access/permissions.ts';
+import { ONBOARDING_ADDRESS } from '../access/records.ts';
 import { type Block, type BlockHeader, blockHash, blockOverheadBytes, encodeBlock, signBlock } from '../ledger/block.ts';
 import { bytesEqual, toHex } from '../ledger/hash.ts';
-import { BLOCK_BYTES_MAX, BLOCK_MESSAGES_MAX, EXPIRIES_PER_BLOCK_MAX } from '../ledger/limits.ts';
+import { BLOCK_BYTES_MAX, BLOCK_MESSAGES_MAX, EXPIRIES_PER_BLOCK_MAX, NONCE_RECENT_MAX } from '../ledger/limits.ts';
 import { merkleLeafHash, merkleRoot } from '../ledger/merkle.ts';
 import { type CommittedMessage, type Message, encodeCommitted, encodeMessage, messageSigningHash, signMessage } from '../ledger/message.ts';
 import { mmrAppend, mmrRoot } from '../ledger/mmr.ts';
@@ -55,6 +56,7 @@ interface Pending {
   hash: Uint8Array;
   encodedBytes: number;
   nonceId: string;
+  deviceHex: string;
   promise: Promise<CommitReceipt>;
   resolve: (receipt: CommitReceipt) => void;
   reject: (error: unknown) => void;
@@ -63,6 +65,8 @@ interface Pending {
 /** Bytes a committed message adds beyond its message encoding, at most: version and three varints. */
 const COMMITTED_OVERHEAD_BYTES_MAX = 1 + 3 * 8;
 const TERM = 1;
+/** Half the replay window, so a device's own writes in flight never push each other out of it. */
+export const DEVICE_IN_FLIGHT_MAX = NONCE_RECENT_MAX / 2;
 
 export class KalimaNode {
   readonly chain: string;
@@ -78,6 +82,7 @@ export class KalimaNode {
   private blockTimer: unknown;
   private expiryTimer: unknown;
   private producing: Promise<void> | undefined;
+  private readonly inFlightByDevice = new Map<string, number>();
   private queuedBytes = 0;
   private closing = false;
   private failure: unknown;
@@ -149,14 +154,34 @@ export class KalimaNode {
     if (encodedBytes + COMMITTED_OVERHEAD_BYTES_MAX + this.overheadBytes > BLOCK_BYTES_MAX) {
       throw kalimaError('KALIMA_ERR_LEDGER_MESSAGE_TOO_LARGE', { bytes: encodedBytes });
     }
+    const deviceHex = toHex(message.device);
+    // Refuse an unknown key before paying for a signature check (redemptions come from new keys).
+    if (message.address !== ONBOARDING_ADDRESS && roleOf(this.cache, this.policy, deviceHex).kind === 'unknown') {
+      throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_DEVICE', { device: deviceHex });
+    }
     const hash = messageSigningHash(message);
-    const nonceId = `${toHex(message.device)}:${message.nonce}`;
+    // Verify before the nonce is claimed: a forged copy must not block the genuine message.
+    const valid = await this.options.verifier.verify(hash, message.device, message.signature);
+    if (!valid) throw kalimaError('KALIMA_ERR_LEDGER_BAD_SIGNATURE', { device: deviceHex });
+    this.checkServing();
+
+    const nonceId = `${deviceHex}:${message.nonce}`;
     const waiting = this.pendingByNonce.get(nonceId);
     if (waiting !== undefined) {
+      // The same signed message again (a client retry) joins the first submission.
       if (bytesEqual(waiting.hash, hash)) return waiting.promise;
       throw kalimaError('KALIMA_ERR_LEDGER_NONCE_REPLAYED', { nonce: message.nonce });
     }
     if (this.pendingByNonce.size >= this.pendingMessagesMax) throw kalimaError('KALIMA_ERR_API_OVERLOADED', { pending: this.pendingByNonce.size });
+    // More in flight than the replay window remembers could push a device's own nonces out of it.
+    const inFlight = this.inFlightByDevice.get(deviceHex) ?? 0;
+    if (inFlight >= DEVICE_IN_FLIGHT_MAX) throw kalimaError('KALIMA_ERR_API_OVERLOADED', { device: deviceHex, inFlight });
+    try {
+      // Fail fast against the committed state; the block producer checks again, in order.
+      executeMessage(new Draft(this.cache), message, hash, this.executionContext(this.options.clock.nowMs()));
+    } catch (error) {
+      throw await this.explain(error, hash);
+    }
 
     let resolve!: (receipt: CommitReceipt) => void;
     let reject!: (error: unknown) => void;
@@ -164,23 +189,23 @@ export class KalimaNode {
       resolve = onResolve;
       reject = onReject;
     });
-    const pending: Pending = { message, hash, encodedBytes, nonceId, promise, resolve, reject };
-    // Claim the nonce before the first await so a concurrent duplicate is seen.
+    const pending: Pending = { message, hash, encodedBytes, nonceId, deviceHex, promise, resolve, reject };
     this.pendingByNonce.set(nonceId, pending);
-    try {
-      const valid = await this.options.verifier.verify(hash, message.device, message.signature);
-      if (!valid) throw kalimaError('KALIMA_ERR_LEDGER_BAD_SIGNATURE', { device: toHex(message.device) });
-      this.checkServing();
-      // Fail fast against the committed state; the block producer checks again in order.
-      executeMessage(new Draft(this.cache), message, hash, this.executionContext(this.options.clock.nowMs()));
-    } catch (error) {
-      this.pendingByNonce.delete(nonceId);
-      throw await this.explain(error, hash);
-    }
+    this.inFlightByDevice.set(deviceHex, inFlight + 1);
     this.queue.push(pending);
     this.queuedBytes += encodedBytes;
     this.scheduleBlock();
     return promise;
+  }
+
+  /** Settles a pending message, one way or the other, and forgets it. */
+  private settle(pending: Pending, outcome: { receipt: CommitReceipt } | { error: unknown }): void {
+    this.pendingByNonce.delete(pending.nonceId);
+    const inFlight = (this.inFlightByDevice.get(pending.deviceHex) ?? 1) - 1;
+    if (inFlight <= 0) this.inFlightByDevice.delete(pending.deviceHex);
+    else this.inFlightByDevice.set(pending.deviceHex, inFlight);
+    if ('receipt' in outcome) pending.resolve(outcome.receipt);
+    else pending.reject(outcome.error);
   }
 
   /** A replay of an already committed message says where it was committed. */
@@ -203,16 +228,24 @@ export class KalimaNode {
   }
 
   private scheduleBlock(): void {
-    if (this.producing !== undefined || this.blockTimer !== undefined || this.closing) return;
+    if (this.producing !== undefined || this.blockTimer !== undefined || this.closing || this.failure !== undefined) return;
     const full = this.queuedBytes + this.overheadBytes >= BLOCK_BYTES_MAX || this.queue.length >= BLOCK_MESSAGES_MAX;
     this.blockTimer = this.options.scheduler.setTimeout(() => {
       this.blockTimer = undefined;
-      this.producing = this.produceBlock().finally(() => {
-        this.producing = undefined;
-        if (this.queue.length > 0) this.scheduleBlock();
-        else this.scheduleExpiry();
-      });
+      void this.startProducing();
     }, full ? 0 : this.blockDelayMs);
+  }
+
+  /** The only way a block is produced: at most one producer runs at a time. */
+  private startProducing(): Promise<void> {
+    if (this.producing !== undefined) return this.producing;
+    const run = this.produceBlock().finally(() => {
+      this.producing = undefined;
+      if (this.queue.length > 0) this.scheduleBlock();
+      else this.scheduleExpiry();
+    });
+    this.producing = run;
+    return run;
   }
 
   private scheduleExpiry(): void {
@@ -239,7 +272,7 @@ export class KalimaNode {
   }
 
   private async produceBlock(): Promise<void> {
-    if (this.failure !== undefined) return;
+    if (this.failure !== undefined || this.closing) return;
     const timeMs = Math.max(this.options.clock.nowMs(), this.tip.timeMs);
     const context = this.executionContext(timeMs);
     const draft = new Draft(this.cache);
@@ -281,8 +314,7 @@ export class KalimaNode {
         add(executeMessage(draft, pending.message, pending.hash, context), pending.hash);
         included.push(pending);
       } catch (error) {
-        this.pendingByNonce.delete(pending.nonceId);
-        pending.reject(await this.explain(error, pending.hash));
+        this.settle(pending, { error: await this.explain(error, pending.hash) });
       }
     }
     if (messages.length === 0) return;
@@ -307,6 +339,7 @@ export class KalimaNode {
     const tip: TipRecord = {
       height: header.height, hash, timeMs, mmr: mmrAppend(this.tip.mmr, hash), nextGlobalSequence: last.globalSequence + 1, stateDigest: header.stateDigest,
     };
+    assert(header.height === this.tip.height + 1 && bytesEqual(header.prevHash, this.tip.hash), 'produceBlock: the tip moved while the block was built');
     try {
       await this.options.store.commitBlock(block, bytes, hash, messageHashes, changes, tip);
     } catch (error) {
@@ -314,21 +347,20 @@ export class KalimaNode {
       // than guess what is on disk. A restart re-checks the store.
       this.failure = error;
       this.options.logger.error({ err: error, height: header.height }, 'block write failed; the node stops producing');
-      for (const pending of included) {
-        this.pendingByNonce.delete(pending.nonceId);
-        pending.reject(kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'storage failed' }));
-      }
+      const refusal = kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'storage failed' });
+      for (const pending of [...included, ...this.queue.splice(0)]) this.settle(pending, { error: refusal });
+      this.queuedBytes = 0;
       return;
     }
     this.cache.apply(changes);
     this.tip = tip;
     this.committedMessages += messages.length;
     const receiptBase = { height: header.height, timeMs };
-    included.forEach((pending) => {
-      this.pendingByNonce.delete(pending.nonceId);
-      const index = messageHashes.indexOf(pending.hash);
-      const committed = messages[index]!;
-      pending.resolve({ ...receiptBase, messageHash: toHex(pending.hash), globalSequence: committed.globalSequence, sequence: committed.sequence, previous: committed.previous });
+    const firstIncluded = messages.length - included.length;
+    included.forEach((pending, index) => {
+      const committed = messages[firstIncluded + index]!;
+      assert(committed.message === pending.message, 'produceBlock: receipts out of step with the block');
+      this.settle(pending, { receipt: { ...receiptBase, messageHash: toHex(pending.hash), globalSequence: committed.globalSequence, sequence: committed.sequence, previous: committed.previous } });
     });
     const event: CommittedBlock = { block, hash, messageHashes };
     for (const listener of this.blockListeners) {
@@ -369,31 +401,25 @@ export class KalimaNode {
     if (this.blockTimer !== undefined) this.options.scheduler.clearTimeout(this.blockTimer);
     if (this.expiryTimer !== undefined) this.options.scheduler.clearTimeout(this.expiryTimer);
     this.blockTimer = undefined;
-    // Messages still queued were never acknowledged; their clients retry with the same nonce.
     await this.producing;
-    for (const pending of this.queue.splice(0)) pending.reject(kalimaError('KALIMA_ERR_NODE_STOPPING'));
+    // Messages still queued were never acknowledged; their clients retry with the same nonce.
+    for (const pending of this.queue.splice(0)) this.settle(pending, { error: kalimaError('KALIMA_ERR_NODE_STOPPING') });
     this.queuedBytes = 0;
-    this.pendingByNonce.clear();
     await this.options.verifier.close();
     await this.options.store.close();
   }
 
   /** Produces whatever is queued now; for tests and tools that drive time themselves. */
   async flush(): Promise<void> {
-    if (this.blockTimer !== undefined) {
-      this.options.scheduler.clearTimeout(this.blockTimer);
-      this.blockTimer = undefined;
+    for (;;) {
+      if (this.blockTimer !== undefined) {
+        this.options.scheduler.clearTimeout(this.blockTimer);
+        this.blockTimer = undefined;
+      }
+      if (this.producing === undefined) break;
+      await this.producing;
     }
-    while (this.producing !== undefined) await this.producing;
-    const run = this.produceBlock();
-    this.producing = run;
-    try {
-      await run;
-    } finally {
-      this.producing = undefined;
-      if (this.queue.length > 0) this.scheduleBlock();
-      else this.scheduleExpiry();
-    }
+    await this.startProducing();
   }
 }
 

@@ -32,14 +32,20 @@ export class LevelKvStore implements KvStore {
   }
 
   async batch(operations: KvOperation[], options: { sync: boolean }): Promise<void> {
-    await this.db.batch(
-      operations.map((operation) =>
-        operation.type === 'put'
-          ? { type: 'put' as const, key: asBuffer(operation.key), value: asBuffer(operation.value) }
-          : { type: 'del' as const, key: asBuffer(operation.key) },
-      ),
-      { sync: options.sync },
-    );
+    // A chained batch: one native call per operation. The array form costs the event loop several
+    // times more per operation (abstract-level clones each one, classic-level reads it back property
+    // by property), and a block writes hundreds. Both write one atomic LevelDB WriteBatch.
+    const batch = this.db.batch();
+    try {
+      for (const operation of operations) {
+        if (operation.type === 'put') batch.put(asBuffer(operation.key), asBuffer(operation.value));
+        else batch.del(asBuffer(operation.key));
+      }
+    } catch (error) {
+      await batch.close();
+      throw error;
+    }
+    await batch.write({ sync: options.sync });
   }
 
   async *entries(range: KvRange): AsyncIterable<[Uint8Array, Uint8Array]> {

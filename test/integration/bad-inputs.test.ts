@@ -12,7 +12,7 @@ import { toHex } from '../../src/ledger/hash.ts';
 import { MESSAGE_BODY_BYTES_MAX, NONCE_RECENT_MAX } from '../../src/ledger/limits.ts';
 import { type Message, messageSigningHash } from '../../src/ledger/message.ts';
 import { type KeyPair, generateKeyPair } from '../../src/ledger/signature.ts';
-import type { CommitReceipt, KalimaNode } from '../../src/node/node.ts';
+import { type CommitReceipt, DEVICE_IN_FLIGHT_MAX, type KalimaNode } from '../../src/node/node.ts';
 import { type Clock, systemRng } from '../../src/ports.ts';
 import { KalimaClient } from '../../src/sdk/client.ts';
 import { type TestChain, createAddress, makeChain, makeMessage, openApi, openNode, registerDevice } from '../support/chain.ts';
@@ -39,8 +39,12 @@ beforeAll(async () => {
   await createAddress(node, chain, ADDRESS);
   writer = await registerDevice(node, chain, { pub: [ADDRESS], sub: [ADDRESS] });
   // More writes than the window remembers, so its floor rises above the first nonces.
-  await Promise.all(Array.from({ length: NONCE_RECENT_MAX + 1 }, (_, index) =>
-    node.submit(makeMessage(chain, writer, { address: ADDRESS, key: `fill-${index}`, body: utf8('fill'), nonce: index + 1 }))));
+  // In chunks: a device may have at most DEVICE_IN_FLIGHT_MAX writes in flight.
+  for (let start = 0; start <= NONCE_RECENT_MAX; start += DEVICE_IN_FLIGHT_MAX) {
+    const count = Math.min(DEVICE_IN_FLIGHT_MAX, NONCE_RECENT_MAX + 1 - start);
+    await Promise.all(Array.from({ length: count }, (_, offset) =>
+      node.submit(makeMessage(chain, writer, { address: ADDRESS, key: `fill-${start + offset}`, body: utf8('fill'), nonce: start + offset + 1 }))));
+  }
   committed = makeMessage(chain, writer, { address: ADDRESS, key: 'temp', body: utf8('21.5'), nonce: HIGH_NONCE });
   committedReceipt = await node.submit(committed);
   expect(floorOf(writer)).toBeGreaterThan(0);

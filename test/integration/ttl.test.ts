@@ -396,7 +396,8 @@ describe('a TTL delete from anyone but the producer', () => {
     await write(harness, 'early', 'v', 5);
     const height = harness.node.height;
     const leaderDelete = ttlDelete(harness, harness.chain.nodeKey, 'early', harness.node.cache.nextGlobalSequence);
-    expect(await rejection(harness.node.submit(leaderDelete))).toBe('KALIMA_ERR_LEDGER_BAD_BLOCK');
+    // The producer key is no device: the node refuses it before it even checks the signature.
+    expect(await rejection(harness.node.submit(leaderDelete))).toBe('KALIMA_ERR_ACCESS_UNKNOWN_DEVICE');
     expect(harness.node.getEntry(ADDRESS, 'early')).toBeDefined();
     expect(harness.node.height).toBe(height);
 
@@ -405,11 +406,11 @@ describe('a TTL delete from anyone but the producer', () => {
     const [committed] = await ttlDeletes(harness);
     expect(committed).toBeDefined();
     const heightAfterExpiry = harness.node.height;
-    expect(await rejection(harness.node.submit(committed!.message))).toBe('KALIMA_ERR_LEDGER_BAD_BLOCK');
+    expect(await rejection(harness.node.submit(committed!.message))).toBe('KALIMA_ERR_ACCESS_UNKNOWN_DEVICE');
     await write(harness, 'early', 'again', 1);
     harness.clock.set(deadlineOf(harness, 'early') + 10);
-    // The old delete names a global sequence long past, so it cannot delete the new value either.
-    expect(await rejection(harness.node.submit(committed!.message))).toBe('KALIMA_ERR_LEDGER_BAD_BLOCK');
+    // Nor can it delete the new value.
+    expect(await rejection(harness.node.submit(committed!.message))).toBe('KALIMA_ERR_ACCESS_UNKNOWN_DEVICE');
     expect(harness.node.height).toBe(heightAfterExpiry + 1);
   });
 });

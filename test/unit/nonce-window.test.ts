@@ -85,18 +85,18 @@ describe('checkNonce and useNonce', () => {
   });
 
   const full = range(1, NONCE_RECENT_MAX); // 1 .. 128: nothing forgotten yet
-  const overflowing = range(1, NONCE_RECENT_MAX + 1); // 1 .. 129: 1 is forgotten, the floor is 1
-  const sparse = range(10, NONCE_RECENT_MAX + 1, 10); // 10, 20, .. 1290: the floor is 10
+  const overflowing = range(1, NONCE_RECENT_MAX + 1); // 1 .. NONCE_RECENT_MAX+1: 1 is forgotten, the floor is 1
+  const sparse = range(10, NONCE_RECENT_MAX + 1, 10); // 10, 20, ..: the floor is 10
   const micros = range(1_700_000_000_000_000, 3, 1_000_000); // microsecond timestamps, as the SDK sends
   const rows: Array<{ name: string; used: number[]; nonce: number; expected: 'ok' | KalimaErrorCode }> = [
     { name: 'a replay of the only nonce', used: [5], nonce: 5, expected: 'KALIMA_ERR_LEDGER_NONCE_REPLAYED' },
     { name: 'a lower nonce while nothing is forgotten', used: [5], nonce: 0, expected: 'ok' },
     { name: 'the oldest of 128 is still remembered', used: full, nonce: 1, expected: 'KALIMA_ERR_LEDGER_NONCE_REPLAYED' },
     { name: 'below 128 remembered nonces, never used', used: full, nonce: 0, expected: 'ok' },
-    { name: 'the 129th use forgets the oldest: it becomes the floor', used: overflowing, nonce: 1, expected: 'KALIMA_ERR_LEDGER_NONCE_TOO_OLD' },
+    { name: 'one use past the window forgets the oldest: it becomes the floor', used: overflowing, nonce: 1, expected: 'KALIMA_ERR_LEDGER_NONCE_TOO_OLD' },
     { name: 'below the floor', used: overflowing, nonce: 0, expected: 'KALIMA_ERR_LEDGER_NONCE_TOO_OLD' },
     { name: 'just above the floor, remembered', used: overflowing, nonce: 2, expected: 'KALIMA_ERR_LEDGER_NONCE_REPLAYED' },
-    { name: 'the next nonce after 129', used: overflowing, nonce: 130, expected: 'ok' },
+    { name: 'the next nonce after the last used', used: overflowing, nonce: NONCE_RECENT_MAX + 2, expected: 'ok' },
     { name: 'sparse: at the floor', used: sparse, nonce: 10, expected: 'KALIMA_ERR_LEDGER_NONCE_TOO_OLD' },
     { name: 'sparse: an unused gap just above the floor', used: sparse, nonce: 11, expected: 'ok' },
     { name: 'sparse: an unused gap between remembered nonces', used: sparse, nonce: 655, expected: 'ok' },
