@@ -39,12 +39,14 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_ACCESS_ALREADY_REGISTERED: { status: 409, message: 'the device is already registered' },
   KALIMA_ERR_ACCESS_AUTH_MISSING: { status: 401, message: 'the request is not signed: send x-kalima-device, x-kalima-timestamp and x-kalima-signature' },
   KALIMA_ERR_ACCESS_AUTH_BAD_SIGNATURE: { status: 401, message: 'the request signature does not verify' },
+  KALIMA_ERR_ACCESS_AUTH_REPLAYED: { status: 401, message: 'this request signature was used already; sign each request afresh' },
   KALIMA_ERR_ACCESS_AUTH_EXPIRED: { status: 401, message: 'the request timestamp is too far from the node clock' },
   // api
   KALIMA_ERR_API_BAD_REQUEST: { status: 400, message: 'the request is malformed' },
   KALIMA_ERR_API_BAD_JSON: { status: 400, message: 'the request body is not valid JSON' },
   KALIMA_ERR_API_NOT_FOUND: { status: 404, message: 'no such route' },
   KALIMA_ERR_API_OVERLOADED: { status: 503, message: 'the node is overloaded; retry with backoff' },
+  KALIMA_ERR_API_CURSOR_AHEAD: { status: 409, message: 'the event cursor is beyond this chain\'s newest message: it belongs to another chain or a lost history' },
   KALIMA_ERR_API_PAYLOAD_TOO_LARGE: { status: 413, message: 'the request body is too large' },
   KALIMA_ERR_NODE_INTERNAL: { status: 500, message: 'internal error; the node log has the details' },
   // node and store

@@ -16,6 +16,10 @@ export const KEEP_ALIVE_MS = 3_000;
 /** A subscriber that falls this far behind is cut off; it resumes from its last event id. */
 const SUBSCRIBER_BUFFER_BYTES_MAX = 4 * 1024 * 1024;
 const REPLAY_BLOCKS_PER_TURN = 64;
+/** While replaying, wait for the socket to drain past this many buffered bytes. */
+const REPLAY_BUFFER_BYTES_MAX = 256 * 1024;
+export const SUBSCRIBERS_MAX = 1024;
+export const SUBSCRIBERS_PER_DEVICE_MAX = 16;
 
 interface Subscriber {
   deviceHex: string;
@@ -57,6 +61,14 @@ export class EventHub {
 
   async open(request: FastifyRequest, reply: FastifyReply, deviceHex: string, prefix: string, from: number | undefined): Promise<void> {
     EventHub.checkSubscription(this.node, deviceHex, prefix);
+    const newest = this.node.cache.nextGlobalSequence - 1;
+    // A cursor past this chain's tip comes from another chain or a lost history: skipping ahead
+    // to it would silently drop every message up to it.
+    if (from !== undefined && from > newest) throw kalimaError('KALIMA_ERR_API_CURSOR_AHEAD', { from, newest });
+    if (this.subscribers.size >= SUBSCRIBERS_MAX) throw kalimaError('KALIMA_ERR_API_OVERLOADED', { subscribers: this.subscribers.size });
+    let ofDevice = 0;
+    for (const subscriber of this.subscribers) if (subscriber.deviceHex === deviceHex) ofDevice++;
+    if (ofDevice >= SUBSCRIBERS_PER_DEVICE_MAX) throw kalimaError('KALIMA_ERR_API_OVERLOADED', { device: deviceHex, subscribers: ofDevice });
     reply.hijack();
     const raw = reply.raw;
     raw.writeHead(200, {
@@ -67,12 +79,12 @@ export class EventHub {
     });
     const subscriber: Subscriber = {
       deviceHex, prefix, reply, closed: false, replaying: true, backlog: [],
-      lastSent: from ?? this.node.cache.nextGlobalSequence - 1,
+      lastSent: from ?? newest,
     };
     this.subscribers.add(subscriber);
     request.raw.on('close', () => this.drop(subscriber));
     // The starting cursor, so a client that drops before its first event resumes without a gap.
-    raw.write(`retry: 500\nid: ${subscriber.lastSent}\nevent: ready\ndata: {"cursor":${subscriber.lastSent}}\n\n`);
+    raw.write(`retry: 500\nid: ${subscriber.lastSent}\nevent: ready\ndata: ${JSON.stringify({ cursor: subscriber.lastSent, chain: this.node.chain, genesisHash: this.node.genesisHashHex })}\n\n`);
     try {
       if (from !== undefined) await this.replay(subscriber);
       // Blocks that committed while we replayed.
@@ -93,24 +105,38 @@ export class EventHub {
     for (let height = start; height <= end && !subscriber.closed; height++) {
       const block = await this.node.getBlock(height);
       if (block === undefined) break;
-      this.sendMessages(subscriber, block.messages, { height, timeMs: block.header.timeMs }, undefined);
-      if ((height - start) % REPLAY_BLOCKS_PER_TURN === REPLAY_BLOCKS_PER_TURN - 1) await new Promise((resolve) => setImmediate(resolve));
+      this.sendMessages(subscriber, block.messages, { height, timeMs: block.header.timeMs }, undefined, undefined);
+      const raw = subscriber.reply.raw;
+      if (raw.writableLength > REPLAY_BUFFER_BYTES_MAX) {
+        await new Promise<void>((resolve) => {
+          raw.once('drain', resolve);
+          raw.once('close', resolve);
+        });
+      } else if ((height - start) % REPLAY_BLOCKS_PER_TURN === REPLAY_BLOCKS_PER_TURN - 1) await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
   private publish(committed: CommittedBlock): void {
+    // Each event is serialised once per block, whatever the number of subscribers.
+    const frames: Array<string | undefined> = new Array(committed.block.messages.length);
     for (const subscriber of this.subscribers) {
       if (subscriber.replaying) subscriber.backlog.push(committed);
-      else this.send(subscriber, committed);
+      else this.send(subscriber, committed, frames);
     }
   }
 
-  private send(subscriber: Subscriber, committed: CommittedBlock): void {
+  private send(subscriber: Subscriber, committed: CommittedBlock, frames?: Array<string | undefined>): void {
     const { header } = committed.block;
-    this.sendMessages(subscriber, committed.block.messages, { height: header.height, timeMs: header.timeMs }, committed.messageHashes);
+    this.sendMessages(subscriber, committed.block.messages, { height: header.height, timeMs: header.timeMs }, committed.messageHashes, frames);
   }
 
-  private sendMessages(subscriber: Subscriber, messages: readonly CommittedMessage[], located: { height: number; timeMs: number }, hashes: readonly Uint8Array[] | undefined): void {
+  private sendMessages(
+    subscriber: Subscriber,
+    messages: readonly CommittedMessage[],
+    located: { height: number; timeMs: number },
+    hashes: readonly Uint8Array[] | undefined,
+    frames: Array<string | undefined> | undefined,
+  ): void {
     // Permissions are read at send time, so a device whose SUB is revoked stops receiving.
     const role = roleOf(this.node.cache, this.node.policy, subscriber.deviceHex);
     if (role.kind === 'unknown') {
@@ -123,9 +149,13 @@ export class EventHub {
       subscriber.lastSent = committed.globalSequence;
       if (!isUnderPath(subscriber.prefix, address)) return;
       if (role.kind === 'device' && !subCovers(role.permissions.sub, address)) return;
-      const hash = hashes?.[index] ?? messageHashOf(committed);
-      const data = JSON.stringify(committedToJson(committed, located, hash));
-      this.write(subscriber, `id: ${committed.globalSequence}\nevent: message\ndata: ${data}\n\n`);
+      let frame = frames?.[index];
+      if (frame === undefined) {
+        const hash = hashes?.[index] ?? messageHashOf(committed);
+        frame = `id: ${committed.globalSequence}\nevent: message\ndata: ${JSON.stringify(committedToJson(committed, located, hash))}\n\n`;
+        if (frames !== undefined) frames[index] = frame;
+      }
+      this.write(subscriber, frame);
     });
   }
 

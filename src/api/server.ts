@@ -14,7 +14,7 @@ import { toHex } from '../ledger/hash.ts';
 import { checkPrefix, subCovers } from '../access/records.ts';
 import { roleOf } from '../access/permissions.ts';
 import type { KalimaNode } from '../node/node.ts';
-import { authenticate } from './auth.ts';
+import { RequestAuthenticator } from './auth.ts';
 import { EventHub } from './events.ts';
 import { entryToJson, headerToJson, locatedToJson, messageFromJson } from './json.ts';
 
@@ -116,8 +116,9 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
     return reply.status(error.status).send(error.toJSON());
   });
 
+  const authenticator = new RequestAuthenticator(node.genesisHashHex);
   const deviceOf = (request: FastifyRequest): string =>
-    authenticate({ method: request.method, pathAndQuery: request.url, headers: request.headers, chain: node.chain, nowMs: node.clock.nowMs() });
+    authenticator.authenticate({ method: request.method, pathAndQuery: request.url, headers: request.headers, nowMs: node.clock.nowMs() });
 
   // ---- writes ----
   app.post('/transaction', { schema: { tags: ['transactions'], summary: 'Write a signed message; answers once it is committed', body: messageBodySchema, response: { 400: errorSchema } } }, async (request) => {
@@ -195,8 +196,9 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
     const address = queryString(request, 'address', true);
     checkAddress(address);
     node.checkRead(device, address);
-    const lastSequence = node.cache.lastSequence(address);
     const found = await node.history(address, { fromSequence, toSequence, limit: pageSize, reverse });
+    // Read after the history: blocks may have committed meanwhile, and `next` must not stop short.
+    const lastSequence = node.cache.lastSequence(address);
     const messages = found.map((located) => locatedToJson(located, messageSigningHash(located.committed.message)));
     const sequences = found.map((located) => located.committed.sequence);
     const highest = sequences.length === 0 ? undefined : Math.max(...sequences);

@@ -4,6 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { verifySchnorr } from '../ledger/signature.ts';
+import { kalimaError } from '../errors.ts';
 
 export interface SignatureVerifier {
   verify(messageHash: Uint8Array, publicKey: Uint8Array, signature: Uint8Array): Promise<boolean>;
@@ -21,15 +22,20 @@ export class InlineVerifier implements SignatureVerifier {
 const ITEM_BYTES = 32 + 32 + 64;
 const BATCH_MAX = 512;
 
+interface Waiter {
+  resolve: (valid: boolean) => void;
+  reject: (error: unknown) => void;
+}
+
 interface PendingBatch {
-  resolvers: Array<(valid: boolean) => void>;
+  waiters: Waiter[];
   buffer: Uint8Array;
   count: number;
 }
 
 interface PoolWorker {
   worker: Worker;
-  inFlight: Map<number, Array<(valid: boolean) => void>>;
+  inFlight: Map<number, Waiter[]>;
   queuedItems: number;
 }
 
@@ -41,25 +47,33 @@ export class WorkerPoolVerifier implements SignatureVerifier {
   private closed = false;
 
   constructor(threadCount = availableParallelism()) {
-    const workerUrl = new URL('./verify-worker.js', import.meta.url);
-    for (let index = 0; index < Math.max(1, threadCount); index++) {
-      const entry: PoolWorker = { worker: new Worker(workerUrl), inFlight: new Map(), queuedItems: 0 };
-      entry.worker.on('message', ({ id, results }: { id: number; results: Uint8Array }) => {
-        const resolvers = entry.inFlight.get(id);
-        if (resolvers === undefined) return;
-        entry.inFlight.delete(id);
-        entry.queuedItems -= resolvers.length;
-        resolvers.forEach((resolve, item) => resolve(results[item] === 1));
-      });
-      entry.worker.on('error', (error) => {
-        // A crashed verifier must not hang callers: fail what it held, closed or not.
-        for (const resolvers of entry.inFlight.values()) for (const resolve of resolvers) resolve(false);
-        entry.inFlight.clear();
-        if (!this.closed) throw error;
-      });
-      entry.worker.unref();
-      this.workers.push(entry);
-    }
+    for (let index = 0; index < Math.max(1, threadCount); index++) this.workers.push(this.spawn());
+  }
+
+  private spawn(): PoolWorker {
+    const entry: PoolWorker = { worker: new Worker(new URL('./verify-worker.js', import.meta.url)), inFlight: new Map(), queuedItems: 0 };
+    entry.worker.on('message', ({ id, results }: { id: number; results: Uint8Array }) => {
+      const waiters = entry.inFlight.get(id);
+      if (waiters === undefined) return;
+      entry.inFlight.delete(id);
+      entry.queuedItems -= waiters.length;
+      waiters.forEach((waiter, item) => waiter.resolve(results[item] === 1));
+    });
+    const fail = (cause: unknown): void => {
+      // A lost verifier is the node's fault, not the message's: refuse with a retryable 503 (never
+      // as a bad signature) and put a fresh worker in its place.
+      const error = kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'a signature verifier thread stopped', cause: String(cause) });
+      for (const waiters of entry.inFlight.values()) for (const waiter of waiters) waiter.reject(error);
+      entry.inFlight.clear();
+      const index = this.workers.indexOf(entry);
+      if (!this.closed && index >= 0) this.workers[index] = this.spawn();
+    };
+    entry.worker.on('error', fail);
+    entry.worker.on('exit', (code) => {
+      if (!this.closed) fail(`exit code ${code}`);
+    });
+    entry.worker.unref();
+    return entry;
   }
 
   get threadCount(): number {
@@ -68,10 +82,11 @@ export class WorkerPoolVerifier implements SignatureVerifier {
 
   verify(messageHash: Uint8Array, publicKey: Uint8Array, signature: Uint8Array): Promise<boolean> {
     if (messageHash.length !== 32 || publicKey.length !== 32 || signature.length !== 64) return Promise.resolve(false);
-    return new Promise((resolve) => {
+    if (this.closed) return Promise.reject(kalimaError('KALIMA_ERR_NODE_STOPPING'));
+    return new Promise((resolve, reject) => {
       let batch = this.batch;
       if (batch === undefined) {
-        batch = { resolvers: [], buffer: new Uint8Array(BATCH_MAX * ITEM_BYTES), count: 0 };
+        batch = { waiters: [], buffer: new Uint8Array(BATCH_MAX * ITEM_BYTES), count: 0 };
         this.batch = batch;
       }
       const offset = batch.count * ITEM_BYTES;
@@ -79,7 +94,7 @@ export class WorkerPoolVerifier implements SignatureVerifier {
       batch.buffer.set(publicKey, offset + 32);
       batch.buffer.set(signature, offset + 64);
       batch.count++;
-      batch.resolvers.push(resolve);
+      batch.waiters.push({ resolve, reject });
       if (batch.count === BATCH_MAX) this.flush();
       else if (!this.flushScheduled) {
         this.flushScheduled = true;
@@ -96,15 +111,20 @@ export class WorkerPoolVerifier implements SignatureVerifier {
     let target = this.workers[0]!;
     for (const candidate of this.workers) if (candidate.queuedItems < target.queuedItems) target = candidate;
     const id = this.nextBatchId++;
-    target.inFlight.set(id, batch.resolvers);
+    target.inFlight.set(id, batch.waiters);
     target.queuedItems += batch.count;
     const payload = batch.buffer.slice(0, batch.count * ITEM_BYTES);
     target.worker.postMessage({ id, count: batch.count, payload }, [payload.buffer]);
   }
 
   async close(): Promise<void> {
-    this.closed = true;
     this.flush();
+    this.closed = true;
+    const stopping = kalimaError('KALIMA_ERR_NODE_STOPPING');
+    for (const entry of this.workers) {
+      for (const waiters of entry.inFlight.values()) for (const waiter of waiters) waiter.reject(stopping);
+      entry.inFlight.clear();
+    }
     await Promise.all(this.workers.map((entry) => entry.worker.terminate()));
   }
 }

@@ -141,6 +141,7 @@ export class KalimaClient {
   readonly key: KeyPair;
   readonly deviceId: string;
   private chainName: string | undefined;
+  private genesisHashHex: string | undefined;
   private readonly clock: Clock;
   private readonly rng: Rng;
   private readonly fetchImpl: typeof fetch;
@@ -159,8 +160,23 @@ export class KalimaClient {
   }
 
   async chain(): Promise<string> {
-    if (this.chainName === undefined) this.chainName = (await this.status()).chain;
-    return this.chainName;
+    if (this.chainName === undefined) await this.learnChain();
+    return this.chainName!;
+  }
+
+  /** The chain's genesis hash, which request signatures commit to. */
+  async genesisHash(): Promise<string> {
+    if (this.genesisHashHex === undefined) await this.learnChain();
+    return this.genesisHashHex!;
+  }
+
+  private async learnChain(): Promise<void> {
+    const status = await this.status();
+    if (this.chainName !== undefined && status.chain !== this.chainName) {
+      throw kalimaError('KALIMA_ERR_LEDGER_WRONG_CHAIN', { chain: status.chain, expected: this.chainName });
+    }
+    this.chainName = status.chain;
+    this.genesisHashHex = status.genesisHash;
   }
 
   /** A fresh nonce: microseconds since the epoch, strictly increasing within this client. */
@@ -173,7 +189,7 @@ export class KalimaClient {
     const headers: Record<string, string> = {};
     if (signed) {
       Object.assign(headers, signRequest({
-        method, pathAndQuery, chain: await this.chain(), timestampMs: this.clock.nowMs(),
+        method, pathAndQuery, genesisHash: await this.genesisHash(), timestampMs: this.clock.nowMs(),
         secretKey: this.key.secretKey, publicKey: this.key.publicKey, auxRand: this.rng.bytes(32),
       }));
     }
@@ -206,8 +222,8 @@ export class KalimaClient {
     return kalimaError('KALIMA_ERR_SDK_BAD_RESPONSE', { status, body: json });
   }
 
-  async status(): Promise<Record<string, unknown> & { chain: string; height: number }> {
-    return (await this.request('GET', '/status', undefined, false)) as Record<string, unknown> & { chain: string; height: number };
+  async status(): Promise<Record<string, unknown> & { chain: string; genesisHash: string; height: number }> {
+    return (await this.request('GET', '/status', undefined, false)) as Record<string, unknown> & { chain: string; genesisHash: string; height: number };
   }
 
   /** Builds and signs a message from this device. */
@@ -306,12 +322,13 @@ export class KalimaClient {
       };
       try {
         const pathAndQuery = `/events?${new URLSearchParams({ address })}`;
+        const lastEventId = lastSeen === undefined ? undefined : String(lastSeen);
         const headers: Record<string, string> = signRequest({
-          method: 'GET', pathAndQuery, chain: await this.chain(), timestampMs: this.clock.nowMs(),
+          method: 'GET', pathAndQuery, genesisHash: await this.genesisHash(), timestampMs: this.clock.nowMs(), lastEventId,
           secretKey: this.key.secretKey, publicKey: this.key.publicKey, auxRand: this.rng.bytes(32),
         });
         headers.accept = 'text/event-stream';
-        if (lastSeen !== undefined) headers['last-event-id'] = String(lastSeen);
+        if (lastEventId !== undefined) headers['last-event-id'] = lastEventId;
         armSilence();
         const response = await this.fetchImpl(`${this.url}${pathAndQuery}`, { headers, signal: controller.signal });
         if (!response.ok) {

@@ -68,19 +68,9 @@ export function decodeEntry(bytes: Uint8Array): CacheEntry {
   return { address, key, value, globalSequence, sequence, height, timeMs, ttlSeconds, device, messageHash, props };
 }
 
-/** The element an entry contributes to the state digest. */
+/** The element an entry contributes to the state digest: all of it, so no stored field can drift. */
 export function entryDigestElement(entry: CacheEntry): Uint8Array {
-  return new Writer(128)
-    .u8(1)
-    .text(entry.address)
-    .text(entry.key)
-    .fixed(sha256(entry.value), 32)
-    .fixed(entry.messageHash, 32)
-    .varint(entry.globalSequence)
-    .varint(entry.sequence)
-    .varint(entry.timeMs)
-    .varint(entry.ttlSeconds + 1)
-    .finish();
+  return new Writer(40).u8(1).fixed(sha256(encodeEntry(entry)), 32).finish();
 }
 
 /** The element an address's last sequence contributes to the state digest. */

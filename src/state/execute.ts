@@ -126,6 +126,8 @@ function checkReservedPut(message: Message): void {
 
 /** A device redeems a one-time code: the grant becomes its permissions, and the code is spent. */
 function redeem(draft: Draft, message: Message, deviceHex: string, existing: CacheEntry | undefined, context: ExecutionContext): Uint8Array {
+  // The admin's grant decides how long access lasts, not the device that redeems it.
+  if (message.ttlSeconds !== -1) throw kalimaError('KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', { address: message.address, reason: 'a redemption keeps ttl -1' });
   const record = decodeReservedRecord(message.body);
   if (record.kind !== 'redemption') throw kalimaError('KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', { address: message.address, expected: 'redemption', got: record.kind });
   const grantRecord = existing === undefined ? undefined : decodeReservedRecord(existing.value);

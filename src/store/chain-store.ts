@@ -56,7 +56,8 @@ function encodeTip(tip: TipRecord): Uint8Array {
 
 function decodeTip(bytes: Uint8Array): TipRecord {
   const reader = new Reader(bytes);
-  reader.u8();
+  const version = reader.u8();
+  if (version !== 1) throw kalimaError('KALIMA_ERR_CODEC_UNKNOWN_VERSION', { version, record: 'tip' });
   const height = reader.varint();
   const hash = reader.fixed(32);
   const timeMs = reader.varint();

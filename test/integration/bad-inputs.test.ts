@@ -16,6 +16,7 @@ import { type CommitReceipt, DEVICE_IN_FLIGHT_MAX, type KalimaNode } from '../..
 import { type Clock, systemRng } from '../../src/ports.ts';
 import { KalimaClient } from '../../src/sdk/client.ts';
 import { type TestChain, createAddress, makeChain, makeMessage, openApi, openNode, registerDevice } from '../support/chain.ts';
+import { genesisHashHex } from '../support/chain.ts';
 
 const ADDRESS = '/sensors';
 /** The nonce of the writer's committed message; the replay rows send it again. */
@@ -86,7 +87,7 @@ function props(count: number): Record<string, string> {
 function signedHeaders(pathAndQuery: string, options: { key?: KeyPair; timestampMs?: number; signedPath?: string } = {}): Record<string, string> {
   const key = options.key ?? chain.admin;
   return signRequest({
-    method: 'GET', pathAndQuery: options.signedPath ?? pathAndQuery, chain: chain.genesis.chain, timestampMs: options.timestampMs ?? Date.now(),
+    method: 'GET', pathAndQuery: options.signedPath ?? pathAndQuery, genesisHash: genesisHashHex(chain), timestampMs: options.timestampMs ?? Date.now(),
     secretKey: key.secretKey, publicKey: key.publicKey, auxRand: systemRng.bytes(32),
   });
 }

@@ -15,6 +15,7 @@ import type { KalimaNode } from '../../src/node/node.ts';
 import { systemRng } from '../../src/ports.ts';
 import { KalimaClient } from '../../src/sdk/client.ts';
 import { type TestChain, makeChain, openApi, openNode } from '../support/chain.ts';
+import { genesisHashHex } from '../support/chain.ts';
 
 // ---- the matrix, as data ----
 
@@ -159,7 +160,7 @@ function errorCodeOf(response: { statusCode: number; json(): unknown }): KalimaE
 
 async function signedGet(device: DeviceName, pathAndQuery: string) {
   const headers = signRequest({
-    method: 'GET', pathAndQuery, chain: chain.genesis.chain, timestampMs: Date.now(),
+    method: 'GET', pathAndQuery, genesisHash: genesisHashHex(chain), timestampMs: Date.now(),
     secretKey: keys[device].secretKey, publicKey: keys[device].publicKey, auxRand: systemRng.bytes(32),
   });
   return app.inject({ method: 'GET', url: pathAndQuery, headers });
@@ -238,7 +239,7 @@ async function openEventStream(key: KeyPair, prefix: string, from?: number): Pro
   if (from !== undefined) query.set('from', String(from));
   const pathAndQuery = `/events?${query}`;
   const headers = signRequest({
-    method: 'GET', pathAndQuery, chain: chain.genesis.chain, timestampMs: Date.now(),
+    method: 'GET', pathAndQuery, genesisHash: genesisHashHex(chain), timestampMs: Date.now(),
     secretKey: key.secretKey, publicKey: key.publicKey, auxRand: systemRng.bytes(32),
   });
   const controller = new AbortController();

@@ -6,6 +6,7 @@ import { toHex } from '../../src/ledger/hash.ts';
 import type { KeyPair } from '../../src/ledger/signature.ts';
 import type { KalimaNode } from '../../src/node/node.ts';
 import { createAddress, makeChain, makeMessage, openApi, openNode, registerDevice } from '../support/chain.ts';
+import { genesisHashHex } from '../support/chain.ts';
 
 const chain = makeChain('reserved-read');
 let node: KalimaNode;
@@ -29,7 +30,7 @@ afterAll(async () => {
 
 async function read(device: KeyPair, address: string, key: string): Promise<{ status: number; code?: string }> {
   const url = `/transaction?${new URLSearchParams({ address, key })}`;
-  const headers = signRequest({ method: 'GET', pathAndQuery: url, chain: chain.genesis.chain, timestampMs: Date.now(), secretKey: device.secretKey, publicKey: device.publicKey, auxRand: new Uint8Array(32) });
+  const headers = signRequest({ method: 'GET', pathAndQuery: url, genesisHash: genesisHashHex(chain), timestampMs: Date.now(), secretKey: device.secretKey, publicKey: device.publicKey, auxRand: chain.rng.bytes(32) });
   const response = await api.app.inject({ method: 'GET', url, headers });
   return { status: response.statusCode, code: response.statusCode === 200 ? undefined : response.json().error.code };
 }

@@ -294,6 +294,14 @@ const STATE_DAMAGE: StateDamage[] = [
     },
   },
   {
+    name: "an entry's props, device and height changed (its value and message hash kept)",
+    damage: async () => {
+      const stored = (await storedEntries()).get('sensor-0')!;
+      const entry = decodeEntry(stored.value);
+      await writeValue(stored.key, encodeEntry({ ...entry, props: [['unit', 'F']], device: new Uint8Array(32).fill(7), height: 999 }));
+    },
+  },
+  {
     name: 'an entry truncated (it no longer decodes)',
     damage: async () => {
       const stored = (await storedEntries()).get('batch-1')!;

@@ -110,3 +110,10 @@ export async function registerDevice(node: KalimaNode, chain: TestChain, permiss
   await node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'test', ...permissions }) }));
   return device;
 }
+
+import { genesisHash } from '../../src/access/genesis.ts';
+
+/** The genesis hash in hex, as request signatures commit to it. */
+export function genesisHashHex(chain: TestChain): string {
+  return toHex(genesisHash(chain.genesis));
+}
