@@ -1,0 +1,66 @@
+// A pool of threads that pre-sign benchmark messages, so no signing happens while a run is timed.
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { KeyPair } from '../src/ledger/signature.ts';
+import { toHex } from '../src/ledger/hash.ts';
+
+export interface SignerOptions {
+  chain: string;
+  address: string;
+  devices: KeyPair[];
+  bodyBytes: number;
+  /** Each device cycles over this many keys at the address, so the MemCache stays bounded. */
+  keysPerDevice: number;
+  threads?: number;
+}
+
+export class MessageSigner {
+  private readonly workers: Worker[];
+  private readonly ready: Promise<unknown>;
+  private nextId = 1;
+  /** The index of the next message never handed out: indexes, and so nonces, are never reused. */
+  private nextIndex = 0;
+
+  constructor(options: SignerOptions) {
+    const workerUrl = new URL('./sign-worker.mjs', import.meta.url);
+    const workerData = {
+      chain: options.chain, address: options.address, bodyBytes: options.bodyBytes, keysPerDevice: options.keysPerDevice,
+      devices: options.devices.map((device) => ({ secretKey: toHex(device.secretKey), publicKey: toHex(device.publicKey) })),
+    };
+    this.workers = Array.from({ length: Math.max(1, options.threads ?? availableParallelism()) }, () => new Worker(workerUrl, { workerData }));
+    this.ready = Promise.all(this.workers.map((worker) => new Promise((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    })));
+  }
+
+  /** `count` fresh messages as JSON strings, in nonce order per device. */
+  async sign(count: number): Promise<string[]> {
+    await this.ready;
+    const start = this.nextIndex;
+    this.nextIndex += count;
+    const share = Math.ceil(count / this.workers.length);
+    const parts = await Promise.all(this.workers.map((worker, index) => {
+      const partStart = start + index * share;
+      const partCount = Math.max(0, Math.min(share, start + count - partStart));
+      if (partCount === 0) return Promise.resolve([] as string[]);
+      const id = this.nextId++;
+      return new Promise<string[]>((resolve, reject) => {
+        const onMessage = (message: { id: number; messages: string[] }): void => {
+          if (message.id !== id) return;
+          worker.off('message', onMessage);
+          worker.off('error', reject);
+          resolve(message.messages);
+        };
+        worker.on('message', onMessage);
+        worker.once('error', reject);
+        worker.postMessage({ id, start: partStart, count: partCount });
+      });
+    }));
+    return parts.flat();
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((worker) => worker.terminate()));
+  }
+}
