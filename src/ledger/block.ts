@@ -80,6 +80,16 @@ export function encodeBlock(block: Block): Uint8Array {
   return bytes;
 }
 
+/** encodeBlock from encodings already made: the header's and each committed message's. */
+export function assembleBlock(headerEncoding: Uint8Array, committedEncodings: readonly Uint8Array[], signature: Uint8Array): Uint8Array {
+  let length = headerEncoding.length + SIGNATURE_BYTES;
+  for (const encoding of committedEncodings) length += encoding.length;
+  if (length > BLOCK_BYTES_MAX) throw kalimaError('KALIMA_ERR_LEDGER_BLOCK_TOO_LARGE', { bytes: length, max: BLOCK_BYTES_MAX });
+  const writer = new Writer(length).raw(headerEncoding);
+  for (const encoding of committedEncodings) writer.raw(encoding);
+  return writer.fixed(signature, SIGNATURE_BYTES).finish();
+}
+
 export function decodeBlock(bytes: Uint8Array): Block {
   if (bytes.length > BLOCK_BYTES_MAX) throw kalimaError('KALIMA_ERR_LEDGER_BLOCK_TOO_LARGE', { bytes: bytes.length, max: BLOCK_BYTES_MAX });
   const reader = new Reader(bytes);

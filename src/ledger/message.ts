@@ -170,7 +170,12 @@ export function decodeMessage(bytes: Uint8Array): Message {
 
 /** The hash a device signs, and the message's id: BIP-340 tagged hash of the unsigned encoding. */
 export function messageSigningHash(message: UnsignedMessage): Uint8Array {
-  return taggedHash(TAG.message, encodeUnsignedMessage(message));
+  return signingHashOfEncoding(encodeUnsignedMessage(message));
+}
+
+/** messageSigningHash, from an unsigned encoding already made. */
+export function signingHashOfEncoding(unsignedEncoding: Uint8Array): Uint8Array {
+  return taggedHash(TAG.message, unsignedEncoding);
 }
 
 export function signMessage(message: UnsignedMessage, secretKey: Uint8Array, auxRand: Uint8Array): Message {
@@ -203,6 +208,18 @@ export function readCommitted(reader: Reader): CommittedMessage {
   const previous = reader.varint() - 1;
   const message = readMessage(reader);
   return { message, globalSequence, sequence, previous };
+}
+
+/** encodeCommitted, reusing the message's unsigned encoding (the hot path encodes each message once). */
+export function encodeCommittedFrom(committed: CommittedMessage, unsignedEncoding: Uint8Array): Uint8Array {
+  return new Writer(40 + unsignedEncoding.length + SIGNATURE_BYTES)
+    .u8(COMMITTED_VERSION)
+    .varint(committed.globalSequence)
+    .varint(committed.sequence)
+    .varint(committed.previous + 1)
+    .raw(unsignedEncoding)
+    .fixed(committed.message.signature, SIGNATURE_BYTES)
+    .finish();
 }
 
 export function encodeCommitted(committed: CommittedMessage): Uint8Array {

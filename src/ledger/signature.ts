@@ -41,12 +41,15 @@ export function isValidPublicKey(publicKey: Uint8Array): boolean {
   return publicKey.length === PUBLIC_KEY_BYTES && libsecp.isXOnlyPoint(publicKey);
 }
 
-/** Signs a 32-byte message hash. auxRand is BIP-340's auxiliary randomness. */
-export function signSchnorr(messageHash: Uint8Array, secretKey: Uint8Array, auxRand: Uint8Array): Uint8Array {
+/**
+ * Signs a 32-byte message hash. auxRand is BIP-340's auxiliary randomness. A caller that knows
+ * the public key passes it to save deriving it; the fresh signature is verified against it.
+ */
+export function signSchnorr(messageHash: Uint8Array, secretKey: Uint8Array, auxRand: Uint8Array, publicKey?: Uint8Array): Uint8Array {
   assert(messageHash.length === 32, `signSchnorr: message hash must be 32 bytes, got ${messageHash.length}`);
   const signature = libsecp.signSchnorr(messageHash, secretKey, auxRand);
-  const publicKey = libsecp.xOnlyPointFromScalar(secretKey);
-  assert(libsecp.verifySchnorr(messageHash, publicKey, signature), 'signSchnorr: fresh signature does not verify');
+  const signer = publicKey ?? libsecp.xOnlyPointFromScalar(secretKey);
+  assert(libsecp.verifySchnorr(messageHash, signer, signature), 'signSchnorr: fresh signature does not verify');
   return signature;
 }
 

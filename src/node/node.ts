@@ -5,13 +5,13 @@ import { kalimaError, isKalimaError, assert } from '../errors.ts';
 import { type Genesis, genesisHash } from '../access/genesis.ts';
 import { type AccessPolicy, adminSet, mayRead, checkRead, roleOf } from '../access/permissions.ts';
 import { ONBOARDING_ADDRESS } from '../access/records.ts';
-import { type Block, type BlockHeader, blockHash, blockOverheadBytes, encodeBlock, signBlock } from '../ledger/block.ts';
-import { bytesEqual, toHex } from '../ledger/hash.ts';
+import { type Block, type BlockHeader, assembleBlock, blockOverheadBytes, encodeHeader } from '../ledger/block.ts';
+import { TAG, bytesEqual, taggedHash, toHex } from '../ledger/hash.ts';
 import { BLOCK_BYTES_MAX, BLOCK_MESSAGES_MAX, EXPIRIES_PER_BLOCK_MAX, NONCE_RECENT_MAX } from '../ledger/limits.ts';
 import { merkleLeafHash, merkleRoot } from '../ledger/merkle.ts';
-import { type CommittedMessage, type Message, encodeCommitted, encodeMessage, messageSigningHash, signMessage } from '../ledger/message.ts';
+import { type CommittedMessage, type Message, encodeCommittedFrom, encodeUnsignedMessage, signMessage, signingHashOfEncoding } from '../ledger/message.ts';
 import { mmrAppend, mmrRoot } from '../ledger/mmr.ts';
-import type { KeyPair } from '../ledger/signature.ts';
+import { type KeyPair, SIGNATURE_BYTES, signSchnorr } from '../ledger/signature.ts';
 import type { Clock, Logger, Rng, Scheduler } from '../ports.ts';
 import type { CacheEntry } from '../state/entry.ts';
 import { SYSTEM_REASON_PROP, SYSTEM_REASON_TTL, type ExecutionContext, executeMessage } from '../state/execute.ts';
@@ -53,6 +53,7 @@ export interface NodeOptions {
 
 interface Pending {
   message: Message;
+  unsignedEncoding: Uint8Array;
   hash: Uint8Array;
   encodedBytes: number;
   nonceId: string;
@@ -150,7 +151,8 @@ export class KalimaNode {
   async submit(message: Message): Promise<CommitReceipt> {
     this.checkServing();
     if (message.chain !== this.chain) throw kalimaError('KALIMA_ERR_LEDGER_WRONG_CHAIN', { chain: message.chain, expected: this.chain });
-    const encodedBytes = encodeMessage(message).length;
+    const unsignedEncoding = encodeUnsignedMessage(message);
+    const encodedBytes = unsignedEncoding.length + SIGNATURE_BYTES;
     if (encodedBytes + COMMITTED_OVERHEAD_BYTES_MAX + this.overheadBytes > BLOCK_BYTES_MAX) {
       throw kalimaError('KALIMA_ERR_LEDGER_MESSAGE_TOO_LARGE', { bytes: encodedBytes });
     }
@@ -159,7 +161,7 @@ export class KalimaNode {
     if (message.address !== ONBOARDING_ADDRESS && roleOf(this.cache, this.policy, deviceHex).kind === 'unknown') {
       throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_DEVICE', { device: deviceHex });
     }
-    const hash = messageSigningHash(message);
+    const hash = signingHashOfEncoding(unsignedEncoding);
     // Verify before the nonce is claimed: a forged copy must not block the genuine message.
     const valid = await this.options.verifier.verify(hash, message.device, message.signature);
     if (!valid) throw kalimaError('KALIMA_ERR_LEDGER_BAD_SIGNATURE', { device: deviceHex });
@@ -189,7 +191,7 @@ export class KalimaNode {
       resolve = onResolve;
       reject = onReject;
     });
-    const pending: Pending = { message, hash, encodedBytes, nonceId, deviceHex, promise, resolve, reject };
+    const pending: Pending = { message, unsignedEncoding, hash, encodedBytes, nonceId, deviceHex, promise, resolve, reject };
     this.pendingByNonce.set(nonceId, pending);
     this.inFlightByDevice.set(deviceHex, inFlight + 1);
     this.queue.push(pending);
@@ -279,13 +281,15 @@ export class KalimaNode {
     const messages: CommittedMessage[] = [];
     const messageHashes: Uint8Array[] = [];
     const leafHashes: Uint8Array[] = [];
+    const encodings: Uint8Array[] = [];
     const included: Pending[] = [];
     let blockBytes = this.overheadBytes;
 
-    const add = (committed: CommittedMessage, hash: Uint8Array): void => {
-      const encoded = encodeCommitted(committed);
+    const add = (committed: CommittedMessage, hash: Uint8Array, unsignedEncoding: Uint8Array): void => {
+      const encoded = encodeCommittedFrom(committed, unsignedEncoding);
       messages.push(committed);
       messageHashes.push(hash);
+      encodings.push(encoded);
       leafHashes.push(merkleLeafHash(encoded));
       blockBytes += encoded.length;
     };
@@ -297,12 +301,13 @@ export class KalimaNode {
       assert(entry !== undefined, 'produceBlock: an expiry item without its entry');
       const deletion = this.expiryDelete(entry, draft.nextGlobalSequence);
       // Deletes of long addresses and keys fill a block before EXPIRIES_PER_BLOCK_MAX do; the rest wait for the next block.
-      if (blockBytes + encodeMessage(deletion).length + COMMITTED_OVERHEAD_BYTES_MAX > BLOCK_BYTES_MAX) {
+      const unsignedEncoding = encodeUnsignedMessage(deletion);
+      if (blockBytes + unsignedEncoding.length + SIGNATURE_BYTES + COMMITTED_OVERHEAD_BYTES_MAX > BLOCK_BYTES_MAX) {
         this.cache.returnExpired(expired.slice(index));
         break;
       }
-      const hash = messageSigningHash(deletion);
-      add(executeMessage(draft, deletion, hash, context), hash);
+      const hash = signingHashOfEncoding(unsignedEncoding);
+      add(executeMessage(draft, deletion, hash, context), hash, unsignedEncoding);
     }
 
     while (this.queue.length > 0 && messages.length < BLOCK_MESSAGES_MAX) {
@@ -311,7 +316,7 @@ export class KalimaNode {
       this.queue.shift();
       this.queuedBytes -= pending.encodedBytes;
       try {
-        add(executeMessage(draft, pending.message, pending.hash, context), pending.hash);
+        add(executeMessage(draft, pending.message, pending.hash, context), pending.hash, pending.unsignedEncoding);
         included.push(pending);
       } catch (error) {
         this.settle(pending, { error: await this.explain(error, pending.hash) });
@@ -332,9 +337,10 @@ export class KalimaNode {
       stateDigest: changes.digest.digest(),
       mmrRoot: mmrRoot(this.tip.mmr),
     };
-    const block = signBlock(header, messages, this.options.nodeKey.secretKey, this.options.rng.bytes(32));
-    const bytes = encodeBlock(block);
-    const hash = blockHash(header);
+    const headerEncoding = encodeHeader(header);
+    const hash = taggedHash(TAG.block, headerEncoding);
+    const block: Block = { header, messages, signature: signSchnorr(hash, this.options.nodeKey.secretKey, this.options.rng.bytes(32), header.leader) };
+    const bytes = assembleBlock(headerEncoding, encodings, block.signature);
     const last = messages[messages.length - 1]!;
     const tip: TipRecord = {
       height: header.height, hash, timeMs, mmr: mmrAppend(this.tip.mmr, hash), nextGlobalSequence: last.globalSequence + 1, stateDigest: header.stateDigest,

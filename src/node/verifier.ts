@@ -29,7 +29,6 @@ interface Waiter {
 
 interface PendingBatch {
   waiters: Waiter[];
-  buffer: Uint8Array;
   count: number;
 }
 
@@ -42,6 +41,8 @@ interface PoolWorker {
 export class WorkerPoolVerifier implements SignatureVerifier {
   private readonly workers: PoolWorker[] = [];
   private batch: PendingBatch | undefined;
+  /** Where the items of the batch being collected are laid out; one exact-size copy is sent. */
+  private readonly staging = new Uint8Array(BATCH_MAX * ITEM_BYTES);
   private nextBatchId = 1;
   private flushScheduled = false;
   private closed = false;
@@ -86,13 +87,13 @@ export class WorkerPoolVerifier implements SignatureVerifier {
     return new Promise((resolve, reject) => {
       let batch = this.batch;
       if (batch === undefined) {
-        batch = { waiters: [], buffer: new Uint8Array(BATCH_MAX * ITEM_BYTES), count: 0 };
+        batch = { waiters: [], count: 0 };
         this.batch = batch;
       }
       const offset = batch.count * ITEM_BYTES;
-      batch.buffer.set(messageHash, offset);
-      batch.buffer.set(publicKey, offset + 32);
-      batch.buffer.set(signature, offset + 64);
+      this.staging.set(messageHash, offset);
+      this.staging.set(publicKey, offset + 32);
+      this.staging.set(signature, offset + 64);
       batch.count++;
       batch.waiters.push({ resolve, reject });
       if (batch.count === BATCH_MAX) this.flush();
@@ -113,7 +114,7 @@ export class WorkerPoolVerifier implements SignatureVerifier {
     const id = this.nextBatchId++;
     target.inFlight.set(id, batch.waiters);
     target.queuedItems += batch.count;
-    const payload = batch.buffer.slice(0, batch.count * ITEM_BYTES);
+    const payload = this.staging.slice(0, batch.count * ITEM_BYTES);
     target.worker.postMessage({ id, count: batch.count, payload }, [payload.buffer]);
   }
 

@@ -68,9 +68,20 @@ export function decodeEntry(bytes: Uint8Array): CacheEntry {
   return { address, key, value, globalSequence, sequence, height, timeMs, ttlSeconds, device, messageHash, props };
 }
 
-/** The element an entry contributes to the state digest: all of it, so no stored field can drift. */
-export function entryDigestElement(entry: CacheEntry): Uint8Array {
-  return new Writer(40).u8(1).fixed(sha256(encodeEntry(entry)), 32).finish();
+const digestElements = new WeakMap<CacheEntry, Uint8Array>();
+
+/**
+ * The element an entry contributes to the state digest: all of it, so no stored field can drift.
+ * Entries are immutable, so the element is kept once made (it is needed again when the entry is
+ * replaced). `encoding` is the entry's encodeEntry, when the caller has it already.
+ */
+export function entryDigestElement(entry: CacheEntry, encoding?: Uint8Array): Uint8Array {
+  let element = digestElements.get(entry);
+  if (element === undefined) {
+    element = new Writer(40).u8(1).fixed(sha256(encoding ?? encodeEntry(entry)), 32).finish();
+    digestElements.set(entry, element);
+  }
+  return element;
 }
 
 /** The element an address's last sequence contributes to the state digest. */

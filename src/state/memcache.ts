@@ -5,7 +5,7 @@
 import { assert } from '../errors.ts';
 import { toHex } from '../ledger/hash.ts';
 import { DEVICES_ADDRESS, ONBOARDING_ADDRESS, decodeReservedRecord } from '../access/records.ts';
-import { type CacheEntry, entryDigestElement, expiresAtMs, headDigestElement } from './entry.ts';
+import { type CacheEntry, encodeEntry, entryDigestElement, expiresAtMs, headDigestElement } from './entry.ts';
 import { ExpiryQueue, type ExpiryItem } from './expiry-queue.ts';
 import { LtHash } from './lthash.ts';
 import { type NonceWindow, nonceDigestElement } from './nonce-window.ts';
@@ -30,6 +30,8 @@ export interface EntryChange {
   key: string;
   before: CacheEntry | undefined;
   after: CacheEntry | undefined;
+  /** encodeEntry(after), made once for the digest and the store. */
+  afterEncoding: Uint8Array | undefined;
 }
 
 export interface StateChanges {
@@ -258,8 +260,9 @@ export class Draft implements StateReader {
       const before = this.base.getEntry(address, key);
       if (before === after) continue;
       if (before !== undefined) digest.remove(entryDigestElement(before));
-      if (after !== undefined) digest.add(entryDigestElement(after));
-      entries.push({ address, key, before, after });
+      const afterEncoding = after === undefined ? undefined : encodeEntry(after);
+      if (after !== undefined) digest.add(entryDigestElement(after, afterEncoding));
+      entries.push({ address, key, before, after, afterEncoding });
     }
     const heads: StateChanges['heads'] = [];
     for (const [address, after] of this.heads) {

@@ -36,21 +36,34 @@ export function checkNonce(window: NonceWindow | undefined, nonce: number): void
 export function useNonce(window: NonceWindow | undefined, nonce: number): NonceWindow {
   const current = window ?? { floor: -1, recent: [] };
   const { index } = indexOf(current.recent, nonce);
-  const recent = [...current.recent.slice(0, index), nonce, ...current.recent.slice(index)];
-  let floor = current.floor;
-  while (recent.length > NONCE_RECENT_MAX) floor = recent.shift()!;
-  return { floor, recent };
+  if (current.recent.length < NONCE_RECENT_MAX) {
+    const recent = current.recent.slice();
+    recent.splice(index, 0, nonce);
+    return { floor: current.floor, recent };
+  }
+  // Full: the smallest of the recent nonces and this one is forgotten and becomes the floor.
+  if (index === 0) return { floor: nonce, recent: current.recent };
+  const recent = current.recent.slice(1);
+  recent.splice(index - 1, 0, nonce);
+  return { floor: current.recent[0]!, recent };
 }
 
-/** floor+1, the count, then the nonces as ascending deltas. */
+const encodings = new WeakMap<NonceWindow, Uint8Array>();
+
+/** floor+1, the count, then the nonces as ascending deltas. Windows are immutable: encoded once. */
 export function encodeNonceWindow(window: NonceWindow): Uint8Array {
-  const writer = new Writer(16 + window.recent.length * 4).varint(window.floor + 1).varint(window.recent.length);
-  let previous = window.floor;
-  for (const nonce of window.recent) {
-    writer.varint(nonce - previous - 1);
-    previous = nonce;
+  let encoded = encodings.get(window);
+  if (encoded === undefined) {
+    const writer = new Writer(16 + window.recent.length * 4).varint(window.floor + 1).varint(window.recent.length);
+    let previous = window.floor;
+    for (const nonce of window.recent) {
+      writer.varint(nonce - previous - 1);
+      previous = nonce;
+    }
+    encoded = writer.finish();
+    encodings.set(window, encoded);
   }
-  return writer.finish();
+  return encoded;
 }
 
 export function decodeNonceWindow(bytes: Uint8Array): NonceWindow {

@@ -143,7 +143,7 @@ export class ChainStore {
     const operations: KvOperation[] = [];
     for (const change of changes.entries) {
       const key = keys.entry(change.address, change.key);
-      operations.push(change.after === undefined ? { type: 'del', key } : { type: 'put', key, value: encodeEntry(change.after) });
+      operations.push(change.after === undefined ? { type: 'del', key } : { type: 'put', key, value: change.afterEncoding ?? encodeEntry(change.after) });
     }
     for (const head of changes.heads) operations.push({ type: 'put', key: keys.head(head.address), value: u64(head.after) });
     for (const { deviceHex, window } of changes.nonces) operations.push({ type: 'put', key: keys.nonce(deviceHex), value: encodeNonceWindow(window) });

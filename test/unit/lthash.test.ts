@@ -14,11 +14,39 @@ function digestOf(elements: readonly Uint8Array[]): string {
   return hex(hash.digest());
 }
 
-/** The lattice hash from its definition: SHAKE256 into 1024 little-endian 16-bit lanes, summed mod 2^16. */
+/** ChaCha20 block function in plain JavaScript (RFC 8439 §2.3), independent of OpenSSL. */
+function chachaBlock(key: Uint8Array, counter: number, nonce: Uint8Array): Uint8Array {
+  const word = (bytes: Uint8Array, offset: number): number => (bytes[offset]! | (bytes[offset + 1]! << 8) | (bytes[offset + 2]! << 16) | (bytes[offset + 3]! << 24)) >>> 0;
+  const initial = [0x61707865, 0x3320646e, 0x79622d32, 0x6b206574];
+  for (let index = 0; index < 8; index++) initial.push(word(key, 4 * index));
+  initial.push(counter >>> 0, word(nonce, 0), word(nonce, 4), word(nonce, 8));
+  const x = initial.slice();
+  const rotl = (value: number, bits: number): number => ((value << bits) | (value >>> (32 - bits))) >>> 0;
+  const quarter = (a: number, b: number, c: number, d: number): void => {
+    x[a] = (x[a]! + x[b]!) >>> 0; x[d] = rotl(x[d]! ^ x[a]!, 16);
+    x[c] = (x[c]! + x[d]!) >>> 0; x[b] = rotl(x[b]! ^ x[c]!, 12);
+    x[a] = (x[a]! + x[b]!) >>> 0; x[d] = rotl(x[d]! ^ x[a]!, 8);
+    x[c] = (x[c]! + x[d]!) >>> 0; x[b] = rotl(x[b]! ^ x[c]!, 7);
+  };
+  for (let round = 0; round < 10; round++) {
+    quarter(0, 4, 8, 12); quarter(1, 5, 9, 13); quarter(2, 6, 10, 14); quarter(3, 7, 11, 15);
+    quarter(0, 5, 10, 15); quarter(1, 6, 11, 12); quarter(2, 7, 8, 13); quarter(3, 4, 9, 14);
+  }
+  const out = new Uint8Array(64);
+  for (let index = 0; index < 16; index++) {
+    const value = (x[index]! + initial[index]!) >>> 0;
+    out[4 * index] = value & 0xff; out[4 * index + 1] = (value >>> 8) & 0xff; out[4 * index + 2] = (value >>> 16) & 0xff; out[4 * index + 3] = value >>> 24;
+  }
+  return out;
+}
+
+/** The lattice hash from its definition: ChaCha20(key = SHA-256(element), nonce 0, counter 0) into 1024 little-endian 16-bit lanes, summed mod 2^16. */
 function referenceLanes(added: readonly Uint8Array[], removed: readonly Uint8Array[] = []): number[] {
   const lanes = new Array<number>(LTHASH_LANES).fill(0);
   const accumulate = (item: Uint8Array, sign: 1 | -1): void => {
-    const expansion = createHash('shake256', { outputLength: 2 * LTHASH_LANES }).update(item).digest();
+    const key = new Uint8Array(createHash('sha256').update(item).digest());
+    const expansion = Buffer.alloc(2 * LTHASH_LANES);
+    for (let block = 0; block < (2 * LTHASH_LANES) / 64; block++) expansion.set(chachaBlock(key, block, new Uint8Array(12)), 64 * block);
     for (let lane = 0; lane < LTHASH_LANES; lane++) lanes[lane] = (lanes[lane]! + sign * expansion.readUInt16LE(2 * lane) + 0x10000) % 0x10000;
   };
   for (const item of added) accumulate(item, 1);
@@ -37,6 +65,16 @@ function referenceDigest(lanes: readonly number[]): string {
 
 const elementArb = fc.uint8Array({ maxLength: 48 });
 const setArb = fc.uniqueArray(elementArb, { selector: hex, maxLength: 24 });
+
+describe('the ChaCha20 reference', () => {
+  it('matches the RFC 8439 §2.3.2 block test vector', () => {
+    const key = Uint8Array.from({ length: 32 }, (_, index) => index);
+    const nonce = Uint8Array.from([0, 0, 0, 9, 0, 0, 0, 0x4a, 0, 0, 0, 0]);
+    expect(hex(chachaBlock(key, 1, nonce))).toBe(
+      '10f1e7e4d13b5915500fdd1fa32071c4c7d1f4c733c068030422aa9ac3d46c4ed2826446079faa0914c2d705d98b02a2b5129cd1de164eb9cbd083e8a2503c4e',
+    );
+  });
+});
 
 describe('LtHash', () => {
   it('the empty digest is the state-tagged hash of 2048 zero bytes', () => {
