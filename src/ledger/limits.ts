@@ -16,7 +16,7 @@ export const TTL_FOREVER = -1;
 /** A block holds at most this many messages (a 16 KB block of the smallest messages stays below). */
 export const BLOCK_MESSAGES_MAX = 512;
 /** The replay window: how many of a device's most recent nonces the chain remembers. */
-export const NONCE_RECENT_MAX = 256;
+export const NONCE_RECENT_MAX = 128;
 /** The system writes at most this many TTL deletes into one block. */
 export const EXPIRIES_PER_BLOCK_MAX = 64;
 

@@ -7,7 +7,7 @@ import { BLOCK_BYTES_MAX, MESSAGE_BODY_BYTES_MAX } from '../../src/ledger/limits
 import { encodeBlock } from '../../src/ledger/block.ts';
 import { MemoryKvStore } from '../../src/store/memory-kv.ts';
 import { ChainStore } from '../../src/store/chain-store.ts';
-import { KalimaNode } from '../../src/node/node.ts';
+import { DEVICE_IN_FLIGHT_MAX, KalimaNode } from '../../src/node/node.ts';
 import { WorkerPoolVerifier } from '../../src/node/verifier.ts';
 import { silentLogger, systemClock, systemScheduler } from '../../src/ports.ts';
 import { createAddress, makeChain, makeMessage, openNode, registerDevice } from '../support/chain.ts';
@@ -65,11 +65,18 @@ describe('block producer', () => {
     });
     await createAddress(node, chain, '/x');
     const device = await registerDevice(node, chain, { pub: ['/x'], sub: ['/x'] });
-    // Nonces a millisecond apart in microseconds, submitted newest first.
-    const messages = Array.from({ length: 100 }, (_, index) => makeMessage(chain, device, { address: '/x', key: `k${index}`, nonce: 1_700_000_000_000_000 + index * 1000 }));
+    // As many as a device may have in flight: nonces a millisecond apart in microseconds, newest first.
+    const count = DEVICE_IN_FLIGHT_MAX;
+    const messages = Array.from({ length: count }, (_, index) => makeMessage(chain, device, { address: '/x', key: `k${index}`, nonce: 1_700_000_000_000_000 + index * 1000 }));
     const receipts = await Promise.all([...messages].reverse().map((message) => node.submit(message)));
-    expect(new Set(receipts.map((receipt) => receipt.globalSequence)).size).toBe(100);
-    expect(node.cache.entriesAt('/x')).toHaveLength(100);
+    expect(new Set(receipts.map((receipt) => receipt.globalSequence)).size).toBe(count);
+    expect(node.cache.entriesAt('/x')).toHaveLength(count);
+    // One more than that waits its turn: refused with a retryable code, and nothing changes.
+    const flood = Array.from({ length: count + 1 }, (_, index) => makeMessage(chain, device, { address: '/x', key: `f${index}`, nonce: 1_800_000_000_000_000 + index }));
+    const outcomes = await Promise.allSettled(flood.map((message) => node.submit(message)));
+    const refused = outcomes.filter((outcome) => outcome.status === 'rejected');
+    expect(refused).toHaveLength(1);
+    expect((refused[0] as PromiseRejectedResult).reason).toMatchObject({ code: 'KALIMA_ERR_API_OVERLOADED' });
     await node.close();
   });
 

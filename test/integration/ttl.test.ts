@@ -10,7 +10,7 @@ import { encodeBlock } from '../../src/ledger/block.ts';
 import { BLOCK_BYTES_MAX, EXPIRIES_PER_BLOCK_MAX } from '../../src/ledger/limits.ts';
 import type { Message } from '../../src/ledger/message.ts';
 import type { KeyPair } from '../../src/ledger/signature.ts';
-import type { CommitReceipt, CommittedBlock, KalimaNode } from '../../src/node/node.ts';
+import { type CommitReceipt, type CommittedBlock, DEVICE_IN_FLIGHT_MAX, type KalimaNode } from '../../src/node/node.ts';
 import { ManualClock, type Scheduler } from '../../src/ports.ts';
 import { type ChainMessage, KalimaClient } from '../../src/sdk/client.ts';
 import { SYSTEM_REASON_PROP, SYSTEM_REASON_TTL } from '../../src/state/execute.ts';
@@ -246,11 +246,15 @@ describe('a value written with a TTL', () => {
     await created;
     const count = EXPIRIES_PER_BLOCK_MAX + 6;
     const keyOf = (index: number): string => `${String(index).padStart(3, '0')}-${'k'.repeat(200)}`;
-    const writes = Array.from({ length: count }, (_unused, index) =>
-      harness.node.submit(makeMessage(harness.chain, harness.device, { address: longAddress, key: keyOf(index), body: utf8('v'), ttlSeconds: 1 })));
-    // They fill several blocks; let every block timer run.
-    await harness.scheduler.advance(10 * BLOCK_DELAY_MS);
-    const receipts = await Promise.all(writes);
+    // In waves: a device may have at most DEVICE_IN_FLIGHT_MAX writes waiting.
+    const receipts: CommitReceipt[] = [];
+    for (let start = 0; start < count; start += DEVICE_IN_FLIGHT_MAX) {
+      const writes = Array.from({ length: Math.min(DEVICE_IN_FLIGHT_MAX, count - start) }, (_unused, offset) =>
+        harness.node.submit(makeMessage(harness.chain, harness.device, { address: longAddress, key: keyOf(start + offset), body: utf8('v'), ttlSeconds: 1 })));
+      // They fill several blocks; let every block timer run.
+      await harness.scheduler.advance(10 * BLOCK_DELAY_MS);
+      receipts.push(...(await Promise.all(writes)));
+    }
     expect(new Set(receipts.map((receipt) => receipt.height)).size).toBeGreaterThan(1);
     const lastDeadlineMs = Math.max(...receipts.map((receipt) => receipt.timeMs)) + 1000;
 
