@@ -3,7 +3,7 @@
 import { kalimaError } from '../errors.ts';
 import type { Block, BlockHeader } from '../ledger/block.ts';
 import { fromHex, toHex } from '../ledger/hash.ts';
-import { type CommittedMessage, type Message, canonicalProps, checkMessageFields } from '../ledger/message.ts';
+import { type CommittedMessage, type Message, canonicalProps } from '../ledger/message.ts';
 import type { CacheEntry } from '../state/entry.ts';
 import type { LocatedMessage } from '../store/chain-store.ts';
 
@@ -43,7 +43,7 @@ function hexField(value: unknown, field: string, bytes: number, code: 'KALIMA_ER
   return decoded;
 }
 
-/** Parses a message from its JSON form and checks every field bound. */
+/** Parses a message from its JSON form; the field bounds are the node's to check. */
 export function messageFromJson(json: unknown): Message {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) bad('body', 'must be a JSON object');
   const raw = json as Record<string, unknown>;
@@ -64,7 +64,7 @@ export function messageFromJson(json: unknown): Message {
     nonce: raw.nonce as number,
     signature: hexField(raw.signature, 'signature', 64, 'KALIMA_ERR_LEDGER_BAD_SIGNATURE'),
   };
-  checkMessageFields(message);
+  // The node checks every field bound as it encodes the message (KalimaNode.submit).
   return message;
 }
 

@@ -14,7 +14,7 @@ import { mmrAppend, mmrRoot } from '../ledger/mmr.ts';
 import { type KeyPair, SIGNATURE_BYTES, signSchnorr } from '../ledger/signature.ts';
 import type { Clock, Logger, Rng, Scheduler } from '../ports.ts';
 import type { CacheEntry } from '../state/entry.ts';
-import { SYSTEM_REASON_PROP, SYSTEM_REASON_TTL, type ExecutionContext, executeMessage } from '../state/execute.ts';
+import { SYSTEM_REASON_PROP, SYSTEM_REASON_TTL, type ExecutionContext, checkMessage, executeMessage } from '../state/execute.ts';
 import { Draft, type MemCache } from '../state/memcache.ts';
 import type { ChainStore, LocatedMessage, TipRecord } from '../store/chain-store.ts';
 import { type VerifyProgress, openVerified } from '../store/verify.ts';
@@ -150,8 +150,9 @@ export class KalimaNode {
    */
   async submit(message: Message): Promise<CommitReceipt> {
     this.checkServing();
-    if (message.chain !== this.chain) throw kalimaError('KALIMA_ERR_LEDGER_WRONG_CHAIN', { chain: message.chain, expected: this.chain });
+    // Checks every field bound, then encodes: the one encoding this node makes of the message.
     const unsignedEncoding = encodeUnsignedMessage(message);
+    if (message.chain !== this.chain) throw kalimaError('KALIMA_ERR_LEDGER_WRONG_CHAIN', { chain: message.chain, expected: this.chain });
     const encodedBytes = unsignedEncoding.length + SIGNATURE_BYTES;
     if (encodedBytes + COMMITTED_OVERHEAD_BYTES_MAX + this.overheadBytes > BLOCK_BYTES_MAX) {
       throw kalimaError('KALIMA_ERR_LEDGER_MESSAGE_TOO_LARGE', { bytes: encodedBytes });
@@ -180,7 +181,7 @@ export class KalimaNode {
     if (inFlight >= DEVICE_IN_FLIGHT_MAX) throw kalimaError('KALIMA_ERR_API_OVERLOADED', { device: deviceHex, inFlight });
     try {
       // Fail fast against the committed state; the block producer checks again, in order.
-      executeMessage(new Draft(this.cache), message, hash, this.executionContext(this.options.clock.nowMs()));
+      checkMessage(this.cache, message, this.executionContext(this.options.clock.nowMs()));
     } catch (error) {
       throw await this.explain(error, hash);
     }

@@ -12,7 +12,7 @@ import { checkAddress } from '../ledger/message.ts';
 import { isValidPublicKey, verifySchnorr } from '../ledger/signature.ts';
 import type { CacheEntry } from './entry.ts';
 import { expiresAtMs } from './entry.ts';
-import type { Draft } from './memcache.ts';
+import type { Draft, StateReader } from './memcache.ts';
 import { checkNonce, useNonce } from './nonce-window.ts';
 
 export interface ExecutionContext extends AccessPolicy {
@@ -31,43 +31,52 @@ export function isTtlDelete(message: Message, leaderHex: string): boolean {
     message.props[0]![1] === SYSTEM_REASON_TTL && toHex(message.device) === leaderHex;
 }
 
-/** Validates `message` against the draft and, if it passes, applies it. */
-export function executeMessage(draft: Draft, message: Message, messageHash: Uint8Array, context: ExecutionContext): CommittedMessage {
+/**
+ * Every check of `message` against `state`, changing nothing: throws the coded error, or returns
+ * the value the message stores (its body, except on reserved addresses that transform it).
+ */
+export function checkMessage(state: StateReader, message: Message, context: ExecutionContext): Uint8Array {
   if (message.chain !== context.chain) throw kalimaError('KALIMA_ERR_LEDGER_WRONG_CHAIN', { chain: message.chain, expected: context.chain });
   const deviceHex = toHex(message.device);
-  const existing = draft.getEntry(message.address, message.key);
+  const existing = state.getEntry(message.address, message.key);
   let value = message.body;
 
   if (isTtlDelete(message, context.leaderHex)) {
     // The producer's own deletes: the entry must really have expired by the block's time, and the
     // nonce is the global sequence the delete takes, so it is unique without a replay window.
     const deadline = existing === undefined ? undefined : expiresAtMs(existing);
-    if (deadline === undefined || deadline > context.blockTimeMs || message.nonce !== draft.nextGlobalSequence) {
+    if (deadline === undefined || deadline > context.blockTimeMs || message.nonce !== state.nextGlobalSequence) {
       throw kalimaError('KALIMA_ERR_LEDGER_BAD_BLOCK', { height: context.height, reason: 'a TTL delete of an entry that has not expired', address: message.address, key: message.key });
     }
-  } else {
-    checkNonce(draft.nonceWindow(deviceHex), message.nonce);
-    const role = roleOf(draft, context, deviceHex);
-    const isRedemption = message.address === ONBOARDING_ADDRESS && role.kind !== 'admin' && !isDelete(message);
-    if (isRedemption) {
-      value = redeem(draft, message, deviceHex, existing, context);
-    } else if (role.kind === 'unknown') {
-      throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_DEVICE', { device: deviceHex });
-    } else if (isReservedAddress(message.address)) {
-      if (role.kind !== 'admin') throw kalimaError('KALIMA_ERR_ACCESS_ADMIN_ONLY', { device: deviceHex, address: message.address });
-      if (!isDelete(message)) checkReservedPut(message);
-    } else {
-      // PUB first: a device may not learn whether an address outside its PUB list exists.
-      if (role.kind === 'device' && !anyPrefixCovers(role.permissions.pub, message.address)) {
-        throw kalimaError('KALIMA_ERR_ACCESS_PUB_DENIED', { device: deviceHex, address: message.address });
-      }
-      if (!addressExists(draft, message.address)) throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_ADDRESS', { address: message.address });
-    }
-    if (isDelete(message) && existing === undefined) {
-      throw kalimaError('KALIMA_ERR_LEDGER_KEY_NOT_FOUND', { address: message.address, key: message.key });
-    }
+    return value;
   }
+  checkNonce(state.nonceWindow(deviceHex), message.nonce);
+  const role = roleOf(state, context, deviceHex);
+  const isRedemption = message.address === ONBOARDING_ADDRESS && role.kind !== 'admin' && !isDelete(message);
+  if (isRedemption) {
+    value = redeem(state, message, deviceHex, existing, context);
+  } else if (role.kind === 'unknown') {
+    throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_DEVICE', { device: deviceHex });
+  } else if (isReservedAddress(message.address)) {
+    if (role.kind !== 'admin') throw kalimaError('KALIMA_ERR_ACCESS_ADMIN_ONLY', { device: deviceHex, address: message.address });
+    if (!isDelete(message)) checkReservedPut(message);
+  } else {
+    // PUB first: a device may not learn whether an address outside its PUB list exists.
+    if (role.kind === 'device' && !anyPrefixCovers(role.permissions.pub, message.address)) {
+      throw kalimaError('KALIMA_ERR_ACCESS_PUB_DENIED', { device: deviceHex, address: message.address });
+    }
+    if (!addressExists(state, message.address)) throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_ADDRESS', { address: message.address });
+  }
+  if (isDelete(message) && existing === undefined) {
+    throw kalimaError('KALIMA_ERR_LEDGER_KEY_NOT_FOUND', { address: message.address, key: message.key });
+  }
+  return value;
+}
 
+/** Validates `message` against the draft and, if it passes, applies it. */
+export function executeMessage(draft: Draft, message: Message, messageHash: Uint8Array, context: ExecutionContext): CommittedMessage {
+  const value = checkMessage(draft, message, context);
+  const deviceHex = toHex(message.device);
   const previous = draft.lastSequence(message.address);
   const committed: CommittedMessage = { message, globalSequence: draft.nextGlobalSequence, sequence: previous + 1, previous };
   draft.nextGlobalSequence++;
@@ -125,7 +134,7 @@ function checkReservedPut(message: Message): void {
 }
 
 /** A device redeems a one-time code: the grant becomes its permissions, and the code is spent. */
-function redeem(draft: Draft, message: Message, deviceHex: string, existing: CacheEntry | undefined, context: ExecutionContext): Uint8Array {
+function redeem(state: StateReader, message: Message, deviceHex: string, existing: CacheEntry | undefined, context: ExecutionContext): Uint8Array {
   // The admin's grant decides how long access lasts, not the device that redeems it.
   if (message.ttlSeconds !== -1) throw kalimaError('KALIMA_ERR_LEDGER_BAD_RESERVED_BODY', { address: message.address, reason: 'a redemption keeps ttl -1' });
   const record = decodeReservedRecord(message.body);
@@ -137,6 +146,6 @@ function redeem(draft: Draft, message: Message, deviceHex: string, existing: Cac
   }
   const grant = grantRecord.record;
   if (grant.expiresAtMs !== 0 && context.blockTimeMs >= grant.expiresAtMs) throw kalimaError('KALIMA_ERR_ACCESS_BAD_ONBOARDING_CODE', { codeId: message.key, reason: 'expired' });
-  if (roleOf(draft, context, deviceHex).kind !== 'unknown') throw kalimaError('KALIMA_ERR_ACCESS_ALREADY_REGISTERED', { device: deviceHex });
+  if (roleOf(state, context, deviceHex).kind !== 'unknown') throw kalimaError('KALIMA_ERR_ACCESS_ALREADY_REGISTERED', { device: deviceHex });
   return encodeRedeemed({ grant, device: message.device });
 }
