@@ -3,7 +3,7 @@
 import { kalimaError } from '../errors.ts';
 import type { Block, BlockHeader } from '../ledger/block.ts';
 import { fromHex, toHex } from '../ledger/hash.ts';
-import { type CommittedMessage, type Message, canonicalProps } from '../ledger/message.ts';
+import { type CommittedMessage, type Message, type Props, canonicalProps } from '../ledger/message.ts';
 import type { CacheEntry } from '../state/entry.ts';
 import type { LocatedMessage } from '../store/chain-store.ts';
 
@@ -82,15 +82,17 @@ export function messageToJson(message: Message): MessageJson {
   };
 }
 
-function dateTime(timeMs: number): { date: string; time: string } {
+/** Kalima's props "that the master node adds": date, time, submitter and ttl; and date and time alone. */
+function stamped(props: Props, timeMs: number, device: Uint8Array, ttlSeconds: number): { props: Record<string, string>; date: string; time: string } {
   const iso = new Date(timeMs).toISOString();
-  return { date: iso.slice(0, 10), time: iso.slice(11, 23) };
+  const date = iso.slice(0, 10);
+  const time = iso.slice(11, 23);
+  return { props: { ...Object.fromEntries(props), date, time, submitter: toHex(device), ttl: String(ttlSeconds) }, date, time };
 }
 
 /** A committed message as the ledger and the event stream show it. */
 export function committedToJson(committed: CommittedMessage, located: { height: number; timeMs: number }, hash: Uint8Array): Record<string, unknown> {
   const { message } = committed;
-  const { date, time } = dateTime(located.timeMs);
   return {
     address: message.address,
     key: message.key,
@@ -99,9 +101,7 @@ export function committedToJson(committed: CommittedMessage, located: { height: 
     previous: committed.previous,
     body: encodeBase64(message.body),
     hash: toHex(hash),
-    props: { ...Object.fromEntries(message.props), date, time, submitter: toHex(message.device), ttl: String(message.ttlSeconds) },
-    date,
-    time,
+    ...stamped(message.props, located.timeMs, message.device, message.ttlSeconds),
     timeMs: located.timeMs,
     height: located.height,
     ttl: message.ttlSeconds,
@@ -117,7 +117,6 @@ export function locatedToJson(located: LocatedMessage, hash: Uint8Array): Record
 
 /** A current MemCache value. */
 export function entryToJson(entry: CacheEntry): Record<string, unknown> {
-  const { date, time } = dateTime(entry.timeMs);
   return {
     address: entry.address,
     key: entry.key,
@@ -125,9 +124,7 @@ export function entryToJson(entry: CacheEntry): Record<string, unknown> {
     sequence: entry.sequence,
     body: encodeBase64(entry.value),
     hash: toHex(entry.messageHash),
-    props: { ...Object.fromEntries(entry.props), date, time, submitter: toHex(entry.device), ttl: String(entry.ttlSeconds) },
-    date,
-    time,
+    ...stamped(entry.props, entry.timeMs, entry.device, entry.ttlSeconds),
     timeMs: entry.timeMs,
     height: entry.height,
     ttl: entry.ttlSeconds,

@@ -1,25 +1,15 @@
 // `kalima devnet` (what `npm start` runs): a one-node chain under ./.kalima/devnet with a demo
 // device writing sensor readings, and a live status line.
-import { access } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isKalimaError } from '../errors.ts';
 import { KalimaClient, generateDeviceKey, loadDeviceKey, saveDeviceKey } from '../sdk/client.ts';
 import { createLogger, startNode, type RunningNode } from '../node/runtime.ts';
-import { loadConfig } from '../node/config.ts';
+import { fileExists, loadConfig } from '../node/config.ts';
 import { initChain } from './init.ts';
 
 const DEMO_ADDRESS = '/sensors/plant1';
 const DEMO_PERIOD_MS = 500;
 const DEMO_TTL_SECONDS = 60;
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 export interface DevnetOptions {
   directory: string;
@@ -33,7 +23,7 @@ export async function runDevnet(options: DevnetOptions): Promise<{ running: Runn
   const out = options.out ?? process.stdout;
   const directory = resolve(options.directory);
   const configFile = join(directory, 'config.json');
-  if (!(await exists(configFile))) {
+  if (!(await fileExists(configFile))) {
     out.write(`kalima devnet: creating a new chain in ${directory}\n`);
     await initChain({ directory, chain: 'devnet' });
     await saveDeviceKey(join(directory, 'keys', 'demo-device.json'), generateDeviceKey());

@@ -1,5 +1,5 @@
 // `kalima init`: a genesis file, an admin key, a node key and a config file in one directory.
-import { access, mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { kalimaError } from '../errors.ts';
 import { DEFAULT_PARAMS, type Genesis, genesisToJson } from '../access/genesis.ts';
@@ -7,7 +7,7 @@ import { checkChainName } from '../ledger/message.ts';
 import type { KeyPair } from '../ledger/signature.ts';
 import { type Clock, type Rng, systemClock, systemRng } from '../ports.ts';
 import { generateDeviceKey, saveDeviceKey } from '../sdk/client.ts';
-import { DEFAULT_PORT, type NodeConfigJson } from '../node/config.ts';
+import { DEFAULT_PORT, type NodeConfigJson, fileExists } from '../node/config.ts';
 
 export interface InitResult {
   directory: string;
@@ -19,22 +19,13 @@ export interface InitResult {
   node: KeyPair;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 export async function initChain(options: { directory: string; chain: string; port?: number; force?: boolean; clock?: Clock; rng?: Rng }): Promise<InitResult> {
   checkChainName(options.chain);
   const rng = options.rng ?? systemRng;
   const clock = options.clock ?? systemClock;
   const directory = options.directory;
   const configFile = join(directory, 'config.json');
-  if (!options.force && (await exists(configFile))) {
+  if (!options.force && (await fileExists(configFile))) {
     throw kalimaError('KALIMA_ERR_CONFIG_INVALID', { file: configFile, reason: 'a chain is already initialised here; pass --force to overwrite it' });
   }
   await mkdir(join(directory, 'keys'), { recursive: true });

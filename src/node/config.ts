@@ -1,5 +1,5 @@
 // The node's configuration file (written by `kalima init`). Paths are relative to the file.
-import { readFile } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { kalimaError } from '../errors.ts';
 import { type Genesis, parseGenesis } from '../access/genesis.ts';
@@ -68,4 +68,13 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
 
 export async function loadGenesis(file: string): Promise<Genesis> {
   return parseGenesis(await readJsonFile(file));
+}
+
+export async function fileExists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
 }

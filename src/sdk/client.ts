@@ -9,20 +9,14 @@ import { fromHex, toHex } from '../ledger/hash.ts';
 import { type KeyPair, generateKeyPair, isValidSecretKey, publicKeyOf, signSchnorr } from '../ledger/signature.ts';
 import { type Clock, type Rng, systemClock, systemRng } from '../ports.ts';
 import { signRequest } from '../api/auth.ts';
+import type { CommitReceipt } from '../node/node.ts';
+
+export type { CommitReceipt };
 import { type MessageJson, messageToJson } from '../api/json.ts';
 import {
   ADDRESSES_ADDRESS, DEVICES_ADDRESS, ONBOARDING_ADDRESS, type Permissions, encodeAddressRecord, encodeDeviceRecord, encodeGrant, encodeRedemption,
   redemptionHash,
 } from '../access/records.ts';
-
-export interface CommitReceipt {
-  messageHash: string;
-  globalSequence: number;
-  sequence: number;
-  previous: number;
-  height: number;
-  timeMs: number;
-}
 
 export interface ChainMessage {
   address: string;
