@@ -54,6 +54,7 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_NODE_STOPPING: { status: 503, message: 'the node is shutting down' },
   KALIMA_ERR_STORE_CORRUPT: { status: 500, message: 'the stored chain is corrupt' },
   KALIMA_ERR_STORE_GENESIS_MISMATCH: { status: 500, message: 'the data directory belongs to another genesis' },
+  KALIMA_ERR_STORE_FORMAT: { status: 500, message: 'the data directory was written by a version of this node with another store format; start from an empty directory' },
   KALIMA_ERR_STORE_LOCKED: { status: 500, message: 'the data directory is in use by another process' },
   KALIMA_ERR_CONFIG_INVALID: { status: 400, message: 'the configuration or genesis file is invalid' },
   // sdk / transport

@@ -1,5 +1,6 @@
 // `kalima devnet` (what `npm start` runs): a one-node chain under ./.kalima/devnet with a demo
 // device writing sensor readings, and a live status line.
+import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isKalimaError } from '../errors.ts';
 import { KalimaClient, generateDeviceKey, loadDeviceKey, saveDeviceKey } from '../sdk/client.ts';
@@ -13,6 +14,8 @@ const DEMO_TTL_SECONDS = 60;
 
 export interface DevnetOptions {
   directory: string;
+  /** Delete the devnet's directory first and start a new chain. */
+  fresh?: boolean;
   port?: number;
   /** Print the status line this often. */
   statusIntervalMs?: number;
@@ -23,6 +26,10 @@ export async function runDevnet(options: DevnetOptions): Promise<{ running: Runn
   const out = options.out ?? process.stdout;
   const directory = resolve(options.directory);
   const configFile = join(directory, 'config.json');
+  if (options.fresh === true) {
+    out.write(`kalima devnet: deleting ${directory} (--fresh)\n`);
+    await rm(directory, { recursive: true, force: true });
+  }
   if (!(await fileExists(configFile))) {
     out.write(`kalima devnet: creating a new chain in ${directory}\n`);
     await initChain({ directory, chain: 'devnet' });
@@ -44,7 +51,12 @@ export async function runDevnet(options: DevnetOptions): Promise<{ running: Runn
       out.write(`kalima devnet: port ${config.port} is in use; starting on a free port instead\n`);
       config.port = 0;
       running = await startNode(config, { logger });
-    } else throw error;
+    } else {
+      if (isKalimaError(error) && error.code.startsWith('KALIMA_ERR_STORE_')) {
+        out.write(`kalima devnet: the chain in ${directory} cannot be served (${error.code}); \`kalima devnet --fresh\` starts a new one\n`);
+      }
+      throw error;
+    }
   }
 
   const admin = new KalimaClient({ url: running.url, key: await loadDeviceKey(join(directory, 'keys', 'admin.json')) });

@@ -17,7 +17,7 @@ const USAGE = `kalima — a Kalima PrivaChain node
 
   kalima init [--dir DIR] [--chain NAME] [--port N] [--force]   genesis file, admin and node keys, config
   kalima node [--config FILE]                                   run a node (default ./config.json)
-  kalima devnet [--dir DIR] [--port N]                          a local chain with a demo device (npm start)
+  kalima devnet [--dir DIR] [--port N] [--fresh]                a local chain with a demo device (npm start)
   kalima status [--url URL]
   kalima put --key KEYFILE [--url URL] [--ttl S] ADDRESS KEY VALUE
   kalima get --key KEYFILE [--url URL] ADDRESS KEY
@@ -70,7 +70,7 @@ export async function main(argv: string[]): Promise<number> {
       dir: { type: 'string' }, chain: { type: 'string' }, port: { type: 'string' }, force: { type: 'boolean' },
       config: { type: 'string' }, url: { type: 'string' }, key: { type: 'string' }, ttl: { type: 'string' },
       from: { type: 'string' }, out: { type: 'string' }, pub: { type: 'string' }, sub: { type: 'string' }, name: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
+      fresh: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
     },
   });
   const port = values.port === undefined ? undefined : Number(values.port);
@@ -106,7 +106,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'devnet': {
-      const { stop } = await runDevnet({ directory: values.dir ?? join('.kalima', 'devnet'), port });
+      const { stop } = await runDevnet({ directory: values.dir ?? join('.kalima', 'devnet'), port, fresh: values.fresh });
       await waitForSignal();
       await stop();
       return 0;

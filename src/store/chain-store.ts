@@ -93,8 +93,18 @@ export class ChainStore {
     return this.kv.get(keys.meta('genesis'));
   }
 
-  async writeGenesisHash(hash: Uint8Array): Promise<void> {
-    await this.kv.batch([{ type: 'put', key: keys.meta('genesis'), value: hash }], { sync: true });
+  /** The store's format version; undefined for a store written before versions were recorded. */
+  async readFormat(): Promise<number | undefined> {
+    const bytes = await this.kv.get(keys.meta('format'));
+    return bytes === undefined ? undefined : readU64(bytes);
+  }
+
+  /** Binds a new store to its genesis and records the format, in one write. */
+  async initialise(genesisHash: Uint8Array, format: number): Promise<void> {
+    await this.kv.batch([
+      { type: 'put', key: keys.meta('genesis'), value: genesisHash },
+      { type: 'put', key: keys.meta('format'), value: u64(format) },
+    ], { sync: true });
   }
 
   async readTip(): Promise<TipRecord | undefined> {

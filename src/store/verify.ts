@@ -20,14 +20,23 @@ export function emptyTip(genesis: Genesis): TipRecord {
 }
 
 /** Binds a data directory to its genesis on first use, and refuses another genesis later. */
+/**
+ * The layout and encodings of the store: blocks, indexes, MemCache entries and the digest's
+ * definition. A store of another format is refused by name rather than reported as corrupt.
+ */
+export const STORE_FORMAT = 1;
+
+/** Binds a data directory to its genesis and format on first use, and refuses another later. */
 export async function checkGenesis(store: ChainStore, genesis: Genesis): Promise<void> {
   const expected = genesisHash(genesis);
   const stored = await store.readGenesisHash();
   if (stored === undefined) {
-    await store.writeGenesisHash(expected);
+    await store.initialise(expected, STORE_FORMAT);
     return;
   }
   if (!bytesEqual(stored, expected)) throw kalimaError('KALIMA_ERR_STORE_GENESIS_MISMATCH', { stored: toHex(stored), genesis: toHex(expected) });
+  const format = await store.readFormat();
+  if (format !== STORE_FORMAT) throw kalimaError('KALIMA_ERR_STORE_FORMAT', { format: format ?? 'unrecorded (an early development build)', expected: STORE_FORMAT });
 }
 
 function corrupt(height: number, reason: string, repairable: boolean, extra: Record<string, unknown> = {}): never {

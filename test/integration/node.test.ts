@@ -6,6 +6,8 @@ import { bytesEqual, toHex } from '../../src/ledger/hash.ts';
 import { BLOCK_BYTES_MAX, MESSAGE_BODY_BYTES_MAX } from '../../src/ledger/limits.ts';
 import { encodeBlock } from '../../src/ledger/block.ts';
 import { MemoryKvStore } from '../../src/store/memory-kv.ts';
+import { keys, u64 } from '../../src/store/keys.ts';
+import { STORE_FORMAT } from '../../src/store/verify.ts';
 import { ChainStore } from '../../src/store/chain-store.ts';
 import { DEVICE_IN_FLIGHT_MAX, KalimaNode } from '../../src/node/node.ts';
 import { WorkerPoolVerifier } from '../../src/node/verifier.ts';
@@ -99,5 +101,15 @@ describe('block producer', () => {
     expect(new TextDecoder().decode(reopened.getEntry('/x', 'k4')!.value)).toBe('v19');
     expect(toHex(reopened.tipRecord.stateDigest)).toBe(toHex(digest));
     await reopened.close();
+  });
+
+  it('refuses a data directory of another store format by name, not as corruption', async () => {
+    const chain = makeChain('format');
+    const kv = new MemoryKvStore();
+    await (await openNode(chain, { kv })).close();
+    await kv.batch([{ type: 'put', key: keys.meta('format'), value: u64(STORE_FORMAT + 1) }], { sync: true });
+    await expect(openNode(chain, { kv })).rejects.toMatchObject({ code: 'KALIMA_ERR_STORE_FORMAT', details: { expected: STORE_FORMAT } });
+    await kv.batch([{ type: 'del', key: keys.meta('format') }], { sync: true });
+    await expect(openNode(chain, { kv })).rejects.toMatchObject({ code: 'KALIMA_ERR_STORE_FORMAT' });
   });
 });
