@@ -107,9 +107,9 @@ describe('block producer', () => {
     const chain = makeChain('format');
     const kv = new MemoryKvStore();
     await (await openNode(chain, { kv })).close();
-    await kv.batch([{ type: 'put', key: keys.meta('format'), value: u64(STORE_FORMAT + 1) }], { sync: true });
+    await kv.batch([{ type: 'put', key: keys.meta('format'), value: u64(STORE_FORMAT + 1) }]);
     await expect(openNode(chain, { kv })).rejects.toMatchObject({ code: 'KALIMA_ERR_STORE_FORMAT', details: { expected: STORE_FORMAT } });
-    await kv.batch([{ type: 'del', key: keys.meta('format') }], { sync: true });
+    await kv.batch([{ type: 'del', key: keys.meta('format') }]);
     await expect(openNode(chain, { kv })).rejects.toMatchObject({ code: 'KALIMA_ERR_STORE_FORMAT' });
   });
 });
