@@ -67,6 +67,8 @@ export interface ClientOptions {
   rng?: Rng;
   /** Attempts for a write before it gives up (network errors and 503 are retried). */
   writeAttempts?: number;
+  /** A request with no answer by then fails as unreachable (and a write is retried). Default 30 s. */
+  requestTimeoutMs?: number;
   fetch?: typeof fetch;
 }
 
@@ -140,6 +142,7 @@ export class KalimaClient {
   private readonly rng: Rng;
   private readonly fetchImpl: typeof fetch;
   private readonly writeAttempts: number;
+  private readonly requestTimeoutMs: number;
   private lastNonce = 0;
 
   constructor(options: ClientOptions) {
@@ -151,6 +154,7 @@ export class KalimaClient {
     this.rng = options.rng ?? systemRng;
     this.fetchImpl = options.fetch ?? fetch;
     this.writeAttempts = options.writeAttempts ?? WRITE_ATTEMPTS_DEFAULT;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
   }
 
   async chain(): Promise<string> {
@@ -189,12 +193,15 @@ export class KalimaClient {
     }
     if (body !== undefined) headers['content-type'] = 'application/json';
     let response: Response;
+    let text: string;
     try {
-      response = await this.fetchImpl(`${this.url}${pathAndQuery}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      response = await this.fetchImpl(`${this.url}${pathAndQuery}`, {
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(this.requestTimeoutMs),
+      });
+      text = await response.text();
     } catch (error) {
       throw kalimaError('KALIMA_ERR_SDK_UNREACHABLE', { url: this.url, cause: (error as Error).message });
     }
-    const text = await response.text();
     let json: unknown;
     try {
       json = text.length === 0 ? undefined : JSON.parse(text);
