@@ -1,4 +1,4 @@
-// The genesis file names the chain, its admin keys, its leader key and its parameters. Its hash is
+// The genesis file names the chain, its admin keys, its master nodes' keys and its parameters. Its hash is
 // the prevHash of block 1, so a data directory can never be opened under another genesis.
 import { kalimaError } from '../errors.ts';
 import { Writer } from '../ledger/codec.ts';

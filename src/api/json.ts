@@ -1,7 +1,7 @@
 // JSON at the HTTP edge: how messages, entries and blocks look to REST clients, after Kalima's
 // own API (body in base64, props as key=value, date and time added by the master).
 import { kalimaError } from '../errors.ts';
-import type { Block, BlockHeader } from '../ledger/block.ts';
+import type { BlockHeader } from '../ledger/block.ts';
 import { fromHex, toHex } from '../ledger/hash.ts';
 import { type CommittedMessage, type Message, type Props, canonicalProps } from '../ledger/message.ts';
 import type { CacheEntry } from '../state/entry.ts';
@@ -148,4 +148,3 @@ export function headerToJson(header: BlockHeader, hash: Uint8Array): Record<stri
   };
 }
 
-export type { Block };

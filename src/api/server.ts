@@ -8,9 +8,9 @@ import type { Logger as PinoLogger } from 'pino';
 import { ERROR_CATALOGUE, KalimaError, kalimaError } from '../errors.ts';
 import { checkAddress, checkKey } from '../ledger/message.ts';
 import { blockHash } from '../ledger/block.ts';
-import { merkleLeafHash, merkleProof } from '../ledger/merkle.ts';
+import { merkleLeafHash, merkleProofs } from '../ledger/merkle.ts';
 import { encodeCommitted, messageSigningHash } from '../ledger/message.ts';
-import { toHex } from '../ledger/hash.ts';
+import { fromHex, toHex } from '../ledger/hash.ts';
 import { checkPrefix, subCovers } from '../access/records.ts';
 import { roleOf } from '../access/permissions.ts';
 import type { KalimaNode } from '../node/node.ts';
@@ -163,7 +163,7 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
   app.get('/cache/list', { schema: { tags: ['cache'], summary: 'Addresses the device may read, with their sizes', headers: signedHeaders } }, async (request) => {
     const device = deviceOf(request);
     const addresses = node.cache.addresses().filter((address) => node.mayRead(device, address));
-    return { addresses: addresses.map((address) => ({ address, size: node.cache.entriesAt(address).length, lastSequence: node.cache.lastSequence(address) })) };
+    return { addresses: addresses.map((address) => ({ address, size: node.cache.sizeAt(address), lastSequence: node.cache.lastSequence(address) })) };
   });
 
   app.get('/cache/keys', { schema: { tags: ['cache'], summary: 'Keys at an address', headers: signedHeaders } }, async (request) => {
@@ -239,11 +239,8 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
   });
 
   // ---- blocks and status ----
-  app.get('/blocks/:height', { schema: { tags: ['blocks'], summary: 'A block header, with the messages the device may read and their Merkle proofs against txRoot', headers: signedHeaders } }, async (request) => {
-    const device = deviceOf(request);
-    const raw = (request.params as { height: string }).height;
-    const height = /^\d{1,16}$/.test(raw) ? Number(raw) : Number.NaN;
-    if (!Number.isSafeInteger(height)) throw kalimaError('KALIMA_ERR_API_BAD_REQUEST', { field: 'height' });
+  /** A block as a device may see it: the header, and its readable messages with their proofs. */
+  const blockView = async (device: string, height: number): Promise<Record<string, unknown>> => {
     const block = await node.getBlock(height);
     if (block === undefined) throw kalimaError('KALIMA_ERR_LEDGER_NOT_FOUND', { height });
     const role = roleOf(node.cache, node.policy, device);
@@ -252,17 +249,37 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
     const visible = block.messages
       .map((committed, index) => ({ committed, index }))
       .filter(({ committed }) => role.kind === 'admin' || subCovers(role.permissions.sub, committed.message.address));
+    const proofs = merkleProofs(leaves, visible.map(({ index }) => index));
     return {
       header: headerToJson(block.header, blockHash(block.header)),
       signature: toHex(block.signature),
       complete: visible.length === block.messages.length,
-      messages: visible.map(({ committed, index }) => ({
+      messages: visible.map(({ committed, index }, position) => ({
         index,
         message: locatedToJson({ committed, height, index, timeMs: block.header.timeMs }, messageSigningHash(committed.message)),
         leaf: toHex(leaves[index]!),
-        proof: merkleProof(leaves, index).map(toHex),
+        proof: proofs[position]!.map(toHex),
       })),
     };
+  };
+
+  app.get('/blocks/at', { schema: { tags: ['blocks'], summary: 'The first block at or after a time (ms since the epoch), through the time index', headers: signedHeaders } }, async (request) => {
+    const device = deviceOf(request);
+    const timeMs = queryInteger(request, 'timeMs', undefined, 0, Number.MAX_SAFE_INTEGER);
+    const height = await node.store.heightAtOrAfterTime(timeMs);
+    if (height === undefined || height > node.height) throw kalimaError('KALIMA_ERR_LEDGER_NOT_FOUND', { timeMs });
+    return blockView(device, height);
+  });
+
+  app.get('/blocks/:id', { schema: { tags: ['blocks'], summary: 'A block by height or by hash (64 hex digits): the header, with the messages the device may read and their Merkle proofs against txRoot', headers: signedHeaders } }, async (request) => {
+    const device = deviceOf(request);
+    const id = (request.params as { id: string }).id;
+    let height: number | undefined;
+    if (/^\d{1,16}$/.test(id)) height = Number(id);
+    else if (/^[0-9a-f]{64}$/i.test(id)) height = await node.store.heightOfHash(fromHex(id)!);
+    else throw kalimaError('KALIMA_ERR_API_BAD_REQUEST', { field: 'id', reason: 'a height or a block hash in hex' });
+    if (height === undefined) throw kalimaError('KALIMA_ERR_LEDGER_NOT_FOUND', { hash: id });
+    return blockView(device, height);
   });
 
   app.get('/status', { schema: { tags: ['node'], summary: 'Chain and node status (public)' } }, async () => {

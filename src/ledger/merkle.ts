@@ -33,6 +33,30 @@ export function merkleRoot(leafHashes: readonly Uint8Array[]): Uint8Array {
 
 /** Sibling hashes from the leaf up (RFC 6962 §2.1.1 audit path). */
 export function merkleProof(leafHashes: readonly Uint8Array[], index: number): Uint8Array[] {
+  return merkleProofs(leafHashes, [index])[0]!;
+}
+
+/** Audit paths for several leaves of one tree; each subtree is hashed once, whatever the count. */
+export function merkleProofs(leafHashes: readonly Uint8Array[], indexes: readonly number[]): Uint8Array[][] {
+  const subtrees = new Map<string, Uint8Array>();
+  const subtreeRoot = (start: number, end: number): Uint8Array => {
+    const id = `${start}:${end}`;
+    let root = subtrees.get(id);
+    if (root === undefined) {
+      const count = end - start;
+      if (count === 1) root = leafHashes[start]!;
+      else {
+        const split = largestPowerOfTwoBelow(count);
+        root = nodeHash(subtreeRoot(start, start + split), subtreeRoot(start + split, end));
+      }
+      subtrees.set(id, root);
+    }
+    return root;
+  };
+  return indexes.map((index) => pathOf(leafHashes.length, index, subtreeRoot));
+}
+
+function pathOf(size: number, index: number, subtreeRoot: (start: number, end: number) => Uint8Array): Uint8Array[] {
   const path: Uint8Array[] = [];
   const walk = (start: number, end: number): void => {
     const count = end - start;
@@ -40,13 +64,13 @@ export function merkleProof(leafHashes: readonly Uint8Array[], index: number): U
     const split = largestPowerOfTwoBelow(count);
     if (index < start + split) {
       walk(start, start + split);
-      path.push(rootOf(leafHashes, start + split, end));
+      path.push(subtreeRoot(start + split, end));
     } else {
       walk(start + split, end);
-      path.push(rootOf(leafHashes, start, start + split));
+      path.push(subtreeRoot(start, start + split));
     }
   };
-  walk(0, leafHashes.length);
+  walk(0, size);
   return path;
 }
 

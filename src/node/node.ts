@@ -9,7 +9,7 @@ import { type Block, type BlockHeader, assembleBlock, blockOverheadBytes, encode
 import { TAG, bytesEqual, taggedHash, toHex } from '../ledger/hash.ts';
 import { BLOCK_BYTES_MAX, BLOCK_MESSAGES_MAX, EXPIRIES_PER_BLOCK_MAX, NONCE_RECENT_MAX } from '../ledger/limits.ts';
 import { merkleLeafHash, merkleRoot } from '../ledger/merkle.ts';
-import { type CommittedMessage, type Message, encodeCommittedFrom, encodeUnsignedMessage, signMessage, signingHashOfEncoding } from '../ledger/message.ts';
+import { type CommittedMessage, type Message, type UnsignedMessage, encodeCommittedFrom, encodeUnsignedMessage, signingHashOfEncoding } from '../ledger/message.ts';
 import { mmrAppend, mmrRoot } from '../ledger/mmr.ts';
 import { type KeyPair, SIGNATURE_BYTES, signSchnorr } from '../ledger/signature.ts';
 import type { Clock, Logger, Rng, Scheduler } from '../ports.ts';
@@ -263,15 +263,12 @@ export class KalimaNode {
     }, Math.min(delayMs, 2_147_000_000));
   }
 
-  private expiryDelete(entry: CacheEntry, globalSequence: number): Message {
-    return signMessage(
-      {
-        chain: this.chain, address: entry.address, key: entry.key, body: new Uint8Array(), ttlSeconds: -1,
-        props: [[SYSTEM_REASON_PROP, SYSTEM_REASON_TTL]], device: this.options.nodeKey.publicKey, nonce: globalSequence,
-      },
-      this.options.nodeKey.secretKey,
-      this.options.rng.bytes(32),
-    );
+  /** The producer's delete of an expired entry, unsigned: it is signed only once it fits the block. */
+  private expiryDelete(entry: CacheEntry, globalSequence: number): UnsignedMessage {
+    return {
+      chain: this.chain, address: entry.address, key: entry.key, body: new Uint8Array(), ttlSeconds: -1,
+      props: [[SYSTEM_REASON_PROP, SYSTEM_REASON_TTL]], device: this.options.nodeKey.publicKey, nonce: globalSequence,
+    };
   }
 
   private async produceBlock(): Promise<void> {
@@ -300,14 +297,16 @@ export class KalimaNode {
     for (const [index, item] of expired.entries()) {
       const entry = draft.getEntry(item.address, item.key);
       assert(entry !== undefined, 'produceBlock: an expiry item without its entry');
-      const deletion = this.expiryDelete(entry, draft.nextGlobalSequence);
+      const unsigned = this.expiryDelete(entry, draft.nextGlobalSequence);
       // Deletes of long addresses and keys fill a block before EXPIRIES_PER_BLOCK_MAX do; the rest wait for the next block.
-      const unsignedEncoding = encodeUnsignedMessage(deletion);
+      const unsignedEncoding = encodeUnsignedMessage(unsigned);
       if (blockBytes + unsignedEncoding.length + SIGNATURE_BYTES + COMMITTED_OVERHEAD_BYTES_MAX > BLOCK_BYTES_MAX) {
         this.cache.returnExpired(expired.slice(index));
         break;
       }
       const hash = signingHashOfEncoding(unsignedEncoding);
+      const { nodeKey } = this.options;
+      const deletion: Message = { ...unsigned, signature: signSchnorr(hash, nodeKey.secretKey, this.options.rng.bytes(32), nodeKey.publicKey) };
       add(executeMessage(draft, deletion, hash, context), hash, unsignedEncoding);
     }
 

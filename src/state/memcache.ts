@@ -93,6 +93,11 @@ export class MemCache implements StateReader {
     return [...this.heads.keys()].sort();
   }
 
+  /** Current values at an address. */
+  sizeAt(address: string): number {
+    return this.byAddress.get(address)?.size ?? 0;
+  }
+
   entriesAt(address: string): CacheEntry[] {
     return [...(this.byAddress.get(address)?.values() ?? [])].sort((a, b) => a.sequence - b.sequence);
   }

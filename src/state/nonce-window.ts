@@ -2,7 +2,7 @@
 // device used and a floor below which every nonce is refused. A nonce is accepted once, if it is
 // above the floor and not among the recent ones. The window is counted in messages, not in nonce
 // values, so a device may use sparse nonces (the SDK uses microseconds since the epoch) and still
-// have up to NONCE_RECENT_MAX writes in flight and reordered.
+// have writes in flight and reordered (the node allows half the window: DEVICE_IN_FLIGHT_MAX).
 import { kalimaError } from '../errors.ts';
 import { NONCE_RECENT_MAX } from '../ledger/limits.ts';
 import { Reader, Writer } from '../ledger/codec.ts';

@@ -1,5 +1,6 @@
 // Persistence of the chain: blocks by height with indexes by hash, time, address history, global
-// sequence and message hash; the MemCache; the tip; and Raft's term and vote. Every block goes to
+// sequence and message hash; the MemCache; the tip; and Raft's term and vote (kept for the
+// cluster, which will read them). Every block goes to
 // disk in one synced batch together with the state it produces, so after a crash the store is
 // at a block boundary and never holds a block without its state or the reverse.
 import { Reader, Writer } from '../ledger/codec.ts';
@@ -241,7 +242,7 @@ export class ChainStore {
     return MemCache.restore({ entries, heads, nonces, nextGlobalSequence });
   }
 
-  /** Replaces the persisted state and the derived indexes (for repair), and writes the tip. */
+  /** Replaces the persisted MemCache (entries, address heads, replay windows) and the tip, for repair. */
   async replaceState(cache: MemCache, tip: TipRecord): Promise<void> {
     const operations: KvOperation[] = [];
     for (const table of [TABLE.cacheEntry, TABLE.addressHead, TABLE.nonceWindow]) {

@@ -1,5 +1,4 @@
-// KvStore in memory, for tests and simulation. `sync` is accepted and has no effect; a simulated
-// disk that loses unsynced writes wraps this store.
+// KvStore in memory, for tests and simulation. `sync` is accepted and has no effect.
 import type { KvOperation, KvRange, KvStore } from './kv.ts';
 import { compareBytes } from './kv.ts';
 

@@ -19,7 +19,6 @@ export function emptyTip(genesis: Genesis): TipRecord {
   return { height: 0, hash: genesisHash(genesis), timeMs: genesis.timeMs, mmr: EMPTY_MMR, nextGlobalSequence: 0, stateDigest: new LtHash().digest() };
 }
 
-/** Binds a data directory to its genesis on first use, and refuses another genesis later. */
 /**
  * The layout and encodings of the store: blocks, indexes, MemCache entries and the digest's
  * definition. A store of another format is refused by name rather than reported as corrupt.
