@@ -1,5 +1,5 @@
 // The MemCache: the current value of every (address, key), the last sequence of every address,
-// the replay windows of the devices, and the incremental digest of all three. A block is executed
+// the replay windows of the devices, and the incremental digest of the values and sequences. A block is executed
 // against a Draft layered on top; the Draft's changes are applied only once the block is durable,
 // so readers never see a value that a crash could take back.
 import { assert } from '../errors.ts';
@@ -8,7 +8,7 @@ import { DEVICES_ADDRESS, ONBOARDING_ADDRESS, decodeReservedRecord } from '../ac
 import { type CacheEntry, encodeEntry, entryDigestElement, expiresAtMs, headDigestElement } from './entry.ts';
 import { ExpiryQueue, type ExpiryItem } from './expiry-queue.ts';
 import { LtHash } from './lthash.ts';
-import { type NonceWindow, nonceDigestElement } from './nonce-window.ts';
+import type { NonceWindow } from './nonce-window.ts';
 
 export function entryId(address: string, key: string): string {
   return `${address}\u0000${key}`;
@@ -191,10 +191,7 @@ export class MemCache implements StateReader {
       cache.heads.set(address, sequence);
       cache.digestState.add(headDigestElement(address, sequence));
     }
-    for (const [deviceHex, window] of input.nonces) {
-      cache.nonces.set(deviceHex, window);
-      cache.digestState.add(nonceDigestElement(deviceHex, window));
-    }
+    for (const [deviceHex, window] of input.nonces) cache.nonces.set(deviceHex, window);
     cache.nextGlobalSequence = input.nextGlobalSequence;
     return cache;
   }
@@ -276,13 +273,9 @@ export class Draft implements StateReader {
       digest.add(headDigestElement(address, after));
       heads.push({ address, before, after });
     }
-    const nonces: StateChanges['nonces'] = [];
-    for (const [deviceHex, window] of this.nonces) {
-      const before = this.base.nonceWindow(deviceHex);
-      if (before !== undefined) digest.remove(nonceDigestElement(deviceHex, before));
-      digest.add(nonceDigestElement(deviceHex, window));
-      nonces.push({ deviceHex, window });
-    }
+    // Replay windows are not in the digest (see README, design notes): they follow from the blocks,
+    // followers re-execute them, and the store guards each record with a checksum.
+    const nonces: StateChanges['nonces'] = [...this.nonces].map(([deviceHex, window]) => ({ deviceHex, window }));
     return {
       entries,
       heads,

@@ -81,8 +81,3 @@ export function decodeNonceWindow(bytes: Uint8Array): NonceWindow {
   reader.end();
   return { floor, recent };
 }
-
-/** The element a device's window contributes to the state digest. */
-export function nonceDigestElement(deviceHex: string, window: NonceWindow): Uint8Array {
-  return new Writer(64 + window.recent.length * 4).u8(3).text(deviceHex).bytes(encodeNonceWindow(window)).finish();
-}

@@ -3,7 +3,8 @@
 // cluster, which will read them). Every block goes to
 // disk in one synced batch together with the state it produces, so after a crash the store is
 // at a block boundary and never holds a block without its state or the reverse.
-import { Reader, Writer } from '../ledger/codec.ts';
+import { Reader, Writer, utf8Bytes } from '../ledger/codec.ts';
+import { bytesEqual, concatBytes, sha256 } from '../ledger/hash.ts';
 import { type Block, decodeBlock } from '../ledger/block.ts';
 import type { CommittedMessage } from '../ledger/message.ts';
 import type { MmrState } from '../ledger/mmr.ts';
@@ -84,6 +85,22 @@ function decodeLocation(bytes: Uint8Array): MessageLocation {
 }
 
 const BLOCK_CACHE_MAX = 256;
+const WINDOW_CHECKSUM_BYTES = 8;
+
+/** A replay window as stored: its encoding, then a checksum that also binds the device. */
+function encodeStoredWindow(deviceHex: string, window: NonceWindow): Uint8Array {
+  const encoding = encodeNonceWindow(window);
+  return concatBytes(encoding, sha256(utf8Bytes(deviceHex), encoding).subarray(0, WINDOW_CHECKSUM_BYTES));
+}
+
+function decodeStoredWindow(deviceHex: string, stored: Uint8Array): NonceWindow {
+  const encoding = stored.subarray(0, Math.max(0, stored.length - WINDOW_CHECKSUM_BYTES));
+  const checksum = stored.subarray(encoding.length);
+  if (!bytesEqual(checksum, sha256(utf8Bytes(deviceHex), encoding).subarray(0, WINDOW_CHECKSUM_BYTES))) {
+    throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { reason: 'a replay window fails its checksum', device: deviceHex, repairable: true });
+  }
+  return decodeNonceWindow(encoding);
+}
 
 export class ChainStore {
   private readonly blockCache = new Map<number, Block>();
@@ -157,7 +174,7 @@ export class ChainStore {
       operations.push(change.after === undefined ? { type: 'del', key } : { type: 'put', key, value: change.afterEncoding ?? encodeEntry(change.after) });
     }
     for (const head of changes.heads) operations.push({ type: 'put', key: keys.head(head.address), value: u64(head.after) });
-    for (const { deviceHex, window } of changes.nonces) operations.push({ type: 'put', key: keys.nonce(deviceHex), value: encodeNonceWindow(window) });
+    for (const { deviceHex, window } of changes.nonces) operations.push({ type: 'put', key: keys.nonce(deviceHex), value: encodeStoredWindow(deviceHex, window) });
     return operations;
   }
 
@@ -237,7 +254,8 @@ export class ChainStore {
     }
     const nonces: Array<[string, NonceWindow]> = [];
     for await (const [key, value] of this.kv.entries({ gte: keys.table(TABLE.nonceWindow), lt: prefixEnd(keys.table(TABLE.nonceWindow)) })) {
-      nonces.push([Buffer.from(key.subarray(1)).toString('utf8'), decodeNonceWindow(value)]);
+      const deviceHex = Buffer.from(key.subarray(1)).toString('utf8');
+      nonces.push([deviceHex, decodeStoredWindow(deviceHex, value)]);
     }
     return MemCache.restore({ entries, heads, nonces, nextGlobalSequence });
   }
@@ -252,7 +270,7 @@ export class ChainStore {
       for (const entry of cache.entriesAt(address)) operations.push({ type: 'put', key: keys.entry(address, entry.key), value: encodeEntry(entry) });
       operations.push({ type: 'put', key: keys.head(address), value: u64(cache.lastSequence(address)) });
     }
-    for (const [deviceHex, window] of cache.nonceWindows()) operations.push({ type: 'put', key: keys.nonce(deviceHex), value: encodeNonceWindow(window) });
+    for (const [deviceHex, window] of cache.nonceWindows()) operations.push({ type: 'put', key: keys.nonce(deviceHex), value: encodeStoredWindow(deviceHex, window) });
     operations.push({ type: 'put', key: keys.meta('tip'), value: encodeTip(tip) });
     await this.kv.batch(operations, { sync: true });
   }

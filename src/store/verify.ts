@@ -23,7 +23,7 @@ export function emptyTip(genesis: Genesis): TipRecord {
  * The layout and encodings of the store: blocks, indexes, MemCache entries and the digest's
  * definition. A store of another format is refused by name rather than reported as corrupt.
  */
-export const STORE_FORMAT = 1;
+export const STORE_FORMAT = 2;
 
 /** Binds a data directory to its genesis and format on first use, and refuses another later. */
 export async function checkGenesis(store: ChainStore, genesis: Genesis): Promise<void> {

@@ -8,6 +8,7 @@ import { MemCache } from '../../src/state/memcache.ts';
 import { replayBlock } from '../../src/state/replay.ts';
 import { ManualClock } from '../../src/ports.ts';
 import { isKalimaError } from '../../src/errors.ts';
+import { generateKeyPair } from '../../src/ledger/signature.ts';
 import { createAddress, makeChain, makeMessage, openNode, registerDevice } from '../support/chain.ts';
 
 async function chainWithExpiry() {
@@ -67,7 +68,8 @@ describe('replayBlock', () => {
     const { chain, node, blocks } = await chainWithExpiry();
     const policy = { admins: adminSet(chain.genesis.admins), chain: chain.genesis.chain };
     const last = blocks[blocks.length - 1]!;
-    const intruder = chain.admin;
+    // A key with no right to delete there (an admin's delete would be an ordinary, valid admin write).
+    const intruder = generateKeyPair(chain.rng);
     const original = last.messages[0]!;
     const message = signMessage({ ...original.message, device: intruder.publicKey }, intruder.secretKey, new Uint8Array(32));
     expect(messageSigningHash(message)).not.toEqual(messageSigningHash(original.message));

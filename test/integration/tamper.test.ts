@@ -324,10 +324,12 @@ const STATE_DAMAGE: StateDamage[] = [
     },
   },
   {
-    name: "a device's replay window rolled back (a replay would pass)",
+    name: "a device's replay window rolled back without its checksum (a replay would pass)",
     damage: async () => {
       const deviceHex = toHex(device.publicKey);
-      const window = decodeNonceWindow(await readValue(keys.nonce(deviceHex)));
+      const stored = await readValue(keys.nonce(deviceHex));
+      // The stored record is the window's encoding and an 8-byte checksum.
+      const window = decodeNonceWindow(stored.subarray(0, stored.length - 8));
       await writeValue(keys.nonce(deviceHex), encodeNonceWindow({ floor: window.floor, recent: window.recent.slice(0, -1) }));
     },
   },
