@@ -77,10 +77,6 @@ export class WorkerPoolVerifier implements SignatureVerifier {
     return entry;
   }
 
-  get threadCount(): number {
-    return this.workers.length;
-  }
-
   verify(messageHash: Uint8Array, publicKey: Uint8Array, signature: Uint8Array): Promise<boolean> {
     if (messageHash.length !== 32 || publicKey.length !== 32 || signature.length !== 64) return Promise.resolve(false);
     if (this.closed) return Promise.reject(kalimaError('KALIMA_ERR_NODE_STOPPING'));
