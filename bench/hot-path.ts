@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const total = Number(process.argv[2] ?? 20_000);
-if (!Number.isSafeInteger(total) || total < 1000) throw new Error('usage: tsx bench/hot-path.ts [messages >= 1000] [--profile FILE]');
+if (!Number.isSafeInteger(total) || total < 1000) throw new Error('usage: tsx bench/hot-path.ts [messages >= 1000] [--profile FILE] [--heap FILE]');
 // The node unrefs its timers (a server keeps the process alive); this script has no server.
 const keepAlive = setInterval(() => {}, 1000);
 const devices = 64;
@@ -72,7 +72,20 @@ if (session !== undefined) {
   await session.post('Profiler.enable');
   await session.post('Profiler.start');
 }
+// --heap FILE: a sampling heap profile of everything allocated during the measured run, garbage included.
+const heapIndex = process.argv.indexOf('--heap');
+const heapSession = heapIndex > 0 ? new Session() : undefined;
+if (heapSession !== undefined) {
+  heapSession.connect();
+  await heapSession.post('HeapProfiler.enable');
+  await heapSession.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+}
 const { elapsedMs, busyMs } = await run(measured);
+if (heapSession !== undefined) {
+  const { profile } = await heapSession.post('HeapProfiler.stopSampling');
+  writeFileSync(process.argv[heapIndex + 1]!, JSON.stringify(profile));
+  heapSession.disconnect();
+}
 if (session !== undefined) {
   const { profile } = await session.post('Profiler.stop');
   writeFileSync(process.argv[profileIndex + 1]!, JSON.stringify(profile));

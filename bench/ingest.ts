@@ -1,7 +1,8 @@
-// Load generators against a node's write API, over HTTP/1.1 keep-alive connections (undici).
-// POST /transaction answers only once the message's block is synced to disk, so the latency of a
-// 200 is the message's commit latency.
-import { Pool } from 'undici';
+// Load generators against a node's write API, over HTTP/1.1 keep-alive connections (the lean
+// client in http-client.ts; request bodies are encoded before a run starts). POST /transaction
+// answers only once the message's block is synced to disk, so the latency of a 200 is the
+// message's commit latency.
+import { RawHttpPool } from './http-client.ts';
 import { type LatencySummary, summarize } from './stats.ts';
 
 export interface LoadResult {
@@ -25,24 +26,18 @@ export interface LoadResult {
   sendLagP99Ms?: number;
 }
 
-const JSON_HEADERS = { 'content-type': 'application/json' };
-
-export function openPool(url: string, connections: number): Pool {
-  return new Pool(url, { connections, pipelining: 1, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 600_000, headersTimeout: 60_000, bodyTimeout: 60_000 });
-}
 
 function countError(errors: Record<string, number>, code: string, count = 1): void {
   errors[code] = (errors[code] ?? 0) + count;
 }
 
-async function postOne(pool: Pool, body: string, errors: Record<string, number>): Promise<boolean> {
+async function postOne(pool: RawHttpPool, body: Buffer, errors: Record<string, number>): Promise<boolean> {
   try {
-    const response = await pool.request({ path: '/transaction', method: 'POST', headers: JSON_HEADERS, body });
-    const text = await response.body.text();
-    if (response.statusCode === 200) return true;
-    let code = `HTTP_${response.statusCode}`;
+    const response = await pool.post('/transaction', body);
+    if (response.status === 200) return true;
+    let code = `HTTP_${response.status}`;
     try {
-      code = (JSON.parse(text) as { error?: { code?: string } }).error?.code ?? code;
+      code = (JSON.parse(response.body.toString('utf8')) as { error?: { code?: string } }).error?.code ?? code;
     } catch {
       // not JSON: keep the status
     }
@@ -54,15 +49,14 @@ async function postOne(pool: Pool, body: string, errors: Record<string, number>)
 }
 
 /** Posts one batch; returns how many of its messages were committed. */
-async function postBatch(pool: Pool, messages: string[], errors: Record<string, number>): Promise<number> {
+async function postBatch(pool: RawHttpPool, body: Buffer, size: number, errors: Record<string, number>): Promise<number> {
   try {
-    const response = await pool.request({ path: '/transactions', method: 'POST', headers: JSON_HEADERS, body: `[${messages.join(',')}]` });
-    const text = await response.body.text();
-    if (response.statusCode !== 200) {
-      countError(errors, `HTTP_${response.statusCode}`, messages.length);
+    const response = await pool.post('/transactions', body);
+    if (response.status !== 200) {
+      countError(errors, `HTTP_${response.status}`, size);
       return 0;
     }
-    const { results } = JSON.parse(text) as { results: Array<{ ok: boolean; error?: { code?: string } }> };
+    const { results } = JSON.parse(response.body.toString('utf8')) as { results: Array<{ ok: boolean; error?: { code?: string } }> };
     let committed = 0;
     for (const result of results) {
       if (result.ok) committed++;
@@ -70,7 +64,7 @@ async function postBatch(pool: Pool, messages: string[], errors: Record<string, 
     }
     return committed;
   } catch (error) {
-    countError(errors, `NETWORK_${(error as { code?: string }).code ?? 'ERROR'}`, messages.length);
+    countError(errors, `NETWORK_${(error as { code?: string }).code ?? 'ERROR'}`, size);
     return 0;
   }
 }
@@ -81,24 +75,29 @@ async function postBatch(pool: Pool, messages: string[], errors: Record<string, 
  * node's maximum sustained throughput at that concurrency.
  */
 export async function closedLoop(url: string, messages: string[], options: { concurrency: number; batchSize: number; durationMs: number }): Promise<LoadResult> {
-  const pool = openPool(url, options.concurrency);
+  const pool = new RawHttpPool(url, options.concurrency);
   const errors: Record<string, number> = {};
   const latencies: number[] = [];
   const batchSize = Math.max(1, options.batchSize);
+  // Every request body is encoded before the clock starts.
+  const bodies: Array<{ body: Buffer; size: number }> = [];
+  for (let from = 0; from < messages.length; from += batchSize) {
+    const slice = messages.slice(from, from + batchSize);
+    bodies.push({ body: Buffer.from(batchSize === 1 ? slice[0]! : `[${slice.join(',')}]`, 'utf8'), size: slice.length });
+  }
   let next = 0;
+  let sent = 0;
   let committed = 0;
   let requests = 0;
   const start = performance.now();
   const deadline = start + options.durationMs;
   let lastDone = start;
   const sender = async (): Promise<void> => {
-    while (next < messages.length && performance.now() < deadline) {
-      const from = next;
-      next = Math.min(messages.length, next + batchSize);
+    while (next < bodies.length && performance.now() < deadline) {
+      const { body, size } = bodies[next++]!;
+      sent += size;
       const sentAt = performance.now();
-      let ok: number;
-      if (batchSize === 1) ok = (await postOne(pool, messages[from]!, errors)) ? 1 : 0;
-      else ok = await postBatch(pool, messages.slice(from, next), errors);
+      const ok = batchSize === 1 ? ((await postOne(pool, body, errors)) ? 1 : 0) : await postBatch(pool, body, size, errors);
       lastDone = performance.now();
       requests++;
       committed += ok;
@@ -108,12 +107,12 @@ export async function closedLoop(url: string, messages: string[], options: { con
   try {
     await Promise.all(Array.from({ length: options.concurrency }, sender));
   } finally {
-    await pool.close();
+    pool.close();
   }
   const elapsedMs = lastDone - start;
   return {
     mode: batchSize === 1 ? 'closed-single' : 'closed-batch',
-    concurrency: options.concurrency, batchSize, requests, sent: next, committed, errors, elapsedMs,
+    concurrency: options.concurrency, batchSize, requests, sent, committed, errors, elapsedMs,
     committedPerSecond: (committed * 1000) / elapsedMs,
     latency: summarize(latencies),
   };
@@ -125,7 +124,8 @@ export async function closedLoop(url: string, messages: string[], options: { con
  * the client down (no coordinated omission).
  */
 export async function openLoop(url: string, messages: string[], options: { ratePerSecond: number; connections: number; drainTimeoutMs: number }): Promise<LoadResult> {
-  const pool = openPool(url, options.connections);
+  const pool = new RawHttpPool(url, options.connections);
+  const bodies = messages.map((message) => Buffer.from(message, 'utf8'));
   const errors: Record<string, number> = {};
   const latencies: number[] = [];
   const sendLags: number[] = [];
@@ -137,7 +137,7 @@ export async function openLoop(url: string, messages: string[], options: { rateP
   const fire = (index: number): void => {
     const dueAt = start + index * intervalMs;
     sendLags.push(performance.now() - dueAt);
-    const request = postOne(pool, messages[index]!, errors).then((ok) => {
+    const request = postOne(pool, bodies[index]!, errors).then((ok) => {
       lastDone = performance.now();
       if (ok) {
         committed++;
@@ -160,7 +160,7 @@ export async function openLoop(url: string, messages: string[], options: { rateP
     clearTimeout(timer);
     if (inFlight.size > 0) countError(errors, 'CLIENT_DRAIN_TIMEOUT', inFlight.size);
   } finally {
-    await pool.destroy();
+    pool.close();
   }
   const elapsedMs = lastDone - start;
   return {

@@ -62,7 +62,15 @@ export class Writer {
   }
 
   text(value: string): this {
-    return this.bytes(utf8Encoder.encode(value));
+    // Encoded in place: the length first (Buffer.byteLength counts a lone surrogate as U+FFFD's three
+    // bytes, as encodeInto writes it), then the bytes, with no intermediate copy.
+    const length = Buffer.byteLength(value, 'utf8');
+    this.varint(length);
+    this.reserve(length);
+    const { written } = utf8Encoder.encodeInto(value, this.buffer.subarray(this.length, this.length + length));
+    if (written !== length) throw kalimaError('KALIMA_ERR_CODEC_OUT_OF_RANGE', { reason: 'text encoding length mismatch' });
+    this.length += length;
+    return this;
   }
 
   raw(bytes: Uint8Array): this {
@@ -72,8 +80,9 @@ export class Writer {
     return this;
   }
 
+  /** The bytes written; the Writer must not be used after. A view when it fills most of the buffer, else a copy. */
   finish(): Uint8Array {
-    return this.buffer.slice(0, this.length);
+    return this.length * 2 >= this.buffer.length ? this.buffer.subarray(0, this.length) : this.buffer.slice(0, this.length);
   }
 }
 

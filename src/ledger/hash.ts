@@ -1,12 +1,35 @@
 // SHA-256 and BIP-340 tagged hashes. BIP-340: "hash_tag(x) = SHA256(SHA256(tag) || SHA256(tag) || x)".
 // Every domain in this project has its own tag, so a hash of one kind can never be replayed as
 // another.
-import { createHash } from 'node:crypto';
+import { createHash, hash as oneShotHash } from 'node:crypto';
 
+/** Inputs up to this size are hashed from one reusable buffer with the one-shot API. */
+const SCRATCH_BYTES = 16_384;
+const scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
+
+function view(digest: Buffer): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(digest.buffer as ArrayBuffer, digest.byteOffset, digest.byteLength);
+}
+
+/**
+ * SHA-256 of the concatenation of `parts`. The hot path hashes many small inputs, so parts that fit
+ * are laid out in one scratch buffer and hashed with a single native call (no Hash object).
+ */
 export function sha256(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  if (parts.length === 1) return view(oneShotHash('sha256', parts[0]!, 'buffer') as unknown as Buffer);
+  let length = 0;
+  for (const part of parts) length += part.length;
+  if (length <= SCRATCH_BYTES) {
+    let offset = 0;
+    for (const part of parts) {
+      scratch.set(part, offset);
+      offset += part.length;
+    }
+    return view(oneShotHash('sha256', scratch.subarray(0, length), 'buffer') as unknown as Buffer);
+  }
   const hash = createHash('sha256');
   for (const part of parts) hash.update(part);
-  return new Uint8Array(hash.digest());
+  return view(hash.digest());
 }
 
 const tagPrefixes = new Map<string, Uint8Array>();

@@ -1,6 +1,11 @@
 // A single master node: it takes signed messages, orders them into blocks, makes each block
 // durable with one synced write, then applies it to the MemCache, acknowledges its messages and
 // tells subscribers. A message is acknowledged only once the block that holds it is on disk.
+//
+// Blocks are pipelined: while one block is being written, the next is built on the state the first
+// leaves (a Draft over its sealed Draft), and blocks that are ready when a write finishes go to disk
+// together in the next synced write (group commit). Writes stay in height order, one at a time, and
+// nothing of a block is visible to readers, acknowledged or streamed before it is durable.
 import { kalimaError, isKalimaError, assert } from '../errors.ts';
 import { type Genesis, genesisHash } from '../access/genesis.ts';
 import { type AccessPolicy, adminSet, mayRead, checkRead, roleOf } from '../access/permissions.ts';
@@ -15,7 +20,7 @@ import { type KeyPair, SIGNATURE_BYTES, signSchnorr } from '../ledger/signature.
 import type { Clock, Logger, Rng, Scheduler } from '../ports.ts';
 import type { CacheEntry } from '../state/entry.ts';
 import { SYSTEM_REASON_PROP, SYSTEM_REASON_TTL, type ExecutionContext, checkMessage, executeMessage } from '../state/execute.ts';
-import { Draft, type MemCache } from '../state/memcache.ts';
+import { Draft, type DraftBase, type MemCache, type StateChanges } from '../state/memcache.ts';
 import type { ChainStore, LocatedMessage, TipRecord } from '../store/chain-store.ts';
 import { type VerifyProgress, openVerified } from '../store/verify.ts';
 import type { SignatureVerifier } from './verifier.ts';
@@ -63,6 +68,24 @@ interface Pending {
   reject: (error: unknown) => void;
 }
 
+/** A block produced and not yet durable. */
+interface ProducedBlock {
+  block: Block;
+  bytes: Uint8Array;
+  hash: Uint8Array;
+  messageHashes: Uint8Array[];
+  changes: StateChanges;
+  tip: TipRecord;
+  draft: Draft;
+  /** The submitted messages it holds (TTL deletes are not among them), in block order. */
+  included: Pending[];
+}
+
+/** Blocks that may be built ahead of the disk; beyond this the producer waits for a write. */
+const BLOCKS_AHEAD_MAX = 4;
+/** Blocks one synced write may carry. */
+const BLOCKS_PER_WRITE_MAX = 8;
+
 /** Bytes a committed message adds beyond its message encoding, at most: version and three varints. */
 const COMMITTED_OVERHEAD_BYTES_MAX = 1 + 3 * 8;
 const TERM = 1;
@@ -83,6 +106,11 @@ export class KalimaNode {
   private blockTimer: unknown;
   private expiryTimer: unknown;
   private producing: Promise<void> | undefined;
+  /** Produced blocks waiting for their write or in it, in height order. */
+  private readonly undurable: ProducedBlock[] = [];
+  private writing: Promise<void> | undefined;
+  /** The chain's head as produced: the last undurable block, or the durable tip. */
+  private head: { tip: TipRecord; state: DraftBase };
   private readonly inFlightByDevice = new Map<string, number>();
   private queuedBytes = 0;
   private closing = false;
@@ -101,6 +129,7 @@ export class KalimaNode {
     this.pendingMessagesMax = options.pendingMessagesMax ?? 20_000;
     this.blockDelayMs = options.blockDelayMs ?? options.genesis.params.blockDelayMs;
     this.overheadBytes = blockOverheadBytes(this.chain);
+    this.head = { tip, state: cache };
   }
 
   /** Opens the store, checks the whole chain and the MemCache, and starts serving. */
@@ -232,6 +261,8 @@ export class KalimaNode {
 
   private scheduleBlock(): void {
     if (this.producing !== undefined || this.blockTimer !== undefined || this.closing || this.failure !== undefined) return;
+    // Far enough ahead of the disk: the write that finishes next schedules the block.
+    if (this.undurable.length >= BLOCKS_AHEAD_MAX) return;
     const full = this.queuedBytes + this.overheadBytes >= BLOCK_BYTES_MAX || this.queue.length >= BLOCK_MESSAGES_MAX;
     this.blockTimer = this.options.scheduler.setTimeout(() => {
       this.blockTimer = undefined;
@@ -245,7 +276,7 @@ export class KalimaNode {
     const run = this.produceBlock().finally(() => {
       this.producing = undefined;
       if (this.queue.length > 0) this.scheduleBlock();
-      else this.scheduleExpiry();
+      else if (this.undurable.length === 0) this.scheduleExpiry();
     });
     this.producing = run;
     return run;
@@ -272,10 +303,11 @@ export class KalimaNode {
   }
 
   private async produceBlock(): Promise<void> {
-    if (this.failure !== undefined || this.closing) return;
-    const timeMs = Math.max(this.options.clock.nowMs(), this.tip.timeMs);
-    const context = this.executionContext(timeMs);
-    const draft = new Draft(this.cache);
+    if (this.failure !== undefined || this.closing || this.undurable.length >= BLOCKS_AHEAD_MAX) return;
+    const { tip: headTip, state: base } = this.head;
+    const timeMs = Math.max(this.options.clock.nowMs(), headTip.timeMs);
+    const context: ExecutionContext = { admins: this.policy.admins, chain: this.chain, height: headTip.height + 1, blockTimeMs: timeMs, leaderHex: this.nodeKeyHex };
+    const draft = new Draft(base);
     const messages: CommittedMessage[] = [];
     const messageHashes: Uint8Array[] = [];
     const leafHashes: Uint8Array[] = [];
@@ -296,7 +328,9 @@ export class KalimaNode {
     const expired = this.cache.takeExpired(timeMs, EXPIRIES_PER_BLOCK_MAX);
     for (const [index, item] of expired.entries()) {
       const entry = draft.getEntry(item.address, item.key);
-      assert(entry !== undefined, 'produceBlock: an expiry item without its entry');
+      // A block still being written may have replaced or deleted the entry; its new value, if it
+      // has a TTL, joins the expiry queue when that block is applied.
+      if (entry === undefined || entry.globalSequence !== item.globalSequence) continue;
       const unsigned = this.expiryDelete(entry, draft.nextGlobalSequence);
       // Deletes of long addresses and keys fill a block before EXPIRIES_PER_BLOCK_MAX do; the rest wait for the next block.
       const unsignedEncoding = encodeUnsignedMessage(unsigned);
@@ -322,20 +356,25 @@ export class KalimaNode {
         this.settle(pending, { error: await this.explain(error, pending.hash) });
       }
     }
-    if (messages.length === 0) return;
+    if (messages.length === 0 || this.failure !== undefined || this.closing) {
+      // Nothing to write, or the node stopped while a refusal was being explained.
+      for (const pending of included) this.settle(pending, { error: kalimaError(this.failure !== undefined ? 'KALIMA_ERR_NODE_NOT_READY' : 'KALIMA_ERR_NODE_STOPPING') });
+      return;
+    }
+    assert(this.head.tip === headTip, 'produceBlock: the head moved while the block was built');
 
     const changes = draft.changes();
     const header: BlockHeader = {
       chain: this.chain,
-      height: this.tip.height + 1,
-      prevHash: this.tip.hash,
+      height: headTip.height + 1,
+      prevHash: headTip.hash,
       timeMs,
       leader: this.options.nodeKey.publicKey,
       term: TERM,
       messageCount: messages.length,
       txRoot: merkleRoot(leafHashes),
       stateDigest: changes.digest.digest(),
-      mmrRoot: mmrRoot(this.tip.mmr),
+      mmrRoot: mmrRoot(headTip.mmr),
     };
     const headerEncoding = encodeHeader(header);
     const hash = taggedHash(TAG.block, headerEncoding);
@@ -343,25 +382,50 @@ export class KalimaNode {
     const bytes = assembleBlock(headerEncoding, encodings, block.signature);
     const last = messages[messages.length - 1]!;
     const tip: TipRecord = {
-      height: header.height, hash, timeMs, mmr: mmrAppend(this.tip.mmr, hash), nextGlobalSequence: last.globalSequence + 1, stateDigest: header.stateDigest,
+      height: header.height, hash, timeMs, mmr: mmrAppend(headTip.mmr, hash), nextGlobalSequence: last.globalSequence + 1, stateDigest: header.stateDigest,
     };
-    assert(header.height === this.tip.height + 1 && bytesEqual(header.prevHash, this.tip.hash), 'produceBlock: the tip moved while the block was built');
+    this.head = { tip, state: draft };
+    this.undurable.push({ block, bytes, hash, messageHashes, changes, tip, draft, included });
+    this.startWriting();
+  }
+
+  /** The single writer: takes the blocks ready now, writes them in one synced batch, repeats. */
+  private startWriting(): void {
+    if (this.writing !== undefined) return;
+    this.writing = this.writeReady().finally(() => {
+      this.writing = undefined;
+      if (this.undurable.length > 0 && this.failure === undefined) this.startWriting();
+      else if (this.queue.length > 0) this.scheduleBlock();
+      else if (this.producing === undefined) this.scheduleExpiry();
+    });
+  }
+
+  private async writeReady(): Promise<void> {
+    const batch = this.undurable.slice(0, BLOCKS_PER_WRITE_MAX);
+    if (batch.length === 0 || this.failure !== undefined) return;
     try {
-      await this.options.store.commitBlock(block, bytes, hash, messageHashes, changes, tip);
+      await this.options.store.commitBlocks(batch);
     } catch (error) {
-      // The disk refused a write: nothing is acknowledged, and the node stops producing rather
-      // than guess what is on disk. A restart re-checks the store.
-      this.failure = error;
-      this.options.logger.error({ err: error, height: header.height }, 'block write failed; the node stops producing');
-      const refusal = kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'storage failed' });
-      for (const pending of [...included, ...this.queue.splice(0)]) this.settle(pending, { error: refusal });
-      this.queuedBytes = 0;
+      this.stopOnStorageFailure(error, batch[0]!.tip.height);
       return;
     }
+    this.undurable.splice(0, batch.length);
+    // The next undurable block, if any, was built on the last of these; it now reads the cache.
+    for (const produced of batch) this.applyDurable(produced);
+    this.undurable[0]?.draft.rebase(this.cache);
+    if (this.undurable.length === 0) this.head = { tip: this.tip, state: this.cache };
+    // Room ahead of the disk again.
+    if (this.queue.length > 0) this.scheduleBlock();
+  }
+
+  /** A durable block: apply it, acknowledge its messages, tell the listeners. */
+  private applyDurable(produced: ProducedBlock): void {
+    const { block, hash, messageHashes, changes, tip, included } = produced;
+    const { header, messages } = block;
     this.cache.apply(changes);
     this.tip = tip;
     this.committedMessages += messages.length;
-    const receiptBase = { height: header.height, timeMs };
+    const receiptBase = { height: header.height, timeMs: header.timeMs };
     const firstIncluded = messages.length - included.length;
     included.forEach((pending, index) => {
       const committed = messages[firstIncluded + index]!;
@@ -376,6 +440,21 @@ export class KalimaNode {
         this.options.logger.error({ err: error }, 'block listener failed');
       }
     }
+  }
+
+  /**
+   * The disk refused a write: nothing not yet durable is acknowledged, and the node stops
+   * producing rather than guess what is on disk. A restart re-checks the store.
+   */
+  private stopOnStorageFailure(error: unknown, height: number): void {
+    this.failure = error;
+    this.options.logger.error({ err: error, height }, 'block write failed; the node stops producing');
+    const refusal = kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'storage failed' });
+    const dropped = this.undurable.splice(0);
+    for (const produced of dropped) for (const pending of produced.included) this.settle(pending, { error: refusal });
+    for (const pending of this.queue.splice(0)) this.settle(pending, { error: refusal });
+    this.queuedBytes = 0;
+    this.head = { tip: this.tip, state: this.cache };
   }
 
   // ---- reads (permission checks live in the API layer, which knows the requesting device) ----
@@ -408,6 +487,8 @@ export class KalimaNode {
     if (this.expiryTimer !== undefined) this.options.scheduler.clearTimeout(this.expiryTimer);
     this.blockTimer = undefined;
     await this.producing;
+    // Blocks already produced are written and acknowledged.
+    while (this.writing !== undefined) await this.writing;
     // Messages still queued were never acknowledged; their clients retry with the same nonce.
     for (const pending of this.queue.splice(0)) this.settle(pending, { error: kalimaError('KALIMA_ERR_NODE_STOPPING') });
     this.queuedBytes = 0;
@@ -415,17 +496,26 @@ export class KalimaNode {
     await this.options.store.close();
   }
 
-  /** Produces whatever is queued now; for tests and tools that drive time themselves. */
+  /**
+   * Produces one block of what is queued now (and of the TTL deletes due) and waits until every
+   * block produced so far is durable; for tests and tools that drive time themselves.
+   */
   async flush(): Promise<void> {
     for (;;) {
-      if (this.blockTimer !== undefined) {
-        this.options.scheduler.clearTimeout(this.blockTimer);
-        this.blockTimer = undefined;
-      }
-      if (this.producing === undefined) break;
-      await this.producing;
+      this.clearBlockTimer();
+      if (this.producing !== undefined) await this.producing;
+      else if (this.undurable.length >= BLOCKS_AHEAD_MAX && this.writing !== undefined) await this.writing;
+      else break;
     }
+    this.clearBlockTimer();
     await this.startProducing();
+    while (this.writing !== undefined) await this.writing;
+  }
+
+  private clearBlockTimer(): void {
+    if (this.blockTimer === undefined) return;
+    this.options.scheduler.clearTimeout(this.blockTimer);
+    this.blockTimer = undefined;
   }
 }
 

@@ -1,6 +1,7 @@
 // A MemCache entry: the current value at (address, key) and where it came from.
 import { Reader, Writer } from '../ledger/codec.ts';
 import { sha256 } from '../ledger/hash.ts';
+import { expandElement } from './lthash.ts';
 import { ADDRESS_BYTES_MAX, KEY_BYTES_MAX, PROPS_COUNT_MAX, PROP_KEY_BYTES_MAX, PROP_VALUE_BYTES_MAX } from '../ledger/limits.ts';
 import type { Props } from '../ledger/message.ts';
 import { kalimaError } from '../errors.ts';
@@ -82,6 +83,30 @@ export function entryDigestElement(entry: CacheEntry, encoding?: Uint8Array): Ui
     digestElements.set(entry, element);
   }
   return element;
+}
+
+/**
+ * The expansions (expandElement of entryDigestElement) of the entries most recently written, so
+ * that replacing one of them later takes it out of the digest without expanding it again: one
+ * expansion per overwrite instead of two, for as long as the keys being overwritten are among the
+ * last EXPANSIONS_KEPT written (the usual case for devices that update the same keys). 2 KB each.
+ */
+const EXPANSIONS_KEPT = 4096;
+const expansions = new Map<CacheEntry, Uint32Array>();
+
+/** The entry's digest expansion, made now (and kept) or taken from those kept. */
+export function entryExpansion(entry: CacheEntry, encoding?: Uint8Array, keep = false): Uint32Array {
+  const kept = expansions.get(entry);
+  if (kept !== undefined) {
+    if (!keep) expansions.delete(entry);
+    return kept;
+  }
+  const vector = expandElement(entryDigestElement(entry, encoding));
+  if (keep) {
+    expansions.set(entry, vector);
+    if (expansions.size > EXPANSIONS_KEPT) expansions.delete(expansions.keys().next().value!);
+  }
+  return vector;
 }
 
 /** The element an address's last sequence contributes to the state digest. */

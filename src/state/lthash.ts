@@ -50,7 +50,15 @@ export class LtHash {
   // add:      ((a & 0x7fff7fff) + (b & 0x7fff7fff)) ^ ((a ^ b) & 0x80008000)
   // subtract: ((a | 0x80008000) - (b & 0x7fff7fff)) ^ ((a ^ ~b) & 0x80008000)
   add(element: Uint8Array): void {
-    const vector = expandElement(element);
+    this.addExpansion(expandElement(element));
+  }
+
+  remove(element: Uint8Array): void {
+    this.removeExpansion(expandElement(element));
+  }
+
+  /** add() with the element's expansion already made (expandElement). */
+  addExpansion(vector: Uint32Array): void {
     const words = this.words;
     for (let index = 0; index < WORDS; index++) {
       const a = words[index]!;
@@ -59,8 +67,8 @@ export class LtHash {
     }
   }
 
-  remove(element: Uint8Array): void {
-    const vector = expandElement(element);
+  /** remove() with the element's expansion already made (expandElement). */
+  removeExpansion(vector: Uint32Array): void {
     const words = this.words;
     for (let index = 0; index < WORDS; index++) {
       const a = words[index]!;

@@ -1,11 +1,12 @@
 // The MemCache: the current value of every (address, key), the last sequence of every address,
 // the replay windows of the devices, and the incremental digest of the values and sequences. A block is executed
 // against a Draft layered on top; the Draft's changes are applied only once the block is durable,
-// so readers never see a value that a crash could take back.
+// so readers never see a value that a crash could take back. While one block is being written, the
+// next is built on a Draft over the previous block's sealed Draft.
 import { assert } from '../errors.ts';
 import { toHex } from '../ledger/hash.ts';
 import { DEVICES_ADDRESS, ONBOARDING_ADDRESS, decodeReservedRecord } from '../access/records.ts';
-import { type CacheEntry, encodeEntry, entryDigestElement, expiresAtMs, headDigestElement } from './entry.ts';
+import { type CacheEntry, encodeEntry, entryDigestElement, entryExpansion, expiresAtMs, headDigestElement } from './entry.ts';
 import { ExpiryQueue, type ExpiryItem } from './expiry-queue.ts';
 import { LtHash } from './lthash.ts';
 import type { NonceWindow } from './nonce-window.ts';
@@ -197,16 +198,36 @@ export class MemCache implements StateReader {
   }
 }
 
-/** A block's worth of staged changes over a StateReader. */
-export class Draft implements StateReader {
+/** What a Draft builds on: the MemCache, or the sealed Draft of a block not yet durable. */
+export interface DraftBase extends StateReader {
+  cloneDigest(): LtHash;
+}
+
+/** A block's worth of staged changes over the MemCache or over the previous block's Draft. */
+export class Draft implements DraftBase {
   private readonly entries = new Map<string, { address: string; key: string; after: CacheEntry | undefined }>();
   private readonly heads = new Map<string, number>();
   private readonly nonces = new Map<string, NonceWindow>();
   private readonly redeemed = new Map<string, string | undefined>();
+  /** The digest after this Draft's changes, once changes() has sealed it. */
+  private sealedDigest: LtHash | undefined;
   nextGlobalSequence: number;
 
-  constructor(private readonly base: MemCache) {
+  constructor(private base: DraftBase) {
     this.nextGlobalSequence = base.nextGlobalSequence;
+  }
+
+  /**
+   * Reads through `cache` instead of the current base. Only valid once every change between the
+   * two (the base Draft's block) has been applied to the cache.
+   */
+  rebase(cache: MemCache): void {
+    this.base = cache;
+  }
+
+  cloneDigest(): LtHash {
+    assert(this.sealedDigest !== undefined, 'draft: a base Draft must be sealed by changes() first');
+    return this.sealedDigest.clone();
   }
 
   getEntry(address: string, key: string): CacheEntry | undefined {
@@ -254,16 +275,21 @@ export class Draft implements StateReader {
     this.nonces.set(deviceHex, window);
   }
 
-  /** The net changes of the block and the digest after them: two LtHash steps per touched item. */
+  /**
+   * The net changes of the block and the digest after them: two LtHash steps per touched item.
+   * Seals the Draft: it may then serve as the base of the next block's Draft, and must not change.
+   */
   changes(): StateChanges {
+    assert(this.sealedDigest === undefined, 'draft: changes() of a sealed Draft');
     const digest = this.base.cloneDigest();
     const entries: EntryChange[] = [];
     for (const { address, key, after } of this.entries.values()) {
       const before = this.base.getEntry(address, key);
       if (before === after) continue;
-      if (before !== undefined) digest.remove(entryDigestElement(before));
+      // The replaced entry's expansion was usually kept when it was written; the new one's is kept.
+      if (before !== undefined) digest.removeExpansion(entryExpansion(before));
       const afterEncoding = after === undefined ? undefined : encodeEntry(after);
-      if (after !== undefined) digest.add(entryDigestElement(after, afterEncoding));
+      if (after !== undefined) digest.addExpansion(entryExpansion(after, afterEncoding, true));
       entries.push({ address, key, before, after, afterEncoding });
     }
     const heads: StateChanges['heads'] = [];
@@ -276,6 +302,7 @@ export class Draft implements StateReader {
     // Replay windows are not in the digest (see README, design notes): they follow from the blocks,
     // followers re-execute them, and the store guards each record with a checksum.
     const nonces: StateChanges['nonces'] = [...this.nonces].map(([deviceHex, window]) => ({ deviceHex, window }));
+    this.sealedDigest = digest;
     return {
       entries,
       heads,

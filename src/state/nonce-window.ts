@@ -32,20 +32,24 @@ export function checkNonce(window: NonceWindow | undefined, nonce: number): void
   if (indexOf(window.recent, nonce).found) throw kalimaError('KALIMA_ERR_LEDGER_NONCE_REPLAYED', { nonce });
 }
 
+/** `recent` without its first `drop` items, with `nonce` inserted at `index` (of the original). One allocation. */
+function withNonce(recent: readonly number[], drop: number, index: number, nonce: number): number[] {
+  const next: number[] = new Array<number>(recent.length - drop + 1);
+  let out = 0;
+  for (let from = drop; from < index; from++) next[out++] = recent[from]!;
+  next[out++] = nonce;
+  for (let from = index; from < recent.length; from++) next[out++] = recent[from]!;
+  return next;
+}
+
 /** Returns the window after `nonce` is used; the nonce must have passed checkNonce. */
 export function useNonce(window: NonceWindow | undefined, nonce: number): NonceWindow {
   const current = window ?? { floor: -1, recent: [] };
   const { index } = indexOf(current.recent, nonce);
-  if (current.recent.length < NONCE_RECENT_MAX) {
-    const recent = current.recent.slice();
-    recent.splice(index, 0, nonce);
-    return { floor: current.floor, recent };
-  }
+  if (current.recent.length < NONCE_RECENT_MAX) return { floor: current.floor, recent: withNonce(current.recent, 0, index, nonce) };
   // Full: the smallest of the recent nonces and this one is forgotten and becomes the floor.
   if (index === 0) return { floor: nonce, recent: current.recent };
-  const recent = current.recent.slice(1);
-  recent.splice(index - 1, 0, nonce);
-  return { floor: current.recent[0]!, recent };
+  return { floor: current.recent[0]!, recent: withNonce(current.recent, 1, index, nonce) };
 }
 
 const encodings = new WeakMap<NonceWindow, Uint8Array>();

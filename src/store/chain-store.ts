@@ -30,6 +30,16 @@ export interface RaftMeta {
   votedFor: Uint8Array | undefined;
 }
 
+/** One block as commitBlocks writes it. */
+export interface BlockWrite {
+  block: Block;
+  bytes: Uint8Array;
+  hash: Uint8Array;
+  messageHashes: readonly Uint8Array[];
+  changes: StateChanges;
+  tip: TipRecord;
+}
+
 export interface MessageLocation {
   height: number;
   index: number;
@@ -148,23 +158,37 @@ export class ChainStore {
 
   /** Writes a block, its indexes, the state it produces and the new tip in one synced batch. */
   async commitBlock(block: Block, blockBytes: Uint8Array, hash: Uint8Array, messageHashes: readonly Uint8Array[], changes: StateChanges, tip: TipRecord): Promise<void> {
-    const { header } = block;
-    const operations: KvOperation[] = [
-      { type: 'put', key: keys.block(header.height), value: blockBytes },
-      { type: 'put', key: keys.hash(hash), value: u64(header.height) },
-      { type: 'put', key: keys.time(header.timeMs, header.height), value: new Uint8Array() },
-    ];
-    const first = block.messages[0];
-    if (first !== undefined) operations.push({ type: 'put', key: keys.globalSequence(first.globalSequence), value: u64(header.height) });
-    block.messages.forEach((committed, index) => {
-      const location = encodeLocation({ height: header.height, index });
-      operations.push({ type: 'put', key: keys.history(committed.message.address, committed.sequence), value: location });
-      operations.push({ type: 'put', key: keys.messageHash(messageHashes[index]!), value: location });
-    });
-    operations.push(...ChainStore.stateOperations(changes));
-    operations.push({ type: 'put', key: keys.meta('tip'), value: encodeTip(tip) });
+    await this.commitBlocks([{ block, bytes: blockBytes, hash, messageHashes, changes, tip }]);
+  }
+
+  /**
+   * Writes consecutive blocks, each with its indexes and the state it produces, and the last one's
+   * tip, in one synced batch (group commit): after a crash the store holds all of them or none.
+   */
+  async commitBlocks(blocks: readonly BlockWrite[]): Promise<void> {
+    const operations: KvOperation[] = [];
+    for (const { block, bytes, hash, messageHashes, changes } of blocks) {
+      const { header } = block;
+      operations.push(
+        { type: 'put', key: keys.block(header.height), value: bytes },
+        { type: 'put', key: keys.hash(hash), value: u64(header.height) },
+        { type: 'put', key: keys.time(header.timeMs, header.height), value: new Uint8Array() },
+      );
+      const first = block.messages[0];
+      if (first !== undefined) operations.push({ type: 'put', key: keys.globalSequence(first.globalSequence), value: u64(header.height) });
+      block.messages.forEach((committed, index) => {
+        const location = encodeLocation({ height: header.height, index });
+        operations.push({ type: 'put', key: keys.history(committed.message.address, committed.sequence), value: location });
+        operations.push({ type: 'put', key: keys.messageHash(messageHashes[index]!), value: location });
+      });
+      // Later blocks' state operations come later in the batch, so they win.
+      operations.push(...ChainStore.stateOperations(changes));
+    }
+    const last = blocks[blocks.length - 1];
+    if (last === undefined) return;
+    operations.push({ type: 'put', key: keys.meta('tip'), value: encodeTip(last.tip) });
     await this.kv.batch(operations, { sync: true });
-    this.remember(header.height, block);
+    for (const { block } of blocks) this.remember(block.header.height, block);
   }
 
   private static stateOperations(changes: StateChanges): KvOperation[] {
