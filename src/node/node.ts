@@ -147,6 +147,11 @@ export class KalimaNode {
     return this.tip.height;
   }
 
+  /** The height of the last block produced, durable or still being written (≥ height). */
+  get producedHeight(): number {
+    return this.head.tip.height;
+  }
+
   get tipRecord(): Readonly<TipRecord> {
     return this.tip;
   }
@@ -232,6 +237,7 @@ export class KalimaNode {
 
   /** Settles a pending message, one way or the other, and forgets it. */
   private settle(pending: Pending, outcome: { receipt: CommitReceipt } | { error: unknown }): void {
+    if (this.pendingByNonce.get(pending.nonceId) !== pending) return; // settled already
     this.pendingByNonce.delete(pending.nonceId);
     const inFlight = (this.inFlightByDevice.get(pending.deviceHex) ?? 1) - 1;
     if (inFlight <= 0) this.inFlightByDevice.delete(pending.deviceHex);
@@ -251,7 +257,7 @@ export class KalimaNode {
   }
 
   private checkServing(): void {
-    if (this.failure !== undefined) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'storage failed; the node stopped producing blocks' });
+    if (this.failure !== undefined) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the node stopped producing blocks after a storage or internal failure (see its log); restart it' });
     if (this.closing) throw kalimaError('KALIMA_ERR_NODE_STOPPING');
   }
 
@@ -273,7 +279,12 @@ export class KalimaNode {
   /** The only way a block is produced: at most one producer runs at a time. */
   private startProducing(): Promise<void> {
     if (this.producing !== undefined) return this.producing;
-    const run = this.produceBlock().finally(() => {
+    const included: Pending[] = [];
+    const run = this.produceBlock(included).catch((error: unknown) => {
+      // A bug, not bad input (bad input is refused message by message): stop producing rather
+      // than build on a state nobody can vouch for, and refuse what this block had taken.
+      this.stop(error, 'block production failed; the node stops producing', kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'block production failed' }), included);
+    }).finally(() => {
       this.producing = undefined;
       if (this.queue.length > 0) this.scheduleBlock();
       else if (this.undurable.length === 0) this.scheduleExpiry();
@@ -302,7 +313,8 @@ export class KalimaNode {
     };
   }
 
-  private async produceBlock(): Promise<void> {
+  /** Builds the next block on the head; `included` collects the submitted messages it takes. */
+  private async produceBlock(included: Pending[]): Promise<void> {
     if (this.failure !== undefined || this.closing || this.undurable.length >= BLOCKS_AHEAD_MAX) return;
     const { tip: headTip, state: base } = this.head;
     const timeMs = Math.max(this.options.clock.nowMs(), headTip.timeMs);
@@ -312,7 +324,6 @@ export class KalimaNode {
     const messageHashes: Uint8Array[] = [];
     const leafHashes: Uint8Array[] = [];
     const encodings: Uint8Array[] = [];
-    const included: Pending[] = [];
     let blockBytes = this.overheadBytes;
 
     const add = (committed: CommittedMessage, hash: Uint8Array, unsignedEncoding: Uint8Array): void => {
@@ -406,7 +417,7 @@ export class KalimaNode {
     try {
       await this.options.store.commitBlocks(batch);
     } catch (error) {
-      this.stopOnStorageFailure(error, batch[0]!.tip.height);
+      this.stop(error, 'block write failed; the node stops producing', kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'storage failed' }), [], batch[0]!.tip.height);
       return;
     }
     this.undurable.splice(0, batch.length);
@@ -443,15 +454,14 @@ export class KalimaNode {
   }
 
   /**
-   * The disk refused a write: nothing not yet durable is acknowledged, and the node stops
-   * producing rather than guess what is on disk. A restart re-checks the store.
+   * The disk refused a write, or producing a block failed: nothing not yet durable is acknowledged,
+   * and the node stops producing rather than guess what is on disk. A restart re-checks the store.
    */
-  private stopOnStorageFailure(error: unknown, height: number): void {
+  private stop(error: unknown, message: string, refusal: unknown, taken: Pending[], height = this.head.tip.height + 1): void {
     this.failure = error;
-    this.options.logger.error({ err: error, height }, 'block write failed; the node stops producing');
-    const refusal = kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'storage failed' });
-    const dropped = this.undurable.splice(0);
-    for (const produced of dropped) for (const pending of produced.included) this.settle(pending, { error: refusal });
+    this.options.logger.error({ err: error, height }, message);
+    for (const pending of taken) this.settle(pending, { error: refusal });
+    for (const produced of this.undurable.splice(0)) for (const pending of produced.included) this.settle(pending, { error: refusal });
     for (const pending of this.queue.splice(0)) this.settle(pending, { error: refusal });
     this.queuedBytes = 0;
     this.head = { tip: this.tip, state: this.cache };

@@ -1,0 +1,192 @@
+// Pipelined block production: while one block is being written, later blocks are built on the state
+// it leaves, then go to disk together (group commit). Nothing of a block is visible, acknowledged or
+// streamed before it is durable, and a failed write loses nothing that was acknowledged.
+import { describe, expect, it } from 'vitest';
+import { isKalimaError } from '../../src/errors.ts';
+import { TABLE } from '../../src/store/keys.ts';
+import type { KvOperation, KvRange, KvStore } from '../../src/store/kv.ts';
+import { MemoryKvStore } from '../../src/store/memory-kv.ts';
+import { ManualClock } from '../../src/ports.ts';
+import { SYSTEM_REASON_PROP } from '../../src/state/execute.ts';
+import { toHex } from '../../src/ledger/hash.ts';
+import type { KalimaNode } from '../../src/node/node.ts';
+import { createAddress, makeChain, makeMessage, openNode, registerDevice } from '../support/chain.ts';
+
+/** A store whose writes can be held at a gate, released, or made to fail; it records each batch. */
+class GatedKv implements KvStore {
+  readonly inner = new MemoryKvStore();
+  readonly batches: KvOperation[][] = [];
+  private held = false;
+  private waiting: Array<() => void> = [];
+  private failure: Error | undefined;
+
+  hold(): void {
+    this.held = true;
+  }
+
+  release(): void {
+    this.held = false;
+    for (const resume of this.waiting.splice(0)) resume();
+  }
+
+  failNext(error: Error): void {
+    this.failure = error;
+  }
+
+  get blocked(): number {
+    return this.waiting.length;
+  }
+
+  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.inner.get(key);
+  }
+
+  async batch(operations: KvOperation[], options: { sync: boolean }): Promise<void> {
+    if (this.held) await new Promise<void>((resume) => this.waiting.push(resume));
+    if (this.failure !== undefined) {
+      const failure = this.failure;
+      this.failure = undefined;
+      throw failure;
+    }
+    this.batches.push(operations);
+    await this.inner.batch(operations);
+    void options;
+  }
+
+  entries(range: KvRange): AsyncIterable<[Uint8Array, Uint8Array]> {
+    return this.inner.entries(range);
+  }
+
+  async close(): Promise<void> {}
+}
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+/** Heights of the blocks a batch writes. */
+function blockHeights(operations: KvOperation[]): number[] {
+  return operations.filter((operation) => operation.type === 'put' && operation.key[0] === TABLE.blockByHeight).map((operation) => Number(Buffer.from(operation.key).readBigUInt64BE(1)));
+}
+
+function track<T>(promise: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
+  let settled = false;
+  promise.then(() => (settled = true), () => (settled = true));
+  return { promise, settled: () => settled };
+}
+
+async function setup(seed: string, clock?: ManualClock): Promise<{ node: KalimaNode; kv: GatedKv; chain: ReturnType<typeof makeChain>; device: Awaited<ReturnType<typeof registerDevice>> }> {
+  const chain = makeChain(seed);
+  const kv = new GatedKv();
+  const node = await openNode(chain, { kv, clock });
+  await createAddress(node, chain, '/p');
+  const device = await registerDevice(node, chain, { pub: ['/p'], sub: ['/p'] });
+  return { node, kv, chain, device };
+}
+
+describe('pipelined blocks', () => {
+  it('builds later blocks while one is written, shows none of them before they are durable, then writes them together', async () => {
+    const { node, kv, chain, device } = await setup('pipeline');
+    const base = node.height;
+    kv.hold();
+    const writes = [];
+    for (let index = 1; index <= 3; index++) {
+      writes.push(track(node.submit(makeMessage(chain, device, { address: '/p', key: `k${index}`, body: `v${index}` }))));
+      await until(() => node.producedHeight === base + index, `block ${base + index} to be produced`);
+    }
+    // Block base+1 waits at the gate; base+2 and base+3 were built on it.
+    expect(kv.blocked).toBe(1);
+    expect(node.height).toBe(base);
+    expect(writes.some((write) => write.settled())).toBe(false);
+    expect(node.getEntry('/p', 'k1')).toBeUndefined();
+    const batchesBefore = kv.batches.length;
+    kv.release();
+    const receipts = await Promise.all(writes.map((write) => write.promise));
+    expect(receipts.map((receipt) => receipt.height)).toEqual([base + 1, base + 2, base + 3]);
+    expect(receipts.map((receipt) => receipt.sequence)).toEqual([0, 1, 2]);
+    // One write for the held block, then one for the two built behind it.
+    expect(kv.batches.slice(batchesBefore).map(blockHeights)).toEqual([[base + 1], [base + 2, base + 3]]);
+    expect(node.height).toBe(base + 3);
+    expect(new TextDecoder().decode(node.getEntry('/p', 'k3')!.value)).toBe('v3');
+    const digest = toHex(node.tipRecord.stateDigest);
+    expect(toHex(node.cache.digest())).toBe(digest);
+    await node.close();
+    // The store verifies from scratch: hashchain, blocks and the digest of the state it holds.
+    const reopened = await openNode(chain, { kv });
+    expect(reopened.height).toBe(base + 3);
+    expect(toHex(reopened.tipRecord.stateDigest)).toBe(digest);
+    await reopened.close();
+  });
+
+  it('builds at most four blocks ahead of the disk', async () => {
+    const { node, kv, chain, device } = await setup('ahead');
+    const base = node.height;
+    kv.hold();
+    const writes = [];
+    for (let index = 1; index <= 6; index++) {
+      writes.push(node.submit(makeMessage(chain, device, { address: '/p', key: `k${index}`, body: 'v' })));
+      if (index <= 4) await until(() => node.producedHeight === base + index, `block ${base + index}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(node.producedHeight).toBe(base + 4);
+    expect(node.pendingCount).toBe(2);
+    kv.release();
+    const receipts = await Promise.all(writes);
+    expect(new Set(receipts.map((receipt) => receipt.height)).size).toBeGreaterThanOrEqual(5);
+    expect(node.height).toBe(Math.max(...receipts.map((receipt) => receipt.height)));
+    await node.close();
+  });
+
+  it('refuses every message of the blocks behind a failed write, acknowledges none, and stops producing', async () => {
+    const { node, kv, chain, device } = await setup('failure');
+    const base = node.height;
+    const digest = toHex(node.tipRecord.stateDigest);
+    kv.hold();
+    const first = node.submit(makeMessage(chain, device, { address: '/p', key: 'a', body: '1' }));
+    await until(() => node.producedHeight === base + 1, 'the first block');
+    const second = node.submit(makeMessage(chain, device, { address: '/p', key: 'b', body: '2' }));
+    await until(() => node.producedHeight === base + 2, 'the second block');
+    kv.failNext(new Error('disk full'));
+    kv.release();
+    for (const outcome of await Promise.allSettled([first, second])) {
+      expect(outcome.status).toBe('rejected');
+      expect(isKalimaError((outcome as PromiseRejectedResult).reason, 'KALIMA_ERR_NODE_NOT_READY')).toBe(true);
+    }
+    expect(node.height).toBe(base);
+    expect(node.getEntry('/p', 'a')).toBeUndefined();
+    await expect(node.submit(makeMessage(chain, device, { address: '/p', key: 'c', body: '3' }))).rejects.toMatchObject({ code: 'KALIMA_ERR_NODE_NOT_READY' });
+    await node.close();
+    const reopened = await openNode(chain, { kv });
+    expect(reopened.height).toBe(base);
+    expect(toHex(reopened.tipRecord.stateDigest)).toBe(digest);
+    expect(reopened.getEntry('/p', 'a')).toBeUndefined();
+    await reopened.close();
+  });
+
+  it('does not expire a value that a block still being written has replaced', async () => {
+    const clock = new ManualClock(1_700_000_100_000);
+    const { node, kv, chain, device } = await setup('expiry', clock);
+    await node.submit(makeMessage(chain, device, { address: '/p', key: 'k', body: 'old', ttlSeconds: 2 }));
+    kv.hold();
+    clock.advance(1_000);
+    const base = node.height;
+    const overwrite = node.submit(makeMessage(chain, device, { address: '/p', key: 'k', body: 'new', ttlSeconds: -1 }));
+    await until(() => node.producedHeight === base + 1, 'the overwrite block');
+    // The old value's deadline passes while the overwrite is still at the gate; the next block must
+    // not delete the new value in its name.
+    clock.advance(5_000);
+    const other = node.submit(makeMessage(chain, device, { address: '/p', key: 'other', body: 'x' }));
+    await until(() => node.producedHeight === base + 2, 'the next block');
+    kv.release();
+    await Promise.all([overwrite, other]);
+    await node.flush();
+    expect(new TextDecoder().decode(node.getEntry('/p', 'k')!.value)).toBe('new');
+    const history = await node.history('/p', { fromSequence: 0, limit: 100 });
+    expect(history.filter((located) => located.committed.message.props.some(([name]) => name === SYSTEM_REASON_PROP))).toEqual([]);
+    await node.close();
+  });
+});
