@@ -1,6 +1,7 @@
 // A real node in its own process, as an operator runs it: `kalima init`, then `kalima node`.
 // Also reads the process's CPU time from /proc, per thread, so a run can say where the time went.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -54,6 +55,9 @@ export async function startNodeProcess(options: { chain: string; logLevel: strin
   await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
 
   const nodeArgs = options.cpuProfileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir];
+  // For investigations: KALIMA_BENCH_NODE_ARGS="--trace-gc" adds V8 flags, KALIMA_BENCH_NODE_LOG=FILE keeps the node's stdout.
+  if (process.env.KALIMA_BENCH_NODE_ARGS) nodeArgs.push(...process.env.KALIMA_BENCH_NODE_ARGS.split(' ').filter(Boolean));
+  const logFile = process.env.KALIMA_BENCH_NODE_LOG;
   const child = spawn(process.execPath, [...nodeArgs, KALIMA_BIN, 'node', '--config', configFile, '--port', '0'], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -61,6 +65,7 @@ export async function startNodeProcess(options: { chain: string; logLevel: strin
   let stderr = '';
   let stdout = '';
   child.stdout!.on('data', (chunk: Buffer) => {
+    if (logFile) appendFileSync(logFile, chunk);
     // warn-level logs only; keep the tail for an error report.
     stdout = (stdout + chunk.toString()).slice(-20_000);
   });

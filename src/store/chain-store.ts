@@ -4,7 +4,7 @@
 // disk in one synced batch together with the state it produces, so after a crash the store is
 // at a block boundary and never holds a block without its state or the reverse.
 import { Reader, Writer, utf8Bytes } from '../ledger/codec.ts';
-import { bytesEqual, concatBytes, sha256 } from '../ledger/hash.ts';
+import { bytesEqual, sha256 } from '../ledger/hash.ts';
 import { type Block, decodeBlock } from '../ledger/block.ts';
 import type { CommittedMessage } from '../ledger/message.ts';
 import type { MmrState } from '../ledger/mmr.ts';
@@ -97,10 +97,27 @@ function decodeLocation(bytes: Uint8Array): MessageLocation {
 const BLOCK_CACHE_MAX = 256;
 const WINDOW_CHECKSUM_BYTES = 8;
 
+/** utf8(deviceHex), kept per device: every block re-stores the windows of the devices it touches. */
+const deviceIdBytes = new Map<string, Uint8Array>();
+const DEVICE_ID_BYTES_KEPT = 65_536;
+
+function deviceIdOf(deviceHex: string): Uint8Array {
+  let bytes = deviceIdBytes.get(deviceHex);
+  if (bytes === undefined) {
+    bytes = utf8Bytes(deviceHex);
+    if (deviceIdBytes.size >= DEVICE_ID_BYTES_KEPT) deviceIdBytes.clear();
+    deviceIdBytes.set(deviceHex, bytes);
+  }
+  return bytes;
+}
+
 /** A replay window as stored: its encoding, then a checksum that also binds the device. */
 function encodeStoredWindow(deviceHex: string, window: NonceWindow): Uint8Array {
   const encoding = encodeNonceWindow(window);
-  return concatBytes(encoding, sha256(utf8Bytes(deviceHex), encoding).subarray(0, WINDOW_CHECKSUM_BYTES));
+  const stored = new Uint8Array(encoding.length + WINDOW_CHECKSUM_BYTES);
+  stored.set(encoding, 0);
+  stored.set(sha256(deviceIdOf(deviceHex), encoding).subarray(0, WINDOW_CHECKSUM_BYTES), encoding.length);
+  return stored;
 }
 
 function decodeStoredWindow(deviceHex: string, stored: Uint8Array): NonceWindow {
