@@ -21,6 +21,8 @@ export class InlineVerifier implements SignatureVerifier {
 
 const ITEM_BYTES = 32 + 32 + 64;
 const BATCH_MAX = 512;
+/** Items a worker may have queued (a few milliseconds of work) before the next worker is used. */
+const WORKER_QUEUE_ROOM = 16;
 
 interface Waiter {
   resolve: (valid: boolean) => void;
@@ -105,8 +107,14 @@ export class WorkerPoolVerifier implements SignatureVerifier {
     const batch = this.batch;
     if (batch === undefined || batch.count === 0) return;
     this.batch = undefined;
-    let target = this.workers[0]!;
-    for (const candidate of this.workers) if (candidate.queuedItems < target.queuedItems) target = candidate;
+    // The first worker with room takes the batch; the least loaded one when none has room. At a
+    // moderate load the work stays on few threads, which then compete less with the event loop
+    // for the cores; under full load every worker is busy either way.
+    let target = this.workers.find((candidate) => candidate.queuedItems + batch.count <= WORKER_QUEUE_ROOM);
+    if (target === undefined) {
+      target = this.workers[0]!;
+      for (const candidate of this.workers) if (candidate.queuedItems < target.queuedItems) target = candidate;
+    }
     const id = this.nextBatchId++;
     target.inFlight.set(id, batch.waiters);
     target.queuedItems += batch.count;

@@ -88,56 +88,73 @@ async function setup(seed: string, clock?: ManualClock): Promise<{ node: KalimaN
   return { node, kv, chain, device };
 }
 
+/** A body big enough that a few queued messages fill a 16 KB block: full blocks are built ahead of the disk. */
+const BIG = 'x'.repeat(6_000);
+
 describe('pipelined blocks', () => {
-  it('builds later blocks while one is written, shows none of them before they are durable, then writes them together', async () => {
+  it('builds full blocks while one is written, shows none of them before they are durable, then writes them together', async () => {
     const { node, kv, chain, device } = await setup('pipeline');
     const base = node.height;
     kv.hold();
-    const writes = [];
-    for (let index = 1; index <= 3; index++) {
-      writes.push(track(node.submit(makeMessage(chain, device, { address: '/p', key: `k${index}`, body: `v${index}` }))));
-      await until(() => node.producedHeight === base + index, `block ${base + index} to be produced`);
-    }
-    // Block base+1 waits at the gate; base+2 and base+3 were built on it.
+    const first = track(node.submit(makeMessage(chain, device, { address: '/p', key: 'k0', body: 'v0' })));
+    await until(() => node.producedHeight === base + 1, 'the first block');
+    // Five 6 KB messages: two full blocks of two are built behind the held write; the fifth waits.
+    const big = Array.from({ length: 5 }, (_, index) => track(node.submit(makeMessage(chain, device, { address: '/p', key: `k${index + 1}`, body: BIG }))));
+    await until(() => node.producedHeight === base + 3, 'two full blocks');
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    expect(node.producedHeight).toBe(base + 3);
     expect(kv.blocked).toBe(1);
     expect(node.height).toBe(base);
-    expect(writes.some((write) => write.settled())).toBe(false);
-    expect(node.getEntry('/p', 'k1')).toBeUndefined();
+    expect([first, ...big].some((write) => write.settled())).toBe(false);
+    expect(node.getEntry('/p', 'k0')).toBeUndefined();
     const batchesBefore = kv.batches.length;
     kv.release();
-    const receipts = await Promise.all(writes.map((write) => write.promise));
-    expect(receipts.map((receipt) => receipt.height)).toEqual([base + 1, base + 2, base + 3]);
-    expect(receipts.map((receipt) => receipt.sequence)).toEqual([0, 1, 2]);
-    // One write for the held block, then one for the two built behind it.
-    expect(kv.batches.slice(batchesBefore).map(blockHeights)).toEqual([[base + 1], [base + 2, base + 3]]);
-    expect(node.height).toBe(base + 3);
-    expect(new TextDecoder().decode(node.getEntry('/p', 'k3')!.value)).toBe('v3');
+    const receipts = await Promise.all([first, ...big].map((write) => write.promise));
+    expect(receipts.map((receipt) => receipt.height)).toEqual([base + 1, base + 2, base + 2, base + 3, base + 3, base + 4]);
+    expect(receipts.map((receipt) => receipt.sequence)).toEqual([0, 1, 2, 3, 4, 5]);
+    // One write for the held block, one for the two built behind it, one for the last message.
+    expect(kv.batches.slice(batchesBefore).map(blockHeights)).toEqual([[base + 1], [base + 2, base + 3], [base + 4]]);
+    expect(node.height).toBe(base + 4);
+    expect(new TextDecoder().decode(node.getEntry('/p', 'k0')!.value)).toBe('v0');
     const digest = toHex(node.tipRecord.stateDigest);
     expect(toHex(node.cache.digest())).toBe(digest);
     await node.close();
     // The store verifies from scratch: hashchain, blocks and the digest of the state it holds.
     const reopened = await openNode(chain, { kv });
-    expect(reopened.height).toBe(base + 3);
+    expect(reopened.height).toBe(base + 4);
     expect(toHex(reopened.tipRecord.stateDigest)).toBe(digest);
     await reopened.close();
+  });
+
+  it('holds a partial block until the write in progress ends, then sends everything that queued as one block', async () => {
+    const { node, kv, chain, device } = await setup('partial');
+    const base = node.height;
+    kv.hold();
+    const first = node.submit(makeMessage(chain, device, { address: '/p', key: 'a', body: '1' }));
+    await until(() => node.producedHeight === base + 1, 'the first block');
+    const later = Array.from({ length: 3 }, (_, index) => node.submit(makeMessage(chain, device, { address: '/p', key: `b${index}`, body: '2' })));
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    expect(node.producedHeight).toBe(base + 1);
+    expect(node.pendingCount).toBe(3);
+    kv.release();
+    const receipts = await Promise.all([first, ...later]);
+    expect(receipts.map((receipt) => receipt.height)).toEqual([base + 1, base + 2, base + 2, base + 2]);
+    await node.close();
   });
 
   it('builds at most four blocks ahead of the disk', async () => {
     const { node, kv, chain, device } = await setup('ahead');
     const base = node.height;
     kv.hold();
-    const writes = [];
-    for (let index = 1; index <= 6; index++) {
-      writes.push(node.submit(makeMessage(chain, device, { address: '/p', key: `k${index}`, body: 'v' })));
-      if (index <= 4) await until(() => node.producedHeight === base + index, `block ${base + index}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    const writes = Array.from({ length: 12 }, (_, index) => node.submit(makeMessage(chain, device, { address: '/p', key: `k${index}`, body: BIG })));
+    await until(() => node.producedHeight === base + 4, 'four blocks');
+    await new Promise((resolve) => setTimeout(resolve, 30));
     expect(node.producedHeight).toBe(base + 4);
-    expect(node.pendingCount).toBe(2);
+    expect(node.pendingCount).toBe(4);
     kv.release();
     const receipts = await Promise.all(writes);
-    expect(new Set(receipts.map((receipt) => receipt.height)).size).toBeGreaterThanOrEqual(5);
-    expect(node.height).toBe(Math.max(...receipts.map((receipt) => receipt.height)));
+    expect(new Set(receipts.map((receipt) => receipt.height)).size).toBe(6);
+    expect(node.height).toBe(base + 6);
     await node.close();
   });
 
@@ -148,17 +165,19 @@ describe('pipelined blocks', () => {
     kv.hold();
     const first = node.submit(makeMessage(chain, device, { address: '/p', key: 'a', body: '1' }));
     await until(() => node.producedHeight === base + 1, 'the first block');
-    const second = node.submit(makeMessage(chain, device, { address: '/p', key: 'b', body: '2' }));
-    await until(() => node.producedHeight === base + 2, 'the second block');
+    const second = node.submit(makeMessage(chain, device, { address: '/p', key: 'b', body: BIG }));
+    const third = node.submit(makeMessage(chain, device, { address: '/p', key: 'c', body: BIG }));
+    const fourth = node.submit(makeMessage(chain, device, { address: '/p', key: 'd', body: BIG }));
+    await until(() => node.producedHeight === base + 2, 'a full second block');
     kv.failNext(new Error('disk full'));
     kv.release();
-    for (const outcome of await Promise.allSettled([first, second])) {
+    for (const outcome of await Promise.allSettled([first, second, third, fourth])) {
       expect(outcome.status).toBe('rejected');
       expect(isKalimaError((outcome as PromiseRejectedResult).reason, 'KALIMA_ERR_NODE_NOT_READY')).toBe(true);
     }
     expect(node.height).toBe(base);
     expect(node.getEntry('/p', 'a')).toBeUndefined();
-    await expect(node.submit(makeMessage(chain, device, { address: '/p', key: 'c', body: '3' }))).rejects.toMatchObject({ code: 'KALIMA_ERR_NODE_NOT_READY' });
+    await expect(node.submit(makeMessage(chain, device, { address: '/p', key: 'e', body: '3' }))).rejects.toMatchObject({ code: 'KALIMA_ERR_NODE_NOT_READY' });
     await node.close();
     const reopened = await openNode(chain, { kv });
     expect(reopened.height).toBe(base);
@@ -179,10 +198,10 @@ describe('pipelined blocks', () => {
     // The old value's deadline passes while the overwrite is still at the gate; the next block must
     // not delete the new value in its name.
     clock.advance(5_000);
-    const other = node.submit(makeMessage(chain, device, { address: '/p', key: 'other', body: 'x' }));
-    await until(() => node.producedHeight === base + 2, 'the next block');
+    const others = Array.from({ length: 3 }, (_, index) => node.submit(makeMessage(chain, device, { address: '/p', key: `other${index}`, body: BIG })));
+    await until(() => node.producedHeight === base + 2, 'the next (full) block');
     kv.release();
-    await Promise.all([overwrite, other]);
+    await Promise.all([overwrite, ...others]);
     await node.flush();
     expect(new TextDecoder().decode(node.getEntry('/p', 'k')!.value)).toBe('new');
     const history = await node.history('/p', { fromSequence: 0, limit: 100 });
