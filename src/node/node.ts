@@ -21,7 +21,8 @@ import type { Clock, Logger, Rng, Scheduler } from '../ports.ts';
 import type { CacheEntry } from '../state/entry.ts';
 import { SYSTEM_REASON_PROP, SYSTEM_REASON_TTL, type ExecutionContext, checkMessage, executeMessage } from '../state/execute.ts';
 import { Draft, type DraftBase, type MemCache, type StateChanges } from '../state/memcache.ts';
-import type { ChainStore, LocatedMessage, TipRecord } from '../store/chain-store.ts';
+import type { BlockWrite, ChainStore, LocatedMessage, TipRecord } from '../store/chain-store.ts';
+import { type BlockSigner, InlineBlockSigner } from './block-signer.ts';
 import { type VerifyProgress, openVerified } from '../store/verify.ts';
 import type { SignatureVerifier } from './verifier.ts';
 
@@ -49,6 +50,8 @@ export interface NodeOptions {
   rng: Rng;
   scheduler: Scheduler;
   verifier: SignatureVerifier;
+  /** Signs blocks with nodeKey; inline on the calling thread unless given (runtime: a worker thread). */
+  signer?: BlockSigner;
   logger: Logger;
   /** Messages waiting for a block beyond this are refused with KALIMA_ERR_API_OVERLOADED. */
   pendingMessagesMax?: number;
@@ -70,8 +73,11 @@ interface Pending {
 
 /** A block produced and not yet durable. */
 interface ProducedBlock {
-  block: Block;
-  bytes: Uint8Array;
+  /** The block and its bytes, once signed. */
+  block: Block | undefined;
+  bytes: Uint8Array | undefined;
+  /** Settles when the block is signed; rejects if signing failed. */
+  signing: Promise<void>;
   hash: Uint8Array;
   messageHashes: Uint8Array[];
   changes: StateChanges;
@@ -103,6 +109,7 @@ export class KalimaNode {
   private readonly pendingMessagesMax: number;
   private readonly blockDelayMs: number;
   private readonly overheadBytes: number;
+  private readonly signer: BlockSigner;
   private blockTimer: unknown;
   private expiryTimer: unknown;
   private producing: Promise<void> | undefined;
@@ -130,6 +137,7 @@ export class KalimaNode {
     this.blockDelayMs = options.blockDelayMs ?? options.genesis.params.blockDelayMs;
     this.overheadBytes = blockOverheadBytes(this.chain);
     this.head = { tip, state: cache };
+    this.signer = options.signer ?? new InlineBlockSigner(options.nodeKey, options.rng);
   }
 
   /** Opens the store, checks the whole chain and the MemCache, and starts serving. */
@@ -394,14 +402,20 @@ export class KalimaNode {
     };
     const headerEncoding = encodeHeader(header);
     const hash = taggedHash(TAG.block, headerEncoding);
-    const block: Block = { header, messages, signature: signSchnorr(hash, this.options.nodeKey.secretKey, this.options.rng.bytes(32), header.leader) };
-    const bytes = assembleBlock(headerEncoding, encodings, block.signature);
     const last = messages[messages.length - 1]!;
     const tip: TipRecord = {
       height: header.height, hash, timeMs, mmr: mmrAppend(headTip.mmr, hash), nextGlobalSequence: last.globalSequence + 1, stateDigest: header.stateDigest,
     };
+    // The hash is all the next block needs: it is built while this one is signed.
+    const produced: ProducedBlock = { block: undefined, bytes: undefined, signing: Promise.resolve(), hash, messageHashes, changes, tip, draft, included };
+    produced.signing = this.signer.sign(hash).then((signature) => {
+      produced.block = { header, messages, signature };
+      produced.bytes = assembleBlock(headerEncoding, encodings, signature);
+    });
+    // The writer takes the failure up in order; until then it is not an unhandled rejection.
+    produced.signing.catch(() => undefined);
     this.head = { tip, state: draft };
-    this.undurable.push({ block, bytes, hash, messageHashes, changes, tip, draft, included });
+    this.undurable.push(produced);
     this.startWriting();
   }
 
@@ -417,8 +431,21 @@ export class KalimaNode {
   }
 
   private async writeReady(): Promise<void> {
-    const batch = this.undurable.slice(0, BLOCKS_PER_WRITE_MAX);
-    if (batch.length === 0 || this.failure !== undefined) return;
+    const first = this.undurable[0];
+    if (first === undefined || this.failure !== undefined) return;
+    try {
+      await first.signing;
+    } catch (error) {
+      if (this.undurable[0] === first) this.stop(error, 'block signing failed; the node stops producing', kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'block signing failed' }), []);
+      return;
+    }
+    if (this.undurable[0] !== first || this.failure !== undefined) return;
+    // The signed blocks at the front, in height order.
+    const batch: Array<ProducedBlock & BlockWrite> = [];
+    for (const produced of this.undurable) {
+      if (batch.length === BLOCKS_PER_WRITE_MAX || produced.block === undefined || produced.bytes === undefined) break;
+      batch.push(produced as ProducedBlock & BlockWrite);
+    }
     try {
       await this.options.store.commitBlocks(batch);
     } catch (error) {
@@ -437,6 +464,7 @@ export class KalimaNode {
   /** A durable block: apply it, acknowledge its messages, tell the listeners. */
   private applyDurable(produced: ProducedBlock): void {
     const { block, hash, messageHashes, changes, tip, included } = produced;
+    assert(block !== undefined, 'applyDurable: a block written before it was signed');
     const { header, messages } = block;
     this.cache.apply(changes);
     this.tip = tip;
@@ -508,6 +536,7 @@ export class KalimaNode {
     for (const pending of this.queue.splice(0)) this.settle(pending, { error: kalimaError('KALIMA_ERR_NODE_STOPPING') });
     this.queuedBytes = 0;
     await this.options.verifier.close();
+    await this.signer.close();
     await this.options.store.close();
   }
 

@@ -11,6 +11,7 @@ import { LevelKvStore } from '../store/level-kv.ts';
 import { type NodeConfig, loadGenesis } from './config.ts';
 import { KalimaNode } from './node.ts';
 import { WorkerPoolVerifier } from './verifier.ts';
+import { WorkerBlockSigner } from './block-signer.ts';
 import type { VerifyProgress } from '../store/verify.ts';
 
 export const VERSION = '0.1.0';
@@ -34,14 +35,16 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
   const nodeKey = await loadDeviceKey(config.nodeKeyFile);
   const store = new ChainStore(await LevelKvStore.open(config.dataDir));
   const verifier = new WorkerPoolVerifier(config.verifierThreads > 0 ? config.verifierThreads : availableParallelism());
+  const signer = new WorkerBlockSigner(nodeKey, systemRng);
   let node: KalimaNode;
   try {
     node = await KalimaNode.open({
-      genesis, store, nodeKey, clock: systemClock, rng: systemRng, scheduler: systemScheduler, verifier, logger,
+      genesis, store, nodeKey, clock: systemClock, rng: systemRng, scheduler: systemScheduler, verifier, signer, logger,
       onVerifyProgress: options.onVerifyProgress,
     });
   } catch (error) {
     await verifier.close();
+    await signer.close();
     await store.close();
     throw error;
   }

@@ -11,6 +11,13 @@ import { SYSTEM_REASON_PROP } from '../../src/state/execute.ts';
 import { toHex } from '../../src/ledger/hash.ts';
 import type { KalimaNode } from '../../src/node/node.ts';
 import { createAddress, makeChain, makeMessage, openNode, registerDevice } from '../support/chain.ts';
+import { type BlockSigner, InlineBlockSigner, WorkerBlockSigner } from '../../src/node/block-signer.ts';
+import { KalimaNode as Node } from '../../src/node/node.ts';
+import { InlineVerifier } from '../../src/node/verifier.ts';
+import { ChainStore } from '../../src/store/chain-store.ts';
+import { silentLogger, systemClock, systemScheduler } from '../../src/ports.ts';
+import { verifySchnorr } from '../../src/ledger/signature.ts';
+import { blockHash } from '../../src/ledger/block.ts';
 
 /** A store whose writes can be held at a gate, released, or made to fail; it records each batch. */
 class GatedKv implements KvStore {
@@ -207,5 +214,91 @@ describe('pipelined blocks', () => {
     const history = await node.history('/p', { fromSequence: 0, limit: 100 });
     expect(history.filter((located) => located.committed.message.props.some(([name]) => name === SYSTEM_REASON_PROP))).toEqual([]);
     await node.close();
+  });
+});
+
+/** Signs through an inner signer, but only when the test lets it; or fails. */
+class GatedSigner implements BlockSigner {
+  private readonly waiting: Array<() => void> = [];
+  held = false;
+  failNext = false;
+  constructor(private readonly inner: BlockSigner) {}
+  async sign(hash: Uint8Array): Promise<Uint8Array> {
+    if (this.held) await new Promise<void>((resume) => this.waiting.push(resume));
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error('signer broke');
+    }
+    return this.inner.sign(hash);
+  }
+  release(): void {
+    this.held = false;
+    for (const resume of this.waiting.splice(0)) resume();
+  }
+  get blocked(): number {
+    return this.waiting.length;
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+async function openWithSigner(seed: string, signer: (chain: ReturnType<typeof makeChain>) => BlockSigner): Promise<{ node: Node; kv: GatedKv; chain: ReturnType<typeof makeChain>; device: Awaited<ReturnType<typeof registerDevice>> }> {
+  const chain = makeChain(seed);
+  const kv = new GatedKv();
+  const node = await Node.open({
+    genesis: chain.genesis, store: new ChainStore(kv), nodeKey: chain.nodeKey, clock: systemClock, rng: chain.rng,
+    scheduler: systemScheduler, verifier: new InlineVerifier(), signer: signer(chain), logger: silentLogger,
+  });
+  await createAddress(node, chain, '/p');
+  const device = await registerDevice(node, chain, { pub: ['/p'], sub: ['/p'] });
+  return { node, kv, chain, device };
+}
+
+describe('block signing off the event loop', () => {
+  it('signs every block with the node key on a worker thread, and the chain verifies after a restart', async () => {
+    const { node, kv, chain, device } = await openWithSigner('worker-signer', (c) => new WorkerBlockSigner(c.nodeKey, c.rng));
+    const receipts = await Promise.all(Array.from({ length: 10 }, (_, index) => node.submit(makeMessage(chain, device, { address: '/p', key: `k${index}`, body: BIG }))));
+    expect(new Set(receipts.map((receipt) => receipt.height)).size).toBeGreaterThanOrEqual(4);
+    for (let height = 1; height <= node.height; height++) {
+      const block = (await node.getBlock(height))!;
+      expect(verifySchnorr(blockHash(block.header), chain.nodeKey.publicKey, block.signature)).toBe(true);
+    }
+    await node.close();
+    const reopened = await openNode(chain, { kv });
+    expect(reopened.height).toBe(receipts.at(-1)!.height);
+    await reopened.close();
+  });
+
+  it('builds the next full block while one waits for its signature, and writes them in height order', async () => {
+    let gate!: GatedSigner;
+    const { node, kv, chain, device } = await openWithSigner('slow-signer', (c) => (gate = new GatedSigner(new InlineBlockSigner(c.nodeKey, c.rng))));
+    const base = node.height;
+    gate.held = true;
+    const writes = Array.from({ length: 5 }, (_, index) => node.submit(makeMessage(chain, device, { address: '/p', key: `k${index}`, body: BIG })));
+    await until(() => node.producedHeight === base + 2, 'two blocks built while the first is unsigned');
+    expect(node.height).toBe(base);
+    const batchesBefore = kv.batches.length;
+    gate.release();
+    const receipts = await Promise.all(writes);
+    expect(receipts.map((receipt) => receipt.height)).toEqual([base + 1, base + 1, base + 2, base + 2, base + 3]);
+    const written = kv.batches.slice(batchesBefore).flatMap(blockHeights);
+    expect(written).toEqual([base + 1, base + 2, base + 3]);
+    await node.close();
+  });
+
+  it('stops producing, and refuses what it had taken, when signing fails', async () => {
+    let gate!: GatedSigner;
+    const { node, kv, chain, device } = await openWithSigner('broken-signer', (c) => (gate = new GatedSigner(new InlineBlockSigner(c.nodeKey, c.rng))));
+    const base = node.height;
+    gate.failNext = true;
+    const outcome = await node.submit(makeMessage(chain, device, { address: '/p', key: 'a', body: '1' })).catch((error: unknown) => error);
+    expect(isKalimaError(outcome, 'KALIMA_ERR_NODE_INTERNAL')).toBe(true);
+    expect(node.height).toBe(base);
+    await expect(node.submit(makeMessage(chain, device, { address: '/p', key: 'b', body: '2' }))).rejects.toMatchObject({ code: 'KALIMA_ERR_NODE_NOT_READY' });
+    await node.close();
+    const reopened = await openNode(chain, { kv });
+    expect(reopened.height).toBe(base);
+    await reopened.close();
   });
 });
