@@ -11,7 +11,6 @@ import { type Message, signMessage } from '../src/ledger/message.ts';
 import { generateKeyPair } from '../src/ledger/signature.ts';
 import { KalimaNode } from '../src/node/node.ts';
 import { WorkerPoolVerifier } from '../src/node/verifier.ts';
-import { WorkerBlockSigner } from '../src/node/block-signer.ts';
 import { silentLogger, systemClock, systemRng, systemScheduler } from '../src/ports.ts';
 import { ChainStore } from '../src/store/chain-store.ts';
 import { LevelKvStore } from '../src/store/level-kv.ts';
@@ -30,7 +29,7 @@ const nodeKey = generateKeyPair(systemRng);
 const genesis = { chain: 'hot', timeMs: Date.now() - 1000, admins: [admin.publicKey], masters: [nodeKey.publicKey], params: DEFAULT_PARAMS };
 const node = await KalimaNode.open({
   genesis, store: new ChainStore(await LevelKvStore.open(directory)), nodeKey, clock: systemClock, rng: systemRng,
-  scheduler: systemScheduler, verifier: new WorkerPoolVerifier(2), signer: new WorkerBlockSigner(nodeKey, systemRng), logger: silentLogger,
+  scheduler: systemScheduler, verifier: new WorkerPoolVerifier(2), logger: silentLogger,
 });
 let adminNonce = 1;
 const sign = (key: ReturnType<typeof generateKeyPair>, address: string, itemKey: string, body: Uint8Array, nonce: number): Message =>

@@ -15,6 +15,11 @@ export interface NodeConfig {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Verification threads; 0 means one per core. */
   verifierThreads: number;
+  /**
+   * Sign blocks on a worker thread of their own instead of the event loop. On the 2-core bench
+   * machine it raised single-message throughput but lengthened the latency tail (BENCHMARKS.md).
+   */
+  signerThread: boolean;
 }
 
 export const DEFAULT_PORT = 9118;
@@ -27,6 +32,7 @@ export interface NodeConfigJson {
   port?: number;
   logLevel?: NodeConfig['logLevel'];
   verifierThreads?: number;
+  signerThread?: boolean;
 }
 
 function invalid(file: string, reason: string): never {
@@ -55,6 +61,10 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
   if (!Number.isInteger(port) || port < 0 || port > 65_535) invalid(file, 'port must be a whole number from 0 to 65535');
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
   if (json.logLevel !== undefined && !levels.includes(json.logLevel)) invalid(file, `logLevel must be one of ${levels.join(', ')}`);
+  if (json.verifierThreads !== undefined && (!Number.isInteger(json.verifierThreads) || json.verifierThreads < 0 || json.verifierThreads > 256)) {
+    invalid(file, 'verifierThreads must be a whole number from 0 (one per core) to 256');
+  }
+  if (json.signerThread !== undefined && typeof json.signerThread !== 'boolean') invalid(file, 'signerThread must be true or false');
   return {
     dataDir: resolve(base, json.dataDir ?? 'data'),
     genesisFile: resolve(base, json.genesis ?? 'genesis.json'),
@@ -63,6 +73,7 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
     port,
     logLevel: json.logLevel ?? 'info',
     verifierThreads: json.verifierThreads ?? 0,
+    signerThread: json.signerThread ?? false,
   };
 }
 

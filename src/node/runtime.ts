@@ -11,7 +11,7 @@ import { LevelKvStore } from '../store/level-kv.ts';
 import { type NodeConfig, loadGenesis } from './config.ts';
 import { KalimaNode } from './node.ts';
 import { WorkerPoolVerifier } from './verifier.ts';
-import { WorkerBlockSigner } from './block-signer.ts';
+import { InlineBlockSigner, WorkerBlockSigner } from './block-signer.ts';
 import type { VerifyProgress } from '../store/verify.ts';
 
 export const VERSION = '0.1.0';
@@ -35,7 +35,7 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
   const nodeKey = await loadDeviceKey(config.nodeKeyFile);
   const store = new ChainStore(await LevelKvStore.open(config.dataDir));
   const verifier = new WorkerPoolVerifier(config.verifierThreads > 0 ? config.verifierThreads : availableParallelism());
-  const signer = new WorkerBlockSigner(nodeKey, systemRng);
+  const signer = config.signerThread ? new WorkerBlockSigner(nodeKey, systemRng) : new InlineBlockSigner(nodeKey, systemRng);
   let node: KalimaNode;
   try {
     node = await KalimaNode.open({
