@@ -17,7 +17,7 @@ export interface NodeConfig {
   verifierThreads: number;
   /**
    * Sign blocks on a worker thread of their own instead of the event loop. On the 2-core bench
-   * machine it raised single-message throughput but lengthened the latency tail (BENCHMARKS.md).
+   * machine it raised single-message throughput and did not help the latency tail (BENCHMARKS.md).
    */
   signerThread: boolean;
 }
