@@ -269,8 +269,9 @@ export class KalimaNode {
     if (this.closing) throw kalimaError('KALIMA_ERR_NODE_STOPPING');
   }
 
-  private executionContext(blockTimeMs: number): ExecutionContext {
-    return { admins: this.policy.admins, chain: this.chain, height: this.tip.height + 1, blockTimeMs, leaderHex: this.nodeKeyHex };
+  /** The context a block at `height` (by default the next durable one) executes in. */
+  private executionContext(blockTimeMs: number, height = this.tip.height + 1): ExecutionContext {
+    return { admins: this.policy.admins, chain: this.chain, height, blockTimeMs, leaderHex: this.nodeKeyHex };
   }
 
   /** `afterWrite`: a write just finished, and the messages queued during it have waited long enough. */
@@ -331,7 +332,7 @@ export class KalimaNode {
     if (this.failure !== undefined || this.closing || this.undurable.length >= BLOCKS_AHEAD_MAX) return;
     const { tip: headTip, state: base } = this.head;
     const timeMs = Math.max(this.options.clock.nowMs(), headTip.timeMs);
-    const context: ExecutionContext = { admins: this.policy.admins, chain: this.chain, height: headTip.height + 1, blockTimeMs: timeMs, leaderHex: this.nodeKeyHex };
+    const context = this.executionContext(timeMs, headTip.height + 1);
     const draft = new Draft(base);
     const messages: CommittedMessage[] = [];
     const messageHashes: Uint8Array[] = [];
