@@ -1,8 +1,9 @@
 // Signing a block is two EC operations (sign, then the check of the fresh signature) and took about
 // a tenth of the event loop's time: at a moderate load blocks hold a few messages each, and every
 // block's signature sat in the commit latency of its messages. The node signs through this port:
-// inline for tests and simulation, on a worker thread of its own in a running node. The next block
-// is built while one is being signed; blocks are written in order once signed.
+// inline by default, or on a worker thread of its own when the config sets `signerThread` (on the
+// 2-core bench machine that did not shorten the latency tail). The next block is built while one
+// is being signed; blocks are written in order once signed.
 import { Worker } from 'node:worker_threads';
 import { kalimaError } from '../errors.ts';
 import { type KeyPair, signSchnorr } from '../ledger/signature.ts';

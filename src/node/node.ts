@@ -50,7 +50,7 @@ export interface NodeOptions {
   rng: Rng;
   scheduler: Scheduler;
   verifier: SignatureVerifier;
-  /** Signs blocks with nodeKey; inline on the calling thread unless given (runtime: a worker thread). */
+  /** Signs blocks with nodeKey; inline on the calling thread unless given (the runtime gives a worker thread when `signerThread` is set). */
   signer?: BlockSigner;
   logger: Logger;
   /** Messages waiting for a block beyond this are refused with KALIMA_ERR_API_OVERLOADED. */

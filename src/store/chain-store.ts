@@ -97,26 +97,12 @@ function decodeLocation(bytes: Uint8Array): MessageLocation {
 const BLOCK_CACHE_MAX = 256;
 const WINDOW_CHECKSUM_BYTES = 8;
 
-/** utf8(deviceHex), kept per device: every block re-stores the windows of the devices it touches. */
-const deviceIdBytes = new Map<string, Uint8Array>();
-const DEVICE_ID_BYTES_KEPT = 65_536;
-
-function deviceIdOf(deviceHex: string): Uint8Array {
-  let bytes = deviceIdBytes.get(deviceHex);
-  if (bytes === undefined) {
-    bytes = utf8Bytes(deviceHex);
-    if (deviceIdBytes.size >= DEVICE_ID_BYTES_KEPT) deviceIdBytes.clear();
-    deviceIdBytes.set(deviceHex, bytes);
-  }
-  return bytes;
-}
-
 /** A replay window as stored: its encoding, then a checksum that also binds the device. */
 function encodeStoredWindow(deviceHex: string, window: NonceWindow): Uint8Array {
   const encoding = encodeNonceWindow(window);
   const stored = new Uint8Array(encoding.length + WINDOW_CHECKSUM_BYTES);
   stored.set(encoding, 0);
-  stored.set(sha256(deviceIdOf(deviceHex), encoding).subarray(0, WINDOW_CHECKSUM_BYTES), encoding.length);
+  stored.set(sha256(utf8Bytes(deviceHex), encoding).subarray(0, WINDOW_CHECKSUM_BYTES), encoding.length);
   return stored;
 }
 
@@ -171,11 +157,6 @@ export class ChainStore {
     if (meta.votedFor === undefined) writer.u8(0);
     else writer.u8(1).fixed(meta.votedFor, 32);
     await this.kv.batch([{ type: 'put', key: keys.meta('raft'), value: writer.finish() }], { sync: true });
-  }
-
-  /** Writes a block, its indexes, the state it produces and the new tip in one synced batch. */
-  async commitBlock(block: Block, blockBytes: Uint8Array, hash: Uint8Array, messageHashes: readonly Uint8Array[], changes: StateChanges, tip: TipRecord): Promise<void> {
-    await this.commitBlocks([{ block, bytes: blockBytes, hash, messageHashes, changes, tip }]);
   }
 
   /**

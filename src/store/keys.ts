@@ -16,8 +16,9 @@ export const TABLE = {
   nonceWindow: 0x0a,
 } as const;
 
-/** 8-byte big-endian; `value` is a non-negative safe integer. */
+/** 8-byte big-endian of a non-negative safe integer. */
 function writeU64(bytes: Uint8Array, offset: number, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`u64: ${value} is not a non-negative safe integer`);
   const high = Math.floor(value / 0x1_0000_0000);
   const low = value >>> 0;
   bytes[offset] = high >>> 24;
@@ -31,7 +32,6 @@ function writeU64(bytes: Uint8Array, offset: number, value: number): void {
 }
 
 export function u64(value: number): Uint8Array {
-  if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`u64: ${value} is not a non-negative safe integer`);
   const bytes = new Uint8Array(8);
   writeU64(bytes, 0, value);
   return bytes;
@@ -61,7 +61,6 @@ const SEPARATOR = Uint8Array.of(0);
 
 /** table, utf8(text), 0, u64(value): one allocation (history keys are written for every message). */
 function textU64Key(table: number, text: string, value: number): Uint8Array {
-  if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`u64: ${value} is not a non-negative safe integer`);
   const textBytes = Buffer.byteLength(text, 'utf8');
   const key = new Uint8Array(1 + textBytes + 1 + 8);
   key[0] = table;
@@ -71,23 +70,15 @@ function textU64Key(table: number, text: string, value: number): Uint8Array {
   return key;
 }
 
-/** table, then fixed bytes. */
-function bytesKey(table: number, bytes: Uint8Array): Uint8Array {
-  const key = new Uint8Array(1 + bytes.length);
-  key[0] = table;
-  key.set(bytes, 1);
-  return key;
-}
-
 export const keys = {
   meta: (name: string) => tableKey(TABLE.meta, utf8Bytes(name)),
   block: (height: number) => tableKey(TABLE.blockByHeight, u64(height)),
-  hash: (hash: Uint8Array) => bytesKey(TABLE.heightByHash, hash),
+  hash: (hash: Uint8Array) => tableKey(TABLE.heightByHash, hash),
   time: (timeMs: number, height: number) => tableKey(TABLE.heightByTime, u64(timeMs), u64(height)),
   history: (address: string, sequence: number) => textU64Key(TABLE.addressHistory, address, sequence),
   historyPrefix: (address: string) => tableKey(TABLE.addressHistory, utf8Bytes(address), SEPARATOR),
   globalSequence: (firstGlobalSequence: number) => tableKey(TABLE.heightByGlobalSequence, u64(firstGlobalSequence)),
-  messageHash: (hash: Uint8Array) => bytesKey(TABLE.locationByMessageHash, hash),
+  messageHash: (hash: Uint8Array) => tableKey(TABLE.locationByMessageHash, hash),
   entry: (address: string, key: string) => tableKey(TABLE.cacheEntry, utf8Bytes(address), SEPARATOR, utf8Bytes(key)),
   head: (address: string) => tableKey(TABLE.addressHead, utf8Bytes(address)),
   nonce: (deviceHex: string) => tableKey(TABLE.nonceWindow, utf8Bytes(deviceHex)),
