@@ -123,7 +123,7 @@ export async function closedLoop(url: string, messages: string[], options: { con
  * latency runs from when it was due, so a stalled node shows in the figures rather than slowing
  * the client down (no coordinated omission).
  */
-export async function openLoop(url: string, messages: string[], options: { ratePerSecond: number; connections: number; drainTimeoutMs: number }): Promise<LoadResult> {
+export async function openLoop(url: string, messages: string[], options: { ratePerSecond: number; connections: number; drainTimeoutMs: number; latencies?: number[] }): Promise<LoadResult> {
   const pool = new RawHttpPool(url, options.connections);
   const bodies = messages.map((message) => Buffer.from(message, 'utf8'));
   const errors: Record<string, number> = {};
@@ -142,6 +142,7 @@ export async function openLoop(url: string, messages: string[], options: { rateP
       if (ok) {
         committed++;
         latencies.push(lastDone - dueAt);
+        options.latencies?.push(lastDone - dueAt);
       }
       inFlight.delete(request);
     });

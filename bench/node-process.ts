@@ -46,7 +46,7 @@ function waitForExit(child: ChildProcess, timeoutMs: number): Promise<number | n
 }
 
 /** Initialises a fresh chain in a temporary directory and starts a node on a free loopback port. */
-export async function startNodeProcess(options: { chain: string; logLevel: string; cpuProfileDir?: string }): Promise<NodeProcess> {
+export async function startNodeProcess(options: { chain: string; logLevel: string; cpuProfileDir?: string; env?: Record<string, string> }): Promise<NodeProcess> {
   const directory = await mkdtemp(join(tmpdir(), 'kalima-bench-'));
   await run([KALIMA_BIN, 'init', '--dir', directory, '--chain', options.chain]);
   const configFile = join(directory, 'config.json');
@@ -61,6 +61,7 @@ export async function startNodeProcess(options: { chain: string; logLevel: strin
   const child = spawn(process.execPath, [...nodeArgs, KALIMA_BIN, 'node', '--config', configFile, '--port', '0'], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...options.env },
   });
   let stderr = '';
   let stdout = '';

@@ -1,10 +1,18 @@
-// Signature verification is this node's throughput ceiling, so it runs off the event loop: a pool
-// of worker threads, one per core, each running libsecp256k1 (tiny-secp256k1's WASM build) over
-// batches collected during one turn of the event loop.
+// Signature verification is this node's throughput ceiling, so it runs off the event loop, on a pool
+// of worker threads (libsecp256k1 through tiny-secp256k1's WASM build) that share one queue.
+//
+// The queue is a ring in a SharedArrayBuffer. The event loop writes an item into the next slot and
+// publishes it by advancing `tail`; any idle worker claims the item at `head` with a compare-and-swap,
+// so no item is bound to a worker before that worker is running. On a small machine the threads
+// share the cores with the event loop, LevelDB and the clients, and a worker can be off its core for
+// a scheduler tick or more: with per-worker batches, everything queued behind it waited as well; here
+// another worker takes the rest. A worker reports the slots it finished in one message when the
+// queue is empty or every REPORT_ITEMS items, so under full load the event loop sends no message at
+// all and gets one per REPORT_ITEMS results.
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { assert, kalimaError } from '../errors.ts';
 import { verifySchnorr } from '../ledger/signature.ts';
-import { kalimaError } from '../errors.ts';
 
 export interface SignatureVerifier {
   verify(messageHash: Uint8Array, publicKey: Uint8Array, signature: Uint8Array): Promise<boolean>;
@@ -19,117 +27,163 @@ export class InlineVerifier implements SignatureVerifier {
   async close(): Promise<void> {}
 }
 
-const ITEM_BYTES = 32 + 32 + 64;
-const BATCH_MAX = 512;
-/** Items a worker may have queued (a few milliseconds of work) before the next worker is used. */
-const WORKER_QUEUE_ROOM = 16;
+/** The ring's layout; verify-worker.js receives it with its workerData. */
+export const QUEUE_LAYOUT = {
+  /** Slots in the ring; a power of two, so a wrapping 32-bit position maps onto a slot with a mask. */
+  slots: 4096,
+  itemBytes: 32 + 32 + 64,
+  /** Int32 control words: tail, head, stop, then one claim word per worker. */
+  tail: 0,
+  head: 1,
+  stop: 2,
+  claimBase: 4,
+  /** Results a worker collects before it reports them while the queue still has items. */
+  reportItems: 16,
+  workersMax: 256,
+  /** Slot states; a worker writes valid or invalid once it has verified the slot's item. */
+  pending: 0,
+  valid: 1,
+  invalid: 2,
+} as const;
+
+const SLOT_MASK = QUEUE_LAYOUT.slots - 1;
+const CONTROL_WORDS = QUEUE_LAYOUT.claimBase + QUEUE_LAYOUT.workersMax;
+const { pending: SLOT_PENDING, valid: SLOT_VALID } = QUEUE_LAYOUT;
 
 interface Waiter {
   resolve: (valid: boolean) => void;
   reject: (error: unknown) => void;
 }
 
-interface PendingBatch {
-  waiters: Waiter[];
-  count: number;
-}
-
-interface PoolWorker {
-  worker: Worker;
-  inFlight: Map<number, Waiter[]>;
-  queuedItems: number;
+interface Overflow extends Waiter {
+  messageHash: Uint8Array;
+  publicKey: Uint8Array;
+  signature: Uint8Array;
 }
 
 export class WorkerPoolVerifier implements SignatureVerifier {
-  private readonly workers: PoolWorker[] = [];
-  private batch: PendingBatch | undefined;
-  /** Where the items of the batch being collected are laid out; one exact-size copy is sent. */
-  private readonly staging = new Uint8Array(BATCH_MAX * ITEM_BYTES);
-  private nextBatchId = 1;
-  private flushScheduled = false;
+  private readonly control: Int32Array;
+  private readonly states: Int32Array;
+  private readonly items: Uint8Array;
+  private readonly shared: SharedArrayBuffer;
+  private readonly workers: Worker[] = [];
+  /** The waiter of each slot's item, until its result is read. */
+  private readonly waiters: Array<Waiter | undefined> = new Array(QUEUE_LAYOUT.slots).fill(undefined);
+  /** Items published so far (its low 32 bits are the control word) and the oldest still unresolved. */
+  private published = 0;
+  private oldest = 0;
+  /** Items that found the ring full; published in order as slots free up. */
+  private readonly overflow: Overflow[] = [];
   private closed = false;
 
   constructor(threadCount = availableParallelism()) {
-    for (let index = 0; index < Math.max(1, threadCount); index++) this.workers.push(this.spawn());
+    const count = Math.min(QUEUE_LAYOUT.workersMax, Math.max(1, threadCount));
+    const controlBytes = CONTROL_WORDS * 4;
+    this.shared = new SharedArrayBuffer(controlBytes + QUEUE_LAYOUT.slots * 4 + QUEUE_LAYOUT.slots * QUEUE_LAYOUT.itemBytes);
+    this.control = new Int32Array(this.shared, 0, CONTROL_WORDS);
+    this.states = new Int32Array(this.shared, controlBytes, QUEUE_LAYOUT.slots);
+    this.items = new Uint8Array(this.shared, controlBytes + QUEUE_LAYOUT.slots * 4);
+    for (let index = 0; index < count; index++) this.workers.push(this.spawn(index));
   }
 
-  private spawn(): PoolWorker {
-    const entry: PoolWorker = { worker: new Worker(new URL('./verify-worker.js', import.meta.url)), inFlight: new Map(), queuedItems: 0 };
-    entry.worker.on('message', ({ id, results }: { id: number; results: Uint8Array }) => {
-      const waiters = entry.inFlight.get(id);
-      if (waiters === undefined) return;
-      entry.inFlight.delete(id);
-      entry.queuedItems -= waiters.length;
-      waiters.forEach((waiter, item) => waiter.resolve(results[item] === 1));
-    });
+  private spawn(index: number): Worker {
+    const worker = new Worker(new URL('./verify-worker.js', import.meta.url), { workerData: { shared: this.shared, index, layout: QUEUE_LAYOUT } });
+    worker.on('message', (slots: Int32Array) => this.resolveSlots(slots));
     const fail = (cause: unknown): void => {
-      // A lost verifier is the node's fault, not the message's: refuse with a retryable 503 (never
-      // as a bad signature) and put a fresh worker in its place.
-      const error = kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'a signature verifier thread stopped', cause: String(cause) });
-      for (const waiters of entry.inFlight.values()) for (const waiter of waiters) waiter.reject(error);
-      entry.inFlight.clear();
-      const index = this.workers.indexOf(entry);
-      if (!this.closed && index >= 0) this.workers[index] = this.spawn();
+      if (this.workers[index] !== worker) return;
+      this.workerLost(index, cause);
+      if (!this.closed) this.workers[index] = this.spawn(index);
     };
-    entry.worker.on('error', fail);
-    entry.worker.on('exit', (code) => {
+    worker.on('error', fail);
+    worker.on('exit', (code) => {
       if (!this.closed) fail(`exit code ${code}`);
     });
-    entry.worker.unref();
-    return entry;
+    worker.unref();
+    return worker;
   }
 
   verify(messageHash: Uint8Array, publicKey: Uint8Array, signature: Uint8Array): Promise<boolean> {
     if (messageHash.length !== 32 || publicKey.length !== 32 || signature.length !== 64) return Promise.resolve(false);
     if (this.closed) return Promise.reject(kalimaError('KALIMA_ERR_NODE_STOPPING'));
     return new Promise((resolve, reject) => {
-      let batch = this.batch;
-      if (batch === undefined) {
-        batch = { waiters: [], count: 0 };
-        this.batch = batch;
-      }
-      const offset = batch.count * ITEM_BYTES;
-      this.staging.set(messageHash, offset);
-      this.staging.set(publicKey, offset + 32);
-      this.staging.set(signature, offset + 64);
-      batch.count++;
-      batch.waiters.push({ resolve, reject });
-      if (batch.count === BATCH_MAX) this.flush();
-      else if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
+      if (this.overflow.length > 0 || this.published - this.oldest >= QUEUE_LAYOUT.slots) {
+        this.overflow.push({ messageHash, publicKey, signature, resolve, reject });
+      } else {
+        this.publish(messageHash, publicKey, signature, { resolve, reject });
       }
     });
   }
 
-  private flush(): void {
-    this.flushScheduled = false;
-    const batch = this.batch;
-    if (batch === undefined || batch.count === 0) return;
-    this.batch = undefined;
-    // The first worker with room takes the batch; the least loaded one when none has room. At a
-    // moderate load the work stays on few threads, which then compete less with the event loop
-    // for the cores; under full load every worker is busy either way.
-    let target = this.workers.find((candidate) => candidate.queuedItems + batch.count <= WORKER_QUEUE_ROOM);
-    if (target === undefined) {
-      target = this.workers[0]!;
-      for (const candidate of this.workers) if (candidate.queuedItems < target.queuedItems) target = candidate;
+  private publish(messageHash: Uint8Array, publicKey: Uint8Array, signature: Uint8Array, waiter: Waiter): void {
+    const slot = this.published & SLOT_MASK;
+    assert(this.waiters[slot] === undefined, `verify queue: slot ${slot} reused before its result was read`);
+    const offset = slot * QUEUE_LAYOUT.itemBytes;
+    this.items.set(messageHash, offset);
+    this.items.set(publicKey, offset + 32);
+    this.items.set(signature, offset + 64);
+    Atomics.store(this.states, slot, SLOT_PENDING);
+    this.waiters[slot] = waiter;
+    this.published++;
+    // The store publishes the item's bytes (Atomics are sequentially consistent); the notify wakes
+    // one waiting worker, if any waits.
+    Atomics.store(this.control, QUEUE_LAYOUT.tail, this.published | 0);
+    Atomics.notify(this.control, QUEUE_LAYOUT.tail, 1);
+  }
+
+  private resolveSlots(slots: Int32Array): void {
+    for (const slot of slots) {
+      const waiter = this.waiters[slot];
+      const state = Atomics.load(this.states, slot);
+      if (waiter === undefined || state === SLOT_PENDING) continue;
+      this.waiters[slot] = undefined;
+      waiter.resolve(state === SLOT_VALID);
     }
-    const id = this.nextBatchId++;
-    target.inFlight.set(id, batch.waiters);
-    target.queuedItems += batch.count;
-    const payload = this.staging.slice(0, batch.count * ITEM_BYTES);
-    target.worker.postMessage({ id, count: batch.count, payload }, [payload.buffer]);
+    this.advance();
+  }
+
+  /** Moves `oldest` past resolved slots, and publishes what overflowed into the room made. */
+  private advance(): void {
+    while (this.oldest < this.published && this.waiters[this.oldest & SLOT_MASK] === undefined) this.oldest++;
+    while (this.overflow.length > 0 && this.published - this.oldest < QUEUE_LAYOUT.slots && !this.closed) {
+      const next = this.overflow.shift()!;
+      this.publish(next.messageHash, next.publicKey, next.signature, next);
+    }
+  }
+
+  /**
+   * A worker stopped. Results it finished but had not reported are read from the ring; the item it
+   * was verifying is refused with a retryable 503 (the node's fault, not the message's), never as a
+   * bad signature. The rest of the queue is left to the other workers and the replacement.
+   */
+  private workerLost(index: number, cause: unknown): void {
+    const claim = Atomics.exchange(this.control, QUEUE_LAYOUT.claimBase + index, 0);
+    const error = kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'a signature verifier thread stopped', cause: String(cause) });
+    if (claim > 0) {
+      const slot = claim - 1;
+      const waiter = this.waiters[slot];
+      if (waiter !== undefined && Atomics.load(this.states, slot) === SLOT_PENDING) {
+        this.waiters[slot] = undefined;
+        waiter.reject(error);
+      }
+    }
+    const finished: number[] = [];
+    for (let position = this.oldest; position < this.published; position++) finished.push(position & SLOT_MASK);
+    this.resolveSlots(Int32Array.from(finished));
   }
 
   async close(): Promise<void> {
-    this.flush();
+    if (this.closed) return;
     this.closed = true;
     const stopping = kalimaError('KALIMA_ERR_NODE_STOPPING');
-    for (const entry of this.workers) {
-      for (const waiters of entry.inFlight.values()) for (const waiter of waiters) waiter.reject(stopping);
-      entry.inFlight.clear();
+    for (const waiter of this.overflow.splice(0)) waiter.reject(stopping);
+    for (let slot = 0; slot < QUEUE_LAYOUT.slots; slot++) {
+      const waiter = this.waiters[slot];
+      if (waiter === undefined) continue;
+      this.waiters[slot] = undefined;
+      waiter.reject(stopping);
     }
-    await Promise.all(this.workers.map((entry) => entry.worker.terminate()));
+    Atomics.store(this.control, QUEUE_LAYOUT.stop, 1);
+    Atomics.notify(this.control, QUEUE_LAYOUT.tail);
+    await Promise.all(this.workers.map((worker) => worker.terminate()));
   }
 }

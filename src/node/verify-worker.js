@@ -1,23 +1,50 @@
-// Worker thread of WorkerPoolVerifier: verifies batches of BIP-340 signatures with libsecp256k1.
-// Plain JavaScript so that it loads without a TypeScript loader. Item layout: hash(32) pubkey(32) sig(64).
-import { parentPort } from 'node:worker_threads';
+// A worker thread of WorkerPoolVerifier (verifier.ts, which sends the layout): claims items from
+// the shared ring, verifies each BIP-340 signature with libsecp256k1, writes the result into the
+// item's slot and reports the finished slots. Plain JavaScript so that it loads without a TypeScript
+// loader. Item layout: hash(32) pubkey(32) sig(64).
+import { parentPort, workerData } from 'node:worker_threads';
 import * as libsecp from 'tiny-secp256k1';
 
-const ITEM_BYTES = 128;
+const { shared, index, layout } = workerData;
+const { slots: SLOTS, itemBytes: ITEM_BYTES, tail: TAIL, head: HEAD, stop: STOP, reportItems: REPORT_ITEMS, valid: VALID, invalid: INVALID } = layout;
+const SLOT_MASK = SLOTS - 1;
+const controlWords = layout.claimBase + layout.workersMax;
+const control = new Int32Array(shared, 0, controlWords);
+const states = new Int32Array(shared, controlWords * 4, SLOTS);
+const items = new Uint8Array(shared, controlWords * 4 + SLOTS * 4);
+const claimWord = layout.claimBase + index;
 
-parentPort.on('message', ({ id, count, payload }) => {
-  const results = new Uint8Array(count);
-  for (let item = 0; item < count; item++) {
-    const offset = item * ITEM_BYTES;
-    try {
-      results[item] = libsecp.verifySchnorr(
-        payload.subarray(offset, offset + 32),
-        payload.subarray(offset + 32, offset + 64),
-        payload.subarray(offset + 64, offset + 128),
-      ) ? 1 : 0;
-    } catch {
-      results[item] = 0;
-    }
+let finished = [];
+const report = () => {
+  parentPort.postMessage(Int32Array.from(finished));
+  finished = [];
+};
+
+const verify = (offset) => {
+  try {
+    return libsecp.verifySchnorr(items.subarray(offset, offset + 32), items.subarray(offset + 32, offset + 64), items.subarray(offset + 64, offset + ITEM_BYTES));
+  } catch {
+    // tiny-secp256k1 throws on a public key that is not on the curve: a failed verification.
+    return false;
   }
-  parentPort.postMessage({ id, results }, [results.buffer]);
-});
+};
+
+while (Atomics.load(control, STOP) === 0) {
+  const head = Atomics.load(control, HEAD);
+  const tail = Atomics.load(control, TAIL);
+  // Positions wrap at 32 bits; their difference does not.
+  if (((tail - head) | 0) <= 0) {
+    if (finished.length > 0) report();
+    // Sleeps until the event loop publishes an item (the tail moves) or the pool stops.
+    Atomics.wait(control, TAIL, tail);
+    continue;
+  }
+  if (Atomics.compareExchange(control, HEAD, head, (head + 1) | 0) !== head) continue; // another worker took it
+  const slot = head & SLOT_MASK;
+  Atomics.store(control, claimWord, slot + 1);
+  const valid = verify(slot * ITEM_BYTES);
+  Atomics.store(states, slot, valid ? VALID : INVALID);
+  Atomics.store(control, claimWord, 0);
+  finished.push(slot);
+  if (finished.length >= REPORT_ITEMS) report();
+}

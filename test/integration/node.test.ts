@@ -73,12 +73,22 @@ describe('block producer', () => {
     const receipts = await Promise.all([...messages].reverse().map((message) => node.submit(message)));
     expect(new Set(receipts.map((receipt) => receipt.globalSequence)).size).toBe(count);
     expect(node.cache.entriesAt('/x')).toHaveLength(count);
-    // One more than that waits its turn: refused with a retryable code, and nothing changes.
+    await node.close();
+  });
+
+  it('refuses a device more writes in flight than it may have, with a retryable code, and commits the rest', async () => {
+    const chain = makeChain('in-flight');
+    // Verified on the calling thread, so every write of the flood is checked before a block is cut.
+    const node = await openNode(chain);
+    await createAddress(node, chain, '/x');
+    const device = await registerDevice(node, chain, { pub: ['/x'], sub: ['/x'] });
+    const count = DEVICE_IN_FLIGHT_MAX;
     const flood = Array.from({ length: count + 1 }, (_, index) => makeMessage(chain, device, { address: '/x', key: `f${index}`, nonce: 1_800_000_000_000_000 + index }));
     const outcomes = await Promise.allSettled(flood.map((message) => node.submit(message)));
     const refused = outcomes.filter((outcome) => outcome.status === 'rejected');
     expect(refused).toHaveLength(1);
     expect((refused[0] as PromiseRejectedResult).reason).toMatchObject({ code: 'KALIMA_ERR_API_OVERLOADED' });
+    expect(node.cache.entriesAt('/x')).toHaveLength(count);
     await node.close();
   });
 
