@@ -19,7 +19,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const total = Number(process.argv[2] ?? 20_000);
-if (!Number.isSafeInteger(total) || total < 1000) throw new Error('usage: tsx bench/hot-path.ts [messages >= 1000] [--profile FILE] [--heap FILE]');
+if (!Number.isSafeInteger(total) || total < 1000) throw new Error('usage: tsx bench/hot-path.ts [messages >= 1000] [--in-flight N] [--profile FILE] [--heap FILE]');
+const inFlightIndex = process.argv.indexOf('--in-flight');
+const inFlight = inFlightIndex > 0 ? Number(process.argv[inFlightIndex + 1]) : undefined;
+if (inFlight !== undefined && !(Number.isSafeInteger(inFlight) && inFlight >= 1)) throw new Error('--in-flight takes a whole number of messages of at least 1');
 // The node unrefs its timers (a server keeps the process alive); this script has no server.
 const keepAlive = setInterval(() => {}, 1000);
 const devices = 64;
@@ -50,16 +53,18 @@ const mainThreadCpuMs = (): number => {
 const run = async (slice: Message[]): Promise<{ elapsedMs: number; busyMs: number }> => {
   const startCpu = mainThreadCpuMs();
   const started = performance.now();
-  // 8 batches of 64 in flight, as the HTTP batch run.
+  // 8 batches of 64 in flight, as the HTTP batch run; or --in-flight N single messages, which at a
+  // small N gives the small blocks of a moderate load.
   let next = 0;
+  const batchSize = inFlight === undefined ? 64 : 1;
   const worker = async (): Promise<void> => {
     while (next < slice.length) {
-      const batch = slice.slice(next, next + 64);
-      next += 64;
+      const batch = slice.slice(next, next + batchSize);
+      next += batchSize;
       await Promise.all(batch.map((message) => node.submit(message)));
     }
   };
-  await Promise.all(Array.from({ length: 8 }, worker));
+  await Promise.all(Array.from({ length: inFlight ?? 8 }, worker));
   return { elapsedMs: performance.now() - started, busyMs: mainThreadCpuMs() - startCpu };
 };
 await run(messages.slice(0, Math.floor(total / 4)));
@@ -80,7 +85,9 @@ if (heapSession !== undefined) {
   await heapSession.post('HeapProfiler.enable');
   await heapSession.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
 }
+const heightBefore = node.height;
 const { elapsedMs, busyMs } = await run(measured);
+const blocks = node.height - heightBefore;
 if (heapSession !== undefined) {
   const { profile } = await heapSession.post('HeapProfiler.stopSampling');
   writeFileSync(process.argv[heapIndex + 1]!, JSON.stringify(profile));
@@ -91,7 +98,7 @@ if (session !== undefined) {
   writeFileSync(process.argv[profileIndex + 1]!, JSON.stringify(profile));
   session.disconnect();
 }
-console.log(`${measured.length} messages in ${elapsedMs.toFixed(0)} ms: ${(measured.length / (elapsedMs / 1000)).toFixed(0)} msgs/s, main thread ${((busyMs * 1000) / measured.length).toFixed(1)} µs CPU/msg`);
+console.log(`${measured.length} messages in ${elapsedMs.toFixed(0)} ms: ${(measured.length / (elapsedMs / 1000)).toFixed(0)} msgs/s, main thread ${((busyMs * 1000) / measured.length).toFixed(1)} µs CPU/msg; ${blocks} blocks of ${(measured.length / Math.max(1, blocks)).toFixed(1)} messages`);
 await node.close();
 await rm(directory, { recursive: true, force: true });
 clearInterval(keepAlive);
