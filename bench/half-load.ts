@@ -8,6 +8,7 @@
 // --b-env starts a second node ("B") with those environment variables added; KALIMA_BENCH_NODE_ARGS
 // applies to both. Each round runs A then B (B then A on odd rounds), 2 s apart.
 import { parseArgs } from 'node:util';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { KalimaClient, generateDeviceKey, loadDeviceKey } from '../src/sdk/client.ts';
 import { toHex } from '../src/ledger/hash.ts';
 import { type NodeProcess, cpuBetween, removeDirectory, startNodeProcess, threadCpu } from './node-process.ts';
@@ -55,8 +56,12 @@ async function runRound(subject: Subject, seconds: number, record: boolean, labe
   const heightBefore = (await subject.admin.status()).height;
   const before = await threadCpu(subject.node.pid);
   const start = performance.now();
+  const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+  loopDelay.enable();
   const result = await openLoop(subject.node.url, messages, { ratePerSecond: rate, connections: 256, drainTimeoutMs: 30_000, latencies: record ? subject.latencies : undefined });
   const wallMs = performance.now() - start;
+  loopDelay.disable();
+  console.log(`  client event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} max ${(loopDelay.max / 1e6).toFixed(1)} ms`);
   const cpu = cpuBetween(before, await threadCpu(subject.node.pid), wallMs, coreCount());
   const blocks = (await subject.admin.status()).height - heightBefore;
   const perMessage = (cores: number): number => Math.round((cores * wallMs * 1000) / Math.max(1, result.committed));
