@@ -3,7 +3,8 @@
 //
 // The queue is a ring in a SharedArrayBuffer. The event loop writes an item into the next slot and
 // publishes it by advancing `tail`; any idle worker claims the item at `head` with a compare-and-swap,
-// so no item is bound to a worker before that worker is running. On a small machine the threads
+// then takes the slot with a second one on its state (pending → owned by that worker), so no item is
+// bound to a worker before that worker is running, and a slot has one owner whatever dies when. On a small machine the threads
 // share the cores with the event loop, LevelDB and the clients, and a worker can be off its core for
 // a scheduler tick or more: with per-worker batches, everything queued behind it waited as well; here
 // another worker takes the rest. A worker reports the slots it finished in one message when the
@@ -32,23 +33,29 @@ export const QUEUE_LAYOUT = {
   /** Slots in the ring; a power of two, so a wrapping 32-bit position maps onto a slot with a mask. */
   slots: 4096,
   itemBytes: 32 + 32 + 64,
-  /** Int32 control words: tail, head, stop, then one claim word per worker. */
+  /** Int32 control words. */
+  controlWords: 3,
   tail: 0,
   head: 1,
   stop: 2,
-  claimBase: 4,
   /** Results a worker collects before it reports them while the queue still has items. */
   reportItems: 16,
   workersMax: 256,
-  /** Slot states; a worker writes valid or invalid once it has verified the slot's item. */
+  /**
+   * Slot states. A worker moves a pending slot to ownedBase + its index, verifies the item and
+   * writes valid or invalid; the event loop takes back a slot that a lost worker left (takenBack).
+   */
   pending: 0,
   valid: 1,
   invalid: 2,
+  takenBack: 3,
+  ownedBase: 16,
 } as const;
 
 const SLOT_MASK = QUEUE_LAYOUT.slots - 1;
-const CONTROL_WORDS = QUEUE_LAYOUT.claimBase + QUEUE_LAYOUT.workersMax;
-const { pending: SLOT_PENDING, valid: SLOT_VALID } = QUEUE_LAYOUT;
+const CONTROL_WORDS = QUEUE_LAYOUT.controlWords;
+const { pending: SLOT_PENDING, valid: SLOT_VALID, invalid: SLOT_INVALID, takenBack: SLOT_TAKEN_BACK, ownedBase: SLOT_OWNED_BASE } = QUEUE_LAYOUT;
+const isAnswered = (state: number): boolean => state === SLOT_VALID || state === SLOT_INVALID;
 
 interface Waiter {
   resolve: (valid: boolean) => void;
@@ -134,7 +141,7 @@ export class WorkerPoolVerifier implements SignatureVerifier {
     for (const slot of slots) {
       const waiter = this.waiters[slot];
       const state = Atomics.load(this.states, slot);
-      if (waiter === undefined || state === SLOT_PENDING) continue;
+      if (waiter === undefined || !isAnswered(state)) continue;
       this.waiters[slot] = undefined;
       waiter.resolve(state === SLOT_VALID);
     }
@@ -151,24 +158,35 @@ export class WorkerPoolVerifier implements SignatureVerifier {
   }
 
   /**
-   * A worker stopped. Results it finished but had not reported are read from the ring; the item it
-   * was verifying is refused with a retryable 503 (the node's fault, not the message's), never as a
-   * bad signature. The rest of the queue is left to the other workers and the replacement.
+   * A worker stopped. Results it finished but had not reported are read from the ring. The item it
+   * owned is refused with a retryable 503 (the node's fault, not the message's, and never a bad
+   * signature), and so is an item it had claimed at `head` but not yet owned: taking such a slot
+   * back with a compare-and-swap leaves it to nobody else. The rest of the queue is left to the
+   * other workers and the replacement.
    */
   private workerLost(index: number, cause: unknown): void {
-    const claim = Atomics.exchange(this.control, QUEUE_LAYOUT.claimBase + index, 0);
     const error = kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'a signature verifier thread stopped', cause: String(cause) });
-    if (claim > 0) {
-      const slot = claim - 1;
+    const head = Atomics.load(this.control, QUEUE_LAYOUT.head);
+    const owned = SLOT_OWNED_BASE + index;
+    for (let position = this.oldest; position < this.published; position++) {
+      const slot = position & SLOT_MASK;
       const waiter = this.waiters[slot];
-      if (waiter !== undefined && Atomics.load(this.states, slot) === SLOT_PENDING) {
+      if (waiter === undefined) continue;
+      const state = Atomics.load(this.states, slot);
+      if (isAnswered(state)) {
+        this.waiters[slot] = undefined;
+        waiter.resolve(state === SLOT_VALID);
+        continue;
+      }
+      // Claimed: behind `head` (positions wrap at 32 bits; their difference does not).
+      const claimed = ((head - (position | 0)) | 0) > 0;
+      const orphaned = state === owned || (state === SLOT_PENDING && claimed);
+      if (orphaned && Atomics.compareExchange(this.states, slot, state, SLOT_TAKEN_BACK) === state) {
         this.waiters[slot] = undefined;
         waiter.reject(error);
       }
     }
-    const finished: number[] = [];
-    for (let position = this.oldest; position < this.published; position++) finished.push(position & SLOT_MASK);
-    this.resolveSlots(Int32Array.from(finished));
+    this.advance();
   }
 
   async close(): Promise<void> {

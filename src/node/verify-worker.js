@@ -8,11 +8,11 @@ import * as libsecp from 'tiny-secp256k1';
 const { shared, index, layout } = workerData;
 const { slots: SLOTS, itemBytes: ITEM_BYTES, tail: TAIL, head: HEAD, stop: STOP, reportItems: REPORT_ITEMS, valid: VALID, invalid: INVALID } = layout;
 const SLOT_MASK = SLOTS - 1;
-const controlWords = layout.claimBase + layout.workersMax;
+const { controlWords, pending: PENDING } = layout;
+const owned = layout.ownedBase + index;
 const control = new Int32Array(shared, 0, controlWords);
 const states = new Int32Array(shared, controlWords * 4, SLOTS);
 const items = new Uint8Array(shared, controlWords * 4 + SLOTS * 4);
-const claimWord = layout.claimBase + index;
 
 let finished = [];
 const report = () => {
@@ -41,10 +41,11 @@ while (Atomics.load(control, STOP) === 0) {
   }
   if (Atomics.compareExchange(control, HEAD, head, (head + 1) | 0) !== head) continue; // another worker took it
   const slot = head & SLOT_MASK;
-  Atomics.store(control, claimWord, slot + 1);
+  // The slot is this worker's only if it is still pending: the event loop takes back a slot claimed
+  // by a worker that died before owning it, and may have taken this one in that belief.
+  if (Atomics.compareExchange(states, slot, PENDING, owned) !== PENDING) continue;
   const valid = verify(slot * ITEM_BYTES);
   Atomics.store(states, slot, valid ? VALID : INVALID);
-  Atomics.store(control, claimWord, 0);
   finished.push(slot);
   if (finished.length >= REPORT_ITEMS) report();
 }

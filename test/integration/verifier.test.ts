@@ -110,6 +110,24 @@ describe('WorkerPoolVerifier', () => {
     expect(after).toEqual(cases.map((item) => item.valid));
   });
 
+  it('refuses an item a lost worker had claimed but not yet taken, instead of leaving it waiting for ever', async () => {
+    const [item] = makeCases(1, 'orphan');
+    const verifier = pool(1);
+    await expect(verifier.verify(item!.hash, item!.publicKey, item!.signature)).resolves.toBe(true);
+    // The state a worker leaves when it dies between its claim at `head` and taking the slot: the
+    // next position is claimed, and no worker owns it.
+    const control = (verifier as unknown as { control: Int32Array }).control;
+    Atomics.add(control, QUEUE_LAYOUT.head, 1);
+    const orphan = verifier.verify(item!.hash, item!.publicKey, item!.signature);
+    const outcome = Promise.race([orphan.then(() => 'answered', () => 'refused'), new Promise((resolve) => setTimeout(() => resolve('waiting'), 100))]);
+    expect(await outcome).toBe('waiting');
+    const settled = orphan.catch((error: unknown) => error);
+    await workersOf(verifier)[0]!.terminate();
+    expect(await settled).toMatchObject({ code: 'KALIMA_ERR_NODE_NOT_READY' });
+    // The replacement takes the queue from there.
+    await expect(verifier.verify(item!.hash, item!.publicKey, item!.signature)).resolves.toBe(true);
+  });
+
   it('on close refuses what is still queued and everything after, with NODE_STOPPING', async () => {
     const cases = makeCases(30, 'close');
     const verifier = pool(1);
