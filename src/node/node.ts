@@ -116,6 +116,9 @@ export class KalimaNode {
   /** Produced blocks waiting for their write or in it, in height order. */
   private readonly undurable: ProducedBlock[] = [];
   private writing: Promise<void> | undefined;
+  /** The blocks inside the synced write in progress: only the write's outcome settles them. */
+  private writingBatch: ProducedBlock[] | undefined;
+  private closed: Promise<void> | undefined;
   /** The chain's head as produced: the last undurable block, or the durable tip. */
   private head: { tip: TipRecord; state: DraftBase };
   private readonly inFlightByDevice = new Map<string, number>();
@@ -254,14 +257,22 @@ export class KalimaNode {
     else pending.reject(outcome.error);
   }
 
-  /** A replay of an already committed message says where it was committed. */
+  /**
+   * A replay of an already committed message says where it was committed. It never throws: a store
+   * that cannot answer leaves the refusal as it was, so the message is still settled.
+   */
   private async explain(error: unknown, hash: Uint8Array): Promise<unknown> {
     if (!isKalimaError(error, 'KALIMA_ERR_LEDGER_NONCE_REPLAYED') && !isKalimaError(error, 'KALIMA_ERR_LEDGER_NONCE_TOO_OLD')) return error;
-    const location = await this.options.store.locateMessage(hash);
-    if (location === undefined) return error;
-    const located = await this.options.store.messageAt(location);
-    if (located === undefined) return error;
-    return kalimaError(error.code, { ...error.details, committed: receiptOf(located, hash) });
+    try {
+      const location = await this.options.store.locateMessage(hash);
+      if (location === undefined) return error;
+      const located = await this.options.store.messageAt(location);
+      if (located === undefined) return error;
+      return kalimaError(error.code, { ...error.details, committed: receiptOf(located, hash) });
+    } catch (lookupError) {
+      this.options.logger.warn({ err: lookupError }, 'could not look up where a replayed message was committed');
+      return error;
+    }
   }
 
   private checkServing(): void {
@@ -447,15 +458,26 @@ export class KalimaNode {
       if (batch.length === BLOCKS_PER_WRITE_MAX || produced.block === undefined || produced.bytes === undefined) break;
       batch.push(produced as ProducedBlock & BlockWrite);
     }
+    this.writingBatch = batch;
     try {
       await this.options.store.commitBlocks(batch);
     } catch (error) {
+      this.writingBatch = undefined;
       this.stop(error, 'block write failed; the node stops producing', kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'storage failed' }), [], batch[0]!.tip.height);
       return;
     }
+    this.writingBatch = undefined;
+    // Durable, even if the node stopped producing meanwhile (stop() leaves a write in progress to
+    // its outcome): apply, acknowledge and stream these blocks.
     this.undurable.splice(0, batch.length);
+    try {
+      for (const produced of batch) this.applyDurable(produced);
+    } catch (error) {
+      // A bug: the cache may now be behind the disk. Refuse what is not yet applied; a restart re-checks the store.
+      this.stop(error, 'applying a durable block failed; the node stops producing', kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'applying a block failed' }), batch.flatMap((produced) => produced.included));
+      return;
+    }
     // The next undurable block, if any, was built on the last of these; it now reads the cache.
-    for (const produced of batch) this.applyDurable(produced);
     this.undurable[0]?.draft.rebase(this.cache);
     if (this.undurable.length === 0) this.head = { tip: this.tip, state: this.cache };
     // Room ahead of the disk again, and the messages that queued during the write go now.
@@ -492,10 +514,12 @@ export class KalimaNode {
    * and the node stops producing rather than guess what is on disk. A restart re-checks the store.
    */
   private stop(error: unknown, message: string, refusal: unknown, taken: Pending[], height = this.head.tip.height + 1): void {
-    this.failure = error;
+    this.failure ??= error;
     this.options.logger.error({ err: error, height }, message);
     for (const pending of taken) this.settle(pending, { error: refusal });
-    for (const produced of this.undurable.splice(0)) for (const pending of produced.included) this.settle(pending, { error: refusal });
+    // A synced write in progress may yet succeed: its blocks wait for its outcome (writeReady).
+    const writing = this.writingBatch ?? [];
+    for (const produced of this.undurable.splice(writing.length)) for (const pending of produced.included) this.settle(pending, { error: refusal });
     for (const pending of this.queue.splice(0)) this.settle(pending, { error: refusal });
     this.queuedBytes = 0;
     this.head = { tip: this.tip, state: this.cache };
@@ -524,8 +548,12 @@ export class KalimaNode {
   }
 
   /** Stops taking messages, lets the block in progress finish, and closes the store. */
-  async close(): Promise<void> {
-    if (this.closing) return;
+  close(): Promise<void> {
+    this.closed ??= this.closeOnce();
+    return this.closed;
+  }
+
+  private async closeOnce(): Promise<void> {
     this.closing = true;
     if (this.blockTimer !== undefined) this.options.scheduler.clearTimeout(this.blockTimer);
     if (this.expiryTimer !== undefined) this.options.scheduler.clearTimeout(this.expiryTimer);
@@ -543,7 +571,8 @@ export class KalimaNode {
 
   /**
    * Produces one block of what is queued now (and of the TTL deletes due) and waits until every
-   * block produced so far is durable; for tests and tools that drive time themselves.
+   * block produced so far is durable; for tests and tools that drive time themselves. Throws
+   * KALIMA_ERR_NODE_NOT_READY once the node has stopped producing after a failure.
    */
   async flush(): Promise<void> {
     for (;;) {
@@ -555,6 +584,8 @@ export class KalimaNode {
     this.clearBlockTimer();
     await this.startProducing();
     while (this.writing !== undefined) await this.writing;
+    // What it produced was refused, not written: say so rather than return as if all were durable.
+    if (this.failure !== undefined) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the node stopped producing blocks after a storage or internal failure (see its log); restart it' });
   }
 
   private clearBlockTimer(): void {

@@ -41,6 +41,10 @@ export const QUEUE_LAYOUT = {
   /** Results a worker collects before it reports them while the queue still has items. */
   reportItems: 16,
   workersMax: 256,
+  /** Items that may wait beyond the ring; more are refused with KALIMA_ERR_API_OVERLOADED. */
+  overflowMax: 65_536,
+  /** A worker that stops before it is ready this many times in a row takes the pool down. */
+  startFailuresMax: 3,
   /**
    * Slot states. A worker moves a pending slot to ownedBase + its index, verifies the item and
    * writes valid or invalid; the event loop takes back a slot that a lost worker left (takenBack).
@@ -79,12 +83,19 @@ export class WorkerPoolVerifier implements SignatureVerifier {
   /** Items published so far (its low 32 bits are the control word) and the oldest still unresolved. */
   private published = 0;
   private oldest = 0;
-  /** Items that found the ring full; published in order as slots free up. */
-  private readonly overflow: Overflow[] = [];
+  /** Items that found the ring full, published in order as slots free up: overflow[overflowNext...]. */
+  private overflow: Overflow[] = [];
+  private overflowNext = 0;
+  /** Workers in a row that stopped before they were ready; a ready worker resets it. */
+  private startFailures = 0;
+  private readonly respawnTimers = new Set<NodeJS.Timeout>();
+  /** Set when the worker threads cannot start: every item is refused with it. */
+  private broken: unknown;
   private closed = false;
 
-  constructor(threadCount = availableParallelism()) {
-    const count = Math.min(QUEUE_LAYOUT.workersMax, Math.max(1, threadCount));
+  /** `workerUrl` is the worker's script; tests give a broken one to see the pool fail cleanly. */
+  constructor(threadCount = availableParallelism(), private readonly workerUrl = new URL('./verify-worker.js', import.meta.url)) {
+    const count = Math.min(QUEUE_LAYOUT.workersMax, Number.isFinite(threadCount) ? Math.max(1, Math.floor(threadCount)) : 1);
     const controlBytes = CONTROL_WORDS * 4;
     this.shared = new SharedArrayBuffer(controlBytes + QUEUE_LAYOUT.slots * 4 + QUEUE_LAYOUT.slots * QUEUE_LAYOUT.itemBytes);
     this.control = new Int32Array(this.shared, 0, CONTROL_WORDS);
@@ -94,12 +105,39 @@ export class WorkerPoolVerifier implements SignatureVerifier {
   }
 
   private spawn(index: number): Worker {
-    const worker = new Worker(new URL('./verify-worker.js', import.meta.url), { workerData: { shared: this.shared, index, layout: QUEUE_LAYOUT } });
-    worker.on('message', (slots: Int32Array) => this.resolveSlots(slots));
+    const worker = new Worker(this.workerUrl, { workerData: { shared: this.shared, index, layout: QUEUE_LAYOUT } });
+    let ready = false;
+    worker.on('message', (message: Int32Array | 'ready') => {
+      if (message !== 'ready') this.resolveSlots(message);
+      else {
+        ready = true;
+        this.startFailures = 0;
+      }
+    });
+    let failed = false;
     const fail = (cause: unknown): void => {
-      if (this.workers[index] !== worker) return;
+      // 'error' is followed by 'exit': one failure.
+      if (failed || this.workers[index] !== worker) return;
+      failed = true;
       this.workerLost(index, cause);
-      if (!this.closed) this.workers[index] = this.spawn(index);
+      if (this.closed || this.broken !== undefined) return;
+      if (ready) {
+        this.respawn(index);
+        return;
+      }
+      // A worker that cannot even start (a broken install, no memory) would fail again at once:
+      // back off, and after a few in a row refuse everything rather than spin.
+      this.startFailures++;
+      if (this.startFailures >= QUEUE_LAYOUT.startFailuresMax) {
+        this.fail(kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the signature verifier threads cannot start', cause: String(cause) }));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.respawnTimers.delete(timer);
+        if (!this.closed && this.broken === undefined) this.respawn(index);
+      }, 100 * 2 ** (this.startFailures - 1));
+      timer.unref();
+      this.respawnTimers.add(timer);
     };
     worker.on('error', fail);
     worker.on('exit', (code) => {
@@ -109,11 +147,41 @@ export class WorkerPoolVerifier implements SignatureVerifier {
     return worker;
   }
 
+  private respawn(index: number): void {
+    try {
+      this.workers[index] = this.spawn(index);
+    } catch (error) {
+      this.fail(kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'a signature verifier thread cannot be started', cause: String(error) }));
+    }
+  }
+
+  /** The pool cannot verify any more: everything waiting, and everything after, is refused. */
+  private fail(error: unknown): void {
+    this.broken = error;
+    this.rejectAll(error);
+  }
+
+  private rejectAll(error: unknown): void {
+    const overflow = this.overflow.slice(this.overflowNext);
+    this.overflow = [];
+    this.overflowNext = 0;
+    for (const waiter of overflow) waiter.reject(error);
+    for (let slot = 0; slot < QUEUE_LAYOUT.slots; slot++) {
+      const waiter = this.waiters[slot];
+      if (waiter === undefined) continue;
+      this.waiters[slot] = undefined;
+      waiter.reject(error);
+    }
+  }
+
   verify(messageHash: Uint8Array, publicKey: Uint8Array, signature: Uint8Array): Promise<boolean> {
     if (messageHash.length !== 32 || publicKey.length !== 32 || signature.length !== 64) return Promise.resolve(false);
     if (this.closed) return Promise.reject(kalimaError('KALIMA_ERR_NODE_STOPPING'));
+    if (this.broken !== undefined) return Promise.reject(this.broken);
+    const overflowing = this.overflow.length - this.overflowNext;
+    if (overflowing >= QUEUE_LAYOUT.overflowMax) return Promise.reject(kalimaError('KALIMA_ERR_API_OVERLOADED', { verifying: QUEUE_LAYOUT.slots + overflowing }));
     return new Promise((resolve, reject) => {
-      if (this.overflow.length > 0 || this.published - this.oldest >= QUEUE_LAYOUT.slots) {
+      if (overflowing > 0 || this.published - this.oldest >= QUEUE_LAYOUT.slots) {
         this.overflow.push({ messageHash, publicKey, signature, resolve, reject });
       } else {
         this.publish(messageHash, publicKey, signature, { resolve, reject });
@@ -151,9 +219,17 @@ export class WorkerPoolVerifier implements SignatureVerifier {
   /** Moves `oldest` past resolved slots, and publishes what overflowed into the room made. */
   private advance(): void {
     while (this.oldest < this.published && this.waiters[this.oldest & SLOT_MASK] === undefined) this.oldest++;
-    while (this.overflow.length > 0 && this.published - this.oldest < QUEUE_LAYOUT.slots && !this.closed) {
-      const next = this.overflow.shift()!;
+    while (this.overflowNext < this.overflow.length && this.published - this.oldest < QUEUE_LAYOUT.slots && !this.closed) {
+      const next = this.overflow[this.overflowNext++]!;
       this.publish(next.messageHash, next.publicKey, next.signature, next);
+    }
+    // Drop the published front now and then, not an element at a time (shift() is O(n)).
+    if (this.overflowNext === this.overflow.length) {
+      this.overflow = [];
+      this.overflowNext = 0;
+    } else if (this.overflowNext >= 4096 && this.overflowNext * 2 >= this.overflow.length) {
+      this.overflow = this.overflow.slice(this.overflowNext);
+      this.overflowNext = 0;
     }
   }
 
@@ -192,14 +268,9 @@ export class WorkerPoolVerifier implements SignatureVerifier {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const stopping = kalimaError('KALIMA_ERR_NODE_STOPPING');
-    for (const waiter of this.overflow.splice(0)) waiter.reject(stopping);
-    for (let slot = 0; slot < QUEUE_LAYOUT.slots; slot++) {
-      const waiter = this.waiters[slot];
-      if (waiter === undefined) continue;
-      this.waiters[slot] = undefined;
-      waiter.reject(stopping);
-    }
+    for (const timer of this.respawnTimers) clearTimeout(timer);
+    this.respawnTimers.clear();
+    this.rejectAll(kalimaError('KALIMA_ERR_NODE_STOPPING'));
     Atomics.store(this.control, QUEUE_LAYOUT.stop, 1);
     Atomics.notify(this.control, QUEUE_LAYOUT.tail);
     await Promise.all(this.workers.map((worker) => worker.terminate()));

@@ -23,11 +23,16 @@ const report = () => {
 const verify = (offset) => {
   try {
     return libsecp.verifySchnorr(items.subarray(offset, offset + 32), items.subarray(offset + 32, offset + 64), items.subarray(offset + 64, offset + ITEM_BYTES));
-  } catch {
-    // tiny-secp256k1 throws on a public key that is not on the curve: a failed verification.
-    return false;
+  } catch (error) {
+    // tiny-secp256k1 refuses a public key that is not on the curve (or an out-of-range signature)
+    // with a TypeError: a failed verification. Anything else is this thread's fault, not the
+    // message's: the thread stops, and the pool refuses the item with a retryable code.
+    if (error instanceof TypeError) return false;
+    throw error;
   }
 };
+
+parentPort.postMessage('ready');
 
 while (Atomics.load(control, STOP) === 0) {
   const head = Atomics.load(control, HEAD);

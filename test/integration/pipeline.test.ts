@@ -14,7 +14,7 @@ import { createAddress, makeChain, makeMessage, openNode, registerDevice } from 
 import { type BlockSigner, InlineBlockSigner, WorkerBlockSigner } from '../../src/node/block-signer.ts';
 import { KalimaNode as Node } from '../../src/node/node.ts';
 import { InlineVerifier } from '../../src/node/verifier.ts';
-import { ChainStore } from '../../src/store/chain-store.ts';
+import { ChainStore, type MessageLocation } from '../../src/store/chain-store.ts';
 import { silentLogger, systemClock, systemScheduler } from '../../src/ports.ts';
 import { verifySchnorr } from '../../src/ledger/signature.ts';
 import { blockHash } from '../../src/ledger/block.ts';
@@ -64,7 +64,11 @@ class GatedKv implements KvStore {
     return this.inner.entries(range);
   }
 
-  async close(): Promise<void> {}
+  closed = false;
+  async close(): Promise<void> {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    this.closed = true;
+  }
 }
 
 async function until(condition: () => boolean, what: string): Promise<void> {
@@ -300,5 +304,98 @@ describe('block signing off the event loop', () => {
     const reopened = await openNode(chain, { kv });
     expect(reopened.height).toBe(base);
     await reopened.close();
+  });
+});
+
+/** Throws synchronously on the call the test names, as a signer with a bug in its own code would. */
+class ThrowingSigner implements BlockSigner {
+  calls = 0;
+  throwAt = Number.POSITIVE_INFINITY;
+  constructor(private readonly inner: BlockSigner) {}
+  sign(hash: Uint8Array): Promise<Uint8Array> {
+    if (++this.calls === this.throwAt) throw new Error('signer bug');
+    return this.inner.sign(hash);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+/** A store whose message-hash index cannot be read, as after a LevelDB read error. */
+class UnreadableIndexStore extends ChainStore {
+  failLocate = false;
+  override async locateMessage(hash: Uint8Array): Promise<MessageLocation | undefined> {
+    if (this.failLocate) throw new Error('read I/O error');
+    return super.locateMessage(hash);
+  }
+}
+
+describe('pipeline failures', () => {
+  it('settles a message the block refuses even when the store cannot say where its nonce was used, and keeps producing', async () => {
+    const chain = makeChain('explain-fails');
+    const store = new UnreadableIndexStore(new MemoryKvStore());
+    const node = await Node.open({
+      genesis: chain.genesis, store, nodeKey: chain.nodeKey, clock: systemClock, rng: chain.rng,
+      scheduler: systemScheduler, verifier: new InlineVerifier(), logger: silentLogger,
+    });
+    await createAddress(node, chain, '/p');
+    const device = await registerDevice(node, chain, { pub: ['/p'], sub: ['/p'] });
+    // A full replay window (nonces 1..128): nonce 0 passes the check on arrival, and is too old in
+    // the block once nonce 1000 ahead of it has moved the window on.
+    for (const start of [1, 65]) {
+      await Promise.all(Array.from({ length: 64 }, (_, index) => node.submit(makeMessage(chain, device, { address: '/p', key: `w${start + index}`, nonce: start + index }))));
+    }
+    store.failLocate = true;
+    const ahead = node.submit(makeMessage(chain, device, { address: '/p', key: 'ahead', nonce: 1000 }));
+    const late = node.submit(makeMessage(chain, device, { address: '/p', key: 'late', nonce: 0 }));
+    await expect(ahead).resolves.toMatchObject({ sequence: expect.any(Number) });
+    await expect(late).rejects.toMatchObject({ code: 'KALIMA_ERR_LEDGER_NONCE_TOO_OLD' });
+    expect(node.getEntry('/p', 'late')).toBeUndefined();
+    await expect(node.submit(makeMessage(chain, device, { address: '/p', key: 'after', nonce: 1001 }))).resolves.toBeDefined();
+    await node.close();
+  });
+
+  it('when production fails during a write, acknowledges and streams the blocks that write makes durable, and refuses the rest', async () => {
+    let signer: ThrowingSigner | undefined;
+    const { node, kv, chain, device } = await openWithSigner('fail-during-write', (c) => (signer = new ThrowingSigner(new InlineBlockSigner(c.nodeKey, c.rng))));
+    const base = node.height;
+    const streamed: number[] = [];
+    node.onBlock((committed) => streamed.push(committed.block.header.height));
+    kv.hold();
+    const durable = node.submit(makeMessage(chain, device, { address: '/p', key: 'durable', body: 'v' }));
+    await until(() => node.producedHeight === base + 1 && kv.blocked === 1, 'the first block at the held write');
+    // The next block, full and so built ahead of the disk, fails inside production.
+    signer!.throwAt = signer!.calls + 1;
+    const behind = Array.from({ length: 3 }, (_, index) => track(node.submit(makeMessage(chain, device, { address: '/p', key: `b${index}`, body: BIG }))));
+    await until(() => behind.filter((item) => item.settled()).length >= 2, 'the failed block refused');
+    expect(node.height).toBe(base);
+    kv.release();
+    await expect(durable).resolves.toMatchObject({ height: base + 1 });
+    expect(node.height).toBe(base + 1);
+    expect(node.getEntry('/p', 'durable')).toBeDefined();
+    expect(streamed).toEqual([base + 1]);
+    for (const item of behind) await expect(item.promise).rejects.toMatchObject({ code: expect.stringMatching(/^KALIMA_ERR_NODE_/) });
+    await expect(node.submit(makeMessage(chain, device, { address: '/p', key: 'later' }))).rejects.toMatchObject({ code: 'KALIMA_ERR_NODE_NOT_READY' });
+    await node.close();
+    const reopened = await openNode(chain, { kv });
+    expect(reopened.height).toBe(base + 1);
+    await reopened.close();
+  });
+
+  it('flush() throws once a write has failed, instead of returning as if all were durable', async () => {
+    const { node, kv, chain, device } = await setup('flush-after-failure');
+    kv.failNext(new Error('disk full'));
+    const refused = node.submit(makeMessage(chain, device, { address: '/p', key: 'k', body: 'v' }));
+    expect(await refused.catch((error: unknown) => error)).toMatchObject({ code: 'KALIMA_ERR_NODE_NOT_READY' });
+    await expect(node.flush()).rejects.toMatchObject({ code: 'KALIMA_ERR_NODE_NOT_READY' });
+    await node.close();
+  });
+
+  it('a second close() waits for the first to close the store', async () => {
+    const { node, kv } = await setup('close-twice');
+    const first = node.close();
+    await node.close();
+    expect(kv.closed).toBe(true);
+    await first;
   });
 });

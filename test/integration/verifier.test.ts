@@ -1,5 +1,9 @@
 // The worker-pool verifier: real worker threads over the shared ring, cross-checked against
 // @noble/secp256k1 on the main thread.
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateKeyPair, signSchnorr, verifySchnorrNoble } from '../../src/ledger/signature.ts';
@@ -126,6 +130,20 @@ describe('WorkerPoolVerifier', () => {
     expect(await settled).toMatchObject({ code: 'KALIMA_ERR_NODE_NOT_READY' });
     // The replacement takes the queue from there.
     await expect(verifier.verify(item!.hash, item!.publicKey, item!.signature)).resolves.toBe(true);
+  });
+
+  it('refuses everything with a retryable code when its worker threads cannot start, instead of respawning them for ever', async () => {
+    const directory = await mkdtemp(join(tmpdir(), 'kalima-verifier-'));
+    const broken = join(directory, 'broken-worker.mjs');
+    await writeFile(broken, "throw new Error('a broken install');\n");
+    const verifier = new WorkerPoolVerifier(2, pathToFileURL(broken));
+    open.push(verifier);
+    const [item] = makeCases(1, 'broken');
+    const started = performance.now();
+    await expect(verifier.verify(item!.hash, item!.publicKey, item!.signature)).rejects.toMatchObject({ code: 'KALIMA_ERR_NODE_NOT_READY', details: { reason: 'the signature verifier threads cannot start' } });
+    // Three failed starts in a row with backoff between them, then it gives up.
+    expect(performance.now() - started).toBeLessThan(5_000);
+    await expect(verifier.verify(item!.hash, item!.publicKey, item!.signature)).rejects.toMatchObject({ code: 'KALIMA_ERR_NODE_NOT_READY' });
   });
 
   it('on close refuses what is still queued and everything after, with NODE_STOPPING', async () => {
