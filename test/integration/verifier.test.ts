@@ -146,6 +146,17 @@ describe('WorkerPoolVerifier', () => {
     await expect(verifier.verify(item!.hash, item!.publicKey, item!.signature)).rejects.toMatchObject({ code: 'KALIMA_ERR_NODE_NOT_READY' });
   });
 
+  it('refuses an item with API_OVERLOADED once the ring and the overflow behind it are full', async () => {
+    const [item] = makeCases(1, 'bounded');
+    const verifier = pool(1);
+    const room = QUEUE_LAYOUT.slots + QUEUE_LAYOUT.overflowMax;
+    const queued = Array.from({ length: room }, () => verifier.verify(item!.hash, item!.publicKey, item!.signature).catch((error: unknown) => error));
+    await expect(verifier.verify(item!.hash, item!.publicKey, item!.signature)).rejects.toMatchObject({ code: 'KALIMA_ERR_API_OVERLOADED' });
+    await verifier.close();
+    const outcomes = await Promise.all(queued);
+    expect(outcomes.filter((outcome) => (outcome as { code?: string }).code === 'KALIMA_ERR_API_OVERLOADED')).toHaveLength(0);
+  });
+
   it('on close refuses what is still queued and everything after, with NODE_STOPPING', async () => {
     const cases = makeCases(30, 'close');
     const verifier = pool(1);
