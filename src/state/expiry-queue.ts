@@ -1,5 +1,6 @@
 // A min-heap of TTL deadlines. Items go stale when their entry is overwritten or deleted; they
-// are dropped lazily, when they reach the top.
+// are dropped lazily, when they reach the top, and by `retain` when they outnumber the live ones
+// (a key rewritten every second with a one-day TTL would otherwise keep 86,400 of them).
 export interface ExpiryItem {
   expiresAtMs: number;
   address: string;
@@ -25,6 +26,14 @@ export class ExpiryQueue {
       index = parent;
     }
     heap[index] = item;
+  }
+
+  /** Keeps only the items `live` accepts, in O(n). */
+  retain(live: (item: ExpiryItem) => boolean): void {
+    const kept = this.heap.filter(live);
+    this.heap.length = 0;
+    kept.sort((a, b) => a.expiresAtMs - b.expiresAtMs); // a sorted array is a valid min-heap
+    for (const item of kept) this.heap.push(item);
   }
 
   peek(): ExpiryItem | undefined {

@@ -55,6 +55,9 @@ function redeemedDeviceOf(entry: CacheEntry | undefined): string | undefined {
   }
 }
 
+/** Stale expiry items tolerated beyond two per entry before they are swept. */
+const EXPIRY_STALE_SLACK = 1024;
+
 export class MemCache implements StateReader {
   private readonly byAddress = new Map<string, Map<string, CacheEntry>>();
   private readonly heads = new Map<string, number>();
@@ -118,8 +121,7 @@ export class MemCache implements StateReader {
       const top = this.expiries.peek();
       if (top === undefined || top.expiresAtMs > nowMs) break;
       this.expiries.pop();
-      const current = this.getEntry(top.address, top.key);
-      if (current !== undefined && current.globalSequence === top.globalSequence) due.push(top);
+      if (this.isLiveExpiry(top)) due.push(top);
     }
     return due;
   }
@@ -134,8 +136,7 @@ export class MemCache implements StateReader {
     for (;;) {
       const top = this.expiries.peek();
       if (top === undefined) return undefined;
-      const current = this.getEntry(top.address, top.key);
-      if (current !== undefined && current.globalSequence === top.globalSequence) return top.expiresAtMs;
+      if (this.isLiveExpiry(top)) return top.expiresAtMs;
       this.expiries.pop();
     }
   }
@@ -149,7 +150,19 @@ export class MemCache implements StateReader {
     if (!keys.has(entry.key)) this.entryCount++;
     keys.set(entry.key, entry);
     const deadline = expiresAtMs(entry);
-    if (deadline !== undefined) this.expiries.push({ expiresAtMs: deadline, address: entry.address, key: entry.key, globalSequence: entry.globalSequence });
+    if (deadline === undefined) return;
+    this.expiries.push({ expiresAtMs: deadline, address: entry.address, key: entry.key, globalSequence: entry.globalSequence });
+    // At most one item per entry is live; past twice that, the stale ones go (amortised O(1) a push).
+    if (this.expiries.size > 2 * this.entryCount + EXPIRY_STALE_SLACK) this.expiries.retain((item) => this.isLiveExpiry(item));
+  }
+
+  private isLiveExpiry(item: ExpiryItem): boolean {
+    return this.getEntry(item.address, item.key)?.globalSequence === item.globalSequence;
+  }
+
+  /** Deadlines held, live or stale. */
+  get expiryCount(): number {
+    return this.expiries.size;
   }
 
   private deleteEntry(address: string, key: string): void {

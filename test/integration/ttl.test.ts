@@ -332,6 +332,24 @@ describe('a write before the deadline replaces the expiry', () => {
     expect((await ttlDeletes(harness)).map(({ key }) => key)).toEqual(['lease']);
   });
 
+  it('rewriting a value with a long ttl behind an earlier deadline keeps the expiry queue bounded, and the live deadlines still delete', async () => {
+    const harness = await setUp('rewrite-often');
+    // A value written once holds the earliest live deadline, so the hot key's stale ones sit behind it.
+    await write(harness, 'serial', 'A-113', 86_400);
+    const writes = 1_500;
+    for (let index = 0; index < writes; index++) await write(harness, 'gauge', `reading ${index}`, 86_400);
+    // One live deadline, the rest stale: swept once they outnumber twice the entries plus a slack.
+    expect(harness.node.cache.expiryCount).toBeLessThanOrEqual(2 * harness.node.cache.size + 1_024);
+    expect(harness.node.cache.expiryCount).toBeLessThan(writes);
+    const deadlineMs = deadlineOf(harness, 'gauge');
+    await harness.scheduler.advance(deadlineMs - harness.clock.nowMs() + BLOCK_DELAY_MS);
+    expect(harness.node.getEntry(ADDRESS, 'gauge')).toBeUndefined();
+    expect(harness.node.getEntry(ADDRESS, 'serial')).toBeUndefined();
+    const deletes = (await harness.node.history(ADDRESS, { fromSequence: writes + 1, limit: 10 }))
+      .filter((located) => located.committed.message.props.some(([name, value]) => name === SYSTEM_REASON_PROP && value === SYSTEM_REASON_TTL));
+    expect(deletes.map((located) => located.committed.message.key)).toEqual(['serial', 'gauge']);
+  });
+
   it('a delete by the device first leaves nothing for the producer to delete', async () => {
     const harness = await setUp('deleted-first');
     await write(harness, 'tmp', 'scratch', 1);
