@@ -3,13 +3,14 @@
 //
 // The queue is a ring in a SharedArrayBuffer. The event loop writes an item into the next slot and
 // publishes it by advancing `tail`; any idle worker claims the item at `head` with a compare-and-swap,
-// then takes the slot with a second one on its state (pending → owned by that worker), so no item is
-// bound to a worker before that worker is running, and a slot has one owner whatever dies when. On a small machine the threads
-// share the cores with the event loop, LevelDB and the clients, and a worker can be off its core for
-// a scheduler tick or more: with per-worker batches, everything queued behind it waited as well; here
-// another worker takes the rest. A worker reports the slots it finished in one message when the
-// queue is empty or every REPORT_ITEMS items, so under full load the event loop sends no message at
-// all and gets one per REPORT_ITEMS results.
+// then takes the slot with a second one on its state (pending → owned by that worker). So no item is
+// bound to a worker before that worker is running, and a slot has one owner whatever dies when.
+//
+// On a small machine the threads share the cores with the event loop, LevelDB and the clients, and a
+// worker can be off its core for a scheduler tick or more: with per-worker batches, everything queued
+// behind it waited as well; here another worker takes the rest. A worker reports the slots it
+// finished in one message when the queue is empty or every `reportItems` items, so under full load
+// the event loop sends no message at all and gets one per `reportItems` results.
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { assert, kalimaError } from '../errors.ts';
