@@ -130,7 +130,7 @@ export class WorkerPoolVerifier implements SignatureVerifier {
       // back off, and after a few in a row refuse everything rather than spin.
       this.startFailures++;
       if (this.startFailures >= QUEUE_LAYOUT.startFailuresMax) {
-        this.fail(kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the signature verifier threads cannot start', cause: String(cause) }));
+        this.breakPool(kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the signature verifier threads cannot start', cause: String(cause) }));
         return;
       }
       const timer = setTimeout(() => {
@@ -152,12 +152,12 @@ export class WorkerPoolVerifier implements SignatureVerifier {
     try {
       this.workers[index] = this.spawn(index);
     } catch (error) {
-      this.fail(kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'a signature verifier thread cannot be started', cause: String(error) }));
+      this.breakPool(kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'a signature verifier thread cannot be started', cause: String(error) }));
     }
   }
 
   /** The pool cannot verify any more: everything waiting, and everything after, is refused. */
-  private fail(error: unknown): void {
+  private breakPool(error: unknown): void {
     this.broken = error;
     this.rejectAll(error);
   }
@@ -207,14 +207,19 @@ export class WorkerPoolVerifier implements SignatureVerifier {
   }
 
   private resolveSlots(slots: Int32Array): void {
-    for (const slot of slots) {
-      const waiter = this.waiters[slot];
-      const state = Atomics.load(this.states, slot);
-      if (waiter === undefined || !isAnswered(state)) continue;
-      this.waiters[slot] = undefined;
-      waiter.resolve(state === SLOT_VALID);
-    }
+    for (const slot of slots) this.resolveIfAnswered(slot);
     this.advance();
+  }
+
+  /** Resolves the slot's waiter if a worker has answered it; says whether the slot is now free. */
+  private resolveIfAnswered(slot: number): boolean {
+    const waiter = this.waiters[slot];
+    if (waiter === undefined) return true;
+    const state = Atomics.load(this.states, slot);
+    if (!isAnswered(state)) return false;
+    this.waiters[slot] = undefined;
+    waiter.resolve(state === SLOT_VALID);
+    return true;
   }
 
   /** Moves `oldest` past resolved slots, and publishes what overflowed into the room made. */
@@ -247,14 +252,9 @@ export class WorkerPoolVerifier implements SignatureVerifier {
     const owned = SLOT_OWNED_BASE + index;
     for (let position = this.oldest; position < this.published; position++) {
       const slot = position & SLOT_MASK;
-      const waiter = this.waiters[slot];
-      if (waiter === undefined) continue;
+      if (this.resolveIfAnswered(slot)) continue;
+      const waiter = this.waiters[slot]!;
       const state = Atomics.load(this.states, slot);
-      if (isAnswered(state)) {
-        this.waiters[slot] = undefined;
-        waiter.resolve(state === SLOT_VALID);
-        continue;
-      }
       // Claimed: behind `head` (positions wrap at 32 bits; their difference does not).
       const claimed = ((head - (position | 0)) | 0) > 0;
       const orphaned = state === owned || (state === SLOT_PENDING && claimed);

@@ -6,9 +6,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import * as libsecp from 'tiny-secp256k1';
 
 const { shared, index, layout } = workerData;
-const { slots: SLOTS, itemBytes: ITEM_BYTES, tail: TAIL, head: HEAD, stop: STOP, reportItems: REPORT_ITEMS, valid: VALID, invalid: INVALID } = layout;
+const { slots: SLOTS, itemBytes: ITEM_BYTES, controlWords, tail: TAIL, head: HEAD, stop: STOP, reportItems: REPORT_ITEMS, pending: PENDING, valid: VALID, invalid: INVALID } = layout;
 const SLOT_MASK = SLOTS - 1;
-const { controlWords, pending: PENDING } = layout;
 const owned = layout.ownedBase + index;
 const control = new Int32Array(shared, 0, controlWords);
 const states = new Int32Array(shared, controlWords * 4, SLOTS);

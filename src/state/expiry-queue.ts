@@ -28,7 +28,7 @@ export class ExpiryQueue {
     heap[index] = item;
   }
 
-  /** Keeps only the items `live` accepts, in O(n). */
+  /** Keeps only the items `live` accepts: a filter and a sort, O(n log n). */
   retain(live: (item: ExpiryItem) => boolean): void {
     const kept = this.heap.filter(live);
     this.heap.length = 0;

@@ -152,7 +152,8 @@ export class MemCache implements StateReader {
     const deadline = expiresAtMs(entry);
     if (deadline === undefined) return;
     this.expiries.push({ expiresAtMs: deadline, address: entry.address, key: entry.key, globalSequence: entry.globalSequence });
-    // At most one item per entry is live; past twice that, the stale ones go (amortised O(1) a push).
+    // At most one item per entry is live; past twice that, the stale ones go (a sweep after every
+    // n pushes or more, so amortised O(log n) a push).
     if (this.expiries.size > 2 * this.entryCount + EXPIRY_STALE_SLACK) this.expiries.retain((item) => this.isLiveExpiry(item));
   }
 
