@@ -4,6 +4,9 @@
 //
 //   npx tsx bench/half-load.ts --rate 1800 --rounds 6 --duration 5
 //   npx tsx bench/half-load.ts --rate 1800 --rounds 6 --duration 5 --b-env NAME=VALUE[,NAME=VALUE]
+//   npx tsx bench/half-load.ts --rate 1800 --rounds 6 --duration 5 --b-config verifierThreads=1
+//   npx tsx bench/half-load.ts --rate 1800 --rounds 6 --duration 5 --b-root ../other-checkout
+//   npx tsx bench/half-load.ts --rate 2500 --rounds 6 --duration 5 --batch-size 64   (POST /transactions)
 //
 // --b-env starts a second node ("B") with those environment variables added; KALIMA_BENCH_NODE_ARGS
 // applies to both. Each round runs A then B (B then A on odd rounds), 2 s apart.
@@ -20,7 +23,7 @@ import { coreCount } from './verify.ts';
 const { values } = parseArgs({
   options: {
     rate: { type: 'string', default: '1800' }, rounds: { type: 'string', default: '3' }, duration: { type: 'string', default: '10' },
-    devices: { type: 'string', default: '64' }, 'b-env': { type: 'string' },
+    devices: { type: 'string', default: '64' }, 'b-env': { type: 'string' }, 'b-config': { type: 'string' }, 'b-root': { type: 'string' }, 'batch-size': { type: 'string', default: '1' },
   },
 });
 const rate = Number(values.rate);
@@ -39,8 +42,8 @@ interface Subject {
   requests: number;
 }
 
-async function prepare(name: string, env: Record<string, string>): Promise<Subject> {
-  const node = await startNodeProcess({ chain: 'bench', logLevel: 'warn', env });
+async function prepare(name: string, env: Record<string, string>, config: Record<string, unknown> = {}, root?: string): Promise<Subject> {
+  const node = await startNodeProcess({ chain: 'bench', logLevel: 'warn', env, config, root });
   const admin = new KalimaClient({ url: node.url, key: await loadDeviceKey(node.adminKeyFile) });
   await admin.createAddress(ADDRESS, 'benchmark sensors');
   const devices = Array.from({ length: Number(values.devices) }, () => generateDeviceKey());
@@ -58,7 +61,7 @@ async function runRound(subject: Subject, seconds: number, record: boolean, labe
   const start = performance.now();
   const loopDelay = monitorEventLoopDelay({ resolution: 1 });
   loopDelay.enable();
-  const result = await openLoop(subject.node.url, messages, { ratePerSecond: rate, connections: 256, drainTimeoutMs: 30_000, latencies: record ? subject.latencies : undefined });
+  const result = await openLoop(subject.node.url, messages, { ratePerSecond: rate, connections: 256, drainTimeoutMs: 30_000, latencies: record ? subject.latencies : undefined, batchSize: Number(values['batch-size']) });
   const wallMs = performance.now() - start;
   loopDelay.disable();
   console.log(`  client event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} max ${(loopDelay.max / 1e6).toFixed(1)} ms`);
@@ -79,8 +82,15 @@ const parseEnv = (text: string): Record<string, string> => Object.fromEntries(te
   return [pair.slice(0, at), pair.slice(at + 1)];
 }));
 
+// --b-config NAME=JSON,... sets keys of B's config.json (for example verifierThreads=1).
+const parseConfig = (text: string): Record<string, unknown> => Object.fromEntries(Object.entries(parseEnv(text)).map(([name, value]) => [name, JSON.parse(value) as unknown]));
+
 const subjects: Subject[] = [await prepare('A', {})];
-if (values['b-env'] !== undefined) subjects.push(await prepare(`B(${values['b-env']})`, parseEnv(values['b-env'])));
+// --b-root DIR runs B from another checkout (git worktree add DIR COMMIT; its node_modules linked to this one's).
+if (values['b-env'] !== undefined || values['b-config'] !== undefined || values['b-root'] !== undefined) {
+  const label = [values['b-env'], values['b-config'], values['b-root']].filter(Boolean).join(',');
+  subjects.push(await prepare(`B(${label})`, parseEnv(values['b-env'] ?? ''), parseConfig(values['b-config'] ?? ''), values['b-root']));
+}
 const pause = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 2_000));
 try {
   for (const subject of subjects) await runRound(subject, 3, false, 'warm-up');

@@ -6,7 +6,7 @@ import { RawHttpPool } from './http-client.ts';
 import { type LatencySummary, summarize } from './stats.ts';
 
 export interface LoadResult {
-  mode: 'closed-single' | 'closed-batch' | 'open-single';
+  mode: 'closed-single' | 'closed-batch' | 'open-single' | 'open-batch';
   /** Client connections (closed loop: requests in flight). */
   concurrency: number;
   batchSize: number;
@@ -119,17 +119,23 @@ export async function closedLoop(url: string, messages: string[], options: { con
 }
 
 /**
- * Open loop: message i is due at start + i / rate whatever happened to earlier ones, and its
- * latency runs from when it was due, so a stalled node shows in the figures rather than slowing
- * the client down (no coordinated omission).
+ * Open loop: request i is due at start + i × batchSize / rate whatever happened to earlier ones, and
+ * its latency runs from when it was due, so a stalled node shows in the figures rather than slowing
+ * the client down (no coordinated omission). With `batchSize` above 1 each request is a
+ * POST /transactions of that many messages, and its latency applies to each of them.
  */
-export async function openLoop(url: string, messages: string[], options: { ratePerSecond: number; connections: number; drainTimeoutMs: number; latencies?: number[] }): Promise<LoadResult> {
+export async function openLoop(url: string, messages: string[], options: { ratePerSecond: number; connections: number; drainTimeoutMs: number; latencies?: number[]; batchSize?: number }): Promise<LoadResult> {
   const pool = new RawHttpPool(url, options.connections);
-  const bodies = messages.map((message) => Buffer.from(message, 'utf8'));
+  const batchSize = Math.max(1, options.batchSize ?? 1);
+  const bodies: Array<{ body: Buffer; size: number }> = [];
+  for (let from = 0; from < messages.length; from += batchSize) {
+    const slice = messages.slice(from, from + batchSize);
+    bodies.push({ body: Buffer.from(batchSize === 1 ? slice[0]! : `[${slice.join(',')}]`, 'utf8'), size: slice.length });
+  }
   const errors: Record<string, number> = {};
   const latencies: number[] = [];
   const sendLags: number[] = [];
-  const intervalMs = 1000 / options.ratePerSecond;
+  const intervalMs = (1000 * batchSize) / options.ratePerSecond;
   const inFlight = new Set<Promise<void>>();
   let committed = 0;
   let lastDone = 0;
@@ -137,10 +143,12 @@ export async function openLoop(url: string, messages: string[], options: { rateP
   const fire = (index: number): void => {
     const dueAt = start + index * intervalMs;
     sendLags.push(performance.now() - dueAt);
-    const request = postOne(pool, bodies[index]!, errors).then((ok) => {
+    const { body, size } = bodies[index]!;
+    const sending = batchSize === 1 ? postOne(pool, body, errors).then((ok) => (ok ? 1 : 0)) : postBatch(pool, body, size, errors);
+    const request = sending.then((ok) => {
       lastDone = performance.now();
-      if (ok) {
-        committed++;
+      if (ok > 0) {
+        committed += ok;
         latencies.push(lastDone - dueAt);
         options.latencies?.push(lastDone - dueAt);
       }
@@ -150,8 +158,8 @@ export async function openLoop(url: string, messages: string[], options: { rateP
   };
   try {
     let sent = 0;
-    while (sent < messages.length) {
-      const due = Math.min(messages.length, Math.floor((performance.now() - start) / intervalMs) + 1);
+    while (sent < bodies.length) {
+      const due = Math.min(bodies.length, Math.floor((performance.now() - start) / intervalMs) + 1);
       while (sent < due) fire(sent++);
       await new Promise((resolve) => setTimeout(resolve, 1));
     }
@@ -165,7 +173,7 @@ export async function openLoop(url: string, messages: string[], options: { rateP
   }
   const elapsedMs = lastDone - start;
   return {
-    mode: 'open-single', concurrency: options.connections, batchSize: 1, requests: messages.length, sent: messages.length, committed, errors, elapsedMs,
+    mode: batchSize === 1 ? 'open-single' : 'open-batch', concurrency: options.connections, batchSize, requests: bodies.length, sent: messages.length, committed, errors, elapsedMs,
     committedPerSecond: (committed * 1000) / elapsedMs,
     latency: summarize(latencies),
     offeredPerSecond: options.ratePerSecond,

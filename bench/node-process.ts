@@ -8,7 +8,6 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
-const KALIMA_BIN = join(REPO_ROOT, 'bin', 'kalima.mjs');
 const START_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 15_000;
 
@@ -21,9 +20,9 @@ export interface NodeProcess {
   stop(): Promise<number | null>;
 }
 
-function run(args: string[]): Promise<string> {
+function run(args: string[], root = REPO_ROOT): Promise<string> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -46,20 +45,24 @@ function waitForExit(child: ChildProcess, timeoutMs: number): Promise<number | n
 }
 
 /** Initialises a fresh chain in a temporary directory and starts a node on a free loopback port. */
-export async function startNodeProcess(options: { chain: string; logLevel: string; cpuProfileDir?: string; env?: Record<string, string> }): Promise<NodeProcess> {
+export async function startNodeProcess(options: { chain: string; logLevel: string; cpuProfileDir?: string; env?: Record<string, string>; config?: Record<string, unknown>; root?: string }): Promise<NodeProcess> {
+  // `root`: another checkout of this repository (an A/B of two commits); by default this one.
+  const root = options.root ?? REPO_ROOT;
+  const bin = join(root, 'bin', 'kalima.mjs');
   const directory = await mkdtemp(join(tmpdir(), 'kalima-bench-'));
-  await run([KALIMA_BIN, 'init', '--dir', directory, '--chain', options.chain]);
+  await run([bin, 'init', '--dir', directory, '--chain', options.chain], root);
   const configFile = join(directory, 'config.json');
   const config = JSON.parse(await readFile(configFile, 'utf8')) as Record<string, unknown>;
   config.logLevel = options.logLevel;
+  Object.assign(config, options.config);
   await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
 
   const nodeArgs = options.cpuProfileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir];
   // For investigations: KALIMA_BENCH_NODE_ARGS="--trace-gc" adds V8 flags, KALIMA_BENCH_NODE_LOG=FILE keeps the node's stdout.
   if (process.env.KALIMA_BENCH_NODE_ARGS) nodeArgs.push(...process.env.KALIMA_BENCH_NODE_ARGS.split(' ').filter(Boolean));
   const logFile = process.env.KALIMA_BENCH_NODE_LOG;
-  const child = spawn(process.execPath, [...nodeArgs, KALIMA_BIN, 'node', '--config', configFile, '--port', '0'], {
-    cwd: REPO_ROOT,
+  const child = spawn(process.execPath, [...nodeArgs, bin, 'node', '--config', configFile, '--port', '0'], {
+    cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env },
   });
