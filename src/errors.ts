@@ -57,6 +57,10 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_STORE_FORMAT: { status: 500, message: 'the data directory was written by a version of this node with another store format; start from an empty directory' },
   KALIMA_ERR_STORE_LOCKED: { status: 500, message: 'the data directory is in use by another process' },
   KALIMA_ERR_CONFIG_INVALID: { status: 400, message: 'the configuration or genesis file is invalid' },
+  // node-to-node transport (BOLT 8)
+  KALIMA_ERR_NET_HANDSHAKE_FAILED: { status: 502, message: 'the encrypted handshake with the peer failed' },
+  KALIMA_ERR_NET_BAD_FRAME: { status: 502, message: 'the peer sent a frame that does not decrypt; the connection is closed' },
+  KALIMA_ERR_NET_MESSAGE_TOO_LARGE: { status: 400, message: 'a transport message is larger than 65,535 bytes' },
   // sdk / transport
   KALIMA_ERR_SDK_UNREACHABLE: { status: 503, message: 'the node could not be reached' },
   KALIMA_ERR_SDK_BAD_RESPONSE: { status: 502, message: 'the node sent a response the SDK cannot read' },
