@@ -57,6 +57,8 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_STORE_FORMAT: { status: 500, message: 'the data directory was written by a version of this node with another store format; start from an empty directory' },
   KALIMA_ERR_STORE_LOCKED: { status: 500, message: 'the data directory is in use by another process' },
   KALIMA_ERR_CONFIG_INVALID: { status: 400, message: 'the configuration or genesis file is invalid' },
+  // consensus
+  KALIMA_ERR_CONSENSUS_NOT_LEADER: { status: 421, message: 'this node is not the leader; send the message to the leader' },
   // node-to-node transport (BOLT 8)
   KALIMA_ERR_NET_HANDSHAKE_FAILED: { status: 502, message: 'the encrypted handshake with the peer failed' },
   KALIMA_ERR_NET_BAD_FRAME: { status: 502, message: 'the peer sent a frame that does not decrypt; the connection is closed' },

@@ -1,0 +1,478 @@
+// Raft (Ongaro and Ousterhout, "In Search of an Understandable Consensus Algorithm", extended
+// version; pre-vote and check-quorum from Ongaro's thesis, section 9.6) as a deterministic state
+// machine in the manner of etcd's raft: the caller feeds it ticks and messages, and collects what
+// to persist, what to send and what is committed. It keeps no timers, reads no clock, draws its
+// randomness from an injected Rng, and does no I/O, so a seeded simulation can run it.
+//
+// The contract, per `ready()`: persist `hardState` and `entries` (entries replace the log from
+// their first index on) durably, then send `messages`, then apply `committed` in order, then call
+// `advance()`. A vote or an acknowledgement that went out before its state was durable could elect
+// two leaders in one term or lose a committed entry after a crash.
+//
+// One log entry is one block (opaque bytes here). A new leader appends an empty entry of its own
+// term, since entries of earlier terms are committed only through one of the current term.
+// Learners (Kalima's validation nodes) receive the log but neither vote nor count for a quorum.
+import { assert, kalimaError } from '../errors.ts';
+import type { Rng } from '../ports.ts';
+
+export type NodeId = string;
+
+export interface Entry {
+  index: number;
+  term: number;
+  /** A block's bytes; empty for the entry a new leader appends. */
+  data: Uint8Array;
+}
+
+export interface HardState {
+  term: number;
+  /** Whom this node voted for in `term`, if anyone. */
+  vote: NodeId | undefined;
+  commit: number;
+}
+
+export type Message =
+  | { type: 'preVote' | 'vote'; from: NodeId; to: NodeId; term: number; lastLogIndex: number; lastLogTerm: number }
+  | { type: 'preVoteResponse' | 'voteResponse'; from: NodeId; to: NodeId; term: number; granted: boolean }
+  | { type: 'append'; from: NodeId; to: NodeId; term: number; prevLogIndex: number; prevLogTerm: number; entries: Entry[]; commit: number }
+  | {
+    type: 'appendResponse'; from: NodeId; to: NodeId; term: number; success: boolean;
+    /** On success, the last index now known to match; on a refusal, where the leader should try next. */
+    index: number;
+  };
+
+export type Role = 'follower' | 'preCandidate' | 'candidate' | 'leader';
+
+export interface Ready {
+  hardState: HardState | undefined;
+  /** To persist before anything is sent; they replace the log from entries[0].index on. */
+  entries: Entry[];
+  messages: Message[];
+  /** Newly committed entries, in order, to apply once the above is durable. */
+  committed: Entry[];
+}
+
+export interface RaftConfig {
+  id: NodeId;
+  /** Every voting member, this node included if it votes. */
+  voters: readonly NodeId[];
+  /** Non-voting members that receive the log. */
+  learners?: readonly NodeId[];
+  /** A follower that hears no leader for electionTicks (plus a random part of as much again) stands. */
+  electionTicks: number;
+  heartbeatTicks: number;
+  /** The most entries in one append message. */
+  maxEntriesPerAppend?: number;
+  rng: Rng;
+  /** What the store holds after a restart. */
+  hardState?: HardState;
+  log?: readonly Entry[];
+}
+
+const NONE = undefined;
+
+export class Raft {
+  readonly id: NodeId;
+  role: Role = 'follower';
+  term = 0;
+  vote: NodeId | undefined = NONE;
+  leader: NodeId | undefined = NONE;
+  commit = 0;
+  /** Entries 1..n; log[i - 1] has index i. */
+  private readonly log: Entry[] = [];
+  private readonly voters: ReadonlySet<NodeId>;
+  private readonly learners: ReadonlySet<NodeId>;
+  private readonly electionTicks: number;
+  private readonly heartbeatTicks: number;
+  private readonly maxEntriesPerAppend: number;
+  private readonly rng: Rng;
+
+  private ticksSinceHeard = 0;
+  private randomizedElectionTicks = 0;
+  private ticksSinceHeartbeat = 0;
+  /** Votes (or pre-votes) received in this election, by voter. */
+  private votes = new Map<NodeId, boolean>();
+  /** Leader only: per peer, the next index to send and the highest index known to match. */
+  private next = new Map<NodeId, number>();
+  private match = new Map<NodeId, number>();
+  /** Leader only: its own tick count, and the tick at which it last heard from each peer. */
+  private leaderTicks = 0;
+  private lastHeard = new Map<NodeId, number>();
+
+  // What ready() hands out.
+  private outbox: Message[] = [];
+  private unstableFrom: number | undefined;
+  private applied: number;
+  private hardStateDirty = false;
+
+  constructor(config: RaftConfig) {
+    this.id = config.id;
+    this.voters = new Set(config.voters);
+    this.learners = new Set(config.learners ?? []);
+    assert(this.voters.size > 0, 'raft: a cluster needs at least one voter');
+    for (const learner of this.learners) assert(!this.voters.has(learner), `raft: ${learner} is both a voter and a learner`);
+    assert(config.electionTicks > config.heartbeatTicks && config.heartbeatTicks > 0, 'raft: electionTicks must exceed heartbeatTicks, which must be positive');
+    this.electionTicks = config.electionTicks;
+    this.heartbeatTicks = config.heartbeatTicks;
+    this.maxEntriesPerAppend = config.maxEntriesPerAppend ?? 64;
+    this.rng = config.rng;
+    for (const [position, entry] of (config.log ?? []).entries()) {
+      assert(entry.index === position + 1, `raft: the stored log has index ${entry.index} at position ${position + 1}`);
+      assert(position === 0 || entry.term >= this.log[position - 1]!.term, 'raft: the stored log has decreasing terms');
+      this.log.push(entry);
+    }
+    if (config.hardState !== undefined) {
+      this.term = config.hardState.term;
+      this.vote = config.hardState.vote;
+      this.commit = Math.min(config.hardState.commit, this.lastIndex());
+    }
+    // Entries up to the stored commit were applied before the restart, as far as the caller's
+    // state machine says; the caller replays them from its own store, not from here.
+    this.applied = this.commit;
+    this.resetElectionTimer();
+  }
+
+  // ---- queries ----
+
+  lastIndex(): number {
+    return this.log.length;
+  }
+
+  lastTerm(): number {
+    return this.termAt(this.lastIndex());
+  }
+
+  termAt(index: number): number {
+    if (index === 0) return 0;
+    return this.log[index - 1]?.term ?? -1;
+  }
+
+  entries(from: number, to = this.lastIndex()): Entry[] {
+    return this.log.slice(from - 1, to);
+  }
+
+  isVoter(id: NodeId = this.id): boolean {
+    return this.voters.has(id);
+  }
+
+  private quorum(): number {
+    return Math.floor(this.voters.size / 2) + 1;
+  }
+
+  private peers(): NodeId[] {
+    return [...this.voters, ...this.learners].filter((id) => id !== this.id);
+  }
+
+  // ---- inputs ----
+
+  /** One tick of logical time. */
+  tick(): void {
+    if (this.role === 'leader') {
+      this.ticksSinceHeartbeat++;
+      this.leaderTicks++;
+      // Check-quorum: a leader that has not heard from a majority within an election timeout may
+      // be on the wrong side of a partition; it steps down rather than hold clients waiting for
+      // commits that cannot happen (and the others may elect a leader meanwhile).
+      let active = this.isVoter() ? 1 : 0;
+      for (const voter of this.voters) {
+        if (voter !== this.id && this.leaderTicks - (this.lastHeard.get(voter) ?? 0) < this.electionTicks) active++;
+      }
+      if (active < this.quorum()) {
+        this.becomeFollower(this.term, NONE);
+        return;
+      }
+      if (this.ticksSinceHeartbeat >= this.heartbeatTicks) {
+        this.ticksSinceHeartbeat = 0;
+        for (const peer of this.peers()) this.sendAppend(peer, true);
+      }
+      return;
+    }
+    this.ticksSinceHeard++;
+    if (this.ticksSinceHeard >= this.randomizedElectionTicks && this.isVoter()) this.startPreVote();
+  }
+
+  /** Appends a block to the log; only the leader takes proposals. Returns the entry's index. */
+  propose(data: Uint8Array): number {
+    if (this.role !== 'leader') throw kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { leader: this.leader ?? null, term: this.term });
+    const entry: Entry = { index: this.lastIndex() + 1, term: this.term, data };
+    this.appendLocal([entry]);
+    for (const peer of this.peers()) this.sendAppend(peer, false);
+    this.maybeCommit();
+    return entry.index;
+  }
+
+  step(message: Message): void {
+    if (message.to !== this.id) return;
+    const known = this.voters.has(message.from) || this.learners.has(message.from);
+    if (!known) return;
+
+    if (message.term > this.term) {
+      const inLease = this.leader !== NONE && this.ticksSinceHeard < this.electionTicks;
+      if (message.type === 'preVote') {
+        // A pre-vote never changes a term. It is granted only if this node has no live leader
+        // and the candidate's log is at least as up to date.
+        const granted = !inLease && this.role !== 'leader' && this.upToDate(message.lastLogIndex, message.lastLogTerm);
+        // A grant carries the term asked for; a refusal carries this node's own term, which tells
+        // a pre-candidate from a higher term that it is behind.
+        this.send({ type: 'preVoteResponse', from: this.id, to: message.from, term: granted ? message.term : this.term, granted });
+        return;
+      }
+      if (message.type === 'vote' && (inLease || this.role === 'leader')) {
+        // Check-quorum's other half: while a leader is live here, a higher-term vote request is
+        // ignored, so a node that was partitioned away cannot depose it on its return.
+        return;
+      }
+      if (message.type === 'preVoteResponse' && message.granted) {
+        // A grant at the term this pre-candidate asked for: counted below, no term change.
+        if (this.role !== 'preCandidate' || message.term !== this.term + 1) return;
+      } else {
+        this.becomeFollower(message.term, message.type === 'append' ? message.from : NONE);
+      }
+    } else if (message.term < this.term) {
+      // A stale leader or candidate: tell it the term, so it steps down. (Pre-votes at a lower
+      // term are refused the same way.)
+      if (message.type === 'append') this.send({ type: 'appendResponse', from: this.id, to: message.from, term: this.term, success: false, index: this.lastIndex() + 1 });
+      else if (message.type === 'preVote') this.send({ type: 'preVoteResponse', from: this.id, to: message.from, term: this.term, granted: false });
+      else if (message.type === 'vote') this.send({ type: 'voteResponse', from: this.id, to: message.from, term: this.term, granted: false });
+      return;
+    }
+
+    switch (message.type) {
+      case 'preVote': {
+        // Same term as ours: only a candidate of this very term asks that, and pre-votes ask for
+        // term + 1; refuse.
+        this.send({ type: 'preVoteResponse', from: this.id, to: message.from, term: this.term, granted: false });
+        return;
+      }
+      case 'vote': {
+        const canVote = this.vote === message.from || (this.vote === NONE && this.leader === NONE);
+        const granted = canVote && this.upToDate(message.lastLogIndex, message.lastLogTerm);
+        if (granted) {
+          this.vote = message.from;
+          this.hardStateDirty = true;
+          this.ticksSinceHeard = 0;
+        }
+        this.send({ type: 'voteResponse', from: this.id, to: message.from, term: this.term, granted });
+        return;
+      }
+      case 'preVoteResponse':
+        if (this.role === 'preCandidate') this.countVote(message.from, message.granted, true);
+        return;
+      case 'voteResponse':
+        if (this.role === 'candidate') this.countVote(message.from, message.granted, false);
+        return;
+      case 'append':
+        this.handleAppend(message);
+        return;
+      case 'appendResponse':
+        if (this.role === 'leader') this.handleAppendResponse(message);
+        return;
+    }
+  }
+
+  /** What to persist, send and apply since the last call; call advance() once it is done. */
+  ready(): Ready {
+    const entries = this.unstableFrom === undefined ? [] : this.entries(this.unstableFrom);
+    const committed = this.commit > this.applied ? this.entries(this.applied + 1, this.commit) : [];
+    const ready: Ready = {
+      hardState: this.hardStateDirty ? { term: this.term, vote: this.vote, commit: this.commit } : undefined,
+      entries,
+      messages: this.outbox,
+      committed,
+    };
+    this.outbox = [];
+    this.unstableFrom = undefined;
+    this.hardStateDirty = false;
+    this.applied = this.commit;
+    return ready;
+  }
+
+  // ---- elections ----
+
+  private resetElectionTimer(): void {
+    this.ticksSinceHeard = 0;
+    const random = this.rng.bytes(4);
+    const draw = ((random[0]! << 24) | (random[1]! << 16) | (random[2]! << 8) | random[3]!) >>> 0;
+    this.randomizedElectionTicks = this.electionTicks + (draw % this.electionTicks);
+  }
+
+  private upToDate(lastLogIndex: number, lastLogTerm: number): boolean {
+    return lastLogTerm > this.lastTerm() || (lastLogTerm === this.lastTerm() && lastLogIndex >= this.lastIndex());
+  }
+
+  private startPreVote(): void {
+    this.role = 'preCandidate';
+    this.leader = NONE;
+    this.votes = new Map();
+    this.resetElectionTimer();
+    this.countVote(this.id, true, true);
+    if (this.role !== 'preCandidate') return; // a cluster of one
+    for (const voter of this.voters) {
+      if (voter !== this.id) this.send({ type: 'preVote', from: this.id, to: voter, term: this.term + 1, lastLogIndex: this.lastIndex(), lastLogTerm: this.lastTerm() });
+    }
+  }
+
+  private startElection(): void {
+    this.role = 'candidate';
+    this.term++;
+    this.vote = this.id;
+    this.leader = NONE;
+    this.hardStateDirty = true;
+    this.votes = new Map();
+    this.resetElectionTimer();
+    this.countVote(this.id, true, false);
+    if (this.role !== 'candidate') return;
+    for (const voter of this.voters) {
+      if (voter !== this.id) this.send({ type: 'vote', from: this.id, to: voter, term: this.term, lastLogIndex: this.lastIndex(), lastLogTerm: this.lastTerm() });
+    }
+  }
+
+  private countVote(from: NodeId, granted: boolean, preVote: boolean): void {
+    if (!this.voters.has(from)) return;
+    this.votes.set(from, granted);
+    let yes = 0;
+    let no = 0;
+    for (const vote of this.votes.values()) {
+      if (vote) yes++;
+      else no++;
+    }
+    if (yes >= this.quorum()) {
+      if (preVote) this.startElection();
+      else this.becomeLeader();
+    } else if (no >= this.quorum()) {
+      this.becomeFollower(this.term, NONE);
+    }
+  }
+
+  private becomeFollower(term: number, leader: NodeId | undefined): void {
+    if (term !== this.term) {
+      this.term = term;
+      this.vote = NONE;
+      this.hardStateDirty = true;
+    }
+    this.role = 'follower';
+    this.leader = leader;
+    this.resetElectionTimer();
+  }
+
+  private becomeLeader(): void {
+    this.role = 'leader';
+    this.leader = this.id;
+    this.next = new Map();
+    this.match = new Map();
+    for (const peer of this.peers()) {
+      this.next.set(peer, this.lastIndex() + 1);
+      this.match.set(peer, 0);
+    }
+    // Each peer has a full election timeout to be heard from.
+    this.leaderTicks = 0;
+    this.lastHeard = new Map(this.peers().map((peer) => [peer, 0]));
+    this.ticksSinceHeartbeat = 0;
+    // The entry that lets earlier terms' entries commit (section 5.4.2).
+    this.appendLocal([{ index: this.lastIndex() + 1, term: this.term, data: new Uint8Array(0) }]);
+    for (const peer of this.peers()) this.sendAppend(peer, false);
+    this.maybeCommit();
+  }
+
+  // ---- replication ----
+
+  private appendLocal(entries: Entry[]): void {
+    if (entries.length === 0) return;
+    const first = entries[0]!.index;
+    assert(first <= this.lastIndex() + 1, 'raft: an append leaves a gap');
+    assert(first > this.commit, 'raft: an append would replace a committed entry');
+    this.log.length = first - 1;
+    this.log.push(...entries);
+    this.unstableFrom = this.unstableFrom === undefined ? first : Math.min(this.unstableFrom, first);
+  }
+
+  private sendAppend(peer: NodeId, heartbeat: boolean): void {
+    const next = this.next.get(peer) ?? this.lastIndex() + 1;
+    const entries = this.entries(next, Math.min(this.lastIndex(), next + this.maxEntriesPerAppend - 1));
+    if (!heartbeat && entries.length === 0) return;
+    const prevLogIndex = next - 1;
+    // The follower applies the commit only as far as the entries it has checked against this log.
+    this.send({ type: 'append', from: this.id, to: peer, term: this.term, prevLogIndex, prevLogTerm: this.termAt(prevLogIndex), entries, commit: this.commit });
+    // Optimistic pipelining: the next append carries what follows. A loss shows as a refusal
+    // (a gap), which moves `next` back to the follower's hint.
+    if (entries.length > 0) this.next.set(peer, entries[entries.length - 1]!.index + 1);
+  }
+
+  private handleAppend(message: Extract<Message, { type: 'append' }>): void {
+    // Equal term: this is the term's leader.
+    if (this.role !== 'follower' || this.leader !== message.from) this.becomeFollower(this.term, message.from);
+    this.ticksSinceHeard = 0;
+    const reply = (success: boolean, index: number): void => this.send({ type: 'appendResponse', from: this.id, to: message.from, term: this.term, success, index });
+
+    let { prevLogIndex, prevLogTerm, entries } = message;
+    if (prevLogIndex < this.commit) {
+      // Entries up to this.commit are committed here, so they match the leader's: start after them.
+      if (prevLogIndex + entries.length <= this.commit) {
+        reply(true, this.commit);
+        return;
+      }
+      entries = entries.slice(this.commit - prevLogIndex);
+      prevLogIndex = this.commit;
+      prevLogTerm = this.termAt(this.commit);
+    }
+    if (this.termAt(prevLogIndex) !== prevLogTerm) {
+      // A gap or a conflict. Hint: the first index of the conflicting term (or just past our log),
+      // so the leader skips a whole term per round trip instead of one entry.
+      if (prevLogIndex > this.lastIndex()) {
+        reply(false, this.lastIndex() + 1);
+        return;
+      }
+      const conflictTerm = this.termAt(prevLogIndex);
+      let hint = prevLogIndex;
+      while (hint - 1 > this.commit && this.termAt(hint - 1) === conflictTerm) hint--;
+      reply(false, hint);
+      return;
+    }
+    // Skip the entries already held; replace from the first one that differs.
+    let position = 0;
+    while (position < entries.length) {
+      const entry = entries[position]!;
+      if (entry.index > this.lastIndex() || this.termAt(entry.index) !== entry.term) break;
+      position++;
+    }
+    if (position < entries.length) this.appendLocal(entries.slice(position));
+    const lastNew = prevLogIndex + entries.length;
+    const commit = Math.min(message.commit, lastNew);
+    if (commit > this.commit) {
+      this.commit = commit;
+      this.hardStateDirty = true;
+    }
+    reply(true, lastNew);
+  }
+
+  private handleAppendResponse(message: Extract<Message, { type: 'appendResponse' }>): void {
+    this.lastHeard.set(message.from, this.leaderTicks);
+    if (message.success) {
+      if (message.index > (this.match.get(message.from) ?? 0)) this.match.set(message.from, message.index);
+      this.next.set(message.from, Math.max(this.next.get(message.from) ?? 1, message.index + 1));
+      this.maybeCommit();
+      if ((this.next.get(message.from) ?? 0) <= this.lastIndex()) this.sendAppend(message.from, false);
+      return;
+    }
+    // Refused: back off to the hint, never below what is known to match.
+    const next = Math.max((this.match.get(message.from) ?? 0) + 1, Math.min(message.index, this.next.get(message.from) ?? message.index));
+    this.next.set(message.from, next);
+    this.sendAppend(message.from, true);
+  }
+
+  private maybeCommit(): void {
+    // The highest index held by a majority of voters, counting this leader.
+    const matched = [...this.voters].map((voter) => (voter === this.id ? this.lastIndex() : this.match.get(voter) ?? 0)).sort((a, b) => b - a);
+    const candidate = matched[this.quorum() - 1]!;
+    // Only an entry of the current term commits by counting (section 5.4.2).
+    if (candidate > this.commit && this.termAt(candidate) === this.term) {
+      this.commit = candidate;
+      this.hardStateDirty = true;
+      for (const peer of this.peers()) this.sendAppend(peer, true);
+    }
+  }
+
+  private send(message: Message): void {
+    this.outbox.push(message);
+  }
+}

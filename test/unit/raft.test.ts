@@ -1,0 +1,299 @@
+// The Raft state machine, scenario by scenario, on a scripted network: every message is delivered
+// at once unless a test cuts a link. test/sim/raft.test.ts runs it under random faults.
+import { describe, expect, it } from 'vitest';
+import { type Entry, type HardState, type Message, Raft, type RaftConfig } from '../../src/consensus/raft.ts';
+import { seededRng } from '../support/chain.ts';
+
+const ELECTION = 10;
+const HEARTBEAT = 2;
+const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
+const text = (data: Uint8Array): string => new TextDecoder().decode(data);
+
+interface Member {
+  raft: Raft;
+  hardState: HardState | undefined;
+  log: Entry[];
+  applied: Entry[];
+}
+
+/** Nodes on a perfect synchronous network, with links that can be cut one way or both. */
+class Cluster {
+  readonly members = new Map<string, Member>();
+  readonly cut = new Set<string>();
+  readonly sent: Message[] = [];
+
+  constructor(readonly voters: string[], readonly learners: string[] = [], restored: Record<string, { hardState?: HardState; log?: Entry[] }> = {}) {
+    for (const id of [...voters, ...learners]) this.start(id, restored[id]);
+  }
+
+  start(id: string, restored: { hardState?: HardState; log?: Entry[] } = {}): Raft {
+    const config: RaftConfig = { id, voters: this.voters, learners: this.learners, electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng(`raft-${id}`), ...restored };
+    const raft = new Raft(config);
+    this.members.set(id, { raft, hardState: restored.hardState, log: [...(restored.log ?? [])], applied: [] });
+    return raft;
+  }
+
+  node(id: string): Raft {
+    return this.members.get(id)!.raft;
+  }
+
+  isolate(id: string): void {
+    for (const other of this.members.keys()) {
+      if (other === id) continue;
+      this.cut.add(`${id}>${other}`);
+      this.cut.add(`${other}>${id}`);
+    }
+  }
+
+  heal(): void {
+    this.cut.clear();
+  }
+
+  /** Delivers everything until the network is quiet. */
+  flush(): void {
+    for (let round = 0; round < 1_000; round++) {
+      const outgoing: Message[] = [];
+      for (const member of this.members.values()) {
+        const ready = member.raft.ready();
+        if (ready.entries.length > 0) member.log = [...member.log.slice(0, ready.entries[0]!.index - 1), ...ready.entries];
+        if (ready.hardState !== undefined) member.hardState = ready.hardState;
+        member.applied.push(...ready.committed);
+        outgoing.push(...ready.messages);
+      }
+      if (outgoing.length === 0) return;
+      for (const message of outgoing) {
+        this.sent.push(message);
+        if (!this.cut.has(`${message.from}>${message.to}`)) this.members.get(message.to)?.raft.step(message);
+      }
+    }
+    throw new Error('the network never went quiet');
+  }
+
+  tick(times = 1, only?: string[]): void {
+    for (let count = 0; count < times; count++) {
+      for (const [id, member] of this.members) if (only === undefined || only.includes(id)) member.raft.tick();
+      this.flush();
+    }
+  }
+
+  /** Ticks until some node leads; returns it. */
+  elect(within = 10 * ELECTION): Raft {
+    for (let count = 0; count < within; count++) {
+      this.tick();
+      const leaders = [...this.members.values()].filter((member) => member.raft.role === 'leader');
+      if (leaders.length > 0) return leaders[0]!.raft;
+    }
+    throw new Error('no leader was elected');
+  }
+
+  leaders(): string[] {
+    return [...this.members.entries()].filter(([, member]) => member.raft.role === 'leader').map(([id]) => id);
+  }
+
+  appliedData(id: string): string[] {
+    return this.members.get(id)!.applied.filter((entry) => entry.data.length > 0).map((entry) => text(entry.data));
+  }
+}
+
+describe('Raft elections', () => {
+  it('a single voter elects itself after its timeout and commits on its own', () => {
+    const cluster = new Cluster(['a']);
+    cluster.tick(ELECTION - 1);
+    expect(cluster.node('a').role).toBe('follower');
+    const leader = cluster.elect();
+    expect(leader.id).toBe('a');
+    expect(leader.term).toBe(1);
+    leader.propose(bytes('block 1'));
+    cluster.flush();
+    expect(cluster.appliedData('a')).toEqual(['block 1']);
+  });
+
+  it('three voters elect exactly one leader, and its followers know it', () => {
+    const cluster = new Cluster(['a', 'b', 'c']);
+    const leader = cluster.elect();
+    expect(cluster.leaders()).toEqual([leader.id]);
+    for (const id of ['a', 'b', 'c']) {
+      expect(cluster.node(id).term).toBe(leader.term);
+      expect(cluster.node(id).leader).toBe(leader.id);
+    }
+    // Every vote in that term went to the leader, and each voter's vote is in its hard state.
+    for (const id of ['a', 'b', 'c']) expect(cluster.members.get(id)!.hardState).toMatchObject({ term: leader.term, vote: leader.id });
+  });
+
+  it('grants one vote per term, and keeps it across a restart', () => {
+    const voter = new Raft({ id: 'c', voters: ['a', 'b', 'c'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('c') });
+    voter.step({ type: 'vote', from: 'a', to: 'c', term: 5, lastLogIndex: 0, lastLogTerm: 0 });
+    voter.step({ type: 'vote', from: 'b', to: 'c', term: 5, lastLogIndex: 0, lastLogTerm: 0 });
+    const { messages, hardState } = voter.ready();
+    expect(messages.map((message) => [message.to, 'granted' in message && message.granted])).toEqual([['a', true], ['b', false]]);
+    expect(hardState).toEqual({ term: 5, vote: 'a', commit: 0 });
+    const restarted = new Raft({ id: 'c', voters: ['a', 'b', 'c'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('c2'), hardState });
+    restarted.step({ type: 'vote', from: 'b', to: 'c', term: 5, lastLogIndex: 9, lastLogTerm: 4 });
+    restarted.step({ type: 'vote', from: 'a', to: 'c', term: 5, lastLogIndex: 0, lastLogTerm: 0 });
+    expect(restarted.ready().messages.map((message) => [message.to, 'granted' in message && message.granted])).toEqual([['b', false], ['a', true]]);
+  });
+
+  it('refuses its vote to a candidate whose log is behind its own', () => {
+    const log: Entry[] = [{ index: 1, term: 1, data: bytes('x') }, { index: 2, term: 2, data: bytes('y') }];
+    const voter = new Raft({ id: 'c', voters: ['a', 'b', 'c'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('c'), hardState: { term: 2, vote: undefined, commit: 0 }, log });
+    // Older last term, however long its log.
+    voter.step({ type: 'vote', from: 'a', to: 'c', term: 3, lastLogIndex: 9, lastLogTerm: 1 });
+    // Same last term, shorter log.
+    voter.step({ type: 'vote', from: 'b', to: 'c', term: 4, lastLogIndex: 1, lastLogTerm: 2 });
+    expect(voter.ready().messages.map((message) => 'granted' in message && message.granted)).toEqual([false, false]);
+    voter.step({ type: 'vote', from: 'a', to: 'c', term: 5, lastLogIndex: 2, lastLogTerm: 2 });
+    expect(voter.ready().messages.map((message) => 'granted' in message && message.granted)).toEqual([true]);
+  });
+
+  it('pre-vote: a node cut off from the others does not raise its term, and does not depose the leader when it returns', () => {
+    const cluster = new Cluster(['a', 'b', 'c', 'd', 'e']);
+    const leader = cluster.elect();
+    const term = leader.term;
+    const loner = ['a', 'b', 'c', 'd', 'e'].find((id) => id !== leader.id)!;
+    cluster.isolate(loner);
+    cluster.tick(20 * ELECTION);
+    // It has tried to stand many times, each time only as a pre-candidate.
+    expect(cluster.node(loner).term).toBe(term);
+    expect(cluster.sent.filter((message) => message.from === loner && message.type === 'preVote').length).toBeGreaterThan(5);
+    expect(cluster.sent.filter((message) => message.from === loner && message.type === 'vote')).toEqual([]);
+    cluster.heal();
+    cluster.tick(5 * ELECTION);
+    expect(cluster.leaders()).toEqual([leader.id]);
+    expect(leader.term).toBe(term);
+    expect(cluster.node(loner).leader).toBe(leader.id);
+  });
+
+  it('check-quorum: a leader that cannot hear a majority steps down within an election timeout', () => {
+    const cluster = new Cluster(['a', 'b', 'c']);
+    const leader = cluster.elect();
+    cluster.isolate(leader.id);
+    cluster.tick(ELECTION - 1, [leader.id]);
+    expect(leader.role).toBe('leader');
+    cluster.tick(1, [leader.id]);
+    expect(leader.role).toBe('follower');
+    // The other two elect a leader of a later term; the old one follows it once it hears it.
+    const others = ['a', 'b', 'c'].filter((id) => id !== leader.id);
+    cluster.tick(6 * ELECTION, others);
+    const next = others.map((id) => cluster.node(id)).find((raft) => raft.role === 'leader')!;
+    expect(next.term).toBeGreaterThan(leader.term);
+    cluster.heal();
+    cluster.tick(2 * HEARTBEAT);
+    expect(leader.leader).toBe(next.id);
+    expect(leader.term).toBe(next.term);
+  });
+});
+
+describe('Raft replication', () => {
+  it('commits on a majority and applies the same entries everywhere, in order', () => {
+    const cluster = new Cluster(['a', 'b', 'c', 'd', 'e']);
+    const leader = cluster.elect();
+    const [down1, down2] = ['a', 'b', 'c', 'd', 'e'].filter((id) => id !== leader.id);
+    cluster.isolate(down1!);
+    cluster.isolate(down2!);
+    for (let index = 1; index <= 5; index++) leader.propose(bytes(`block ${index}`));
+    cluster.flush();
+    // Three of five hold them: committed and applied there.
+    expect(cluster.appliedData(leader.id)).toEqual(['block 1', 'block 2', 'block 3', 'block 4', 'block 5']);
+    expect(cluster.appliedData(down1!)).toEqual([]);
+    // The two that were away catch up from the leader's log.
+    cluster.heal();
+    cluster.tick(2 * HEARTBEAT);
+    for (const id of ['a', 'b', 'c', 'd', 'e']) expect(cluster.appliedData(id)).toEqual(['block 1', 'block 2', 'block 3', 'block 4', 'block 5']);
+  });
+
+  it('does not commit without a majority', () => {
+    const cluster = new Cluster(['a', 'b', 'c']);
+    const leader = cluster.elect();
+    const commit = leader.commit;
+    for (const id of ['a', 'b', 'c']) if (id !== leader.id) cluster.isolate(id);
+    leader.propose(bytes('lonely'));
+    cluster.tick(HEARTBEAT * 2, [leader.id]);
+    expect(leader.commit).toBe(commit);
+    expect(cluster.appliedData(leader.id)).toEqual([]);
+  });
+
+  it('a leader commits an entry of an earlier term only through one of its own (the Figure 8 rule)', () => {
+    // c leads term 3 with an entry of term 2 at index 2 that it never got to a majority.
+    const log: Entry[] = [{ index: 1, term: 1, data: bytes('one') }, { index: 2, term: 2, data: bytes('two') }];
+    const c = new Raft({ id: 'c', voters: ['a', 'b', 'c'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('c'), hardState: { term: 2, vote: 'c', commit: 1 }, log });
+    c.step({ type: 'vote', from: 'a', to: 'c', term: 3, lastLogIndex: 1, lastLogTerm: 1 }); // a stale request: refused, term 3
+    for (let tick = 0; tick < 3 * ELECTION && c.role === 'follower'; tick++) c.tick();
+    // Pre-vote then vote: b grants both.
+    for (const message of c.ready().messages) if (message.type === 'preVote') c.step({ type: 'preVoteResponse', from: 'b', to: 'c', term: message.term, granted: true });
+    for (const message of c.ready().messages) if (message.type === 'vote') c.step({ type: 'voteResponse', from: 'b', to: 'c', term: message.term, granted: true });
+    expect(c.role).toBe('leader');
+    expect(c.lastIndex()).toBe(3); // its own empty entry of its term
+    // b acknowledges index 2 only: a majority holds the term-2 entry, but it must not commit by counting.
+    c.step({ type: 'appendResponse', from: 'b', to: 'c', term: c.term, success: true, index: 2 });
+    expect(c.commit).toBe(1);
+    // Once b holds the leader's own entry, both commit.
+    c.step({ type: 'appendResponse', from: 'b', to: 'c', term: c.term, success: true, index: 3 });
+    expect(c.commit).toBe(3);
+    expect(c.ready().committed.map((entry) => entry.index)).toEqual([2, 3]);
+  });
+
+  it('replaces a follower\'s conflicting uncommitted entries with the leader\'s', () => {
+    const shared: Entry[] = [{ index: 1, term: 1, data: bytes('one') }];
+    const stale: Entry[] = [...shared, { index: 2, term: 2, data: bytes('lost 2') }, { index: 3, term: 2, data: bytes('lost 3') }, { index: 4, term: 2, data: bytes('lost 4') }];
+    const winning: Entry[] = [...shared, { index: 2, term: 3, data: bytes('kept 2') }];
+    const cluster = new Cluster(['a', 'b', 'c'], [], {
+      a: { hardState: { term: 2, vote: 'a', commit: 1 }, log: stale },
+      b: { hardState: { term: 3, vote: 'b', commit: 1 }, log: winning },
+      c: { hardState: { term: 3, vote: 'b', commit: 1 }, log: winning },
+    });
+    // Only b or c can win: their last term (3) is newer than a's (2).
+    const leader = cluster.elect();
+    expect(['b', 'c']).toContain(leader.id);
+    leader.propose(bytes('new'));
+    cluster.flush();
+    cluster.tick(2 * HEARTBEAT);
+    const logOf = (id: string): string[] => cluster.members.get(id)!.log.map((entry) => `${entry.term}:${text(entry.data)}`);
+    expect(logOf('a')).toEqual(logOf(leader.id));
+    expect(logOf('a')).not.toContain('2:lost 3');
+    // 'one' was committed, and applied, before the restart this cluster starts from.
+    expect(cluster.appliedData('a')).toEqual(['kept 2', 'new']);
+  });
+
+  it('learners receive and apply the log but never vote, stand or count for a commit', () => {
+    const cluster = new Cluster(['a', 'b', 'c'], ['v']);
+    cluster.tick(30 * ELECTION, ['v']); // alone, for a long time
+    expect(cluster.node('v').role).toBe('follower');
+    expect(cluster.sent.filter((message) => message.from === 'v')).toEqual([]);
+    const leader = cluster.elect();
+    expect(cluster.sent.filter((message) => (message.type === 'vote' || message.type === 'preVote') && message.to === 'v')).toEqual([]);
+    leader.propose(bytes('block'));
+    cluster.flush();
+    expect(cluster.appliedData('v')).toEqual(['block']);
+    // With both other voters away, the learner's acknowledgement does not make a majority.
+    for (const id of ['a', 'b', 'c']) if (id !== leader.id) cluster.isolate(id);
+    const commit = leader.commit;
+    leader.propose(bytes('not committed'));
+    cluster.flush();
+    expect(leader.commit).toBe(commit);
+  });
+
+  it('refuses a proposal on a follower with the leader it knows', () => {
+    const cluster = new Cluster(['a', 'b', 'c']);
+    const leader = cluster.elect();
+    const follower = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+    expect(() => cluster.node(follower).propose(bytes('x'))).toThrow(expect.objectContaining({ code: 'KALIMA_ERR_CONSENSUS_NOT_LEADER', details: expect.objectContaining({ leader: leader.id }) }));
+  });
+
+  it('a restarted node keeps its log and term and rejoins without losing committed entries', () => {
+    const cluster = new Cluster(['a', 'b', 'c']);
+    const leader = cluster.elect();
+    for (let index = 1; index <= 3; index++) leader.propose(bytes(`block ${index}`));
+    cluster.flush();
+    const follower = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+    const saved = cluster.members.get(follower)!;
+    const restarted = cluster.start(follower, { hardState: saved.hardState, log: saved.log });
+    expect(restarted.term).toBe(leader.term);
+    expect(restarted.lastIndex()).toBe(leader.lastIndex());
+    leader.propose(bytes('block 4'));
+    cluster.flush();
+    cluster.tick(HEARTBEAT);
+    // Entries committed before the restart were applied by the old instance; the new one applies what follows.
+    expect(cluster.appliedData(follower)).toEqual(['block 4']);
+    expect(restarted.commit).toBe(leader.commit);
+  });
+});
