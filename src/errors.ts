@@ -63,6 +63,11 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_NET_HANDSHAKE_FAILED: { status: 502, message: 'the encrypted handshake with the peer failed' },
   KALIMA_ERR_NET_BAD_FRAME: { status: 502, message: 'the peer sent a frame that does not decrypt; the connection is closed' },
   KALIMA_ERR_NET_MESSAGE_TOO_LARGE: { status: 400, message: 'a transport message is larger than 65,535 bytes' },
+  KALIMA_ERR_NET_UNKNOWN_PEER: { status: 403, message: 'the peer\'s node key is not one the genesis file names' },
+  KALIMA_ERR_NET_PEER_PENALISED: { status: 403, message: 'the peer sent frames that did not decrypt and is refused for a while' },
+  KALIMA_ERR_NET_QUEUE_FULL: { status: 503, message: 'too much is queued for this peer; slow down' },
+  KALIMA_ERR_NET_LINK_CLOSED: { status: 503, message: 'the link to the peer is closed' },
+  KALIMA_ERR_NET_UNREACHABLE: { status: 503, message: 'the peer could not be reached' },
   // sdk / transport
   KALIMA_ERR_SDK_UNREACHABLE: { status: 503, message: 'the node could not be reached' },
   KALIMA_ERR_SDK_BAD_RESPONSE: { status: 502, message: 'the node sent a response the SDK cannot read' },
