@@ -14,6 +14,7 @@ export const TABLE = {
   cacheEntry: 0x08,
   addressHead: 0x09,
   nonceWindow: 0x0a,
+  raftEntry: 0x0b,
 } as const;
 
 /** 8-byte big-endian of a non-negative safe integer. */

@@ -1,0 +1,153 @@
+// Runs a Raft state machine against the world: ticks from the injected scheduler, messages in and
+// out through a transport callback, durable state in a RaftLogStore, committed entries to an apply
+// callback. The order per Ready is the one raft.ts requires: persist (synced), then send, then
+// apply. One Ready is handled at a time.
+import { kalimaError } from '../errors.ts';
+import type { Logger, Scheduler } from '../ports.ts';
+import type { RaftLogStore } from '../store/raft-log.ts';
+import { decodeMessage, encodeMessage } from './codec.ts';
+import { type Entry, type Message, Raft, type RaftConfig } from './raft.ts';
+
+export interface RuntimeOptions {
+  raft: RaftConfig;
+  store: RaftLogStore;
+  scheduler: Scheduler;
+  logger: Logger;
+  /** Milliseconds per Raft tick. */
+  tickMs: number;
+  /** Hands an encoded message to the link to `to`; may drop it (Raft retries). */
+  send(to: string, bytes: Uint8Array): void;
+  /** Called with committed entries, in order, once they are durable here. */
+  apply(entries: Entry[]): void | Promise<void>;
+}
+
+interface Waiting {
+  term: number;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+export class RaftRuntime {
+  readonly raft: Raft;
+  private timer: unknown;
+  private processing: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+  private failure: unknown;
+  /** Proposals waiting for their commit, by index. */
+  private readonly waiting = new Map<number, Waiting>();
+
+  constructor(private readonly options: RuntimeOptions) {
+    this.raft = new Raft(options.raft);
+  }
+
+  start(): void {
+    const tick = (): void => {
+      this.timer = this.options.scheduler.setTimeout(() => {
+        if (this.stopped) return;
+        this.raft.tick();
+        this.kick();
+        tick();
+      }, this.options.tickMs);
+    };
+    tick();
+  }
+
+  /** A frame from the authenticated peer `from` (the link proved who it is). */
+  receive(from: string, bytes: Uint8Array): void {
+    if (this.stopped) return;
+    let message: Message;
+    try {
+      message = decodeMessage(bytes);
+    } catch (error) {
+      this.options.logger.warn({ peer: from, error: String(error) }, 'raft: dropped an undecodable message');
+      return;
+    }
+    // A peer may speak only for itself.
+    if (message.from !== from) {
+      this.options.logger.warn({ peer: from, claimed: message.from }, 'raft: dropped a message that claims another sender');
+      return;
+    }
+    this.raft.step(message);
+    this.kick();
+  }
+
+  /** Proposes an entry; resolves once it is committed and applied here, rejects if another replaced it. */
+  propose(data: Uint8Array): Promise<number> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    let index: number;
+    try {
+      index = this.raft.propose(data);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const term = this.raft.term;
+    const committed = new Promise<number>((resolve, reject) => this.waiting.set(index, { term, resolve: () => resolve(index), reject }));
+    this.kick();
+    return committed;
+  }
+
+  private kick(): void {
+    if (this.processing !== undefined) {
+      this.again = true;
+      return;
+    }
+    this.processing = this.processAll().finally(() => {
+      this.processing = undefined;
+    });
+  }
+
+  private async processAll(): Promise<void> {
+    do {
+      this.again = false;
+      const ready = this.raft.ready();
+      if (ready.hardState === undefined && ready.entries.length === 0 && ready.messages.length === 0 && ready.committed.length === 0) continue;
+      try {
+        await this.options.store.persist(ready.hardState, ready.entries);
+      } catch (error) {
+        // Nothing may be sent that the disk does not hold: stop taking part.
+        this.fail(error);
+        return;
+      }
+      if (this.stopped) return;
+      for (const message of ready.messages) this.options.send(message.to, encodeMessage(message));
+      if (ready.committed.length > 0) {
+        await this.options.apply(ready.committed);
+        for (const entry of ready.committed) {
+          const waiter = this.waiting.get(entry.index);
+          if (waiter === undefined) continue;
+          this.waiting.delete(entry.index);
+          if (entry.term === waiter.term) waiter.resolve();
+          else waiter.reject(kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { reason: 'another leader replaced the entry; retry', index: entry.index }));
+        }
+      }
+      // A proposal whose index was overwritten by a later leader's shorter log never commits as is.
+      if (this.raft.role !== 'leader') {
+        for (const [index, waiter] of this.waiting) {
+          if (this.raft.termAt(index) !== waiter.term) {
+            this.waiting.delete(index);
+            waiter.reject(kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { reason: 'leadership changed before the entry committed; retry', index, leader: this.raft.leader ?? null }));
+          }
+        }
+      }
+    } while (this.again && !this.stopped);
+  }
+
+  private fail(error: unknown): void {
+    this.failure = kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the raft log could not be written', cause: String(error) });
+    this.options.logger.error({ error: String(error) }, 'raft: persisting failed; this node stops taking part');
+    this.stop();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer !== undefined) this.options.scheduler.clearTimeout(this.timer);
+    for (const waiter of this.waiting.values()) waiter.reject(this.failure ?? kalimaError('KALIMA_ERR_NODE_STOPPING'));
+    this.waiting.clear();
+  }
+
+  /** Resolves once the Ready in progress, if any, is done. */
+  async idle(): Promise<void> {
+    while (this.processing !== undefined) await this.processing;
+  }
+}
