@@ -20,6 +20,8 @@ export interface SimOptions {
   maxDelayTicks?: number;
   crashRate?: number;
   partitionRate?: number;
+  /** Per delivered message: the receiver dies after the step and before its Ready is persisted. */
+  crashBeforePersistRate?: number;
   /** Entries per append message: small values make leaders replicate old terms' entries on their own. */
   maxEntriesPerAppend?: number;
   /** Proposals per tick while faults run. */
@@ -47,6 +49,7 @@ export interface SimResult {
   acknowledged: number;
   committedIndex: number;
   crashes: number;
+  crashesBeforePersist: number;
   partitions: number;
   messages: number;
 }
@@ -126,6 +129,7 @@ export function runRaftSimulation(options: SimOptions): SimResult {
   const maxDelay = options.maxDelayTicks ?? 3;
   const crashRate = options.crashRate ?? 0.004;
   const partitionRate = options.partitionRate ?? 0.01;
+  const crashBeforePersistRate = options.crashBeforePersistRate ?? 0.0005;
 
   const voters = Array.from({ length: voterCount }, (_, index) => `m${index + 1}`);
   const learners = Array.from({ length: learnerCount }, (_, index) => `v${index + 1}`);
@@ -147,7 +151,7 @@ export function runRaftSimulation(options: SimOptions): SimResult {
   let cut = new Set<string>();
   let partitionEndsAt = 0;
   let healing = false;
-  const stats = { crashes: 0, partitions: 0, messages: 0 };
+  const stats = { crashes: 0, crashesBeforePersist: 0, partitions: 0, messages: 0 };
 
   // Checker state.
   const leaderOfTerm = new Map<number, string>();
@@ -283,6 +287,15 @@ export function runRaftSimulation(options: SimOptions): SimResult {
       const target = nodes.get(message.to);
       if (target?.raft === undefined) continue; // delivered to a crashed node: lost
       target.raft.step(message);
+      // Now and then the node dies after taking the message in and before its Ready reached the
+      // disk: whatever the step decided (a vote, appended entries, a commit) is lost, and nothing
+      // of it was sent.
+      if (!healing && random.next() < crashBeforePersistRate) {
+        target.raft = undefined;
+        stats.crashes++;
+        stats.crashesBeforePersist++;
+        continue;
+      }
       processReady(target, true);
     }
     for (const node of nodes.values()) if (node.raft !== undefined) processReady(node, true);
