@@ -3,7 +3,7 @@
 // is either one well-formed message or a coded error.
 import { kalimaError } from '../errors.ts';
 import { Reader, Writer } from '../ledger/codec.ts';
-import type { Entry, HardState, Message } from './raft.ts';
+import type { Entry, HardState, Message, SnapshotMeta } from './raft.ts';
 
 const VERSION = 1;
 /** A node id is the hex of its 33-byte node key. */
@@ -12,7 +12,7 @@ const NODE_ID_BYTES_MAX = 128;
 export const ENTRY_BYTES_MAX = 16_384;
 const ENTRIES_PER_MESSAGE_MAX = 1_024;
 
-const TYPES = ['preVote', 'vote', 'preVoteResponse', 'voteResponse', 'append', 'appendResponse'] as const;
+const TYPES = ['preVote', 'vote', 'preVoteResponse', 'voteResponse', 'append', 'appendResponse', 'snapshot'] as const;
 
 function writeEntry(writer: Writer, entry: Entry): void {
   writer.varint(entry.index).varint(entry.term).bytes(entry.data);
@@ -39,6 +39,9 @@ export function encodeMessage(message: Message): Uint8Array {
       break;
     case 'appendResponse':
       writer.u8(message.success ? 1 : 0).varint(message.index);
+      break;
+    case 'snapshot':
+      writer.varint(message.index).varint(message.snapshotTerm);
       break;
   }
   return writer.finish();
@@ -88,6 +91,9 @@ export function decodeMessage(bytes: Uint8Array): Message {
     case 'appendResponse':
       message = { type, from, to, term, success: flag(), index: reader.varint() };
       break;
+    case 'snapshot':
+      message = { type, from, to, term, index: reader.varint(), snapshotTerm: reader.varint() };
+      break;
   }
   reader.end();
   return message;
@@ -126,4 +132,17 @@ export function decodeHardState(bytes: Uint8Array): HardState {
   const vote = hasVote === 1 ? reader.text(NODE_ID_BYTES_MAX) : undefined;
   reader.end();
   return { term, vote, commit };
+}
+
+export function encodeSnapshotMeta(meta: SnapshotMeta): Uint8Array {
+  return new Writer(24).u8(VERSION).varint(meta.index).varint(meta.term).finish();
+}
+
+export function decodeSnapshotMeta(bytes: Uint8Array): SnapshotMeta {
+  const reader = new Reader(bytes);
+  const version = reader.u8();
+  if (version !== VERSION) throw kalimaError('KALIMA_ERR_CODEC_UNKNOWN_VERSION', { version });
+  const meta = { index: reader.varint(), term: reader.varint() };
+  reader.end();
+  return meta;
 }

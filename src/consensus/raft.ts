@@ -31,10 +31,18 @@ export interface HardState {
   commit: number;
 }
 
+/** Where the log starts: every entry up to `index` (of `term`) is folded into the state machine. */
+export interface SnapshotMeta {
+  index: number;
+  term: number;
+}
+
 export type Message =
   | { type: 'preVote' | 'vote'; from: NodeId; to: NodeId; term: number; lastLogIndex: number; lastLogTerm: number }
   | { type: 'preVoteResponse' | 'voteResponse'; from: NodeId; to: NodeId; term: number; granted: boolean }
   | { type: 'append'; from: NodeId; to: NodeId; term: number; prevLogIndex: number; prevLogTerm: number; entries: Entry[]; commit: number }
+  /** The leader no longer holds the entries this follower needs: it is to fetch the state at `index`. */
+  | { type: 'snapshot'; from: NodeId; to: NodeId; term: number; index: number; snapshotTerm: number }
   | {
     type: 'appendResponse'; from: NodeId; to: NodeId; term: number; success: boolean;
     /** On success, the last index now known to match; on a refusal, where the leader should try next. */
@@ -50,6 +58,16 @@ export interface Ready {
   messages: Message[];
   /** Newly committed entries, in order, to apply once the above is durable. */
   committed: Entry[];
+  /**
+   * The log's new start, to persist with the rest: entries up to `index` are dropped (all of them
+   * with `discardLog`, after a restored snapshot).
+   */
+  snapshot: (SnapshotMeta & { discardLog: boolean }) | undefined;
+  /**
+   * The leader compacted past this node's log: fetch the state machine's state at `index` (from
+   * `from` or any peer that has it), install it, then call restoreSnapshot(index, term).
+   */
+  fetchSnapshot: (SnapshotMeta & { from: NodeId }) | undefined;
 }
 
 export interface RaftConfig {
@@ -64,7 +82,8 @@ export interface RaftConfig {
   /** The most entries in one append message. */
   maxEntriesPerAppend?: number;
   rng: Rng;
-  /** What the store holds after a restart. */
+  /** What the store holds after a restart: where the log starts, the hard state, the entries after it. */
+  snapshot?: SnapshotMeta;
   hardState?: HardState;
   log?: readonly Entry[];
 }
@@ -78,8 +97,10 @@ export class Raft {
   vote: NodeId | undefined = NONE;
   leader: NodeId | undefined = NONE;
   commit = 0;
-  /** Entries 1..n; log[i - 1] has index i. */
+  /** Entries snapshotIndex+1 .. lastIndex(); log[i - snapshotIndex - 1] has index i. */
   private readonly log: Entry[] = [];
+  private snapshotIndex = 0;
+  private snapshotTerm = 0;
   private readonly voters: ReadonlySet<NodeId>;
   private readonly learners: ReadonlySet<NodeId>;
   private readonly electionTicks: number;
@@ -104,6 +125,8 @@ export class Raft {
   private unstableFrom: number | undefined;
   private applied: number;
   private hardStateDirty = false;
+  private snapshotChanged: (SnapshotMeta & { discardLog: boolean }) | undefined;
+  private fetching: (SnapshotMeta & { from: NodeId }) | undefined;
 
   constructor(config: RaftConfig) {
     this.id = config.id;
@@ -116,9 +139,13 @@ export class Raft {
     this.heartbeatTicks = config.heartbeatTicks;
     this.maxEntriesPerAppend = config.maxEntriesPerAppend ?? 64;
     this.rng = config.rng;
+    if (config.snapshot !== undefined) {
+      this.snapshotIndex = config.snapshot.index;
+      this.snapshotTerm = config.snapshot.term;
+    }
     for (const [position, entry] of (config.log ?? []).entries()) {
-      assert(entry.index === position + 1, `raft: the stored log has index ${entry.index} at position ${position + 1}`);
-      assert(position === 0 || entry.term >= this.log[position - 1]!.term, 'raft: the stored log has decreasing terms');
+      assert(entry.index === this.snapshotIndex + position + 1, `raft: the stored log has index ${entry.index} at position ${this.snapshotIndex + position + 1}`);
+      assert(entry.term >= (position === 0 ? this.snapshotTerm : this.log[position - 1]!.term), 'raft: the stored log has decreasing terms');
       this.log.push(entry);
     }
     if (config.hardState !== undefined) {
@@ -126,6 +153,8 @@ export class Raft {
       this.vote = config.hardState.vote;
       this.commit = Math.min(config.hardState.commit, this.lastIndex());
     }
+    // Entries folded into a snapshot were committed and applied.
+    this.commit = Math.max(this.commit, this.snapshotIndex);
     // Entries up to the stored commit were applied before the restart, as far as the caller's
     // state machine says; the caller replays them from its own store, not from here.
     this.applied = this.commit;
@@ -135,20 +164,60 @@ export class Raft {
   // ---- queries ----
 
   lastIndex(): number {
-    return this.log.length;
+    return this.snapshotIndex + this.log.length;
+  }
+
+  /** The first index this node still holds the entry of. */
+  firstIndex(): number {
+    return this.snapshotIndex + 1;
   }
 
   lastTerm(): number {
     return this.termAt(this.lastIndex());
   }
 
+  /** The term of the entry at `index`; -1 if this node does not hold it (compacted away or beyond). */
   termAt(index: number): number {
-    if (index === 0) return 0;
-    return this.log[index - 1]?.term ?? -1;
+    if (index === this.snapshotIndex) return this.snapshotTerm;
+    if (index < this.snapshotIndex) return -1;
+    return this.log[index - this.snapshotIndex - 1]?.term ?? -1;
   }
 
   entries(from: number, to = this.lastIndex()): Entry[] {
-    return this.log.slice(from - 1, to);
+    assert(from > this.snapshotIndex, `raft: entries from ${from} are compacted (the log starts after ${this.snapshotIndex})`);
+    return this.log.slice(from - this.snapshotIndex - 1, Math.max(0, to - this.snapshotIndex));
+  }
+
+  /**
+   * Drops the entries up to `index` from memory and the store: the caller's state machine holds
+   * them (its blocks and state). Only applied entries may go.
+   */
+  compact(index: number): void {
+    if (index <= this.snapshotIndex) return;
+    assert(index <= this.applied, `raft: cannot compact to ${index}, beyond what was applied (${this.applied})`);
+    this.snapshotTerm = this.termAt(index);
+    this.log.splice(0, index - this.snapshotIndex);
+    this.snapshotIndex = index;
+    this.snapshotChanged = { index, term: this.snapshotTerm, discardLog: false };
+  }
+
+  /**
+   * The caller installed the state machine's state at (index, term), as a snapshot request asked:
+   * the log restarts after it, and the leader hears that this node holds everything up to it.
+   */
+  restoreSnapshot(index: number, term: number): void {
+    const pending = this.fetching;
+    this.fetching = undefined;
+    if (index <= this.commit) return;
+    this.log.length = 0;
+    this.snapshotIndex = index;
+    this.snapshotTerm = term;
+    this.commit = index;
+    this.applied = index;
+    this.hardStateDirty = true;
+    this.snapshotChanged = { index, term, discardLog: true };
+    const leader = this.leader ?? pending?.from;
+    if (leader !== undefined) this.send({ type: 'appendResponse', from: this.id, to: leader, term: this.term, success: true, index });
   }
 
   isVoter(id: NodeId = this.id): boolean {
@@ -226,12 +295,12 @@ export class Raft {
         // A grant at the term this pre-candidate asked for: counted below, no term change.
         if (this.role !== 'preCandidate' || message.term !== this.term + 1) return;
       } else {
-        this.becomeFollower(message.term, message.type === 'append' ? message.from : NONE);
+        this.becomeFollower(message.term, message.type === 'append' || message.type === 'snapshot' ? message.from : NONE);
       }
     } else if (message.term < this.term) {
       // A stale leader or candidate: tell it the term, so it steps down. (Pre-votes at a lower
       // term are refused the same way.)
-      if (message.type === 'append') this.send({ type: 'appendResponse', from: this.id, to: message.from, term: this.term, success: false, index: this.lastIndex() + 1 });
+      if (message.type === 'append' || message.type === 'snapshot') this.send({ type: 'appendResponse', from: this.id, to: message.from, term: this.term, success: false, index: this.lastIndex() + 1 });
       else if (message.type === 'preVote') this.send({ type: 'preVoteResponse', from: this.id, to: message.from, term: this.term, granted: false });
       else if (message.type === 'vote') this.send({ type: 'voteResponse', from: this.id, to: message.from, term: this.term, granted: false });
       return;
@@ -264,6 +333,9 @@ export class Raft {
       case 'append':
         this.handleAppend(message);
         return;
+      case 'snapshot':
+        this.handleSnapshot(message);
+        return;
       case 'appendResponse':
         if (this.role === 'leader') this.handleAppendResponse(message);
         return;
@@ -272,17 +344,20 @@ export class Raft {
 
   /** What to persist, send and apply since the last call; call advance() once it is done. */
   ready(): Ready {
-    const entries = this.unstableFrom === undefined ? [] : this.entries(this.unstableFrom);
+    const entries = this.unstableFrom === undefined || this.unstableFrom > this.lastIndex() ? [] : this.entries(Math.max(this.unstableFrom, this.firstIndex()));
     const committed = this.commit > this.applied ? this.entries(this.applied + 1, this.commit) : [];
     const ready: Ready = {
       hardState: this.hardStateDirty ? { term: this.term, vote: this.vote, commit: this.commit } : undefined,
       entries,
       messages: this.outbox,
       committed,
+      snapshot: this.snapshotChanged,
+      fetchSnapshot: this.fetching,
     };
     this.outbox = [];
     this.unstableFrom = undefined;
     this.hardStateDirty = false;
+    this.snapshotChanged = undefined;
     this.applied = this.commit;
     return ready;
   }
@@ -381,13 +456,18 @@ export class Raft {
     const first = entries[0]!.index;
     assert(first <= this.lastIndex() + 1, 'raft: an append leaves a gap');
     assert(first > this.commit, 'raft: an append would replace a committed entry');
-    this.log.length = first - 1;
+    this.log.length = first - this.snapshotIndex - 1;
     this.log.push(...entries);
     this.unstableFrom = this.unstableFrom === undefined ? first : Math.min(this.unstableFrom, first);
   }
 
   private sendAppend(peer: NodeId, heartbeat: boolean): void {
     const next = this.next.get(peer) ?? this.lastIndex() + 1;
+    if (next <= this.snapshotIndex) {
+      // What the peer needs next is folded into the snapshot: it must fetch the state instead.
+      this.send({ type: 'snapshot', from: this.id, to: peer, term: this.term, index: this.snapshotIndex, snapshotTerm: this.snapshotTerm });
+      return;
+    }
     const entries = this.entries(next, Math.min(this.lastIndex(), next + this.maxEntriesPerAppend - 1));
     if (!heartbeat && entries.length === 0) return;
     const prevLogIndex = next - 1;
@@ -443,6 +523,24 @@ export class Raft {
       this.hardStateDirty = true;
     }
     reply(true, lastNew);
+  }
+
+  private handleSnapshot(message: Extract<Message, { type: 'snapshot' }>): void {
+    if (this.role !== 'follower' || this.leader !== message.from) this.becomeFollower(this.term, message.from);
+    this.ticksSinceHeard = 0;
+    if (message.index <= this.commit) {
+      this.send({ type: 'appendResponse', from: this.id, to: message.from, term: this.term, success: true, index: this.commit });
+      return;
+    }
+    if (this.termAt(message.index) === message.snapshotTerm) {
+      // This node holds that entry: by log matching everything before it matches too, and the
+      // leader compacts only what is committed.
+      this.commit = message.index;
+      this.hardStateDirty = true;
+      this.send({ type: 'appendResponse', from: this.id, to: message.from, term: this.term, success: true, index: message.index });
+      return;
+    }
+    this.fetching = { index: message.index, term: message.snapshotTerm, from: message.from };
   }
 
   private handleAppendResponse(message: Extract<Message, { type: 'appendResponse' }>): void {

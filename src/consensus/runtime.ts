@@ -6,7 +6,7 @@ import { kalimaError } from '../errors.ts';
 import type { Logger, Scheduler } from '../ports.ts';
 import type { RaftLogStore } from '../store/raft-log.ts';
 import { decodeMessage, encodeMessage } from './codec.ts';
-import { type Entry, type Message, Raft, type RaftConfig } from './raft.ts';
+import { type Entry, type Message, Raft, type RaftConfig, type SnapshotMeta } from './raft.ts';
 
 export interface RuntimeOptions {
   raft: RaftConfig;
@@ -19,6 +19,12 @@ export interface RuntimeOptions {
   send(to: string, bytes: Uint8Array): void;
   /** Called with committed entries, in order, once they are durable here. */
   apply(entries: Entry[]): void | Promise<void>;
+  /**
+   * The leader no longer has the entries this node needs: install the state machine's state at
+   * `index` (blocks and state, from `from` or another peer). Resolve once it is installed; reject
+   * to have the leader ask again later.
+   */
+  fetchSnapshot?(meta: SnapshotMeta & { from: string }): Promise<void>;
 }
 
 interface Waiting {
@@ -34,6 +40,7 @@ export class RaftRuntime {
   private again = false;
   private stopped = false;
   private failure: unknown;
+  private fetching = false;
   /** Proposals waiting for their commit, by index. */
   private readonly waiting = new Map<number, Waiting>();
 
@@ -101,9 +108,10 @@ export class RaftRuntime {
     do {
       this.again = false;
       const ready = this.raft.ready();
-      if (ready.hardState === undefined && ready.entries.length === 0 && ready.messages.length === 0 && ready.committed.length === 0) continue;
+      if (ready.fetchSnapshot !== undefined) this.startFetch(ready.fetchSnapshot);
+      if (ready.hardState === undefined && ready.entries.length === 0 && ready.messages.length === 0 && ready.committed.length === 0 && ready.snapshot === undefined) continue;
       try {
-        await this.options.store.persist(ready.hardState, ready.entries);
+        await this.options.store.persist(ready.hardState, ready.entries, ready.snapshot);
       } catch (error) {
         // Nothing may be sent that the disk does not hold: stop taking part.
         this.fail(error);
@@ -131,6 +139,29 @@ export class RaftRuntime {
         }
       }
     } while (this.again && !this.stopped);
+  }
+
+  /** Drops applied entries up to `index` from the log (the caller's store holds their blocks). */
+  compact(index: number): void {
+    this.raft.compact(index);
+    this.kick();
+  }
+
+  private startFetch(meta: SnapshotMeta & { from: string }): void {
+    if (this.fetching || this.options.fetchSnapshot === undefined) return;
+    this.fetching = true;
+    this.options.fetchSnapshot(meta).then(
+      () => {
+        this.fetching = false;
+        if (this.stopped) return;
+        this.raft.restoreSnapshot(meta.index, meta.term);
+        this.kick();
+      },
+      (error: unknown) => {
+        this.fetching = false;
+        this.options.logger.warn({ index: meta.index, from: meta.from, error: String(error) }, 'raft: fetching the snapshot failed; the leader will ask again');
+      },
+    );
   }
 
   private fail(error: unknown): void {

@@ -1,8 +1,8 @@
 // Raft's durable state in the node's key-value store: the hard state (term, vote, commit) and the
 // log entries by index. Each Ready is persisted with one synced batch, before anything it carries
 // is sent: the truncation of a replaced suffix, the new entries and the hard state together.
-import type { Entry, HardState } from '../consensus/raft.ts';
-import { decodeEntry, decodeHardState, encodeEntry, encodeHardState } from '../consensus/codec.ts';
+import type { Entry, HardState, SnapshotMeta } from '../consensus/raft.ts';
+import { decodeEntry, decodeHardState, decodeSnapshotMeta, encodeEntry, encodeHardState, encodeSnapshotMeta } from '../consensus/codec.ts';
 import { kalimaError } from '../errors.ts';
 import type { KvOperation, KvStore } from './kv.ts';
 import { TABLE, keys, prefixEnd, tableKey, u64 } from './keys.ts';
@@ -10,41 +10,63 @@ import { TABLE, keys, prefixEnd, tableKey, u64 } from './keys.ts';
 const entryKey = (index: number): Uint8Array => tableKey(TABLE.raftEntry, u64(index));
 
 export class RaftLogStore {
+  /** The log holds entries firstIndex .. lastIndex. */
+  private firstIndex = 1;
   private lastIndex = 0;
 
   private constructor(private readonly kv: KvStore) {}
 
-  /** Opens the log and reads it back: the hard state and every entry, checked to be consecutive. */
-  static async open(kv: KvStore): Promise<{ store: RaftLogStore; hardState: HardState | undefined; log: Entry[] }> {
+  /**
+   * Opens the log and reads it back: where it starts (the snapshot), the hard state, and every
+   * entry after the start, checked to be consecutive.
+   */
+  static async open(kv: KvStore): Promise<{ store: RaftLogStore; snapshot: SnapshotMeta | undefined; hardState: HardState | undefined; log: Entry[] }> {
     const store = new RaftLogStore(kv);
     const stateBytes = await kv.get(keys.meta('raftHardState'));
     const hardState = stateBytes === undefined ? undefined : decodeHardState(stateBytes);
+    const snapshotBytes = await kv.get(keys.meta('raftSnapshot'));
+    const snapshot = snapshotBytes === undefined ? undefined : decodeSnapshotMeta(snapshotBytes);
+    const start = (snapshot?.index ?? 0) + 1;
     const log: Entry[] = [];
     const table = Uint8Array.of(TABLE.raftEntry);
     for await (const [, value] of kv.entries({ gte: table, lt: prefixEnd(table) })) {
       const entry = decodeEntry(value);
-      if (entry.index !== log.length + 1) throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { what: 'raft log', index: entry.index, expected: log.length + 1 });
+      if (entry.index !== start + log.length) throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { what: 'raft log', index: entry.index, expected: start + log.length });
       log.push(entry);
     }
-    if (hardState !== undefined && hardState.commit > log.length) throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { what: 'raft log', commit: hardState.commit, entries: log.length });
-    store.lastIndex = log.length;
-    return { store, hardState, log };
+    const last = start - 1 + log.length;
+    if (hardState !== undefined && hardState.commit > last) throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { what: 'raft log', commit: hardState.commit, entries: last });
+    store.firstIndex = start;
+    store.lastIndex = last;
+    return { store, snapshot, hardState, log };
   }
 
-  /** Entries replace the log from entries[0].index on. Durable when it returns. */
-  async persist(hardState: HardState | undefined, entries: readonly Entry[]): Promise<void> {
-    if (hardState === undefined && entries.length === 0) return;
+  /**
+   * One Ready, durable when it returns: the log's new start (dropping the entries it folds in, or
+   * all of them after a restored snapshot), entries that replace the log from entries[0].index on,
+   * and the hard state.
+   */
+  async persist(hardState: HardState | undefined, entries: readonly Entry[], snapshot?: SnapshotMeta & { discardLog: boolean }): Promise<void> {
+    if (hardState === undefined && entries.length === 0 && snapshot === undefined) return;
     const operations: KvOperation[] = [];
-    let lastIndex = this.lastIndex;
+    let { firstIndex, lastIndex } = this;
+    if (snapshot !== undefined) {
+      const dropTo = snapshot.discardLog ? lastIndex : Math.min(snapshot.index, lastIndex);
+      for (let index = firstIndex; index <= dropTo; index++) operations.push({ type: 'del', key: entryKey(index) });
+      operations.push({ type: 'put', key: keys.meta('raftSnapshot'), value: encodeSnapshotMeta(snapshot) });
+      firstIndex = snapshot.index + 1;
+      lastIndex = snapshot.discardLog ? snapshot.index : Math.max(lastIndex, snapshot.index);
+    }
     if (entries.length > 0) {
       const first = entries[0]!.index;
-      if (first > this.lastIndex + 1) throw kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'raft log: an append leaves a gap', first, last: this.lastIndex });
-      for (let index = first; index <= this.lastIndex; index++) operations.push({ type: 'del', key: entryKey(index) });
+      if (first > lastIndex + 1 || first < firstIndex) throw kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'raft log: an append outside the log', first, firstIndex, lastIndex });
+      for (let index = first; index <= lastIndex; index++) operations.push({ type: 'del', key: entryKey(index) });
       for (const entry of entries) operations.push({ type: 'put', key: entryKey(entry.index), value: encodeEntry(entry) });
       lastIndex = entries[entries.length - 1]!.index;
     }
     if (hardState !== undefined) operations.push({ type: 'put', key: keys.meta('raftHardState'), value: encodeHardState(hardState) });
     await this.kv.batch(operations, { sync: true });
+    this.firstIndex = firstIndex;
     this.lastIndex = lastIndex;
   }
 }

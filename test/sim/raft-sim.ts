@@ -5,7 +5,7 @@
 // watch the safety properties throughout and liveness once the faults stop. Everything random comes
 // from the seed, so a failing seed replays exactly.
 import { createHash } from 'node:crypto';
-import { type Entry, type HardState, type Message, Raft } from '../../src/consensus/raft.ts';
+import { type Entry, type HardState, type Message, Raft, type SnapshotMeta } from '../../src/consensus/raft.ts';
 import type { Rng } from '../../src/ports.ts';
 
 export interface SimOptions {
@@ -26,6 +26,8 @@ export interface SimOptions {
   maxEntriesPerAppend?: number;
   /** Proposals per tick while faults run. */
   proposalRate?: number;
+  /** Each node compacts its log once it holds more than this many applied entries (0: never). */
+  compactAbove?: number;
 }
 
 /**
@@ -34,8 +36,8 @@ export interface SimOptions {
  * leaders replicate earlier terms' entries on their own (the schedules behind the paper's Figure 8).
  */
 export const SIM_PROFILES = {
-  cluster: {},
-  hostile: { voters: 3, learners: 0, crashRate: 0.03, maxEntriesPerAppend: 1, proposalRate: 0.6 },
+  cluster: { compactAbove: 40 },
+  hostile: { voters: 3, learners: 0, crashRate: 0.03, maxEntriesPerAppend: 1, proposalRate: 0.6, compactAbove: 12 },
 } satisfies Record<string, Omit<SimOptions, 'seed'>>;
 
 export type SimProfile = keyof typeof SIM_PROFILES;
@@ -50,6 +52,7 @@ export interface SimResult {
   committedIndex: number;
   crashes: number;
   crashesBeforePersist: number;
+  snapshotsInstalled: number;
   partitions: number;
   messages: number;
 }
@@ -95,7 +98,9 @@ export class SeededRandom implements Rng {
 }
 
 interface Disk {
+  snapshot: SnapshotMeta | undefined;
   hardState: HardState | undefined;
+  /** Entries after the snapshot. */
   log: Entry[];
 }
 
@@ -138,10 +143,10 @@ export function runRaftSimulation(options: SimOptions): SimResult {
     node.raft = new Raft({
       id: node.id, voters, learners, electionTicks: ELECTION_TICKS, heartbeatTicks: HEARTBEAT_TICKS, maxEntriesPerAppend: options.maxEntriesPerAppend ?? 8,
       rng: new SeededRandom(`raft-sim:${options.seed}:${node.id}:${random.below(1e9)}`),
-      hardState: node.disk.hardState, log: node.disk.log,
+      snapshot: node.disk.snapshot, hardState: node.disk.hardState, log: node.disk.log,
     });
   };
-  const nodes = new Map<string, SimNode>(everyone.map((id) => [id, { id, raft: undefined, disk: { hardState: undefined, log: [] }, applied: [] }]));
+  const nodes = new Map<string, SimNode>(everyone.map((id) => [id, { id, raft: undefined, disk: { snapshot: undefined, hardState: undefined, log: [] }, applied: [] }]));
   for (const node of nodes.values()) start(node);
 
   let now = 0;
@@ -151,7 +156,7 @@ export function runRaftSimulation(options: SimOptions): SimResult {
   let cut = new Set<string>();
   let partitionEndsAt = 0;
   let healing = false;
-  const stats = { crashes: 0, crashesBeforePersist: 0, partitions: 0, messages: 0 };
+  const stats = { crashes: 0, crashesBeforePersist: 0, partitions: 0, messages: 0, snapshotsInstalled: 0 };
 
   // Checker state.
   const leaderOfTerm = new Map<number, string>();
@@ -168,10 +173,15 @@ export function runRaftSimulation(options: SimOptions): SimResult {
   const processReady = (node: SimNode, deliver: boolean): void => {
     const raft = node.raft!;
     const ready = raft.ready();
-    // 1. Durable: entries replace the log from their first index; the hard state.
+    // 1. Durable: the log's new start, entries that replace the log from their first index, the hard state.
+    if (ready.snapshot !== undefined) {
+      const { index, term, discardLog } = ready.snapshot;
+      node.disk.log = discardLog ? [] : node.disk.log.filter((entry) => entry.index > index);
+      node.disk.snapshot = { index, term };
+    }
     if (ready.entries.length > 0) {
       const first = ready.entries[0]!.index;
-      node.disk.log = [...node.disk.log.slice(0, first - 1), ...ready.entries];
+      node.disk.log = [...node.disk.log.filter((entry) => entry.index < first), ...ready.entries];
     }
     if (ready.hardState !== undefined) node.disk.hardState = { ...ready.hardState };
     // 2. Send.
@@ -187,6 +197,22 @@ export function runRaftSimulation(options: SimOptions): SimResult {
       else if (seen !== key) fail(`state machine safety: index ${entry.index} committed as ${seen} and applied by ${node.id} as ${key}`);
       node.applied.push(entry);
       if (raft.role === 'leader' && entry.data.length > 0) acknowledged.add(Buffer.from(entry.data).toString('utf8'));
+    }
+    // 4. The state machine keeps its own record of what it applied; the log need not.
+    const compactAbove = options.compactAbove ?? 0;
+    if (compactAbove > 0 && node.applied.length - raft.firstIndex() + 1 > compactAbove) raft.compact(node.applied.length - Math.floor(compactAbove / 2));
+    // 5. A snapshot to fetch: from any node whose state machine has reached that index.
+    if (ready.fetchSnapshot !== undefined) {
+      const { index, term } = ready.fetchSnapshot;
+      const donor = [...nodes.values()].find((other) => other !== node && other.raft !== undefined && other.applied.length >= index);
+      if (donor !== undefined) {
+        if (donor.applied[index - 1]!.term !== term) fail(`snapshot: ${donor.id} applied term ${donor.applied[index - 1]!.term} at ${index}, the leader's snapshot says ${term}`);
+        node.applied = donor.applied.slice(0, index);
+        stats.snapshotsInstalled++;
+        raft.restoreSnapshot(index, term);
+        processReady(node, deliver);
+        return;
+      }
     }
     if (raft.role === 'leader') {
       const known = leaderOfTerm.get(raft.term);
@@ -214,22 +240,23 @@ export function runRaftSimulation(options: SimOptions): SimResult {
   const structuredCloneMessage = (message: Message): Message => (message.type === 'append' ? { ...message, entries: message.entries.map((entry) => ({ ...entry })) } : { ...message });
 
   const checkLogMatching = (): void => {
-    const logs = [...nodes.values()].map((node) => ({ id: node.id, log: node.disk.log }));
+    // Each node's log by index: what its state machine applied (the compacted part), then the entries it holds.
+    const logs = [...nodes.values()].map((node) => {
+      const byIndex = new Map<number, Entry>();
+      for (const entry of node.applied) byIndex.set(entry.index, entry);
+      for (const entry of node.disk.log) byIndex.set(entry.index, entry);
+      return { id: node.id, byIndex };
+    });
     for (let a = 0; a < logs.length; a++) {
       for (let b = a + 1; b < logs.length; b++) {
-        const left = logs[a]!.log;
-        const right = logs[b]!.log;
-        const shorter = Math.min(left.length, right.length);
-        // Find the highest index where the terms agree; everything below must be identical.
-        let agree = 0;
-        for (let index = shorter; index >= 1; index--) {
-          if (left[index - 1]!.term === right[index - 1]!.term) {
-            agree = index;
-            break;
-          }
-        }
-        for (let index = 1; index <= agree; index++) {
-          if (entryKey(left[index - 1]!) !== entryKey(right[index - 1]!)) fail(`log matching: ${logs[a]!.id} and ${logs[b]!.id} agree on the term at ${agree} but differ at ${index}`);
+        const left = logs[a]!.byIndex;
+        const right = logs[b]!.byIndex;
+        const common = [...left.keys()].filter((index) => right.has(index)).sort((x, y) => y - x);
+        // The highest index where the terms agree: every index below it held by both must be identical.
+        const agree = common.find((index) => left.get(index)!.term === right.get(index)!.term);
+        if (agree === undefined) continue;
+        for (const index of common) {
+          if (index <= agree && entryKey(left.get(index)!) !== entryKey(right.get(index)!)) fail(`log matching: ${logs[a]!.id} and ${logs[b]!.id} agree on the term at ${agree} but differ at ${index}`);
         }
       }
     }
@@ -299,7 +326,7 @@ export function runRaftSimulation(options: SimOptions): SimResult {
       processReady(target, true);
     }
     for (const node of nodes.values()) if (node.raft !== undefined) processReady(node, true);
-    if (now % 50 === 0) checkLogMatching();
+    if (now % 100 === 0) checkLogMatching();
     if (process.env.RAFT_SIM_TRACE && now > Number(process.env.RAFT_SIM_TRACE)) {
       console.log(now, [...nodes.values()].map((node) => `${node.id}:${node.raft?.role}/${node.raft?.term}/${node.raft?.vote ?? '-'}`).join(' '), due.map(({ message }) => `${message.type}${'granted' in message ? (message.granted ? '+' : '-') : ''}(${message.from}>${message.to} t${message.term})`).join(' '));
     }

@@ -23,11 +23,11 @@ const me = ids[index]!;
 const out = (object: unknown): void => void process.stdout.write(`${JSON.stringify(object)}\n`);
 
 const kv = await LevelKvStore.open(values.dir!);
-const { store, hardState, log } = await RaftLogStore.open(kv);
+const { store, snapshot, hardState, log } = await RaftLogStore.open(kv);
 const links = { clock: systemClock, rng: systemRng, scheduler: systemScheduler, heartbeatMs: 200, deadAfterMs: 1_000 };
 const peers = new Map<string, Peer>();
 const runtime = new RaftRuntime({
-  raft: { id: me, voters: ids, electionTicks: 10, heartbeatTicks: 2, rng: systemRng, hardState, log },
+  raft: { id: me, voters: ids, electionTicks: 10, heartbeatTicks: 2, rng: systemRng, snapshot, hardState, log },
   store, scheduler: systemScheduler, logger: silentLogger, tickMs: 30,
   send(to, bytes) {
     try {

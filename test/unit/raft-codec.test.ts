@@ -15,6 +15,7 @@ const message: fc.Arbitrary<Message> = fc.oneof(
   fc.record({ type: fc.constantFrom('preVote' as const, 'vote' as const), from: id, to: id, term: count, lastLogIndex: count, lastLogTerm: count }),
   fc.record({ type: fc.constantFrom('preVoteResponse' as const, 'voteResponse' as const), from: id, to: id, term: count, granted: fc.boolean() }),
   fc.record({ type: fc.constant('appendResponse' as const), from: id, to: id, term: count, success: fc.boolean(), index: count }),
+  fc.record({ type: fc.constant('snapshot' as const), from: id, to: id, term: count, index: count, snapshotTerm: count }),
   fc.tuple(id, id, count, fc.nat({ max: 1e6 }), count, count, fc.nat({ max: 5 })).chain(([from, to, term, prevLogIndex, prevLogTerm, commit, length]) =>
     fc.tuple(...Array.from({ length }, (_, position) => entryAt(prevLogIndex + 1 + position))).map((entries) => ({ type: 'append' as const, from, to, term, prevLogIndex, prevLogTerm, commit, entries }))),
 );
@@ -68,6 +69,23 @@ describe('raft log store', () => {
     expect(reopened.log).toEqual([entry(1, 1), entry(2, 1), entry(3, 2)]);
     await reopened.store.persist(undefined, [entry(4, 2)]);
     expect((await RaftLogStore.open(kv)).log.map((item) => item.term)).toEqual([1, 1, 2, 2]);
+  });
+
+  it('compacts to a snapshot and restarts after it, and a restored snapshot discards the whole log', async () => {
+    const kv = new MemoryKvStore();
+    const { store } = await RaftLogStore.open(kv);
+    await store.persist({ term: 1, vote: 'a', commit: 4 }, [entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 1), entry(5, 1)]);
+    await store.persist(undefined, [], { index: 3, term: 1, discardLog: false });
+    let reopened = await RaftLogStore.open(kv);
+    expect(reopened.snapshot).toEqual({ index: 3, term: 1 });
+    expect(reopened.log.map((item) => item.index)).toEqual([4, 5]);
+    await reopened.store.persist({ term: 2, vote: 'b', commit: 9 }, [], { index: 9, term: 2, discardLog: true });
+    reopened = await RaftLogStore.open(kv);
+    expect(reopened.snapshot).toEqual({ index: 9, term: 2 });
+    expect(reopened.log).toEqual([]);
+    await reopened.store.persist(undefined, [entry(10, 2)]);
+    expect((await RaftLogStore.open(kv)).log.map((item) => item.index)).toEqual([10]);
+    await expect(reopened.store.persist(undefined, [entry(8, 2)])).rejects.toMatchObject({ code: 'KALIMA_ERR_NODE_INTERNAL' });
   });
 
   it('refuses a log with a hole, or a commit beyond its entries', async () => {

@@ -1,13 +1,19 @@
 // The Raft state machine, scenario by scenario, on a scripted network: every message is delivered
 // at once unless a test cuts a link. test/sim/raft.test.ts runs it under random faults.
 import { describe, expect, it } from 'vitest';
-import { type Entry, type HardState, type Message, Raft, type RaftConfig } from '../../src/consensus/raft.ts';
+import { type Entry, type HardState, type Message, Raft, type RaftConfig, type SnapshotMeta } from '../../src/consensus/raft.ts';
 import { seededRng } from '../support/chain.ts';
 
 const ELECTION = 10;
 const HEARTBEAT = 2;
 const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
 const text = (data: Uint8Array): string => new TextDecoder().decode(data);
+
+interface Restored {
+  snapshot?: SnapshotMeta;
+  hardState?: HardState;
+  log?: Entry[];
+}
 
 interface Member {
   raft: Raft;
@@ -22,11 +28,11 @@ class Cluster {
   readonly cut = new Set<string>();
   readonly sent: Message[] = [];
 
-  constructor(readonly voters: string[], readonly learners: string[] = [], restored: Record<string, { hardState?: HardState; log?: Entry[] }> = {}) {
+  constructor(readonly voters: string[], readonly learners: string[] = [], restored: Record<string, Restored> = {}) {
     for (const id of [...voters, ...learners]) this.start(id, restored[id]);
   }
 
-  start(id: string, restored: { hardState?: HardState; log?: Entry[] } = {}): Raft {
+  start(id: string, restored: Restored = {}): Raft {
     const config: RaftConfig = { id, voters: this.voters, learners: this.learners, electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng(`raft-${id}`), ...restored };
     const raft = new Raft(config);
     this.members.set(id, { raft, hardState: restored.hardState, log: [...(restored.log ?? [])], applied: [] });
@@ -55,7 +61,8 @@ class Cluster {
       const outgoing: Message[] = [];
       for (const member of this.members.values()) {
         const ready = member.raft.ready();
-        if (ready.entries.length > 0) member.log = [...member.log.slice(0, ready.entries[0]!.index - 1), ...ready.entries];
+        if (ready.snapshot !== undefined) member.log = ready.snapshot.discardLog ? [] : member.log.filter((entry) => entry.index > ready.snapshot!.index);
+        if (ready.entries.length > 0) member.log = [...member.log.filter((entry) => entry.index < ready.entries[0]!.index), ...ready.entries];
         if (ready.hardState !== undefined) member.hardState = ready.hardState;
         member.applied.push(...ready.committed);
         outgoing.push(...ready.messages);
@@ -270,6 +277,43 @@ describe('Raft replication', () => {
     leader.propose(bytes('not committed'));
     cluster.flush();
     expect(leader.commit).toBe(commit);
+  });
+
+  it('a follower that fell behind the leader\'s compacted log is sent a snapshot, fetches the state, and catches up', () => {
+    const cluster = new Cluster(['a', 'b', 'c']);
+    const leader = cluster.elect();
+    const [away, other] = ['a', 'b', 'c'].filter((id) => id !== leader.id) as [string, string];
+    cluster.isolate(away);
+    for (let index = 1; index <= 10; index++) leader.propose(bytes(`block ${index}`));
+    cluster.flush();
+    leader.compact(leader.commit - 2);
+    cluster.node(other).compact(cluster.node(other).commit - 2);
+    cluster.flush();
+    expect(leader.firstIndex()).toBe(leader.commit - 1);
+    expect(() => leader.entries(1)).toThrow(/compacted/);
+    cluster.heal();
+    cluster.tick(HEARTBEAT);
+    // The leader cannot send what it dropped: it sends a snapshot, and the follower asks for the state.
+    expect(cluster.sent.some((message) => message.type === 'snapshot' && message.to === away)).toBe(true);
+    const request = cluster.node(away).ready().fetchSnapshot;
+    expect(request).toMatchObject({ index: leader.firstIndex() - 1, from: leader.id });
+    // The application installs the state at that index (here: the leader's applied entries), then says so.
+    const member = cluster.members.get(away)!;
+    member.applied = cluster.members.get(leader.id)!.applied.filter((entry) => entry.index <= request!.index);
+    cluster.node(away).restoreSnapshot(request!.index, request!.term);
+    const restored = cluster.node(away).ready();
+    expect(restored.snapshot).toEqual({ index: request!.index, term: request!.term, discardLog: true });
+    for (const message of restored.messages) cluster.node(message.to).step(message);
+    cluster.flush();
+    leader.propose(bytes('after'));
+    cluster.flush();
+    cluster.tick(HEARTBEAT);
+    expect(cluster.appliedData(away)).toEqual([...Array.from({ length: 10 }, (_, index) => `block ${index + 1}`), 'after']);
+    expect(cluster.node(away).commit).toBe(leader.commit);
+    // Restarting from the snapshot and the entries after it.
+    const restarted = cluster.start(away, { snapshot: { index: request!.index, term: request!.term }, hardState: member.hardState, log: member.log.filter((entry) => entry.index > request!.index) });
+    expect(restarted.firstIndex()).toBe(request!.index + 1);
+    expect(restarted.lastIndex()).toBe(leader.lastIndex());
   });
 
   it('refuses a proposal on a follower with the leader it knows', () => {
