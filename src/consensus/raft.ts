@@ -4,16 +4,19 @@
 // to persist, what to send and what is committed. It keeps no timers, reads no clock, draws its
 // randomness from an injected Rng, and does no I/O, so a seeded simulation can run it.
 //
-// The contract, per `ready()`: persist `hardState` and `entries` (entries replace the log from
-// their first index on) durably, then send `messages`, then apply `committed` in order, then call
-// `advance()`. A vote or an acknowledgement that went out before its state was durable could elect
-// two leaders in one term or lose a committed entry after a crash.
+// The contract, per `ready()` (which hands each thing out once): persist `snapshot`, `hardState` and
+// `entries` (entries replace the log from their first index on) durably, then send `messages`,
+// then apply `committed` in order. A vote or an acknowledgement that went out before its state was
+// durable could elect two leaders in one term or lose a committed entry after a crash. The caller's
+// state machine keeps its own durable applied index and passes it back at a restart (`applied`), so
+// entries committed but not yet applied when the process died are handed out again.
 //
 // One log entry is one block (opaque bytes here). A new leader appends an empty entry of its own
 // term, since entries of earlier terms are committed only through one of the current term.
 // Learners (Kalima's validation nodes) receive the log but neither vote nor count for a quorum.
 import { assert, kalimaError } from '../errors.ts';
 import type { Rng } from '../ports.ts';
+import { ENTRY_BYTES_MAX } from './codec.ts';
 
 export type NodeId = string;
 
@@ -81,11 +84,15 @@ export interface RaftConfig {
   heartbeatTicks: number;
   /** The most entries in one append message. */
   maxEntriesPerAppend?: number;
+  /** The most entry bytes in one append message (it always carries at least one entry): it must fit a link frame. */
+  maxBytesPerAppend?: number;
   rng: Rng;
   /** What the store holds after a restart: where the log starts, the hard state, the entries after it. */
   snapshot?: SnapshotMeta;
   hardState?: HardState;
   log?: readonly Entry[];
+  /** The last index the caller's state machine applied durably (default: the snapshot's index). */
+  applied?: number;
 }
 
 const NONE = undefined;
@@ -106,6 +113,7 @@ export class Raft {
   private readonly electionTicks: number;
   private readonly heartbeatTicks: number;
   private readonly maxEntriesPerAppend: number;
+  private readonly maxBytesPerAppend: number;
   private readonly rng: Rng;
 
   private ticksSinceHeard = 0;
@@ -127,6 +135,8 @@ export class Raft {
   private hardStateDirty = false;
   private snapshotChanged: (SnapshotMeta & { discardLog: boolean }) | undefined;
   private fetching: (SnapshotMeta & { from: NodeId }) | undefined;
+  /** A new snapshot request that the next Ready hands out. */
+  private fetchRequested = false;
 
   constructor(config: RaftConfig) {
     this.id = config.id;
@@ -138,6 +148,7 @@ export class Raft {
     this.electionTicks = config.electionTicks;
     this.heartbeatTicks = config.heartbeatTicks;
     this.maxEntriesPerAppend = config.maxEntriesPerAppend ?? 64;
+    this.maxBytesPerAppend = config.maxBytesPerAppend ?? 48 * 1024;
     this.rng = config.rng;
     if (config.snapshot !== undefined) {
       this.snapshotIndex = config.snapshot.index;
@@ -155,9 +166,8 @@ export class Raft {
     }
     // Entries folded into a snapshot were committed and applied.
     this.commit = Math.max(this.commit, this.snapshotIndex);
-    // Entries up to the stored commit were applied before the restart, as far as the caller's
-    // state machine says; the caller replays them from its own store, not from here.
-    this.applied = this.commit;
+    // Committed entries beyond what the state machine applied are handed out again.
+    this.applied = Math.min(this.commit, Math.max(config.applied ?? this.snapshotIndex, this.snapshotIndex));
     this.resetElectionTimer();
   }
 
@@ -205,10 +215,11 @@ export class Raft {
    * The caller installed the state machine's state at (index, term), as a snapshot request asked:
    * the log restarts after it, and the leader hears that this node holds everything up to it.
    */
-  restoreSnapshot(index: number, term: number): void {
+  restoreSnapshot(index: number, term: number): boolean {
     const pending = this.fetching;
     this.fetching = undefined;
-    if (index <= this.commit) return;
+    // Entries up to the commit index were (or are being) applied: an older state must not replace them.
+    if (index <= this.commit) return false;
     this.log.length = 0;
     this.snapshotIndex = index;
     this.snapshotTerm = term;
@@ -218,6 +229,17 @@ export class Raft {
     this.snapshotChanged = { index, term, discardLog: true };
     const leader = this.leader ?? pending?.from;
     if (leader !== undefined) this.send({ type: 'appendResponse', from: this.id, to: leader, term: this.term, success: true, index });
+    return true;
+  }
+
+  /** Commit moved: a snapshot request that it passed is void (the entries came another way). */
+  private setCommit(commit: number): void {
+    this.commit = commit;
+    this.hardStateDirty = true;
+    if (this.fetching !== undefined && this.fetching.index <= commit) {
+      this.fetching = undefined;
+      this.fetchRequested = false;
+    }
   }
 
   isVoter(id: NodeId = this.id): boolean {
@@ -263,6 +285,7 @@ export class Raft {
   /** Appends a block to the log; only the leader takes proposals. Returns the entry's index. */
   propose(data: Uint8Array): number {
     if (this.role !== 'leader') throw kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { leader: this.leader ?? null, term: this.term });
+    if (data.length > ENTRY_BYTES_MAX) throw kalimaError('KALIMA_ERR_CONSENSUS_ENTRY_TOO_LARGE', { bytes: data.length, max: ENTRY_BYTES_MAX });
     const entry: Entry = { index: this.lastIndex() + 1, term: this.term, data };
     this.appendLocal([entry]);
     for (const peer of this.peers()) this.sendAppend(peer, false);
@@ -292,8 +315,9 @@ export class Raft {
         return;
       }
       if (message.type === 'preVoteResponse' && message.granted) {
-        // A grant at the term this pre-candidate asked for: counted below, no term change.
-        if (this.role !== 'preCandidate' || message.term !== this.term + 1) return;
+        // A grant at the term this pre-candidate asked for: counted, no term change.
+        if (this.role === 'preCandidate' && message.term === this.term + 1) this.countVote(message.from, true, true);
+        return;
       } else {
         this.becomeFollower(message.term, message.type === 'append' || message.type === 'snapshot' ? message.from : NONE);
       }
@@ -325,7 +349,9 @@ export class Raft {
         return;
       }
       case 'preVoteResponse':
-        if (this.role === 'preCandidate') this.countVote(message.from, message.granted, true);
+        // Grants come at the term asked for (term + 1, counted above); one at this term belongs to
+        // an earlier round. A refusal at this term counts.
+        if (this.role === 'preCandidate' && !message.granted) this.countVote(message.from, false, true);
         return;
       case 'voteResponse':
         if (this.role === 'candidate') this.countVote(message.from, message.granted, false);
@@ -352,8 +378,9 @@ export class Raft {
       messages: this.outbox,
       committed,
       snapshot: this.snapshotChanged,
-      fetchSnapshot: this.fetching,
+      fetchSnapshot: this.fetchRequested ? this.fetching : undefined,
     };
+    this.fetchRequested = false;
     this.outbox = [];
     this.unstableFrom = undefined;
     this.hardStateDirty = false;
@@ -432,6 +459,8 @@ export class Raft {
 
   private becomeLeader(): void {
     this.role = 'leader';
+    this.fetching = undefined;
+    this.fetchRequested = false;
     this.leader = this.id;
     this.next = new Map();
     this.match = new Map();
@@ -469,6 +498,15 @@ export class Raft {
       return;
     }
     const entries = this.entries(next, Math.min(this.lastIndex(), next + this.maxEntriesPerAppend - 1));
+    // Within the byte budget, and never empty if there is anything to send.
+    let bytes = 0;
+    for (let position = 0; position < entries.length; position++) {
+      bytes += entries[position]!.data.length;
+      if (position > 0 && bytes > this.maxBytesPerAppend) {
+        entries.length = position;
+        break;
+      }
+    }
     if (!heartbeat && entries.length === 0) return;
     const prevLogIndex = next - 1;
     // The follower applies the commit only as far as the entries it has checked against this log.
@@ -518,10 +556,7 @@ export class Raft {
     if (position < entries.length) this.appendLocal(entries.slice(position));
     const lastNew = prevLogIndex + entries.length;
     const commit = Math.min(message.commit, lastNew);
-    if (commit > this.commit) {
-      this.commit = commit;
-      this.hardStateDirty = true;
-    }
+    if (commit > this.commit) this.setCommit(commit);
     reply(true, lastNew);
   }
 
@@ -535,12 +570,17 @@ export class Raft {
     if (this.termAt(message.index) === message.snapshotTerm) {
       // This node holds that entry: by log matching everything before it matches too, and the
       // leader compacts only what is committed.
-      this.commit = message.index;
-      this.hardStateDirty = true;
+      this.setCommit(message.index);
       this.send({ type: 'appendResponse', from: this.id, to: message.from, term: this.term, success: true, index: message.index });
       return;
     }
-    this.fetching = { index: message.index, term: message.snapshotTerm, from: message.from };
+    // Asked again with every snapshot message while the state has not arrived: the caller runs one
+    // fetch at a time, and a failed one is retried at the leader's heartbeat pace.
+    if (this.fetching === undefined || this.fetching.index <= message.index) this.fetching = { index: message.index, term: message.snapshotTerm, from: message.from };
+    this.fetchRequested = true;
+    // Say what is needed, so the leader hears from this node (check-quorum) while the state
+    // travels; the leader answers a refusal below its snapshot with the next heartbeat, not at once.
+    this.send({ type: 'appendResponse', from: this.id, to: message.from, term: this.term, success: false, index: this.lastIndex() + 1 });
   }
 
   private handleAppendResponse(message: Extract<Message, { type: 'appendResponse' }>): void {
@@ -555,7 +595,9 @@ export class Raft {
     // Refused: back off to the hint, never below what is known to match.
     const next = Math.max((this.match.get(message.from) ?? 0) + 1, Math.min(message.index, this.next.get(message.from) ?? message.index));
     this.next.set(message.from, next);
-    this.sendAppend(message.from, true);
+    // A peer that needs the snapshot gets it with the next heartbeat; answering every refusal at
+    // once would bounce snapshot messages back and forth while it fetches.
+    if (next > this.snapshotIndex) this.sendAppend(message.from, true);
   }
 
   private maybeCommit(): void {
@@ -564,8 +606,7 @@ export class Raft {
     const candidate = matched[this.quorum() - 1]!;
     // Only an entry of the current term commits by counting (section 5.4.2).
     if (candidate > this.commit && this.termAt(candidate) === this.term) {
-      this.commit = candidate;
-      this.hardStateDirty = true;
+      this.setCommit(candidate);
       for (const peer of this.peers()) this.sendAppend(peer, true);
     }
   }

@@ -20,11 +20,12 @@ export interface RuntimeOptions {
   /** Called with committed entries, in order, once they are durable here. */
   apply(entries: Entry[]): void | Promise<void>;
   /**
-   * The leader no longer has the entries this node needs: install the state machine's state at
-   * `index` (blocks and state, from `from` or another peer). Resolve once it is installed; reject
-   * to have the leader ask again later.
+   * The leader no longer has the entries this node needs: fetch the state machine's state at
+   * `index` (blocks and state, from `from` or another peer) without installing it yet, and resolve
+   * with a function that installs it. The runtime installs it between two Readys, and only if this
+   * node's commit has not reached that index meanwhile. Reject to wait for the leader to ask again.
    */
-  fetchSnapshot?(meta: SnapshotMeta & { from: string }): Promise<void>;
+  fetchSnapshot?(meta: SnapshotMeta & { from: string }): Promise<() => void | Promise<void>>;
 }
 
 interface Waiting {
@@ -41,6 +42,7 @@ export class RaftRuntime {
   private stopped = false;
   private failure: unknown;
   private fetching = false;
+  private fetched: { meta: SnapshotMeta; install: () => void | Promise<void> } | undefined;
   /** Proposals waiting for their commit, by index. */
   private readonly waiting = new Map<number, Waiting>();
 
@@ -82,6 +84,7 @@ export class RaftRuntime {
   /** Proposes an entry; resolves once it is committed and applied here, rejects if another replaced it. */
   propose(data: Uint8Array): Promise<number> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.stopped) return Promise.reject(kalimaError('KALIMA_ERR_NODE_STOPPING'));
     let index: number;
     try {
       index = this.raft.propose(data);
@@ -101,12 +104,29 @@ export class RaftRuntime {
     }
     this.processing = this.processAll().finally(() => {
       this.processing = undefined;
+      // A kick that came after the loop's last look.
+      if (this.again && !this.stopped) this.kick();
     });
   }
 
   private async processAll(): Promise<void> {
     do {
       this.again = false;
+      if (this.stopped) return;
+      if (this.fetched !== undefined) {
+        const { meta, install } = this.fetched;
+        this.fetched = undefined;
+        // Only while this node still needs it: applied entries past that index must not be undone.
+        if (this.raft.commit < meta.index) {
+          try {
+            await install();
+          } catch (error) {
+            this.fail(error, 'installing a snapshot failed');
+            return;
+          }
+          this.raft.restoreSnapshot(meta.index, meta.term);
+        }
+      }
       const ready = this.raft.ready();
       if (ready.fetchSnapshot !== undefined) this.startFetch(ready.fetchSnapshot);
       if (ready.hardState === undefined && ready.entries.length === 0 && ready.messages.length === 0 && ready.committed.length === 0 && ready.snapshot === undefined) continue;
@@ -114,13 +134,19 @@ export class RaftRuntime {
         await this.options.store.persist(ready.hardState, ready.entries, ready.snapshot);
       } catch (error) {
         // Nothing may be sent that the disk does not hold: stop taking part.
-        this.fail(error);
+        this.fail(error, 'the raft log could not be written');
         return;
       }
       if (this.stopped) return;
       for (const message of ready.messages) this.options.send(message.to, encodeMessage(message));
       if (ready.committed.length > 0) {
-        await this.options.apply(ready.committed);
+        try {
+          await this.options.apply(ready.committed);
+        } catch (error) {
+          // Raft counts these as applied: carrying on would skip them.
+          this.fail(error, 'applying committed entries failed');
+          return;
+        }
         for (const entry of ready.committed) {
           const waiter = this.waiting.get(entry.index);
           if (waiter === undefined) continue;
@@ -151,10 +177,10 @@ export class RaftRuntime {
     if (this.fetching || this.options.fetchSnapshot === undefined) return;
     this.fetching = true;
     this.options.fetchSnapshot(meta).then(
-      () => {
+      (install) => {
         this.fetching = false;
         if (this.stopped) return;
-        this.raft.restoreSnapshot(meta.index, meta.term);
+        this.fetched = { meta, install };
         this.kick();
       },
       (error: unknown) => {
@@ -164,9 +190,9 @@ export class RaftRuntime {
     );
   }
 
-  private fail(error: unknown): void {
-    this.failure = kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the raft log could not be written', cause: String(error) });
-    this.options.logger.error({ error: String(error) }, 'raft: persisting failed; this node stops taking part');
+  private fail(error: unknown, reason: string): void {
+    this.failure = kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason, cause: String(error) });
+    this.options.logger.error({ error: String(error) }, `raft: ${reason}; this node stops taking part`);
     this.stop();
   }
 

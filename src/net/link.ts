@@ -50,6 +50,7 @@ export class Link extends EventEmitter {
   private lastSentMs: number;
   private timer: unknown;
   private closed = false;
+  private waitingForDrain = false;
   private readonly heartbeatMs: number;
   private readonly deadAfterMs: number;
   private readonly maxQueuedBytes: number;
@@ -105,7 +106,13 @@ export class Link extends EventEmitter {
 
   private write(frame: Uint8Array): void {
     this.lastSentMs = this.options.clock.nowMs();
-    if (!this.socket.write(this.transport.encrypt(frame))) this.socket.once('drain', () => this.emit('drain'));
+    if (!this.socket.write(this.transport.encrypt(frame)) && !this.waitingForDrain) {
+      this.waitingForDrain = true;
+      this.socket.once('drain', () => {
+        this.waitingForDrain = false;
+        this.emit('drain');
+      });
+    }
   }
 
   private receive(chunk: Uint8Array): void {

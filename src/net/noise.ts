@@ -316,7 +316,8 @@ export class NoiseTransport {
       this.pendingBodyBytes = undefined;
     }
     // Keep the tail in a buffer of its own, not a view that pins every chunk before it.
-    if (this.buffered.length > 0 && this.buffered.byteOffset > 0) this.buffered = this.buffered.slice();
+    // (Uint8Array's slice copies; a Buffer's would not.)
+    if (this.buffered.length > 0 && this.buffered.byteOffset > 0) this.buffered = Uint8Array.prototype.slice.call(this.buffered);
     return messages;
   }
 

@@ -54,6 +54,8 @@ async function start(master: Master, directory: string, ports: number[]): Promis
       master.lines.push(event);
       if (event.ready) {
         master.id = event.id as string;
+        // What its state machine holds from before a restart (written together with what it applied).
+        master.applied = [...(event.state as Applied[])];
         resolve();
       }
       if (event.applied) master.applied.push(...(event.applied as Applied[]));

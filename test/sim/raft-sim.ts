@@ -22,6 +22,8 @@ export interface SimOptions {
   partitionRate?: number;
   /** Per delivered message: the receiver dies after the step and before its Ready is persisted. */
   crashBeforePersistRate?: number;
+  /** Per Ready with committed entries: the node dies after persisting and sending, before applying. */
+  crashBeforeApplyRate?: number;
   /** Entries per append message: small values make leaders replicate old terms' entries on their own. */
   maxEntriesPerAppend?: number;
   /** Proposals per tick while faults run. */
@@ -52,6 +54,7 @@ export interface SimResult {
   committedIndex: number;
   crashes: number;
   crashesBeforePersist: number;
+  crashesBeforeApply: number;
   snapshotsInstalled: number;
   partitions: number;
   messages: number;
@@ -135,6 +138,7 @@ export function runRaftSimulation(options: SimOptions): SimResult {
   const crashRate = options.crashRate ?? 0.004;
   const partitionRate = options.partitionRate ?? 0.01;
   const crashBeforePersistRate = options.crashBeforePersistRate ?? 0.0005;
+  const crashBeforeApplyRate = options.crashBeforeApplyRate ?? 0.0005;
 
   const voters = Array.from({ length: voterCount }, (_, index) => `m${index + 1}`);
   const learners = Array.from({ length: learnerCount }, (_, index) => `v${index + 1}`);
@@ -143,7 +147,7 @@ export function runRaftSimulation(options: SimOptions): SimResult {
     node.raft = new Raft({
       id: node.id, voters, learners, electionTicks: ELECTION_TICKS, heartbeatTicks: HEARTBEAT_TICKS, maxEntriesPerAppend: options.maxEntriesPerAppend ?? 8,
       rng: new SeededRandom(`raft-sim:${options.seed}:${node.id}:${random.below(1e9)}`),
-      snapshot: node.disk.snapshot, hardState: node.disk.hardState, log: node.disk.log,
+      snapshot: node.disk.snapshot, hardState: node.disk.hardState, log: node.disk.log, applied: node.applied.length,
     });
   };
   const nodes = new Map<string, SimNode>(everyone.map((id) => [id, { id, raft: undefined, disk: { snapshot: undefined, hardState: undefined, log: [] }, applied: [] }]));
@@ -156,7 +160,7 @@ export function runRaftSimulation(options: SimOptions): SimResult {
   let cut = new Set<string>();
   let partitionEndsAt = 0;
   let healing = false;
-  const stats = { crashes: 0, crashesBeforePersist: 0, partitions: 0, messages: 0, snapshotsInstalled: 0 };
+  const stats = { crashes: 0, crashesBeforePersist: 0, crashesBeforeApply: 0, partitions: 0, messages: 0, snapshotsInstalled: 0 };
 
   // Checker state.
   const leaderOfTerm = new Map<number, string>();
@@ -188,7 +192,13 @@ export function runRaftSimulation(options: SimOptions): SimResult {
     if (deliver) {
       for (const message of ready.messages) send(message);
     }
-    // 3. Apply.
+    // 3. Apply (unless the node dies first: the committed entries are then handed out again at the restart).
+    if (ready.committed.length > 0 && !healing && random.next() < crashBeforeApplyRate) {
+      node.raft = undefined;
+      stats.crashes++;
+      stats.crashesBeforeApply++;
+      return;
+    }
     for (const entry of ready.committed) {
       if (entry.index !== node.applied.length + 1) fail(`${node.id} applied index ${entry.index} after ${node.applied.length}`);
       const key = entryKey(entry);
@@ -207,9 +217,12 @@ export function runRaftSimulation(options: SimOptions): SimResult {
       const donor = [...nodes.values()].find((other) => other !== node && other.raft !== undefined && other.applied.length >= index);
       if (donor !== undefined) {
         if (donor.applied[index - 1]!.term !== term) fail(`snapshot: ${donor.id} applied term ${donor.applied[index - 1]!.term} at ${index}, the leader's snapshot says ${term}`);
-        node.applied = donor.applied.slice(0, index);
-        stats.snapshotsInstalled++;
-        raft.restoreSnapshot(index, term);
+        // Installed only if this node still needs it (its commit may have passed the index meanwhile).
+        if (raft.restoreSnapshot(index, term)) {
+          if (node.applied.length > index) fail(`snapshot: ${node.id} had applied ${node.applied.length} entries, beyond the snapshot at ${index}`);
+          node.applied = donor.applied.slice(0, index);
+          stats.snapshotsInstalled++;
+        }
         processReady(node, deliver);
         return;
       }
@@ -217,6 +230,15 @@ export function runRaftSimulation(options: SimOptions): SimResult {
     if (raft.role === 'leader') {
       const known = leaderOfTerm.get(raft.term);
       if (known !== undefined && known !== node.id) fail(`election safety: ${known} and ${node.id} both lead term ${raft.term}`);
+      if (known === undefined) {
+        // Leader completeness: a new leader holds every entry committed so far (as far as any node has applied it).
+        const held = new Map<number, string>();
+        for (const entry of node.applied) held.set(entry.index, entryKey(entry));
+        for (const entry of node.disk.log) held.set(entry.index, entryKey(entry));
+        for (const [index, key] of committedAt) {
+          if (held.get(index) !== key) fail(`leader completeness: ${node.id} leads term ${raft.term} without the entry committed at ${index}`);
+        }
+      }
       leaderOfTerm.set(raft.term, node.id);
     }
   };

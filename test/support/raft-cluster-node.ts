@@ -13,6 +13,7 @@ import { staticKeyFromSecret } from '../../src/net/noise.ts';
 import { silentLogger, systemClock, systemRng, systemScheduler } from '../../src/ports.ts';
 import { LevelKvStore } from '../../src/store/level-kv.ts';
 import { RaftLogStore } from '../../src/store/raft-log.ts';
+import { u64 } from '../../src/store/keys.ts';
 
 const { values } = parseArgs({ options: { dir: { type: 'string' }, index: { type: 'string' }, ports: { type: 'string' } } });
 const ports = values.ports!.split(',').map(Number);
@@ -24,10 +25,17 @@ const out = (object: unknown): void => void process.stdout.write(`${JSON.stringi
 
 const kv = await LevelKvStore.open(values.dir!);
 const { store, snapshot, hardState, log } = await RaftLogStore.open(kv);
+// This process's state machine: the entries it applied, in its own table, written with the applied
+// index in one synced batch, as a real node's chain store is. A restart reports it and resumes after it.
+const STATE = 0xf0;
+const stateKey = (index: number): Uint8Array => Uint8Array.of(STATE, ...u64(index));
+const state: Array<{ index: number; term: number; data: string }> = [];
+for await (const [, value] of kv.entries({ gte: Uint8Array.of(STATE), lt: Uint8Array.of(STATE + 1) })) state.push(JSON.parse(Buffer.from(value).toString('utf8')) as { index: number; term: number; data: string });
+const appliedIndex = state.length === 0 ? 0 : state[state.length - 1]!.index;
 const links = { clock: systemClock, rng: systemRng, scheduler: systemScheduler, heartbeatMs: 200, deadAfterMs: 1_000 };
 const peers = new Map<string, Peer>();
 const runtime = new RaftRuntime({
-  raft: { id: me, voters: ids, electionTicks: 10, heartbeatTicks: 2, rng: systemRng, snapshot, hardState, log },
+  raft: { id: me, voters: ids, electionTicks: 10, heartbeatTicks: 2, rng: systemRng, snapshot, hardState, log, applied: appliedIndex },
   store, scheduler: systemScheduler, logger: silentLogger, tickMs: 30,
   send(to, bytes) {
     try {
@@ -36,8 +44,10 @@ const runtime = new RaftRuntime({
       // a full queue or a closing link: Raft sends again
     }
   },
-  apply(entries) {
-    out({ applied: entries.filter((entry) => entry.data.length > 0).map((entry) => ({ index: entry.index, term: entry.term, data: Buffer.from(entry.data).toString('utf8') })) });
+  async apply(entries) {
+    const applied = entries.map((entry) => ({ index: entry.index, term: entry.term, data: Buffer.from(entry.data).toString('utf8') }));
+    await kv.batch(applied.map((entry) => ({ type: 'put' as const, key: stateKey(entry.index), value: Buffer.from(JSON.stringify(entry)) })), { sync: true });
+    out({ applied: applied.filter((entry) => entry.data.length > 0) });
   },
 });
 const listener = new LinkListener({ ...links, key: keys[index]!, allowed: new Set(ids) });
@@ -51,7 +61,7 @@ for (const [position, id] of ids.entries()) {
   peer.start();
 }
 runtime.start();
-out({ ready: true, id: me, restoredEntries: log.length, restoredCommit: hardState?.commit ?? 0 });
+out({ ready: true, id: me, restoredEntries: log.length, restoredCommit: hardState?.commit ?? 0, state: state.filter((entry) => entry.data.length > 0) });
 
 createInterface({ input: process.stdin }).on('line', (line) => {
   const command = JSON.parse(line) as { propose?: string; status?: boolean };

@@ -13,10 +13,13 @@ interface Restored {
   snapshot?: SnapshotMeta;
   hardState?: HardState;
   log?: Entry[];
+  applied?: number;
 }
 
 interface Member {
   raft: Raft;
+  /** Snapshot requests the node handed out. */
+  fetches: Array<SnapshotMeta & { from: string }>;
   hardState: HardState | undefined;
   log: Entry[];
   applied: Entry[];
@@ -35,7 +38,7 @@ class Cluster {
   start(id: string, restored: Restored = {}): Raft {
     const config: RaftConfig = { id, voters: this.voters, learners: this.learners, electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng(`raft-${id}`), ...restored };
     const raft = new Raft(config);
-    this.members.set(id, { raft, hardState: restored.hardState, log: [...(restored.log ?? [])], applied: [] });
+    this.members.set(id, { raft, fetches: [], hardState: restored.hardState, log: [...(restored.log ?? [])], applied: [] });
     return raft;
   }
 
@@ -65,6 +68,7 @@ class Cluster {
         if (ready.entries.length > 0) member.log = [...member.log.filter((entry) => entry.index < ready.entries[0]!.index), ...ready.entries];
         if (ready.hardState !== undefined) member.hardState = ready.hardState;
         member.applied.push(...ready.committed);
+        if (ready.fetchSnapshot !== undefined) member.fetches.push(ready.fetchSnapshot);
         outgoing.push(...ready.messages);
       }
       if (outgoing.length === 0) return;
@@ -150,6 +154,68 @@ describe('Raft elections', () => {
     expect(voter.ready().messages.map((message) => 'granted' in message && message.granted)).toEqual([false, false]);
     voter.step({ type: 'vote', from: 'a', to: 'c', term: 5, lastLogIndex: 2, lastLogTerm: 2 });
     expect(voter.ready().messages.map((message) => 'granted' in message && message.granted)).toEqual([true]);
+  });
+
+  it('persists a vote granted in a term it had already adopted, before the grant goes out', () => {
+    const log: Entry[] = [{ index: 1, term: 1, data: bytes('x') }, { index: 2, term: 2, data: bytes('y') }];
+    const voter = new Raft({ id: 'c', voters: ['a', 'b', 'c'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('c'), hardState: { term: 2, vote: undefined, commit: 0 }, log });
+    voter.step({ type: 'vote', from: 'a', to: 'c', term: 5, lastLogIndex: 1, lastLogTerm: 1 });
+    expect(voter.ready()).toMatchObject({ hardState: { term: 5, vote: undefined }, messages: [{ granted: false }] });
+    voter.step({ type: 'vote', from: 'b', to: 'c', term: 5, lastLogIndex: 2, lastLogTerm: 2 });
+    expect(voter.ready()).toMatchObject({ hardState: { term: 5, vote: 'b' }, messages: [{ to: 'b', granted: true }] });
+  });
+
+  it('a follower with a live leader ignores a vote request of a higher term', () => {
+    const cluster = new Cluster(['a', 'b', 'c']);
+    const leader = cluster.elect();
+    const [follower, other] = ['a', 'b', 'c'].filter((id) => id !== leader.id) as [string, string];
+    const raft = cluster.node(follower);
+    raft.step({ type: 'vote', from: other, to: follower, term: leader.term + 1, lastLogIndex: raft.lastIndex(), lastLogTerm: raft.lastTerm() });
+    const ready = raft.ready();
+    expect(raft.term).toBe(leader.term);
+    expect(ready.messages).toEqual([]);
+    expect(ready.hardState).toBeUndefined();
+  });
+
+  it('does not count a pre-vote grant left over from an earlier round', () => {
+    const voters = ['a', 'b', 'c', 'd', 'e'];
+    const node = new Raft({ id: 'a', voters, electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('stale'), hardState: { term: 1, vote: undefined, commit: 0 } });
+    const untilRole = (role: string): void => {
+      for (let tick = 0; tick < 3 * ELECTION && node.role !== role; tick++) node.tick();
+      expect(node.role).toBe(role);
+    };
+    untilRole('preCandidate');
+    node.ready();
+    for (const from of ['b', 'c']) node.step({ type: 'preVoteResponse', from, to: 'a', term: 2, granted: true });
+    expect(node.role).toBe('candidate');
+    expect(node.term).toBe(2);
+    for (const from of ['b', 'c', 'd']) node.step({ type: 'voteResponse', from, to: 'a', term: 2, granted: false });
+    expect(node.role).toBe('follower');
+    untilRole('preCandidate');
+    // Grants that were asked for term 2, arriving late: they say nothing about term 3.
+    for (const from of ['d', 'e']) node.step({ type: 'preVoteResponse', from, to: 'a', term: 2, granted: true });
+    expect(node.role).toBe('preCandidate');
+    expect(node.term).toBe(2);
+    for (const from of ['d', 'e']) node.step({ type: 'preVoteResponse', from, to: 'a', term: 3, granted: true });
+    expect(node.role).toBe('candidate');
+    expect(node.term).toBe(3);
+  });
+
+  it('refuses an entry larger than a block may be, and splits appends by bytes', () => {
+    const cluster = new Cluster(['a', 'b']);
+    const leader = cluster.elect();
+    expect(() => leader.propose(new Uint8Array(16_385))).toThrow(expect.objectContaining({ code: 'KALIMA_ERR_CONSENSUS_ENTRY_TOO_LARGE' }));
+    const follower = leader.id === 'a' ? 'b' : 'a';
+    cluster.isolate(follower);
+    for (let index = 0; index < 12; index++) leader.propose(new Uint8Array(16_000));
+    cluster.flush();
+    cluster.heal();
+    cluster.sent.length = 0;
+    cluster.tick(4 * HEARTBEAT);
+    const appends = cluster.sent.filter((message) => message.type === 'append' && message.to === follower && message.entries.length > 0) as Array<Extract<Message, { type: 'append' }>>;
+    expect(appends.length).toBeGreaterThan(1);
+    for (const append of appends) expect(append.entries.reduce((sum, entry) => sum + entry.data.length, 0)).toBeLessThanOrEqual(48 * 1024);
+    expect(cluster.node(follower).commit).toBe(leader.commit);
   });
 
   it('pre-vote: a node cut off from the others does not raise its term, and does not depose the leader when it returns', () => {
@@ -244,9 +310,9 @@ describe('Raft replication', () => {
     const stale: Entry[] = [...shared, { index: 2, term: 2, data: bytes('lost 2') }, { index: 3, term: 2, data: bytes('lost 3') }, { index: 4, term: 2, data: bytes('lost 4') }];
     const winning: Entry[] = [...shared, { index: 2, term: 3, data: bytes('kept 2') }];
     const cluster = new Cluster(['a', 'b', 'c'], [], {
-      a: { hardState: { term: 2, vote: 'a', commit: 1 }, log: stale },
-      b: { hardState: { term: 3, vote: 'b', commit: 1 }, log: winning },
-      c: { hardState: { term: 3, vote: 'b', commit: 1 }, log: winning },
+      a: { hardState: { term: 2, vote: 'a', commit: 1 }, log: stale, applied: 1 },
+      b: { hardState: { term: 3, vote: 'b', commit: 1 }, log: winning, applied: 1 },
+      c: { hardState: { term: 3, vote: 'b', commit: 1 }, log: winning, applied: 1 },
     });
     // Only b or c can win: their last term (3) is newer than a's (2).
     const leader = cluster.elect();
@@ -292,10 +358,10 @@ describe('Raft replication', () => {
     expect(leader.firstIndex()).toBe(leader.commit - 1);
     expect(() => leader.entries(1)).toThrow(/compacted/);
     cluster.heal();
-    cluster.tick(HEARTBEAT);
+    cluster.tick(3 * HEARTBEAT);
     // The leader cannot send what it dropped: it sends a snapshot, and the follower asks for the state.
     expect(cluster.sent.some((message) => message.type === 'snapshot' && message.to === away)).toBe(true);
-    const request = cluster.node(away).ready().fetchSnapshot;
+    const request = cluster.members.get(away)!.fetches[0];
     expect(request).toMatchObject({ index: leader.firstIndex() - 1, from: leader.id });
     // The application installs the state at that index (here: the leader's applied entries), then says so.
     const member = cluster.members.get(away)!;
@@ -311,9 +377,23 @@ describe('Raft replication', () => {
     expect(cluster.appliedData(away)).toEqual([...Array.from({ length: 10 }, (_, index) => `block ${index + 1}`), 'after']);
     expect(cluster.node(away).commit).toBe(leader.commit);
     // Restarting from the snapshot and the entries after it.
-    const restarted = cluster.start(away, { snapshot: { index: request!.index, term: request!.term }, hardState: member.hardState, log: member.log.filter((entry) => entry.index > request!.index) });
+    const restarted = cluster.start(away, { snapshot: { index: request!.index, term: request!.term }, hardState: member.hardState, log: member.log.filter((entry) => entry.index > request!.index), applied: member.applied.length });
     expect(restarted.firstIndex()).toBe(request!.index + 1);
     expect(restarted.lastIndex()).toBe(leader.lastIndex());
+  });
+
+  it('hands out again, after a restart, committed entries the state machine had not applied', () => {
+    const cluster = new Cluster(['a', 'b', 'c']);
+    const leader = cluster.elect();
+    for (let index = 1; index <= 3; index++) leader.propose(bytes(`block ${index}`));
+    cluster.flush();
+    const follower = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+    const saved = cluster.members.get(follower)!;
+    expect(saved.hardState!.commit).toBe(leader.commit);
+    // It died after persisting the commit and before applying the last two blocks.
+    const appliedBefore = saved.applied.filter((entry) => entry.data.length === 0 || text(entry.data) === 'block 1').length;
+    const restarted = cluster.start(follower, { hardState: saved.hardState, log: saved.log, applied: appliedBefore });
+    expect(restarted.ready().committed.map((entry) => text(entry.data))).toEqual(['block 2', 'block 3']);
   });
 
   it('refuses a proposal on a follower with the leader it knows', () => {
@@ -330,7 +410,7 @@ describe('Raft replication', () => {
     cluster.flush();
     const follower = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
     const saved = cluster.members.get(follower)!;
-    const restarted = cluster.start(follower, { hardState: saved.hardState, log: saved.log });
+    const restarted = cluster.start(follower, { hardState: saved.hardState, log: saved.log, applied: saved.applied.length });
     expect(restarted.term).toBe(leader.term);
     expect(restarted.lastIndex()).toBe(leader.lastIndex());
     leader.propose(bytes('block 4'));
