@@ -190,6 +190,8 @@ export interface ListenerOptions extends LinkOptions {
   allowed: ReadonlySet<string>;
   /** How long a peer that sent an undecodable frame is refused. */
   penaltyMs?: number;
+  /** Handshakes in progress at once; more connections are closed at once (each costs ECDH work). */
+  maxHandshakes?: number;
 }
 
 /**
@@ -202,6 +204,9 @@ export class LinkListener extends EventEmitter {
   private readonly links = new Set<Link>();
   /** Every accepted socket, handshaking or linked, so close() ends them all. */
   private readonly sockets = new Set<Socket>();
+  private handshakes = 0;
+  /** The link of each peer key: a new one from the same key replaces it (the old one may be half-open). */
+  private readonly byPeer = new Map<string, Link>();
   private closing = false;
 
   constructor(private readonly options: ListenerOptions) {
@@ -227,10 +232,17 @@ export class LinkListener extends EventEmitter {
   }
 
   private async accept(socket: Socket): Promise<void> {
-    if (this.closing) {
+    if (this.closing || this.handshakes >= (this.options.maxHandshakes ?? 64)) {
       socket.destroy();
+      if (!this.closing) this.emit('refused', { remoteHex: undefined, reason: kalimaError('KALIMA_ERR_API_OVERLOADED', { reason: 'too many handshakes in progress' }) });
       return;
     }
+    this.handshakes++;
+    let handshaking = true;
+    const handshakeOver = (): void => {
+      if (handshaking) this.handshakes--;
+      handshaking = false;
+    };
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     const timeoutMs = this.options.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs;
@@ -248,15 +260,20 @@ export class LinkListener extends EventEmitter {
       const until = this.penaltyUntil(remoteHex);
       if (until !== undefined) throw kalimaError('KALIMA_ERR_NET_PEER_PENALISED', { peer: remoteHex, untilMs: until });
       if (this.closing) throw kalimaError('KALIMA_ERR_NET_LINK_CLOSED', { peer: remoteHex, reason: 'the listener is closing' });
+      handshakeOver();
       const link = new Link(socket, transport, remoteStatic, this.options, actThree.rest);
       this.links.add(link);
+      this.byPeer.get(link.remoteHex)?.close({ kind: 'closed' });
+      this.byPeer.set(link.remoteHex, link);
       link.once('close', (reason: CloseReason) => {
         this.links.delete(link);
+        if (this.byPeer.get(link.remoteHex) === link) this.byPeer.delete(link.remoteHex);
         if (reason.kind === 'bad frame') this.penalties.set(link.remoteHex, this.options.clock.nowMs() + (this.options.penaltyMs ?? 60_000));
       });
       socket.resume();
       this.emit('link', link);
     } catch (error) {
+      handshakeOver();
       socket.destroy();
       this.emit('refused', { remoteHex, reason: error });
     }

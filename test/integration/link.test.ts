@@ -161,6 +161,32 @@ describe('encrypted node links', () => {
     expect(links).toHaveLength(1);
   });
 
+  it('keeps one link per peer key (a new one replaces the old), and closes connections beyond the handshakes it will run at once', async () => {
+    const { listener: server, port, links } = await listener({ maxHandshakes: 2, handshakeTimeoutMs: 2_000 });
+    const first = await dial({ ...base, rng: seededRng('first'), key: clientKey, remote: serverKey.publicKey, host: '127.0.0.1', port });
+    cleanups.push(() => first.close());
+    await until(() => links.length === 1);
+    const second = await dial({ ...base, rng: seededRng('second'), key: clientKey, remote: serverKey.publicKey, host: '127.0.0.1', port });
+    cleanups.push(() => second.close());
+    await until(() => links.length === 2 && links[0]!.isClosed);
+    expect(links[1]!.isClosed).toBe(false);
+    // Three silent connections: two hold the handshake slots, the third is turned away at once.
+    const refusals: Array<{ reason: unknown }> = [];
+    server.on('refused', (refusal: { reason: unknown }) => refusals.push(refusal));
+    const silent = Array.from({ length: 3 }, () => connect({ host: '127.0.0.1', port }));
+    for (const socket of silent) {
+      socket.on('error', () => undefined);
+      cleanups.push(() => socket.destroy());
+    }
+    await until(() => refusals.length >= 1);
+    expect(refusals[0]!.reason).toMatchObject({ code: 'KALIMA_ERR_API_OVERLOADED' });
+    // Once those time out, handshakes are taken again.
+    await until(() => refusals.length >= 3, 5_000);
+    const third = await dial({ ...base, rng: seededRng('third'), key: clientKey, remote: serverKey.publicKey, host: '127.0.0.1', port });
+    cleanups.push(() => third.close());
+    await until(() => links.length === 3);
+  });
+
   it('a peer reconnects with jittered, growing backoff until the node comes back, then carries messages again', async () => {
     // Find a free port, then leave nothing listening on it.
     const probe = await listener();
