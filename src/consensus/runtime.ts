@@ -26,6 +26,12 @@ export interface RuntimeOptions {
    * node's commit has not reached that index meanwhile. Reject to wait for the leader to ask again.
    */
   fetchSnapshot?(meta: SnapshotMeta & { from: string }): Promise<() => void | Promise<void>>;
+  /**
+   * Followers: checks entries a leader sends before this node accepts (and so acknowledges) them
+   * (the block gate). Called in log order with the entries this node does not already hold;
+   * resolves with how many of them, as a prefix, are acceptable, and why the next one is not.
+   */
+  admit?(entries: Entry[], sender: { id: string; term: number }): Promise<{ admitted: number; refusal?: unknown }>;
 }
 
 interface Waiting {
@@ -42,6 +48,8 @@ export class RaftRuntime {
   private stopped = false;
   private failure: unknown;
   private fetching = false;
+  /** Appends wait here, in arrival order, while their entries are checked. */
+  private inbound: Promise<void> = Promise.resolve();
   private fetched: { meta: SnapshotMeta; install: () => void | Promise<void> } | undefined;
   /** Proposals waiting for their commit, by index. */
   private readonly waiting = new Map<number, Waiting>();
@@ -77,7 +85,29 @@ export class RaftRuntime {
       this.options.logger.warn({ peer: from, claimed: message.from }, 'raft: dropped a message that claims another sender');
       return;
     }
+    if (message.type === 'append' && this.options.admit !== undefined) {
+      const append = message;
+      this.inbound = this.inbound.then(() => this.admitThenStep(append)).catch((error: unknown) => this.fail(error, 'checking replicated entries failed'));
+      return;
+    }
     this.raft.step(message);
+    this.kick();
+  }
+
+  /** Steps an append with only the entries the gate accepts: the rest are never acknowledged. */
+  private async admitThenStep(message: Extract<Message, { type: 'append' }>): Promise<void> {
+    if (this.stopped) return;
+    // The entries this node already holds (same index and term) were checked when they came.
+    let held = 0;
+    while (held < message.entries.length && this.raft.termAt(message.entries[held]!.index) === message.entries[held]!.term) held++;
+    let accepted = message.entries.length;
+    if (held < message.entries.length && message.term >= this.raft.term) {
+      const { admitted, refusal } = await this.options.admit!(message.entries.slice(held), { id: message.from, term: message.term });
+      accepted = held + admitted;
+      if (refusal !== undefined) this.options.logger.warn({ leader: message.from, term: message.term, index: message.entries[accepted]?.index, refusal: String((refusal as { message?: string }).message ?? refusal), details: (refusal as { details?: unknown }).details }, 'raft: refused a replicated entry');
+    }
+    if (this.stopped) return;
+    this.raft.step(accepted === message.entries.length ? message : { ...message, entries: message.entries.slice(0, accepted) });
     this.kick();
   }
 

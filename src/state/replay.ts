@@ -8,7 +8,7 @@ import { messageSigningHash } from '../ledger/message.ts';
 import { verifySchnorr } from '../ledger/signature.ts';
 import type { AccessPolicy } from '../access/permissions.ts';
 import { executeMessage } from './execute.ts';
-import { Draft, type MemCache, type StateChanges } from './memcache.ts';
+import { Draft, type DraftBase, type MemCache, type StateChanges } from './memcache.ts';
 
 export interface ReplayResult {
   changes: StateChanges;
@@ -16,16 +16,26 @@ export interface ReplayResult {
 }
 
 export function replayBlock(cache: MemCache, block: Block, policy: AccessPolicy & { chain: string }): ReplayResult {
+  return executeBlock(cache, block, policy).result;
+}
+
+/**
+ * The same check on any state (the MemCache, or the sealed Draft of a block not yet applied),
+ * returning the Draft it leaves. `signaturesValid`, when given, holds each message's signature
+ * check already made (in the verifier pool); otherwise they are checked here.
+ */
+export function executeBlock(base: DraftBase, block: Block, policy: AccessPolicy & { chain: string }, signaturesValid?: readonly boolean[]): { result: ReplayResult; draft: Draft } {
   const { header } = block;
   const fail = (reason: string, extra: Record<string, unknown> = {}): never => {
     throw kalimaError('KALIMA_ERR_LEDGER_BAD_BLOCK', { height: header.height, reason, ...extra });
   };
-  const draft = new Draft(cache);
+  const draft = new Draft(base);
   const context = { admins: policy.admins, chain: policy.chain, height: header.height, blockTimeMs: header.timeMs, leaderHex: toHex(header.leader) };
   const messageHashes: Uint8Array[] = [];
   block.messages.forEach((committed, index) => {
     const hash = messageSigningHash(committed.message);
-    if (!verifySchnorr(hash, committed.message.device, committed.message.signature)) fail('a message signature does not verify', { index });
+    const valid = signaturesValid !== undefined ? signaturesValid[index] === true : verifySchnorr(hash, committed.message.device, committed.message.signature);
+    if (!valid) fail('a message signature does not verify', { index });
     let result;
     try {
       result = executeMessage(draft, committed.message, hash, context);
@@ -40,5 +50,5 @@ export function replayBlock(cache: MemCache, block: Block, policy: AccessPolicy 
   });
   const changes = draft.changes();
   if (!bytesEqual(changes.digest.digest(), header.stateDigest)) fail('stateDigest does not match the state the block produces');
-  return { changes, messageHashes };
+  return { result: { changes, messageHashes }, draft };
 }

@@ -2,7 +2,7 @@
 // and snapshots installed only while still needed. On an in-memory store and a timer that only
 // moves when the test says.
 import { describe, expect, it } from 'vitest';
-import { encodeMessage } from '../../src/consensus/codec.ts';
+import { decodeMessage, encodeMessage } from '../../src/consensus/codec.ts';
 import type { Entry, Message } from '../../src/consensus/raft.ts';
 import { RaftRuntime, type RuntimeOptions } from '../../src/consensus/runtime.ts';
 import { type Scheduler, silentLogger } from '../../src/ports.ts';
@@ -135,5 +135,42 @@ describe('RaftRuntime', () => {
     expect(installed).toEqual([]);
     expect(runtime.raft.commit).toBe(12);
     expect(runtime.raft.firstIndex()).toBe(1);
+  });
+
+  it('acknowledges only the entries the gate admits, in order, however the appends interleave', async () => {
+    const { store, hardState, log } = await RaftLogStore.open(new MemoryKvStore());
+    const scheduler = new ManualScheduler();
+    const sent: Message[] = [];
+    const checked: number[] = [];
+    const runtime = new RaftRuntime({
+      raft: { id: 'b', voters: ['a', 'b', 'c'], electionTicks: 50, heartbeatTicks: 1, rng: seededRng('gate'), hardState, log },
+      store, scheduler, logger: silentLogger, tickMs: 10,
+      send: (_to, bytes) => sent.push(decodeMessage(bytes)),
+      apply: () => undefined,
+      admit: async (entries) => {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        let admitted = 0;
+        for (const entry of entries) {
+          checked.push(entry.index);
+          if (new TextDecoder().decode(entry.data) === 'bad') return { admitted, refusal: new Error('a bad block') };
+          admitted++;
+        }
+        return { admitted };
+      },
+    });
+    runtime.start();
+    const entry = (index: number, text: string): Entry => ({ index, term: 1, data: bytes(text) });
+    const deliver = (message: Message): void => runtime.receive(message.from, encodeMessage(message));
+    deliver({ type: 'append', from: 'a', to: 'b', term: 1, prevLogIndex: 0, prevLogTerm: 0, entries: [entry(1, 'one'), entry(2, 'two')], commit: 0 });
+    // Sent before the first append's check finished: it must wait its turn, and not re-check 1 and 2.
+    deliver({ type: 'append', from: 'a', to: 'b', term: 1, prevLogIndex: 0, prevLogTerm: 0, entries: [entry(1, 'one'), entry(2, 'two'), entry(3, 'bad'), entry(4, 'four')], commit: 2 });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await runtime.idle();
+    const responses = sent.filter((message) => message.type === 'appendResponse') as Array<Extract<Message, { type: 'appendResponse' }>>;
+    expect(responses.map((response) => [response.success, response.index])).toEqual([[true, 2], [true, 2]]);
+    expect(checked).toEqual([1, 2, 3]);
+    expect(runtime.raft.lastIndex()).toBe(2);
+    expect(runtime.raft.commit).toBe(2);
+    runtime.stop();
   });
 });

@@ -1,0 +1,140 @@
+// A follower's check of the blocks a leader replicates, before it accepts and acknowledges them
+// (design.md: "followers check every block: signatures, permissions, hashchain, size, state
+// digest"). One Raft entry holds one block's bytes; an empty entry (a new leader's first) holds none.
+//
+// The gate keeps, for each log index it has admitted and the state machine has not yet applied,
+// the chain tip and the state after it: a Draft over the previous entry's Draft, down to the
+// MemCache, as the leader builds its own pipeline. An entry is checked against the state of the
+// entry before it; an entry that replaces an admitted one (a new leader's log wins a conflict)
+// drops everything admitted from that index on. What the gate admitted is what the follower
+// applies, with no second execution: its changes and tip become the durable block's.
+import type { Genesis } from '../access/genesis.ts';
+import { adminSet } from '../access/permissions.ts';
+import { type Block, blockHash, checkBlockIntegrity, decodeBlock } from '../ledger/block.ts';
+import { toHex } from '../ledger/hash.ts';
+import { messageSigningHash } from '../ledger/message.ts';
+import { mmrAppend, mmrRoot } from '../ledger/mmr.ts';
+import { isKalimaError, kalimaError, type KalimaError } from '../errors.ts';
+import { Draft, type DraftBase, type MemCache } from '../state/memcache.ts';
+import { executeBlock } from '../state/replay.ts';
+import type { BlockWrite, TipRecord } from '../store/chain-store.ts';
+import type { SignatureVerifier } from '../node/verifier.ts';
+import type { Entry } from './raft.ts';
+
+/** An admitted entry: the chain after it, and the block it holds, if any. */
+export interface AdmittedEntry {
+  index: number;
+  term: number;
+  tip: TipRecord;
+  state: DraftBase;
+  block: BlockWrite | undefined;
+}
+
+export interface GateOptions {
+  genesis: Genesis;
+  verifier: SignatureVerifier;
+  /** The state machine's applied position: the last Raft index applied, the chain tip and the MemCache. */
+  durable(): { index: number; tip: TipRecord; state: DraftBase };
+}
+
+export interface Admission {
+  /** How many of the entries (a prefix) may be accepted. */
+  admitted: number;
+  /** Why the next one may not, if one was refused. */
+  refusal: KalimaError | undefined;
+}
+
+export class BlockGate {
+  private readonly admittedByIndex = new Map<number, AdmittedEntry>();
+  private readonly masters: ReadonlySet<string>;
+  private readonly policy: { admins: ReadonlySet<string>; chain: string };
+
+  constructor(private readonly options: GateOptions) {
+    this.masters = new Set(options.genesis.masters.map(toHex));
+    this.policy = { admins: adminSet(options.genesis.admins), chain: options.genesis.chain };
+  }
+
+  /** The admitted entry at `index`, for the state machine to apply once it is committed. */
+  get(index: number): AdmittedEntry | undefined {
+    return this.admittedByIndex.get(index);
+  }
+
+  /**
+   * Checks entries in log order. An entry already admitted with the same term passes; one with
+   * another term replaces it and everything after. `leaderHex` (x-only, hex) is the key of the
+   * leader that sent them: entries of its term must be its blocks.
+   */
+  async admit(entries: readonly Entry[], leader: { term: number; keyHex: string }): Promise<Admission> {
+    let admitted = 0;
+    for (const entry of entries) {
+      const durable = this.options.durable();
+      if (entry.index <= durable.index) {
+        // Applied already: Raft holds it, and a leader cannot change a committed entry.
+        admitted++;
+        continue;
+      }
+      const known = this.admittedByIndex.get(entry.index);
+      if (known !== undefined && known.term === entry.term) {
+        admitted++;
+        continue;
+      }
+      if (known !== undefined) this.dropFrom(entry.index);
+      const base = entry.index - 1 === durable.index ? { tip: durable.tip, state: durable.state } : this.admittedByIndex.get(entry.index - 1);
+      if (base === undefined) {
+        return { admitted, refusal: kalimaError('KALIMA_ERR_CONSENSUS_BAD_ENTRY', { index: entry.index, reason: 'the entry before it was not admitted' }) };
+      }
+      try {
+        this.admittedByIndex.set(entry.index, await this.check(entry, base, leader));
+      } catch (error) {
+        if (!isKalimaError(error)) throw error;
+        return { admitted, refusal: kalimaError('KALIMA_ERR_CONSENSUS_BAD_ENTRY', { index: entry.index, term: entry.term, reason: String(error.details.reason ?? error.message), code: error.code }) };
+      }
+      admitted++;
+    }
+    return { admitted, refusal: undefined };
+  }
+
+  /** The state machine applied up to `index`: forget those entries, and read the next through the MemCache. */
+  applied(index: number, cache: MemCache): void {
+    const appliedState = this.admittedByIndex.get(index)?.state;
+    for (const key of [...this.admittedByIndex.keys()]) if (key <= index) this.admittedByIndex.delete(key);
+    // The first Draft built on the state just applied (empty entries share that state) now reads
+    // through the MemCache, which holds it.
+    for (let next = index + 1; this.admittedByIndex.has(next); next++) {
+      const { state } = this.admittedByIndex.get(next)!;
+      if (state === appliedState) continue;
+      if (state instanceof Draft) state.rebase(cache);
+      break;
+    }
+  }
+
+  private dropFrom(index: number): void {
+    for (const key of [...this.admittedByIndex.keys()]) if (key >= index) this.admittedByIndex.delete(key);
+  }
+
+  private async check(entry: Entry, base: { tip: TipRecord; state: DraftBase }, leader: { term: number; keyHex: string }): Promise<AdmittedEntry> {
+    if (entry.data.length === 0) return { index: entry.index, term: entry.term, tip: base.tip, state: base.state, block: undefined };
+    const block: Block = decodeBlock(entry.data);
+    const { header } = block;
+    checkBlockIntegrity(block, { chain: this.options.genesis.chain, height: base.tip.height + 1, prevHash: base.tip.hash, mmrRoot: mmrRoot(base.tip.mmr) });
+    const fail = (reason: string): never => {
+      throw kalimaError('KALIMA_ERR_LEDGER_BAD_BLOCK', { height: header.height, reason });
+    };
+    const leaderHex = toHex(header.leader);
+    if (!this.masters.has(leaderHex)) fail('the block was signed by a key that is not a master');
+    if (header.term !== entry.term) fail(`the block says term ${header.term}, its log entry term ${entry.term}`);
+    if (entry.term === leader.term && leaderHex !== leader.keyHex) fail('the block of this term was not signed by this term\'s leader');
+    if (header.timeMs < base.tip.timeMs) fail('the block time goes backwards');
+    // Every message signature in the verifier pool at once, then the execution on the state before.
+    const signaturesValid = await Promise.all(block.messages.map((committed) => this.options.verifier.verify(messageSigningHash(committed.message), committed.message.device, committed.message.signature)));
+    const { result, draft } = executeBlock(base.state, block, this.policy, signaturesValid);
+    const hash = blockHash(header);
+    const last = block.messages[block.messages.length - 1];
+    const tip: TipRecord = {
+      height: header.height, hash, timeMs: header.timeMs, mmr: mmrAppend(base.tip.mmr, hash),
+      nextGlobalSequence: last === undefined ? base.tip.nextGlobalSequence : last.globalSequence + 1,
+      stateDigest: header.stateDigest,
+    };
+    return { index: entry.index, term: entry.term, tip, state: draft, block: { block, bytes: entry.data, hash, messageHashes: result.messageHashes, changes: result.changes, tip } };
+  }
+}
