@@ -61,6 +61,7 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_CONSENSUS_NOT_LEADER: { status: 421, message: 'this node is not the leader; send the message to the leader' },
   KALIMA_ERR_CONSENSUS_ENTRY_TOO_LARGE: { status: 400, message: 'a log entry is larger than a block may be' },
   KALIMA_ERR_CONSENSUS_BAD_ENTRY: { status: 502, message: 'the leader replicated a block this node refuses' },
+  KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN: { status: 503, message: 'whether the entry committed is not known here; a retry with the same nonce is safe' },
   // node-to-node transport (BOLT 8)
   KALIMA_ERR_NET_HANDSHAKE_FAILED: { status: 502, message: 'the encrypted handshake with the peer failed' },
   KALIMA_ERR_NET_BAD_FRAME: { status: 502, message: 'the peer sent a frame that does not decrypt; the connection is closed' },

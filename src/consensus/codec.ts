@@ -10,7 +10,7 @@ const VERSION = 1;
 const NODE_ID_BYTES_MAX = 128;
 /** A block is at most 16 KB; the empty entry of a new leader is empty. */
 export const ENTRY_BYTES_MAX = 16_384;
-const ENTRIES_PER_MESSAGE_MAX = 1_024;
+export const ENTRIES_PER_MESSAGE_MAX = 1_024;
 
 const TYPES = ['preVote', 'vote', 'preVoteResponse', 'voteResponse', 'append', 'appendResponse', 'snapshot'] as const;
 

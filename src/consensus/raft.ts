@@ -16,7 +16,12 @@
 // Learners (Kalima's validation nodes) receive the log but neither vote nor count for a quorum.
 import { assert, kalimaError } from '../errors.ts';
 import type { Rng } from '../ports.ts';
-import { ENTRY_BYTES_MAX } from './codec.ts';
+import { ENTRIES_PER_MESSAGE_MAX, ENTRY_BYTES_MAX } from './codec.ts';
+
+const ENTRY_HEADER_BYTES_MAX = 19;
+const MESSAGE_HEADER_BYTES_MAX = 320;
+/** A link frame (net/link.ts) carries at most this many bytes of message. */
+const FRAME_BYTES_MAX = 65_534;
 
 export type NodeId = string;
 
@@ -91,8 +96,13 @@ export interface RaftConfig {
   snapshot?: SnapshotMeta;
   hardState?: HardState;
   log?: readonly Entry[];
-  /** The last index the caller's state machine applied durably (default: the snapshot's index). */
+  /**
+   * The last index the caller's state machine applied durably, and that entry's term (default: the
+   * snapshot's). A state machine ahead of the stored commit (it installed a snapshot and the process
+   * died before the log's new start was persisted) is taken as a snapshot at that point.
+   */
   applied?: number;
+  appliedTerm?: number;
 }
 
 const NONE = undefined;
@@ -149,6 +159,10 @@ export class Raft {
     this.heartbeatTicks = config.heartbeatTicks;
     this.maxEntriesPerAppend = config.maxEntriesPerAppend ?? 64;
     this.maxBytesPerAppend = config.maxBytesPerAppend ?? 48 * 1024;
+    // An append must fit one link frame and the codec's bounds, with its largest entry and the
+    // per-entry header (index, term, length: at most 8 + 8 + 3 bytes) on top of the budget.
+    assert(Number.isInteger(this.maxEntriesPerAppend) && this.maxEntriesPerAppend >= 1 && this.maxEntriesPerAppend <= ENTRIES_PER_MESSAGE_MAX, `raft: maxEntriesPerAppend must be 1 to ${ENTRIES_PER_MESSAGE_MAX}`);
+    assert(this.maxBytesPerAppend >= 1 && Math.max(this.maxBytesPerAppend, ENTRY_BYTES_MAX) + this.maxEntriesPerAppend * ENTRY_HEADER_BYTES_MAX + MESSAGE_HEADER_BYTES_MAX <= FRAME_BYTES_MAX, 'raft: maxBytesPerAppend and maxEntriesPerAppend make appends larger than a link frame');
     this.rng = config.rng;
     if (config.snapshot !== undefined) {
       this.snapshotIndex = config.snapshot.index;
@@ -166,8 +180,26 @@ export class Raft {
     }
     // Entries folded into a snapshot were committed and applied.
     this.commit = Math.max(this.commit, this.snapshotIndex);
+    const applied = config.applied ?? this.snapshotIndex;
+    if (applied < this.snapshotIndex) {
+      throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { what: 'raft log', reason: 'the state machine is behind the start of the raft log: the entries between are gone; restore the node from a peer', applied, logStart: this.snapshotIndex + 1 });
+    }
+    if (applied > this.commit) {
+      // Only a snapshot installed just before a crash puts the state machine ahead of the commit.
+      if (config.appliedTerm === undefined) throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { what: 'raft log', reason: 'the state machine is ahead of the raft commit and its term is unknown', applied, commit: this.commit });
+      if (this.termAt(applied) === config.appliedTerm) {
+        this.log.splice(0, applied - this.snapshotIndex);
+      } else {
+        this.log.length = 0;
+      }
+      this.snapshotIndex = applied;
+      this.snapshotTerm = config.appliedTerm;
+      this.commit = applied;
+      this.hardStateDirty = true;
+      this.snapshotChanged = { index: applied, term: config.appliedTerm, discardLog: this.log.length === 0 };
+    }
     // Committed entries beyond what the state machine applied are handed out again.
-    this.applied = Math.min(this.commit, Math.max(config.applied ?? this.snapshotIndex, this.snapshotIndex));
+    this.applied = Math.max(applied, this.snapshotIndex);
     this.resetElectionTimer();
   }
 
@@ -217,9 +249,11 @@ export class Raft {
    */
   restoreSnapshot(index: number, term: number): boolean {
     const pending = this.fetching;
+    // Only the snapshot this follower asked for and still needs: not on a leader, not once the
+    // commit passed it, and not once this node holds that very entry (its entries after it may have
+    // been acknowledged: discarding them could lose a committed entry; it catches up normally).
+    if (!this.needsSnapshot(index, term)) return false;
     this.fetching = undefined;
-    // Entries up to the commit index were (or are being) applied: an older state must not replace them.
-    if (index <= this.commit) return false;
     this.log.length = 0;
     this.snapshotIndex = index;
     this.snapshotTerm = term;
@@ -230,6 +264,12 @@ export class Raft {
     const leader = this.leader ?? pending?.from;
     if (leader !== undefined) this.send({ type: 'appendResponse', from: this.id, to: leader, term: this.term, success: true, index });
     return true;
+  }
+
+  /** Whether installing the state at (index, term) is still wanted; ask before installing it. */
+  needsSnapshot(index: number, term: number): boolean {
+    const pending = this.fetching;
+    return this.role === 'follower' && pending !== undefined && pending.index === index && pending.term === term && index > this.commit && this.termAt(index) !== term;
   }
 
   /** Commit moved: a snapshot request that it passed is void (the entries came another way). */
@@ -501,7 +541,7 @@ export class Raft {
     // Within the byte budget, and never empty if there is anything to send.
     let bytes = 0;
     for (let position = 0; position < entries.length; position++) {
-      bytes += entries[position]!.data.length;
+      bytes += entries[position]!.data.length + ENTRY_HEADER_BYTES_MAX;
       if (position > 0 && bytes > this.maxBytesPerAppend) {
         entries.length = position;
         break;

@@ -32,6 +32,8 @@ export interface RuntimeOptions {
    * resolves with how many of them, as a prefix, are acceptable, and why the next one is not.
    */
   admit?(entries: Entry[], sender: { id: string; term: number }): Promise<{ admitted: number; refusal?: unknown }>;
+  /** A snapshot fetch that has not resolved after this long is given up (the leader asks again). */
+  fetchTimeoutMs?: number;
 }
 
 interface Waiting {
@@ -50,6 +52,8 @@ export class RaftRuntime {
   private fetching = false;
   /** Appends wait here, in arrival order, while their entries are checked. */
   private inbound: Promise<void> = Promise.resolve();
+  /** While a snapshot is installed, messages wait here: nothing may move the commit meanwhile. */
+  private held: Array<[string, Uint8Array]> | undefined;
   private fetched: { meta: SnapshotMeta; install: () => void | Promise<void> } | undefined;
   /** Proposals waiting for their commit, by index. */
   private readonly waiting = new Map<number, Waiting>();
@@ -73,6 +77,10 @@ export class RaftRuntime {
   /** A frame from the authenticated peer `from` (the link proved who it is). */
   receive(from: string, bytes: Uint8Array): void {
     if (this.stopped) return;
+    if (this.held !== undefined) {
+      this.held.push([from, bytes]);
+      return;
+    }
     let message: Message;
     try {
       message = decodeMessage(bytes);
@@ -146,15 +154,21 @@ export class RaftRuntime {
       if (this.fetched !== undefined) {
         const { meta, install } = this.fetched;
         this.fetched = undefined;
-        // Only while this node still needs it: applied entries past that index must not be undone.
-        if (this.raft.commit < meta.index) {
+        // Only while this node still needs it (a follower, below that commit, without that entry):
+        // applied or acknowledged entries past that index must not be undone.
+        if (this.raft.needsSnapshot(meta.index, meta.term)) {
+          this.held = [];
           try {
             await install();
           } catch (error) {
+            this.held = undefined;
             this.fail(error, 'installing a snapshot failed');
             return;
           }
+          const held = this.held;
+          this.held = undefined;
           this.raft.restoreSnapshot(meta.index, meta.term);
+          for (const [from, bytes] of held) this.receive(from, bytes);
         }
       }
       const ready = this.raft.ready();
@@ -188,7 +202,11 @@ export class RaftRuntime {
       // A proposal whose index was overwritten by a later leader's shorter log never commits as is.
       if (this.raft.role !== 'leader') {
         for (const [index, waiter] of this.waiting) {
-          if (this.raft.termAt(index) !== waiter.term) {
+          if (index < this.raft.firstIndex()) {
+            // Folded into a snapshot this node installed: committed there or replaced, nobody here knows.
+            this.waiting.delete(index);
+            waiter.reject(kalimaError('KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', { index, reason: 'the entry was folded into a snapshot before this node saw it commit' }));
+          } else if (this.raft.termAt(index) !== waiter.term) {
             this.waiting.delete(index);
             waiter.reject(kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { reason: 'leadership changed before the entry committed; retry', index, leader: this.raft.leader ?? null }));
           }
@@ -204,16 +222,33 @@ export class RaftRuntime {
   }
 
   private startFetch(meta: SnapshotMeta & { from: string }): void {
-    if (this.fetching || this.options.fetchSnapshot === undefined) return;
+    if (this.options.fetchSnapshot === undefined) {
+      this.options.logger.warn({ index: meta.index, from: meta.from }, 'raft: the leader no longer holds the entries this node needs, and this node cannot fetch a snapshot');
+      return;
+    }
+    if (this.fetching) return;
     this.fetching = true;
+    let settled = false;
+    const timer = this.options.scheduler.setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      this.fetching = false;
+      this.options.logger.warn({ index: meta.index, from: meta.from }, 'raft: fetching the snapshot timed out; the leader will ask again');
+    }, this.options.fetchTimeoutMs ?? 60_000);
     this.options.fetchSnapshot(meta).then(
       (install) => {
+        if (settled) return;
+        settled = true;
+        this.options.scheduler.clearTimeout(timer);
         this.fetching = false;
         if (this.stopped) return;
         this.fetched = { meta, install };
         this.kick();
       },
       (error: unknown) => {
+        if (settled) return;
+        settled = true;
+        this.options.scheduler.clearTimeout(timer);
         this.fetching = false;
         this.options.logger.warn({ index: meta.index, from: meta.from, error: String(error) }, 'raft: fetching the snapshot failed; the leader will ask again');
       },

@@ -173,4 +173,34 @@ describe('RaftRuntime', () => {
     expect(runtime.raft.commit).toBe(2);
     runtime.stop();
   });
+
+  it('holds messages while a snapshot is installed, so the commit cannot pass it meanwhile', async () => {
+    const { store, hardState, log } = await RaftLogStore.open(new MemoryKvStore());
+    const scheduler = new ManualScheduler();
+    const applied: number[] = [];
+    let finishInstall!: () => void;
+    const runtime = new RaftRuntime({
+      raft: { id: 'b', voters: ['a', 'b', 'c'], electionTicks: 50, heartbeatTicks: 1, rng: seededRng('hold'), hardState, log },
+      store, scheduler, logger: silentLogger, tickMs: 10, send: () => undefined,
+      apply: (entries) => void applied.push(...entries.map((entry) => entry.index)),
+      fetchSnapshot: async () => () => new Promise<void>((resolve) => (finishInstall = resolve)),
+    });
+    runtime.start();
+    const deliver = (message: Message): void => runtime.receive(message.from, encodeMessage(message));
+    deliver({ type: 'snapshot', from: 'a', to: 'b', term: 1, index: 10, snapshotTerm: 1 });
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    // The install is under way; an append that would commit 1..12 arrives.
+    const entries = Array.from({ length: 12 }, (_, index) => ({ index: index + 1, term: 1, data: new Uint8Array([index]) }));
+    deliver({ type: 'append', from: 'a', to: 'b', term: 1, prevLogIndex: 0, prevLogTerm: 0, entries, commit: 12 });
+    expect(runtime.raft.commit).toBe(0);
+    finishInstall();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await runtime.idle();
+    // The state at 10 was installed; the append then brought 11 and 12, each applied once.
+    expect(runtime.raft.firstIndex()).toBe(11);
+    expect(runtime.raft.commit).toBe(12);
+    expect(applied).toEqual([11, 12]);
+    runtime.stop();
+  });
 });

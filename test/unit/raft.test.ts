@@ -396,6 +396,48 @@ describe('Raft replication', () => {
     expect(restarted.ready().committed.map((entry) => text(entry.data))).toEqual(['block 2', 'block 3']);
   });
 
+  it('does not install a snapshot it no longer needs: once it holds that entry, on a leader, or past the commit', () => {
+    const follower = (): Raft => new Raft({ id: 'f', voters: ['a', 'b', 'f'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('f'), hardState: { term: 2, vote: undefined, commit: 0 } });
+    const entries = (term: number, count: number): Entry[] => Array.from({ length: count }, (_, index) => ({ index: index + 1, term, data: bytes(`e${index + 1}`) }));
+    // Asked by a's snapshot at (10, term 2); then b, the next leader, sends entries 1..15 including
+    // (10, term 2), and f acknowledges them before the fetched state arrives.
+    const f = follower();
+    f.step({ type: 'snapshot', from: 'a', to: 'f', term: 2, index: 10, snapshotTerm: 2 });
+    expect(f.ready().fetchSnapshot).toMatchObject({ index: 10, term: 2 });
+    f.step({ type: 'append', from: 'b', to: 'f', term: 3, prevLogIndex: 0, prevLogTerm: 0, entries: [...entries(2, 10), ...entries(3, 15).slice(10)], commit: 0 });
+    expect(f.needsSnapshot(10, 2)).toBe(false);
+    expect(f.restoreSnapshot(10, 2)).toBe(false);
+    expect(f.lastIndex()).toBe(15);
+    // The same request, overtaken by the commit.
+    const g = follower();
+    g.step({ type: 'snapshot', from: 'a', to: 'f', term: 2, index: 4, snapshotTerm: 2 });
+    g.step({ type: 'append', from: 'a', to: 'f', term: 2, prevLogIndex: 0, prevLogTerm: 0, entries: entries(2, 6), commit: 6 });
+    expect(g.restoreSnapshot(4, 2)).toBe(false);
+    expect(g.commit).toBe(6);
+    // A leader never installs one.
+    const cluster = new Cluster(['a', 'b', 'c']);
+    const leader = cluster.elect();
+    leader.step({ type: 'snapshot', from: 'b', to: leader.id, term: leader.term - 1, index: 10, snapshotTerm: 1 });
+    expect(leader.restoreSnapshot(10, 1)).toBe(false);
+    expect(leader.role).toBe('leader');
+  });
+
+  it('restarts with a state machine ahead of the commit as from a snapshot there, and refuses one it cannot place', () => {
+    const log: Entry[] = Array.from({ length: 6 }, (_, index) => ({ index: index + 1, term: 1, data: bytes(`e${index + 1}`) }));
+    const config = { id: 'a', voters: ['a', 'b', 'c'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('a'), hardState: { term: 1, vote: undefined, commit: 2 }, log };
+    // It installed the state at 9 (term 1) and died before the log's new start was stored.
+    const ahead = new Raft({ ...config, applied: 9, appliedTerm: 1 });
+    expect(ahead.commit).toBe(9);
+    expect(ahead.firstIndex()).toBe(10);
+    expect(ahead.ready()).toMatchObject({ snapshot: { index: 9, term: 1, discardLog: true }, committed: [] });
+    // Ahead, but still holding that entry: the entries after it stay.
+    const holding = new Raft({ ...config, applied: 4, appliedTerm: 1 });
+    expect([holding.commit, holding.firstIndex(), holding.lastIndex()]).toEqual([4, 5, 6]);
+    expect(() => new Raft({ ...config, applied: 9 })).toThrow(expect.objectContaining({ code: 'KALIMA_ERR_STORE_CORRUPT' }));
+    // Behind the log's start: entries it never applied are gone.
+    expect(() => new Raft({ ...config, snapshot: { index: 3, term: 1 }, log: log.slice(3), applied: 1 })).toThrow(expect.objectContaining({ code: 'KALIMA_ERR_STORE_CORRUPT' }));
+  });
+
   it('refuses a proposal on a follower with the leader it knows', () => {
     const cluster = new Cluster(['a', 'b', 'c']);
     const leader = cluster.elect();
