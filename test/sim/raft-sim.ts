@@ -30,6 +30,10 @@ export interface SimOptions {
   proposalRate?: number;
   /** Each node compacts its log once it holds more than this many applied entries (0: never). */
   compactAbove?: number;
+  /** A snapshot fetch completes 1 to this many ticks after it was asked for, as the runtime's does. */
+  fetchDelayTicks?: number;
+  /** A node dies after installing a fetched state and before Raft's log records it. */
+  crashAfterInstallRate?: number;
 }
 
 /**
@@ -55,6 +59,7 @@ export interface SimResult {
   crashes: number;
   crashesBeforePersist: number;
   crashesBeforeApply: number;
+  crashesAfterInstall: number;
   snapshotsInstalled: number;
   partitions: number;
   messages: number;
@@ -147,7 +152,8 @@ export function runRaftSimulation(options: SimOptions): SimResult {
     node.raft = new Raft({
       id: node.id, voters, learners, electionTicks: ELECTION_TICKS, heartbeatTicks: HEARTBEAT_TICKS, maxEntriesPerAppend: options.maxEntriesPerAppend ?? 8,
       rng: new SeededRandom(`raft-sim:${options.seed}:${node.id}:${random.below(1e9)}`),
-      snapshot: node.disk.snapshot, hardState: node.disk.hardState, log: node.disk.log, applied: node.applied.length,
+      snapshot: node.disk.snapshot, hardState: node.disk.hardState, log: node.disk.log,
+      applied: node.applied.length, appliedTerm: node.applied[node.applied.length - 1]?.term ?? 0,
     });
   };
   const nodes = new Map<string, SimNode>(everyone.map((id) => [id, { id, raft: undefined, disk: { snapshot: undefined, hardState: undefined, log: [] }, applied: [] }]));
@@ -160,7 +166,9 @@ export function runRaftSimulation(options: SimOptions): SimResult {
   let cut = new Set<string>();
   let partitionEndsAt = 0;
   let healing = false;
-  const stats = { crashes: 0, crashesBeforePersist: 0, crashesBeforeApply: 0, partitions: 0, messages: 0, snapshotsInstalled: 0 };
+  const stats = { crashes: 0, crashesBeforePersist: 0, crashesBeforeApply: 0, crashesAfterInstall: 0, partitions: 0, messages: 0, snapshotsInstalled: 0 };
+  /** Snapshot fetches in flight: due at a tick, for the Raft instance (process) that asked. */
+  const fetches = new Map<string, SnapshotMeta & { dueAt: number; raft: Raft }>();
 
   // Checker state.
   const leaderOfTerm = new Map<number, string>();
@@ -211,21 +219,9 @@ export function runRaftSimulation(options: SimOptions): SimResult {
     // 4. The state machine keeps its own record of what it applied; the log need not.
     const compactAbove = options.compactAbove ?? 0;
     if (compactAbove > 0 && node.applied.length - raft.firstIndex() + 1 > compactAbove) raft.compact(node.applied.length - Math.floor(compactAbove / 2));
-    // 5. A snapshot to fetch: from any node whose state machine has reached that index.
-    if (ready.fetchSnapshot !== undefined) {
-      const { index, term } = ready.fetchSnapshot;
-      const donor = [...nodes.values()].find((other) => other !== node && other.raft !== undefined && other.applied.length >= index);
-      if (donor !== undefined) {
-        if (donor.applied[index - 1]!.term !== term) fail(`snapshot: ${donor.id} applied term ${donor.applied[index - 1]!.term} at ${index}, the leader's snapshot says ${term}`);
-        // Installed only if this node still needs it (its commit may have passed the index meanwhile).
-        if (raft.restoreSnapshot(index, term)) {
-          if (node.applied.length > index) fail(`snapshot: ${node.id} had applied ${node.applied.length} entries, beyond the snapshot at ${index}`);
-          node.applied = donor.applied.slice(0, index);
-          stats.snapshotsInstalled++;
-        }
-        processReady(node, deliver);
-        return;
-      }
+    // 5. A snapshot to fetch: it arrives some ticks later, as the runtime's fetch does (one at a time).
+    if (ready.fetchSnapshot !== undefined && !fetches.has(node.id)) {
+      fetches.set(node.id, { index: ready.fetchSnapshot.index, term: ready.fetchSnapshot.term, dueAt: now + 1 + random.below(options.fetchDelayTicks ?? 6), raft });
     }
     if (raft.role === 'leader') {
       const known = leaderOfTerm.get(raft.term);
@@ -348,6 +344,29 @@ export function runRaftSimulation(options: SimOptions): SimResult {
       processReady(target, true);
     }
     for (const node of nodes.values()) if (node.raft !== undefined) processReady(node, true);
+    // Fetched snapshots: installed between Readys, only if Raft still needs them (the runtime's rule).
+    for (const [id, fetch] of [...fetches]) {
+      if (fetch.dueAt > now) continue;
+      fetches.delete(id);
+      const node = nodes.get(id)!;
+      if (node.raft !== fetch.raft) continue; // the process that asked has died
+      const donor = [...nodes.values()].find((other) => other !== node && other.raft !== undefined && other.applied.length >= fetch.index);
+      if (donor === undefined) continue; // the fetch failed: the leader asks again
+      if (donor.applied[fetch.index - 1]!.term !== fetch.term) fail(`snapshot: ${donor.id} applied term ${donor.applied[fetch.index - 1]!.term} at ${fetch.index}, the leader's snapshot says ${fetch.term}`);
+      if (!node.raft.needsSnapshot(fetch.index, fetch.term)) continue;
+      if (node.applied.length > fetch.index) fail(`snapshot: ${node.id} had applied ${node.applied.length} entries, beyond the snapshot at ${fetch.index}`);
+      // install(): the state machine holds the state at the index from here on.
+      node.applied = donor.applied.slice(0, fetch.index);
+      stats.snapshotsInstalled++;
+      if (!healing && random.next() < (options.crashAfterInstallRate ?? 0.05)) {
+        node.raft = undefined;
+        stats.crashes++;
+        stats.crashesAfterInstall++;
+        continue;
+      }
+      if (!node.raft.restoreSnapshot(fetch.index, fetch.term)) fail(`snapshot: ${node.id} needed the state at ${fetch.index} and then did not take it`);
+      processReady(node, true);
+    }
     if (now % 100 === 0) checkLogMatching();
     if (process.env.RAFT_SIM_TRACE && now > Number(process.env.RAFT_SIM_TRACE)) {
       console.log(now, [...nodes.values()].map((node) => `${node.id}:${node.raft?.role}/${node.raft?.term}/${node.raft?.vote ?? '-'}`).join(' '), due.map(({ message }) => `${message.type}${'granted' in message ? (message.granted ? '+' : '-') : ''}(${message.from}>${message.to} t${message.term})`).join(' '));

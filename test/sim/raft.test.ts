@@ -35,7 +35,7 @@ describe('Raft under a seeded simulation of crashes, partitions, loss, delay, re
   });
 
   it('a cluster of three without faults elects one leader and commits every proposal', () => {
-    const result = runRaftSimulation({ seed: 7, voters: 3, learners: 0, dropRate: 0, duplicateRate: 0, crashRate: 0, crashBeforePersistRate: 0, crashBeforeApplyRate: 0, partitionRate: 0 });
+    const result = runRaftSimulation({ seed: 7, voters: 3, learners: 0, dropRate: 0, duplicateRate: 0, crashRate: 0, crashBeforePersistRate: 0, crashBeforeApplyRate: 0, crashAfterInstallRate: 0, partitionRate: 0 });
     expect(result).toMatchObject({ ok: true, crashes: 0, partitions: 0 });
     expect(result.terms).toBe(1);
     expect(result.acknowledged).toBe(result.proposals);
