@@ -57,6 +57,23 @@ export interface NodeOptions {
   pendingMessagesMax?: number;
   blockDelayMs?: number;
   onVerifyProgress?: (progress: VerifyProgress) => void;
+  /**
+   * In a cluster: blocks go through consensus before they are durable here. Without it the node is
+   * the chain's only master and its own store is the commit.
+   */
+  replicator?: BlockReplicator;
+}
+
+/** What the block producer needs from the consensus layer (consensus/replicator.ts). */
+export interface BlockReplicator {
+  /** The term blocks are produced in: their header's `term`. */
+  readonly term: number;
+  /** Whether this node may produce now: it leads, and its term's first entry is applied here. */
+  mayProduce(): boolean;
+  /** Who leads, as far as this node knows, for a refusal's details. */
+  leaderHint(): string | undefined;
+  /** Commits the blocks through the cluster, in order; resolves once a majority holds them and they are committed. */
+  replicate(blocks: readonly BlockWrite[]): Promise<void>;
 }
 
 interface Pending {
@@ -278,6 +295,14 @@ export class KalimaNode {
   private checkServing(): void {
     if (this.failure !== undefined) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the node stopped producing blocks after a storage or internal failure (see its log); restart it' });
     if (this.closing) throw kalimaError('KALIMA_ERR_NODE_STOPPING');
+    const { replicator } = this.options;
+    if (replicator !== undefined && !replicator.mayProduce()) throw kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { leader: replicator.leaderHint() ?? null, term: replicator.term });
+  }
+
+  /** The replicator says this node may produce again (it became leader): pick up what waits. */
+  resumeProducing(): void {
+    if (this.queue.length > 0) this.scheduleBlock();
+    else this.scheduleExpiry();
   }
 
   /** The context a block at `height` (by default the next durable one) executes in. */
@@ -341,6 +366,8 @@ export class KalimaNode {
   /** Builds the next block on the head; `included` collects the submitted messages it takes. */
   private async produceBlock(included: Pending[]): Promise<void> {
     if (this.failure !== undefined || this.closing || this.undurable.length >= BLOCKS_AHEAD_MAX) return;
+    // Not leading (or not yet caught up as a new leader): resumeProducing() starts again.
+    if (this.options.replicator !== undefined && !this.options.replicator.mayProduce()) return;
     const { tip: headTip, state: base } = this.head;
     const timeMs = Math.max(this.options.clock.nowMs(), headTip.timeMs);
     const context = this.executionContext(timeMs, headTip.height + 1);
@@ -406,7 +433,7 @@ export class KalimaNode {
       prevHash: headTip.hash,
       timeMs,
       leader: this.options.nodeKey.publicKey,
-      term: TERM,
+      term: this.options.replicator?.term ?? TERM,
       messageCount: messages.length,
       txRoot: merkleRoot(leafHashes),
       stateDigest: changes.digest.digest(),
@@ -460,6 +487,8 @@ export class KalimaNode {
     }
     this.writingBatch = batch;
     try {
+      // In a cluster, committed by a majority first; then durable in this node's chain store.
+      if (this.options.replicator !== undefined) await this.options.replicator.replicate(batch);
       await this.options.store.commitBlocks(batch);
     } catch (error) {
       this.writingBatch = undefined;

@@ -1,0 +1,69 @@
+// The block producer's view of consensus (node.ts's BlockReplicator) over a RaftRuntime: a leader's
+// blocks are proposed as log entries, one block each, and count as committed once Raft commits them.
+//
+// So far this covers the leader's side. The runtime's `apply` must call `applied()` for every
+// committed entry, and skip the entries `isOwn()` reports: the node's own pipeline makes those
+// durable and answers their receipts once `replicate()` resolves. What the followers do with
+// committed blocks, and what a leader does when it loses leadership with blocks in flight, is not
+// built yet (issue 3: the node refuses to go on and must be restarted).
+import type { BlockReplicator } from '../node/node.ts';
+import type { BlockWrite } from '../store/chain-store.ts';
+import type { RaftRuntime } from './runtime.ts';
+
+export class RaftReplicator implements BlockReplicator {
+  /** The entries this process proposed, by identity: Raft hands the same bytes back when they commit. */
+  private readonly own = new WeakSet<Uint8Array>();
+  private appliedIndex: number;
+  private termStart: { term: number; index: number } | undefined;
+  /** The term in which this node was last told it may produce. */
+  private producingTerm = -1;
+
+  /** `onMayProduce` is called when this node becomes able to produce (the node's resumeProducing). */
+  constructor(private readonly runtime: RaftRuntime, appliedIndex: number, private readonly onMayProduce: () => void) {
+    this.appliedIndex = appliedIndex;
+  }
+
+  get term(): number {
+    return this.runtime.raft.term;
+  }
+
+  leaderHint(): string | undefined {
+    return this.runtime.raft.leader;
+  }
+
+  /**
+   * A leader produces only once the first entry of its own term is applied here: every entry of
+   * earlier terms is then committed and applied, so the node's durable tip is the log's.
+   */
+  mayProduce(): boolean {
+    const { raft } = this.runtime;
+    if (raft.role !== 'leader') return false;
+    if (this.termStart === undefined || this.termStart.term !== raft.term) {
+      let index = raft.lastIndex();
+      while (index > raft.firstIndex() && raft.termAt(index - 1) === raft.term) index--;
+      this.termStart = { term: raft.term, index };
+    }
+    return this.appliedIndex >= this.termStart.index;
+  }
+
+  async replicate(blocks: readonly BlockWrite[]): Promise<void> {
+    await Promise.all(blocks.map((block) => {
+      this.own.add(block.bytes);
+      return this.runtime.propose(block.bytes);
+    }));
+  }
+
+  /** Whether a committed entry is a block this process proposed (its pipeline applies it). */
+  isOwn(data: Uint8Array): boolean {
+    return this.own.has(data);
+  }
+
+  /** The state machine handled committed entries up to `index`. */
+  applied(index: number): void {
+    this.appliedIndex = Math.max(this.appliedIndex, index);
+    if (this.producingTerm !== this.runtime.raft.term && this.mayProduce()) {
+      this.producingTerm = this.runtime.raft.term;
+      this.onMayProduce();
+    }
+  }
+}
