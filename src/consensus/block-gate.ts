@@ -33,8 +33,10 @@ export interface AdmittedEntry {
 export interface GateOptions {
   genesis: Genesis;
   verifier: SignatureVerifier;
-  /** The state machine's applied position: the last Raft index applied, the chain tip and the MemCache. */
-  durable(): { index: number; tip: TipRecord; state: DraftBase };
+  /** The MemCache the admitted entries are applied to. */
+  cache: MemCache;
+  /** Where the state machine stands at the start: the last Raft index applied, and the chain tip. */
+  applied: { index: number; tip: TipRecord };
 }
 
 export interface Admission {
@@ -46,12 +48,22 @@ export interface Admission {
 
 export class BlockGate {
   private readonly admittedByIndex = new Map<number, AdmittedEntry>();
+  /** The last index applied and the tip after it; only applied() moves them. */
+  private durableIndex: number;
+  private durableTip: TipRecord;
   private readonly masters: ReadonlySet<string>;
   private readonly policy: { admins: ReadonlySet<string>; chain: string };
 
   constructor(private readonly options: GateOptions) {
     this.masters = new Set(options.genesis.masters.map(toHex));
     this.policy = { admins: adminSet(options.genesis.admins), chain: options.genesis.chain };
+    this.durableIndex = options.applied.index;
+    this.durableTip = options.applied.tip;
+  }
+
+  /** The last index applied, as applied() was told. */
+  get appliedIndex(): number {
+    return this.durableIndex;
   }
 
   /** The admitted entry at `index`, for the state machine to apply once it is committed. */
@@ -67,7 +79,7 @@ export class BlockGate {
   async admit(entries: readonly Entry[], leader: { term: number; keyHex: string }): Promise<Admission> {
     let admitted = 0;
     for (const entry of entries) {
-      const durable = this.options.durable();
+      const durable = { index: this.durableIndex, tip: this.durableTip, state: this.options.cache as DraftBase };
       if (entry.index <= durable.index) {
         // Applied already: Raft holds it, and a leader cannot change a committed entry.
         admitted++;
@@ -94,9 +106,18 @@ export class BlockGate {
     return { admitted, refusal: undefined };
   }
 
-  /** The state machine applied up to `index`: forget those entries, and read the next through the MemCache. */
-  applied(index: number, cache: MemCache): void {
-    const appliedState = this.admittedByIndex.get(index)?.state;
+  /**
+   * The state machine applied the entry at `index` (after the one before it): forget what was
+   * admitted up to it, and read the next through the MemCache. `tip` is needed only for an entry the
+   * gate did not admit (this node's own block, produced while it led).
+   */
+  applied(index: number, tip?: TipRecord): void {
+    const cache = this.options.cache;
+    const admitted = this.admittedByIndex.get(index);
+    const appliedState = admitted?.state;
+    this.durableIndex = Math.max(this.durableIndex, index);
+    if (admitted !== undefined) this.durableTip = admitted.tip;
+    else if (tip !== undefined) this.durableTip = tip;
     for (const key of [...this.admittedByIndex.keys()]) if (key <= index) this.admittedByIndex.delete(key);
     // The first Draft built on the state just applied (empty entries share that state) now reads
     // through the MemCache, which holds it.

@@ -539,6 +539,38 @@ export class KalimaNode {
   }
 
   /**
+   * A follower's path: a block the cluster committed, as this node's block gate checked and
+   * executed it. Durable here first, then applied to the MemCache and streamed, as a block this node
+   * produced would be. A message still waiting here (submitted while this node led) gets its receipt.
+   * A block at or below the tip was applied before a restart and is skipped.
+   */
+  async applyReplicated(write: BlockWrite): Promise<void> {
+    if (write.tip.height <= this.tip.height) return;
+    assert(this.undurable.length === 0 && this.producing === undefined, 'applyReplicated: this node is producing blocks of its own');
+    assert(write.tip.height === this.tip.height + 1 && bytesEqual(write.block.header.prevHash, this.tip.hash), `applyReplicated: block ${write.tip.height} does not follow the tip ${this.tip.height}`);
+    await this.options.store.commitBlocks([write]);
+    const { block, hash, messageHashes, changes, tip } = write;
+    this.cache.apply(changes);
+    this.tip = tip;
+    this.head = { tip, state: this.cache };
+    this.committedMessages += block.messages.length;
+    block.messages.forEach((committed, index) => {
+      const pending = this.pendingByNonce.get(`${toHex(committed.message.device)}:${committed.message.nonce}`);
+      if (pending === undefined || !bytesEqual(pending.hash, messageHashes[index]!)) return;
+      this.settle(pending, { receipt: { height: block.header.height, timeMs: block.header.timeMs, messageHash: toHex(pending.hash), globalSequence: committed.globalSequence, sequence: committed.sequence, previous: committed.previous } });
+    });
+    const event: CommittedBlock = { block, hash, messageHashes: [...messageHashes] };
+    for (const listener of this.blockListeners) {
+      try {
+        listener(event);
+      } catch (error) {
+        this.options.logger.error({ err: error }, 'block listener failed');
+      }
+    }
+    this.scheduleExpiry();
+  }
+
+  /**
    * The disk refused a write, or producing a block failed: nothing not yet durable is acknowledged,
    * and the node stops producing rather than guess what is on disk. A restart re-checks the store.
    */

@@ -11,7 +11,6 @@ import { BlockGate } from '../../src/consensus/block-gate.ts';
 import type { Entry } from '../../src/consensus/raft.ts';
 import { InlineVerifier, type SignatureVerifier } from '../../src/node/verifier.ts';
 import type { MemCache } from '../../src/state/memcache.ts';
-import type { TipRecord } from '../../src/store/chain-store.ts';
 import { type TestChain, createAddress, makeChain, makeMessage, openNode, registerDevice } from '../support/chain.ts';
 
 async function producedChain(): Promise<{ chain: TestChain; blocks: Block[]; leaderCache: MemCache }> {
@@ -33,13 +32,11 @@ async function producedChain(): Promise<{ chain: TestChain; blocks: Block[]; lea
 async function follower(chain: TestChain, verifier: SignatureVerifier = new InlineVerifier()) {
   const empty = await openNode(chain);
   const cache = empty.cache;
-  let durable: { index: number; tip: TipRecord } = { index: 0, tip: empty.tipRecord };
-  const gate = new BlockGate({ genesis: chain.genesis, verifier, durable: () => ({ ...durable, state: cache }) });
+  const gate = new BlockGate({ genesis: chain.genesis, verifier, cache, applied: { index: 0, tip: empty.tipRecord } });
   const apply = (index: number): void => {
     const admitted = gate.get(index)!;
     if (admitted.block !== undefined) cache.apply(admitted.block.changes);
-    durable = { index, tip: admitted.tip };
-    gate.applied(index, cache);
+    gate.applied(index);
   };
   return { gate, cache, apply, close: () => empty.close() };
 }

@@ -1,0 +1,170 @@
+// Three masters of one chain in one process, on an in-memory network, each the real node with
+// consensus in the loop: the leader's blocks go through Raft; the followers check every block with
+// their block gate before they acknowledge it, and apply what commits without executing it again.
+// All three end with the same blocks, the same state digest and the same entries.
+import { describe, expect, it } from 'vitest';
+import { ADDRESSES_ADDRESS, DEVICES_ADDRESS, encodeAddressRecord, encodeDeviceRecord } from '../../src/access/records.ts';
+import type { Genesis } from '../../src/access/genesis.ts';
+import { BlockGate } from '../../src/consensus/block-gate.ts';
+import { decodeMessage, encodeMessage } from '../../src/consensus/codec.ts';
+import type { Message } from '../../src/consensus/raft.ts';
+import { RaftReplicator } from '../../src/consensus/replicator.ts';
+import { RaftRuntime } from '../../src/consensus/runtime.ts';
+import { toHex } from '../../src/ledger/hash.ts';
+import { type KeyPair, generateKeyPair } from '../../src/ledger/signature.ts';
+import { KalimaNode } from '../../src/node/node.ts';
+import { InlineVerifier } from '../../src/node/verifier.ts';
+import { silentLogger, systemClock, systemScheduler } from '../../src/ports.ts';
+import { ChainStore } from '../../src/store/chain-store.ts';
+import { MemoryKvStore } from '../../src/store/memory-kv.ts';
+import { RaftLogStore } from '../../src/store/raft-log.ts';
+import { emptyTip } from '../../src/store/verify.ts';
+import { type TestChain, makeChain, makeMessage, seededRng } from '../support/chain.ts';
+
+interface Master {
+  id: string;
+  node: KalimaNode;
+  runtime: RaftRuntime;
+  replicator: RaftReplicator;
+  gate: BlockGate;
+  refusals: unknown[];
+}
+
+/** Rewrites what one master sends another, as a faulty or forging leader would. */
+type Tamper = (from: string, to: string, message: Message) => Message;
+
+async function startCluster(size: number, tamper?: { current: Tamper | undefined }): Promise<{ chain: TestChain; masters: Master[] }> {
+  const base = makeChain('replicated-cluster');
+  const keys: KeyPair[] = Array.from({ length: size }, () => generateKeyPair(base.rng));
+  const genesis: Genesis = { ...base.genesis, masters: keys.map((key) => key.publicKey) };
+  const chain: TestChain = { ...base, genesis, nodeKey: keys[0]! };
+  const ids = keys.map((key) => toHex(key.publicKey));
+  const byId = new Map<string, Master>();
+  const masters: Master[] = [];
+  for (const [position, key] of keys.entries()) {
+    const id = ids[position]!;
+    const kv = new MemoryKvStore();
+    const { store, hardState, log } = await RaftLogStore.open(kv);
+    const verifier = new InlineVerifier();
+    const master = { id, refusals: [] } as unknown as Master;
+    const runtime = new RaftRuntime({
+      raft: { id, voters: ids, electionTicks: 10, heartbeatTicks: 2, rng: seededRng(`raft-${id}`), hardState, log },
+      store, scheduler: systemScheduler, logger: silentLogger, tickMs: 5,
+      // The in-memory network: every message arrives, a turn of the event loop later.
+      send: (to, bytes) => {
+        const rewritten = tamper?.current === undefined ? bytes : encodeMessage(tamper.current(id, to, decodeMessage(bytes)));
+        setImmediate(() => byId.get(to)?.runtime.receive(id, rewritten));
+      },
+      // The gate checks a block against the key of the leader that sent it (ids are its key).
+      admit: async (entries, sender) => {
+        const admission = await master.gate.admit(entries, { term: sender.term, keyHex: sender.id });
+        if (admission.refusal !== undefined) master.refusals.push(admission.refusal);
+        return admission;
+      },
+      apply: async (entries) => {
+        for (const entry of entries) {
+          if (entry.data.length > 0 && !master.replicator.isOwn(entry.data)) {
+            const admitted = master.gate.get(entry.index);
+            if (admitted?.block === undefined) throw new Error(`entry ${entry.index} was committed but not admitted here`);
+            await master.node.applyReplicated(admitted.block);
+          }
+          master.gate.applied(entry.index);
+          master.replicator.applied(entry.index);
+        }
+      },
+    });
+    master.runtime = runtime;
+    master.replicator = new RaftReplicator(runtime, 0, () => master.node.resumeProducing());
+    master.node = await KalimaNode.open({
+      genesis, store: new ChainStore(kv), nodeKey: key, clock: systemClock, rng: seededRng(`node-${id}`),
+      scheduler: systemScheduler, verifier, logger: silentLogger, replicator: master.replicator,
+    });
+    master.gate = new BlockGate({ genesis, verifier, cache: master.node.cache, applied: { index: 0, tip: emptyTip(genesis) } });
+    byId.set(id, master);
+    masters.push(master);
+  }
+  for (const master of masters) master.runtime.start();
+  return { chain, masters };
+}
+
+async function until(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const started = Date.now();
+  while (!condition()) {
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+describe('three masters with consensus in the loop', () => {
+  it('the leader\'s blocks are checked by the followers, committed by a majority, and applied everywhere alike', async () => {
+    const { chain, masters } = await startCluster(3);
+    await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()));
+    const leader = masters.find((master) => master.replicator.mayProduce())!;
+    const followers = masters.filter((master) => master !== leader);
+    // A follower refuses writes and names the leader.
+    const write = (key: KeyPair, fields: Parameters<typeof makeMessage>[2]) => makeMessage(chain, key, fields);
+    await expect(followers[0]!.node.submit(write(chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) })))
+      .rejects.toMatchObject({ code: 'KALIMA_ERR_CONSENSUS_NOT_LEADER', details: { leader: leader.id } });
+    // Through the leader: an address, a device, then the device's readings.
+    await leader.node.submit(write(chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
+    const device = generateKeyPair(chain.rng);
+    await leader.node.submit(write(chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    const receipts = await Promise.all(Array.from({ length: 40 }, (_, index) => leader.node.submit(write(device, { address: '/plant', key: `k${index % 8}`, body: `reading ${index}` }))));
+    expect(receipts).toHaveLength(40);
+    const height = leader.node.height;
+    await until('the followers to apply every block', () => followers.every((master) => master.node.height === height));
+    for (const master of masters) {
+      expect(master.node.cache.digest()).toEqual(leader.node.cache.digest());
+      expect(toHex(master.node.tipRecord.hash)).toBe(toHex(leader.node.tipRecord.hash));
+      expect(new TextDecoder().decode(master.node.getEntry('/plant', 'k7')!.value)).toBe('reading 39');
+      expect(master.refusals).toEqual([]);
+    }
+    // The followers stored the leader's blocks byte for byte.
+    for (let blockHeight = 1; blockHeight <= height; blockHeight++) {
+      const bytes = await leader.node.store.getBlockBytes(blockHeight);
+      for (const follower of followers) expect(await follower.node.store.getBlockBytes(blockHeight)).toEqual(bytes);
+    }
+    for (const master of masters) {
+      master.runtime.stop();
+      await master.node.close();
+    }
+  });
+
+  it('a block the followers refuse is never acknowledged by them, so it never commits', async () => {
+    const tamper: { current: Tamper | undefined } = { current: undefined };
+    const { chain, masters } = await startCluster(3, tamper);
+    await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()));
+    const leader = masters.find((master) => master.replicator.mayProduce())!;
+    const followers = masters.filter((master) => master !== leader);
+    await leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/first', body: encodeAddressRecord({ description: '' }) }));
+    const height = leader.node.height;
+    // From now on every block the leader replicates arrives with one byte changed (as a forging
+    // leader's would, or a corrupted one's).
+    tamper.current = (_from, _to, message) => (message.type !== 'append' ? message : {
+      ...message,
+      entries: message.entries.map((entry) => {
+        if (entry.data.length === 0) return entry;
+        const data = entry.data.slice();
+        data[data.length - 70]! ^= 1;
+        return { ...entry, data };
+      }),
+    });
+    let settled = false;
+    const pending = leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/second', body: encodeAddressRecord({ description: '' }) })).finally(() => (settled = true));
+    pending.catch(() => undefined);
+    await until('both followers to refuse the block', () => followers.every((master) => master.refusals.length > 0));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(settled).toBe(false);
+    expect(leader.runtime.raft.commit).toBeLessThan(leader.runtime.raft.lastIndex());
+    for (const follower of followers) {
+      expect(follower.refusals[0]).toMatchObject({ code: 'KALIMA_ERR_CONSENSUS_BAD_ENTRY' });
+      expect(follower.node.height).toBe(height);
+      expect(follower.node.getEntry(ADDRESSES_ADDRESS, '/second')).toBeUndefined();
+    }
+    expect(leader.node.height).toBe(height);
+    for (const master of masters) {
+      master.runtime.stop();
+      await master.node.close();
+    }
+  });
+});
