@@ -1,18 +1,17 @@
 // The block producer's view of consensus (node.ts's BlockReplicator) over a RaftRuntime: a leader's
 // blocks are proposed as log entries, one block each, and count as committed once Raft commits them.
 //
-// So far this covers the leader's side. The runtime's `apply` must call `applied()` for every
-// committed entry, and skip the entries `isOwn()` reports: the node's own pipeline makes those
-// durable and answers their receipts once `replicate()` resolves. What the followers do with
-// committed blocks, and what a leader does when it loses leadership with blocks in flight, is not
-// built yet (issue 3: the node refuses to go on and must be restarted).
+// The runtime's `apply` must call `applied()` for every committed entry, and skip the entries
+// `isOwn()` reports: the node's own pipeline makes those durable and answers their receipts once
+// `replicate()` resolves. Everything else committed is a block the block gate admitted (or, for a
+// block this node produced and abandoned when it lost the leadership, one to admit then).
 import type { BlockReplicator } from '../node/node.ts';
 import type { BlockWrite } from '../store/chain-store.ts';
 import type { RaftRuntime } from './runtime.ts';
 
 export class RaftReplicator implements BlockReplicator {
-  /** The entries this process proposed, by identity: Raft hands the same bytes back when they commit. */
-  private readonly own = new WeakSet<Uint8Array>();
+  /** The entries this process proposed and will apply itself, by identity (Raft hands the same bytes back), with the tip after each. */
+  private readonly own = new WeakMap<Uint8Array, BlockWrite['tip']>();
   private appliedIndex: number;
   private termStart: { term: number; index: number } | undefined;
   /** The term in which this node was last told it may produce. */
@@ -46,16 +45,30 @@ export class RaftReplicator implements BlockReplicator {
     return this.appliedIndex >= this.termStart.index;
   }
 
-  async replicate(blocks: readonly BlockWrite[]): Promise<void> {
-    await Promise.all(blocks.map((block) => {
-      this.own.add(block.bytes);
+  async replicate(blocks: readonly BlockWrite[]): Promise<number> {
+    const outcomes = await Promise.allSettled(blocks.map((block) => {
+      this.own.set(block.bytes, block.tip);
       return this.runtime.propose(block.bytes);
     }));
+    // The committed prefix: a block after one that did not commit cannot have committed either
+    // (entries commit in order), whatever its own proposal says.
+    let committed = 0;
+    while (committed < outcomes.length && outcomes[committed]!.status === 'fulfilled') committed++;
+    return committed;
   }
 
-  /** Whether a committed entry is a block this process proposed (its pipeline applies it). */
+  abandon(blocks: readonly BlockWrite[]): void {
+    for (const block of blocks) this.own.delete(block.bytes);
+  }
+
+  /** Whether a committed entry is a block this process proposed and applies through its own pipeline. */
   isOwn(data: Uint8Array): boolean {
     return this.own.has(data);
+  }
+
+  /** The tip after one of this process's own blocks. */
+  tipOf(data: Uint8Array): BlockWrite['tip'] | undefined {
+    return this.own.get(data);
   }
 
   /** The state machine handled committed entries up to `index`. */

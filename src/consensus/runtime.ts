@@ -209,6 +209,12 @@ export class RaftRuntime {
           } else if (this.raft.termAt(index) !== waiter.term) {
             this.waiting.delete(index);
             waiter.reject(kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { reason: 'leadership changed before the entry committed; retry', index, leader: this.raft.leader ?? null }));
+          } else {
+            // Still in the log, but this node no longer leads: the next leader decides. Whoever
+            // proposed it hears now, not whenever that happens; if it commits, it is applied as
+            // anyone else's entry would be.
+            this.waiting.delete(index);
+            waiter.reject(kalimaError('KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', { reason: 'this node lost its leadership before the entry committed; it may still commit', index, leader: this.raft.leader ?? null }));
           }
         }
       }

@@ -72,8 +72,13 @@ export interface BlockReplicator {
   mayProduce(): boolean;
   /** Who leads, as far as this node knows, for a refusal's details. */
   leaderHint(): string | undefined;
-  /** Commits the blocks through the cluster, in order; resolves once a majority holds them and they are committed. */
-  replicate(blocks: readonly BlockWrite[]): Promise<void>;
+  /**
+   * Commits the blocks through the cluster, in order. Resolves with how many of them, from the
+   * first, committed: fewer than all means this node lost its leadership meanwhile.
+   */
+  replicate(blocks: readonly BlockWrite[]): Promise<number>;
+  /** Blocks this node produced and will not apply itself (it lost its leadership): if they commit after all, they come back as anyone else's. */
+  abandon(blocks: readonly BlockWrite[]): void;
 }
 
 interface Pending {
@@ -424,6 +429,12 @@ export class KalimaNode {
       for (const pending of included) this.settle(pending, { error: kalimaError(this.failure !== undefined ? 'KALIMA_ERR_NODE_NOT_READY' : 'KALIMA_ERR_NODE_STOPPING') });
       return;
     }
+    if (this.head.tip !== headTip && this.options.replicator !== undefined) {
+      // The node lost its leadership while this block was built (yieldLeadership reset the head).
+      const refusal = kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { reason: 'leadership changed before the block was built; retry with the same message', leader: this.options.replicator.leaderHint() ?? null });
+      for (const pending of included.splice(0)) this.settle(pending, { error: refusal });
+      return;
+    }
     assert(this.head.tip === headTip, 'produceBlock: the head moved while the block was built');
 
     const changes = draft.changes();
@@ -486,10 +497,12 @@ export class KalimaNode {
       batch.push(produced as ProducedBlock & BlockWrite);
     }
     this.writingBatch = batch;
+    let committed = batch;
     try {
-      // In a cluster, committed by a majority first; then durable in this node's chain store.
-      if (this.options.replicator !== undefined) await this.options.replicator.replicate(batch);
-      await this.options.store.commitBlocks(batch);
+      // In a cluster, committed by a majority first (maybe only a prefix, if leadership was lost);
+      // then durable in this node's chain store.
+      if (this.options.replicator !== undefined) committed = batch.slice(0, await this.options.replicator.replicate(batch));
+      if (committed.length > 0) await this.options.store.commitBlocks(committed);
     } catch (error) {
       this.writingBatch = undefined;
       this.stop(error, 'block write failed; the node stops producing', kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'storage failed' }), [], batch[0]!.tip.height);
@@ -498,12 +511,16 @@ export class KalimaNode {
     this.writingBatch = undefined;
     // Durable, even if the node stopped producing meanwhile (stop() leaves a write in progress to
     // its outcome): apply, acknowledge and stream these blocks.
-    this.undurable.splice(0, batch.length);
+    this.undurable.splice(0, committed.length);
     try {
-      for (const produced of batch) this.applyDurable(produced);
+      for (const produced of committed) this.applyDurable(produced);
     } catch (error) {
       // A bug: the cache may now be behind the disk. Refuse what is not yet applied; a restart re-checks the store.
-      this.stop(error, 'applying a durable block failed; the node stops producing', kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'applying a block failed' }), batch.flatMap((produced) => produced.included));
+      this.stop(error, 'applying a durable block failed; the node stops producing', kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'applying a block failed' }), committed.flatMap((produced) => produced.included));
+      return;
+    }
+    if (committed.length < batch.length) {
+      this.yieldLeadership();
       return;
     }
     // The next undurable block, if any, was built on the last of these; it now reads the cache.
@@ -511,6 +528,24 @@ export class KalimaNode {
     if (this.undurable.length === 0) this.head = { tip: this.tip, state: this.cache };
     // Room ahead of the disk again, and the messages that queued during the write go now.
     if (this.queue.length > 0) this.scheduleBlock(true);
+  }
+
+  /**
+   * This node lost its leadership with blocks not yet committed: drop them and everything queued,
+   * and go back to the durable tip. Their messages are refused with a retryable code: the next
+   * leader may still commit those blocks (they are in the log it inherits), and a retry of the same
+   * message is safe either way (it answers NONCE_REPLAYED with the receipt if it did commit).
+   */
+  private yieldLeadership(): void {
+    const replicator = this.options.replicator!;
+    const refusal = kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { reason: 'leadership changed before the block committed; retry with the same message', leader: replicator.leaderHint() ?? null });
+    const dropped = this.undurable.splice(0);
+    replicator.abandon(dropped.filter((produced): produced is ProducedBlock & BlockWrite => produced.block !== undefined && produced.bytes !== undefined));
+    for (const produced of dropped) for (const pending of produced.included) this.settle(pending, { error: refusal });
+    for (const pending of this.queue.splice(0)) this.settle(pending, { error: refusal });
+    this.queuedBytes = 0;
+    this.head = { tip: this.tip, state: this.cache };
+    this.options.logger.warn({ height: this.tip.height, dropped: dropped.length }, 'lost the leadership with blocks in flight; they are left to the next leader');
   }
 
   /** A durable block: apply it, acknowledge its messages, tell the listeners. */

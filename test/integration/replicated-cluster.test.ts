@@ -30,8 +30,8 @@ interface Master {
   refusals: unknown[];
 }
 
-/** Rewrites what one master sends another, as a faulty or forging leader would. */
-type Tamper = (from: string, to: string, message: Message) => Message;
+/** Rewrites what one master sends another, as a faulty or forging leader would; undefined drops it. */
+type Tamper = (from: string, to: string, message: Message) => Message | undefined;
 
 async function startCluster(size: number, tamper?: { current: Tamper | undefined }): Promise<{ chain: TestChain; masters: Master[] }> {
   const base = makeChain('replicated-cluster');
@@ -52,8 +52,12 @@ async function startCluster(size: number, tamper?: { current: Tamper | undefined
       store, scheduler: systemScheduler, logger: silentLogger, tickMs: 5,
       // The in-memory network: every message arrives, a turn of the event loop later.
       send: (to, bytes) => {
-        const rewritten = tamper?.current === undefined ? bytes : encodeMessage(tamper.current(id, to, decodeMessage(bytes)));
-        setImmediate(() => byId.get(to)?.runtime.receive(id, rewritten));
+        let rewritten: Uint8Array | undefined = bytes;
+        if (tamper?.current !== undefined) {
+          const message = tamper.current(id, to, decodeMessage(bytes));
+          rewritten = message === undefined ? undefined : encodeMessage(message);
+        }
+        if (rewritten !== undefined) setImmediate(() => byId.get(to)?.runtime.receive(id, rewritten));
       },
       // The gate checks a block against the key of the leader that sent it (ids are its key).
       admit: async (entries, sender) => {
@@ -63,12 +67,19 @@ async function startCluster(size: number, tamper?: { current: Tamper | undefined
       },
       apply: async (entries) => {
         for (const entry of entries) {
-          if (entry.data.length > 0 && !master.replicator.isOwn(entry.data)) {
-            const admitted = master.gate.get(entry.index);
-            if (admitted?.block === undefined) throw new Error(`entry ${entry.index} was committed but not admitted here`);
-            await master.node.applyReplicated(admitted.block);
+          if (entry.data.length > 0 && master.replicator.isOwn(entry.data)) {
+            // Its own block: the node's pipeline writes and applies it once replicate() returns.
+            master.gate.applied(entry.index, master.replicator.tipOf(entry.data));
+          } else {
+            if (entry.data.length > 0) {
+              // A block it produced and abandoned when it lost the leadership was never admitted: check it now.
+              if (master.gate.get(entry.index) === undefined) await master.gate.admit([entry], { term: -1, keyHex: '' });
+              const admitted = master.gate.get(entry.index);
+              if (admitted?.block === undefined) throw new Error(`entry ${entry.index} was committed but not admitted here`);
+              await master.node.applyReplicated(admitted.block);
+            }
+            master.gate.applied(entry.index);
           }
-          master.gate.applied(entry.index);
           master.replicator.applied(entry.index);
         }
       },
@@ -162,6 +173,61 @@ describe('three masters with consensus in the loop', () => {
       expect(follower.node.getEntry(ADDRESSES_ADDRESS, '/second')).toBeUndefined();
     }
     expect(leader.node.height).toBe(height);
+    for (const master of masters) {
+      master.runtime.stop();
+      await master.node.close();
+    }
+  });
+
+  it('a leader cut off with blocks in flight steps down and refuses them (retryable); the new leader goes on; retries never write twice', async () => {
+    const tamper: { current: Tamper | undefined } = { current: undefined };
+    const { chain, masters } = await startCluster(3, tamper);
+    await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()));
+    const first = masters.find((master) => master.replicator.mayProduce())!;
+    await first.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
+    const device = generateKeyPair(chain.rng);
+    await first.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    // The first leader is cut off; writes sent to it meanwhile cannot commit.
+    tamper.current = (from, to, message) => (from === first.id || to === first.id ? undefined : message);
+    const stranded = Array.from({ length: 5 }, (_, index) => makeMessage(chain, device, { address: '/plant', key: `s${index}`, body: 'stranded' }));
+    const outcomes = Promise.allSettled(stranded.map((message) => first.node.submit(message)));
+    const others = masters.filter((master) => master !== first);
+    await until('a new leader among the other two', () => others.some((master) => master.replicator.mayProduce()), 15_000);
+    const second = others.find((master) => master.replicator.mayProduce())!;
+    expect(second.runtime.raft.term).toBeGreaterThan(first.runtime.raft.term - 1);
+    // The old leader gives up (check-quorum) and refuses what it held, with a code that says retry.
+    const settled = await outcomes;
+    for (const outcome of settled) {
+      expect(outcome.status).toBe('rejected');
+      expect((outcome as PromiseRejectedResult).reason).toMatchObject({ code: expect.stringMatching(/^KALIMA_ERR_CONSENSUS_(NOT_LEADER|OUTCOME_UNKNOWN)$/) });
+    }
+    await second.node.submit(makeMessage(chain, device, { address: '/plant', key: 'after', body: 'new leader' }));
+    // The link comes back: the old leader follows, drops its own uncommitted blocks and catches up.
+    tamper.current = undefined;
+    // Retried at the new leader, the same signed messages commit once (or answer that they did).
+    for (const message of stranded) {
+      try {
+        await second.node.submit(message);
+      } catch (error) {
+        expect(error).toMatchObject({ code: 'KALIMA_ERR_LEDGER_NONCE_REPLAYED', details: { committed: expect.anything() } });
+      }
+    }
+    const height = second.node.height;
+    await until('all three at the same height', () => masters.every((master) => master.node.height === height), 15_000);
+    for (const master of masters) {
+      expect(master.node.cache.digest()).toEqual(second.node.cache.digest());
+      expect(new TextDecoder().decode(master.node.getEntry('/plant', 'after')!.value)).toBe('new leader');
+      for (let index = 0; index < stranded.length; index++) expect(master.node.getEntry('/plant', `s${index}`)).toBeDefined();
+    }
+    // Each stranded message is in the chain exactly once.
+    const seen = new Map<string, number>();
+    for (let blockHeight = 1; blockHeight <= height; blockHeight++) {
+      for (const committed of (await second.node.getBlock(blockHeight))!.messages) {
+        const id = `${toHex(committed.message.device)}:${committed.message.nonce}`;
+        seen.set(id, (seen.get(id) ?? 0) + 1);
+      }
+    }
+    for (const message of stranded) expect(seen.get(`${toHex(message.device)}:${message.nonce}`)).toBe(1);
     for (const master of masters) {
       master.runtime.stop();
       await master.node.close();
