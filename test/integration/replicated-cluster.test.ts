@@ -5,97 +5,79 @@
 import { describe, expect, it } from 'vitest';
 import { ADDRESSES_ADDRESS, DEVICES_ADDRESS, encodeAddressRecord, encodeDeviceRecord } from '../../src/access/records.ts';
 import type { Genesis } from '../../src/access/genesis.ts';
-import { BlockGate } from '../../src/consensus/block-gate.ts';
 import { decodeMessage, encodeMessage } from '../../src/consensus/codec.ts';
 import type { Message } from '../../src/consensus/raft.ts';
-import { RaftReplicator } from '../../src/consensus/replicator.ts';
-import { RaftRuntime } from '../../src/consensus/runtime.ts';
+import { ClusterMaster, type ClusterTransport } from '../../src/node/cluster.ts';
 import { toHex } from '../../src/ledger/hash.ts';
 import { type KeyPair, generateKeyPair } from '../../src/ledger/signature.ts';
-import { KalimaNode } from '../../src/node/node.ts';
 import { InlineVerifier } from '../../src/node/verifier.ts';
 import { silentLogger, systemClock, systemScheduler } from '../../src/ports.ts';
-import { ChainStore } from '../../src/store/chain-store.ts';
 import { MemoryKvStore } from '../../src/store/memory-kv.ts';
-import { RaftLogStore } from '../../src/store/raft-log.ts';
-import { emptyTip } from '../../src/store/verify.ts';
 import { type TestChain, makeChain, makeMessage, seededRng } from '../support/chain.ts';
 
-interface Master {
-  id: string;
-  node: KalimaNode;
-  runtime: RaftRuntime;
-  replicator: RaftReplicator;
-  gate: BlockGate;
-  refusals: unknown[];
-}
+type Master = ClusterMaster & { refusals: unknown[] };
 
 /** Rewrites what one master sends another, as a faulty or forging leader would; undefined drops it. */
 type Tamper = (from: string, to: string, message: Message) => Message | undefined;
 
-async function startCluster(size: number, tamper?: { current: Tamper | undefined }): Promise<{ chain: TestChain; masters: Master[] }> {
+/** The in-memory network: every message arrives a turn of the event loop later, unless tampered with. */
+function memoryNetwork(tamper: { current: Tamper | undefined }) {
+  const handlers = new Map<string, (from: string, bytes: Uint8Array) => void>();
+  return (self: string): ClusterTransport => ({
+    send(to, bytes) {
+      let rewritten: Uint8Array | undefined = bytes;
+      if (tamper.current !== undefined) {
+        const message = tamper.current(self, to, decodeMessage(bytes));
+        rewritten = message === undefined ? undefined : encodeMessage(message);
+      }
+      if (rewritten !== undefined) setImmediate(() => handlers.get(to)?.(self, rewritten));
+    },
+    onMessage(handler) {
+      handlers.set(self, handler);
+    },
+    async close() {
+      handlers.delete(self);
+    },
+  });
+}
+
+async function startCluster(size: number, tamper: { current: Tamper | undefined } = { current: undefined }): Promise<{ chain: TestChain; masters: Master[]; restart: (master: Master) => Promise<Master> }> {
   const base = makeChain('replicated-cluster');
   const keys: KeyPair[] = Array.from({ length: size }, () => generateKeyPair(base.rng));
   const genesis: Genesis = { ...base.genesis, masters: keys.map((key) => key.publicKey) };
   const chain: TestChain = { ...base, genesis, nodeKey: keys[0]! };
-  const ids = keys.map((key) => toHex(key.publicKey));
-  const byId = new Map<string, Master>();
+  const network = memoryNetwork(tamper);
   const masters: Master[] = [];
-  for (const [position, key] of keys.entries()) {
-    const id = ids[position]!;
-    const kv = new MemoryKvStore();
-    const { store, hardState, log } = await RaftLogStore.open(kv);
-    const verifier = new InlineVerifier();
-    const master = { id, refusals: [] } as unknown as Master;
-    const runtime = new RaftRuntime({
-      raft: { id, voters: ids, electionTicks: 10, heartbeatTicks: 2, rng: seededRng(`raft-${id}`), hardState, log },
-      store, scheduler: systemScheduler, logger: silentLogger, tickMs: 5,
-      // The in-memory network: every message arrives, a turn of the event loop later.
-      send: (to, bytes) => {
-        let rewritten: Uint8Array | undefined = bytes;
-        if (tamper?.current !== undefined) {
-          const message = tamper.current(id, to, decodeMessage(bytes));
-          rewritten = message === undefined ? undefined : encodeMessage(message);
-        }
-        if (rewritten !== undefined) setImmediate(() => byId.get(to)?.runtime.receive(id, rewritten));
-      },
-      // The gate checks a block against the key of the leader that sent it (ids are its key).
-      admit: async (entries, sender) => {
-        const admission = await master.gate.admit(entries, { term: sender.term, keyHex: sender.id });
-        if (admission.refusal !== undefined) master.refusals.push(admission.refusal);
-        return admission;
-      },
-      apply: async (entries) => {
-        for (const entry of entries) {
-          if (entry.data.length > 0 && master.replicator.isOwn(entry.data)) {
-            // Its own block: the node's pipeline writes and applies it once replicate() returns.
-            master.gate.applied(entry.index, master.replicator.tipOf(entry.data));
-          } else {
-            if (entry.data.length > 0) {
-              // A block it produced and abandoned when it lost the leadership was never admitted: check it now.
-              if (master.gate.get(entry.index) === undefined) await master.gate.admit([entry], { term: -1, keyHex: '' });
-              const admitted = master.gate.get(entry.index);
-              if (admitted?.block === undefined) throw new Error(`entry ${entry.index} was committed but not admitted here`);
-              await master.node.applyReplicated(admitted.block);
-            }
-            master.gate.applied(entry.index);
-          }
-          master.replicator.applied(entry.index);
-        }
-      },
-    });
-    master.runtime = runtime;
-    master.replicator = new RaftReplicator(runtime, 0, () => master.node.resumeProducing());
-    master.node = await KalimaNode.open({
-      genesis, store: new ChainStore(kv), nodeKey: key, clock: systemClock, rng: seededRng(`node-${id}`),
-      scheduler: systemScheduler, verifier, logger: silentLogger, replicator: master.replicator,
-    });
-    master.gate = new BlockGate({ genesis, verifier, cache: master.node.cache, applied: { index: 0, tip: emptyTip(genesis) } });
-    byId.set(id, master);
-    masters.push(master);
-  }
-  for (const master of masters) master.runtime.start();
-  return { chain, masters };
+  const kvs = new Map<string, MemoryKvStore>();
+  const open = async (key: KeyPair): Promise<Master> => {
+    const id = toHex(key.publicKey);
+    if (!kvs.has(id)) kvs.set(id, new MemoryKvStore());
+    const master = await ClusterMaster.open({
+      genesis, kv: kvs.get(id)!, nodeKey: key, clock: systemClock, rng: seededRng(`node-${id}-${Math.random()}`), scheduler: systemScheduler,
+      verifier: new InlineVerifier(), logger: silentLogger, transport: network(id), tickMs: 5,
+    }) as Master;
+    master.refusals = [];
+    // What the gate refused, for the tests to see (the runtime logs it too).
+    const admit = master.gate.admit.bind(master.gate);
+    master.gate.admit = async (entries, leader) => {
+      const admission = await admit(entries, leader);
+      if (admission.refusal !== undefined) master.refusals.push(admission.refusal);
+      return admission;
+    };
+    return master;
+  };
+  for (const key of keys) masters.push(await open(key));
+  for (const master of masters) master.start();
+  // A master's process ends; another starts on the same store.
+  const restart = async (old: Master): Promise<Master> => {
+    await old.close();
+    const key = keys.find((candidate) => toHex(candidate.publicKey) === old.id)!;
+    const fresh = await open(key);
+    masters[masters.indexOf(old)] = fresh;
+    fresh.start();
+    return fresh;
+  };
+  return { chain, masters, restart };
 }
 
 async function until(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
@@ -108,7 +90,7 @@ async function until(what: string, condition: () => boolean, timeoutMs = 10_000)
 
 describe('three masters with consensus in the loop', () => {
   it('the leader\'s blocks are checked by the followers, committed by a majority, and applied everywhere alike', async () => {
-    const { chain, masters } = await startCluster(3);
+    const { chain, masters, restart } = await startCluster(3);
     await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()));
     const leader = masters.find((master) => master.replicator.mayProduce())!;
     const followers = masters.filter((master) => master !== leader);
@@ -135,10 +117,15 @@ describe('three masters with consensus in the loop', () => {
       const bytes = await leader.node.store.getBlockBytes(blockHeight);
       for (const follower of followers) expect(await follower.node.store.getBlockBytes(blockHeight)).toEqual(bytes);
     }
-    for (const master of masters) {
-      master.runtime.stop();
-      await master.node.close();
-    }
+    // A follower restarts from its store while the leader goes on: it resumes after the block it
+    // had, with nothing applied twice, and catches up.
+    const restarted = await restart(followers[0]!);
+    expect(restarted.node.height).toBe(height);
+    await Promise.all(Array.from({ length: 10 }, (_, index) => leader.node.submit(write(device, { address: '/plant', key: `k${index % 8}`, body: `later ${index}` }))));
+    await until('the restarted follower to catch up', () => restarted.node.height === leader.node.height);
+    expect(restarted.node.cache.digest()).toEqual(leader.node.cache.digest());
+    expect(restarted.refusals).toEqual([]);
+    for (const master of masters) await master.close();
   });
 
   it('a block the followers refuse is never acknowledged by them, so it never commits', async () => {
@@ -173,10 +160,7 @@ describe('three masters with consensus in the loop', () => {
       expect(follower.node.getEntry(ADDRESSES_ADDRESS, '/second')).toBeUndefined();
     }
     expect(leader.node.height).toBe(height);
-    for (const master of masters) {
-      master.runtime.stop();
-      await master.node.close();
-    }
+    for (const master of masters) await master.close();
   });
 
   it('a leader cut off with blocks in flight steps down and refuses them (retryable); the new leader goes on; retries never write twice', async () => {
@@ -228,9 +212,6 @@ describe('three masters with consensus in the loop', () => {
       }
     }
     for (const message of stranded) expect(seen.get(`${toHex(message.device)}:${message.nonce}`)).toBe(1);
-    for (const master of masters) {
-      master.runtime.stop();
-      await master.node.close();
-    }
+    for (const master of masters) await master.close();
   });
 });

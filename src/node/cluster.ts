@@ -1,0 +1,143 @@
+// A master of a PrivaChain cluster: the block producer (KalimaNode) with Raft in the loop. The
+// leader's blocks are proposed as log entries and count once a majority holds them; followers check
+// each replicated block with the block gate before they acknowledge it, and apply what commits
+// without executing it again. One Raft entry is one block; a leader's first entry of its term is
+// empty. Raft ids are the masters' keys (x-only, hex) as the genesis file lists them.
+//
+// The transport is a port: encrypted TCP links between the masters in production (net/link.ts, see
+// linkTransport), an in-memory network in tests and simulation.
+import { getPublicKey } from '@noble/secp256k1';
+import { kalimaError } from '../errors.ts';
+import { decodeBlock } from '../ledger/block.ts';
+import { toHex } from '../ledger/hash.ts';
+import type { Entry } from '../consensus/raft.ts';
+import { BlockGate } from '../consensus/block-gate.ts';
+import { RaftReplicator } from '../consensus/replicator.ts';
+import { RaftRuntime } from '../consensus/runtime.ts';
+import type { KvStore } from '../store/kv.ts';
+import { RaftLogStore } from '../store/raft-log.ts';
+import { ChainStore } from '../store/chain-store.ts';
+import { KalimaNode, type NodeOptions } from './node.ts';
+
+/** How masters reach each other: messages to a master by id; what arrives, with the sender the link proved. */
+export interface ClusterTransport {
+  send(to: string, bytes: Uint8Array): void;
+  onMessage(handler: (from: string, bytes: Uint8Array) => void): void;
+  close(): Promise<void>;
+}
+
+export interface ClusterOptions extends Omit<NodeOptions, 'replicator' | 'store'> {
+  /** The node's key-value store: the chain and the Raft log live in it side by side. */
+  kv: KvStore;
+  transport: ClusterTransport;
+  tickMs?: number;
+  electionTicks?: number;
+  heartbeatTicks?: number;
+}
+
+/** A master's key as a BOLT 8 static key: the secret whose point has even y, so its compressed form is 02 || the x-only key. */
+export function linkSecretOf(secretKey: Uint8Array): Uint8Array {
+  const compressed = getPublicKey(secretKey, true);
+  if (compressed[0] === 2) return secretKey;
+  const n = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
+  const negated = n - BigInt(`0x${toHex(secretKey)}`);
+  return Uint8Array.from(Buffer.from(negated.toString(16).padStart(64, '0'), 'hex'));
+}
+
+/** The compressed public key (link identity) of a master from its x-only key in the genesis file. */
+export function linkKeyOfMaster(xOnly: Uint8Array): Uint8Array {
+  return Uint8Array.of(2, ...xOnly);
+}
+
+export class ClusterMaster {
+  private constructor(
+    readonly node: KalimaNode,
+    readonly runtime: RaftRuntime,
+    readonly replicator: RaftReplicator,
+    readonly gate: BlockGate,
+    private readonly transport: ClusterTransport,
+  ) {}
+
+  /** The ids (x-only keys, hex) of the masters. */
+  get id(): string {
+    return this.runtime.raft.id;
+  }
+
+  static async open(options: ClusterOptions): Promise<ClusterMaster> {
+    const { genesis } = options;
+    const ids = genesis.masters.map(toHex);
+    const id = toHex(options.nodeKey.publicKey);
+    if (!ids.includes(id)) throw kalimaError('KALIMA_ERR_CONFIG_INVALID', { reason: 'the node key is not one of the genesis masters', node: id });
+    const { store: raftStore, snapshot, hardState, log } = await RaftLogStore.open(options.kv);
+    const chainStore = new ChainStore(options.kv);
+    const tip = await chainStore.readTip();
+    const applied = appliedIndexOf(tip?.height ?? 0, snapshot, log);
+    // Set once everything is built; the runtime's callbacks run only after start().
+    let master!: ClusterMaster;
+    const runtime = new RaftRuntime({
+      raft: {
+        id, voters: ids, electionTicks: options.electionTicks ?? 10, heartbeatTicks: options.heartbeatTicks ?? 2, rng: options.rng,
+        snapshot, hardState, log, applied: applied.index, appliedTerm: applied.term,
+      },
+      store: raftStore, scheduler: options.scheduler, logger: options.logger, tickMs: options.tickMs ?? 50,
+      send: (to, bytes) => options.transport.send(to, bytes),
+      // A block of the current term must be its leader's; the sender is the leader of the append's term.
+      admit: (entries, sender) => master.gate.admit(entries, { term: sender.term, keyHex: sender.id }),
+      apply: (entries) => master.applyCommitted(entries),
+    });
+    const replicator = new RaftReplicator(runtime, applied.index, () => master.node.resumeProducing());
+    const node = await KalimaNode.open({ ...options, store: chainStore, replicator });
+    const gate = new BlockGate({ genesis, verifier: options.verifier, cache: node.cache, applied: { index: applied.index, tip: node.tipRecord } });
+    master = new ClusterMaster(node, runtime, replicator, gate, options.transport);
+    options.transport.onMessage((from, bytes) => runtime.receive(from, bytes));
+    return master;
+  }
+
+  start(): void {
+    this.runtime.start();
+  }
+
+  private async applyCommitted(entries: Entry[]): Promise<void> {
+    for (const entry of entries) {
+      if (entry.data.length > 0 && this.replicator.isOwn(entry.data)) {
+        // Its own block: the node's pipeline writes and applies it once replicate() returns.
+        this.gate.applied(entry.index, this.replicator.tipOf(entry.data));
+      } else {
+        if (entry.data.length > 0) {
+          // A block this node produced and abandoned when it lost the leadership was never
+          // admitted here; it is committed, so it is checked now, with no leader to match.
+          if (this.gate.get(entry.index) === undefined) await this.gate.admit([entry], { term: -1, keyHex: '' });
+          const admitted = this.gate.get(entry.index);
+          if (admitted?.block === undefined) throw kalimaError('KALIMA_ERR_CONSENSUS_BAD_ENTRY', { index: entry.index, reason: 'a committed entry this node cannot admit' });
+          await this.node.applyReplicated(admitted.block);
+        }
+        this.gate.applied(entry.index);
+      }
+      this.replicator.applied(entry.index);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.runtime.stop();
+    await this.node.close();
+    await this.transport.close();
+  }
+}
+
+/**
+ * The Raft index the chain store's tip corresponds to: the entry that holds the tip's block (it is
+ * committed, or it would not be in the store). If the log no longer holds it, compaction passed it,
+ * and everything up to the log's start is applied: blocks are compacted only once applied, so the
+ * entries between the tip's block and the start are empty. Empty entries after the tip's block are
+ * handed out again after a restart, which changes nothing.
+ */
+function appliedIndexOf(tipHeight: number, snapshot: { index: number; term: number } | undefined, log: readonly Entry[]): { index: number; term: number } {
+  for (let position = log.length - 1; position >= 0; position--) {
+    const entry = log[position]!;
+    if (entry.data.length === 0) continue;
+    const height = decodeBlock(entry.data).header.height;
+    if (height === tipHeight) return { index: entry.index, term: entry.term };
+    if (height < tipHeight) throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { what: 'raft log', reason: 'the chain store\'s tip block is not in the raft log, though blocks around it are', tipHeight });
+  }
+  return { index: snapshot?.index ?? 0, term: snapshot?.term ?? 0 };
+}
