@@ -18,6 +18,9 @@ import type { KvStore } from '../store/kv.ts';
 import { RaftLogStore } from '../store/raft-log.ts';
 import { ChainStore } from '../store/chain-store.ts';
 import { KalimaNode, type NodeOptions } from './node.ts';
+import { type Link, LinkListener, Peer } from '../net/link.ts';
+import { staticKeyFromSecret } from '../net/noise.ts';
+import type { Clock, Logger, Rng, Scheduler } from '../ports.ts';
 
 /** How masters reach each other: messages to a master by id; what arrives, with the sender the link proved. */
 export interface ClusterTransport {
@@ -140,4 +143,64 @@ function appliedIndexOf(tipHeight: number, snapshot: { index: number; term: numb
     if (height < tipHeight) throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { what: 'raft log', reason: 'the chain store\'s tip block is not in the raft log, though blocks around it are', tipHeight });
   }
   return { index: snapshot?.index ?? 0, term: snapshot?.term ?? 0 };
+}
+
+export interface LinkTransportOptions {
+  /** This master's node key (its secret signs blocks; its even-y form is its BOLT 8 static key). */
+  secretKey: Uint8Array;
+  /** Every master: its x-only key as in the genesis file, and where its node listens for links. */
+  masters: ReadonlyArray<{ key: Uint8Array; host: string; port: number }>;
+  clock: Clock;
+  rng: Rng;
+  scheduler: Scheduler;
+  logger: Logger;
+  heartbeatMs?: number;
+  deadAfterMs?: number;
+}
+
+/**
+ * The masters' transport over encrypted TCP links: a listener that accepts only the other masters'
+ * keys, and a link dialled to each of them (redialled with backoff). A message goes out on the link
+ * this node dialled; what arrives on any link is handed on with the sender's id, as its key proved.
+ * A message with no link up, or with the link's queue full, is dropped: Raft sends again.
+ */
+export async function linkTransport(options: LinkTransportOptions, listenPort: number, listenHost = '127.0.0.1'): Promise<ClusterTransport & { port: number }> {
+  const linkSecret = linkSecretOf(options.secretKey);
+  const key = staticKeyFromSecret(linkSecret);
+  const selfId = toHex(key.publicKey.subarray(1));
+  const others = options.masters.filter((master) => toHex(master.key) !== selfId);
+  const idOfLink = (link: Link): string => link.remoteHex.slice(2);
+  const linkOptions = { clock: options.clock, rng: options.rng, scheduler: options.scheduler, heartbeatMs: options.heartbeatMs, deadAfterMs: options.deadAfterMs };
+  let handler: ((from: string, bytes: Uint8Array) => void) | undefined;
+  const deliver = (link: Link): void => {
+    link.on('message', (bytes: Uint8Array) => handler?.(idOfLink(link), bytes));
+  };
+  const listener = new LinkListener({ ...linkOptions, key, allowed: new Set(others.map((master) => toHex(linkKeyOfMaster(master.key)))) });
+  listener.on('link', deliver);
+  listener.on('refused', (refusal: { remoteHex?: string; reason: unknown }) => options.logger.warn({ peer: refusal.remoteHex, reason: String(refusal.reason) }, 'refused a node link'));
+  const { port } = await listener.listen(listenPort, listenHost);
+  const peers = new Map<string, Peer>();
+  for (const master of others) {
+    const peer = new Peer({ ...linkOptions, key, remote: linkKeyOfMaster(master.key), host: master.host, port: master.port, backoffBaseMs: 50, backoffMaxMs: 2_000 });
+    peer.on('link', deliver);
+    peers.set(toHex(master.key), peer);
+    peer.start();
+  }
+  return {
+    port,
+    send(to, bytes) {
+      try {
+        peers.get(to)?.current?.send(bytes);
+      } catch {
+        // a full queue or a closing link: Raft sends again
+      }
+    },
+    onMessage(next) {
+      handler = next;
+    },
+    async close() {
+      for (const peer of peers.values()) peer.stop();
+      await listener.close();
+    },
+  };
 }

@@ -7,7 +7,10 @@ import { ADDRESSES_ADDRESS, DEVICES_ADDRESS, encodeAddressRecord, encodeDeviceRe
 import type { Genesis } from '../../src/access/genesis.ts';
 import { decodeMessage, encodeMessage } from '../../src/consensus/codec.ts';
 import type { Message } from '../../src/consensus/raft.ts';
-import { ClusterMaster, type ClusterTransport } from '../../src/node/cluster.ts';
+import { ClusterMaster, type ClusterTransport, linkKeyOfMaster, linkSecretOf, linkTransport } from '../../src/node/cluster.ts';
+import { getPublicKey } from '@noble/secp256k1';
+import { createServer } from 'node:net';
+import { once } from 'node:events';
 import { toHex } from '../../src/ledger/hash.ts';
 import { type KeyPair, generateKeyPair } from '../../src/ledger/signature.ts';
 import { InlineVerifier } from '../../src/node/verifier.ts';
@@ -212,6 +215,49 @@ describe('three masters with consensus in the loop', () => {
       }
     }
     for (const message of stranded) expect(seen.get(`${toHex(message.device)}:${message.nonce}`)).toBe(1);
+    for (const master of masters) await master.close();
+  });
+
+  it('a master\'s BOLT 8 key is its node key with even y, so the genesis file\'s x-only key names it', () => {
+    const rng = seededRng('link-keys');
+    let odd = 0;
+    for (let round = 0; round < 40; round++) {
+      const key = generateKeyPair(rng);
+      if (getPublicKey(key.secretKey, true)[0] === 3) odd++;
+      expect(toHex(getPublicKey(linkSecretOf(key.secretKey), true))).toBe(toHex(linkKeyOfMaster(key.publicKey)));
+    }
+    expect(odd).toBeGreaterThan(0);
+  });
+
+  it('three masters over encrypted TCP links on loopback elect, replicate and agree', async () => {
+    const base = makeChain('linked-cluster');
+    const keys = Array.from({ length: 3 }, () => generateKeyPair(base.rng));
+    const genesis: Genesis = { ...base.genesis, masters: keys.map((key) => key.publicKey) };
+    const chain: TestChain = { ...base, genesis, nodeKey: keys[0]! };
+    const ports = await Promise.all(keys.map(async () => {
+      const server = createServer().listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      const { port } = server.address() as { port: number };
+      server.close();
+      await once(server, 'close');
+      return port;
+    }));
+    const directory = keys.map((key, index) => ({ key: key.publicKey, host: '127.0.0.1', port: ports[index]! }));
+    const masters: ClusterMaster[] = [];
+    for (const [index, key] of keys.entries()) {
+      const transport = await linkTransport({ secretKey: key.secretKey, masters: directory, clock: systemClock, rng: seededRng(`links-${index}`), scheduler: systemScheduler, logger: silentLogger, heartbeatMs: 100, deadAfterMs: 1_000 }, ports[index]!);
+      masters.push(await ClusterMaster.open({
+        genesis, kv: new MemoryKvStore(), nodeKey: key, clock: systemClock, rng: seededRng(`linked-${index}`), scheduler: systemScheduler,
+        verifier: new InlineVerifier(), logger: silentLogger, transport, tickMs: 10,
+      }));
+    }
+    for (const master of masters) master.start();
+    await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()), 15_000);
+    const leader = masters.find((master) => master.replicator.mayProduce())!;
+    await leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/linked', body: encodeAddressRecord({ description: 'over BOLT 8' }) }));
+    await Promise.all(Array.from({ length: 8 }, (_, index) => leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: `/linked/${index}`, body: encodeAddressRecord({ description: '' }) }))));
+    await until('every master at the leader\'s height', () => masters.every((master) => master.node.height === leader.node.height), 15_000);
+    for (const master of masters) expect(master.node.cache.digest()).toEqual(leader.node.cache.digest());
     for (const master of masters) await master.close();
   });
 });
