@@ -8,6 +8,7 @@ import type { KeyPair } from '../ledger/signature.ts';
 import { type Clock, type Rng, systemClock, systemRng } from '../ports.ts';
 import { generateDeviceKey, saveDeviceKey } from '../sdk/client.ts';
 import { DEFAULT_PORT, type NodeConfigJson, fileExists } from '../node/config.ts';
+import { toHex } from '../ledger/hash.ts';
 
 export interface InitResult {
   directory: string;
@@ -41,4 +42,54 @@ export async function initChain(options: { directory: string; chain: string; por
   const config: NodeConfigJson = { dataDir: 'data', genesis: 'genesis.json', nodeKey: 'keys/node.json', host: '127.0.0.1', port: options.port ?? DEFAULT_PORT, logLevel: 'info' };
   await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
   return { directory, configFile, genesisFile, adminKeyFile, nodeKeyFile, admin, node };
+}
+
+export interface ClusterInitResult {
+  directory: string;
+  genesisFile: string;
+  adminKeyFile: string;
+  admin: KeyPair;
+  /** One directory per master, each with its config.json, node key and a copy of the genesis file. */
+  masters: Array<{ directory: string; configFile: string; key: KeyPair; apiPort: number; linkPort: number }>;
+}
+
+/**
+ * `kalima init --masters N`: one chain with N masters on this machine, for a local cluster. The
+ * root holds the genesis file and the admin key; m1 … mN each hold a master's config and node key.
+ * Master i serves its API on port + i - 1 and its node links on linkPort + i - 1.
+ */
+export async function initCluster(options: { directory: string; chain: string; masters: number; port?: number; linkPort?: number; force?: boolean; clock?: Clock; rng?: Rng }): Promise<ClusterInitResult> {
+  checkChainName(options.chain);
+  if (!Number.isInteger(options.masters) || options.masters < 1 || options.masters > 64) throw kalimaError('KALIMA_ERR_CONFIG_INVALID', { reason: '--masters must be a whole number from 1 to 64' });
+  const rng = options.rng ?? systemRng;
+  const clock = options.clock ?? systemClock;
+  const directory = options.directory;
+  const genesisFile = join(directory, 'genesis.json');
+  if (!options.force && (await fileExists(genesisFile))) {
+    throw kalimaError('KALIMA_ERR_CONFIG_INVALID', { file: genesisFile, reason: 'a chain is already initialised here; pass --force to overwrite it' });
+  }
+  await mkdir(join(directory, 'keys'), { recursive: true });
+  const admin = generateDeviceKey(rng);
+  const keys = Array.from({ length: options.masters }, () => generateDeviceKey(rng));
+  const genesis: Genesis = { chain: options.chain, timeMs: clock.nowMs(), admins: [admin.publicKey], masters: keys.map((key) => key.publicKey), params: DEFAULT_PARAMS };
+  const genesisText = `${JSON.stringify(genesisToJson(genesis), null, 2)}\n`;
+  await writeFile(genesisFile, genesisText);
+  const adminKeyFile = join(directory, 'keys', 'admin.json');
+  await saveDeviceKey(adminKeyFile, admin);
+  const apiBase = options.port ?? DEFAULT_PORT;
+  const linkBase = options.linkPort ?? apiBase + 100;
+  const host = '127.0.0.1';
+  const masters = keys.map((key, index) => ({ directory: join(directory, `m${index + 1}`), configFile: join(directory, `m${index + 1}`, 'config.json'), key, apiPort: apiBase + index, linkPort: linkBase + index }));
+  const directoryOfMasters = masters.map((master) => ({ key: toHex(master.key.publicKey), host, port: master.linkPort, api: `http://${host}:${master.apiPort}` }));
+  for (const master of masters) {
+    await mkdir(join(master.directory, 'keys'), { recursive: true });
+    await writeFile(join(master.directory, 'genesis.json'), genesisText);
+    await saveDeviceKey(join(master.directory, 'keys', 'node.json'), master.key);
+    const config: NodeConfigJson = {
+      dataDir: 'data', genesis: 'genesis.json', nodeKey: 'keys/node.json', host, port: master.apiPort, logLevel: 'info',
+      cluster: { linkHost: host, linkPort: master.linkPort, masters: directoryOfMasters },
+    };
+    await writeFile(master.configFile, `${JSON.stringify(config, null, 2)}\n`);
+  }
+  return { directory, genesisFile, adminKeyFile, admin, masters };
 }

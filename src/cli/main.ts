@@ -10,12 +10,13 @@ import { LevelKvStore } from '../store/level-kv.ts';
 import { openVerified } from '../store/verify.ts';
 import { repairState } from '../store/repair.ts';
 import { toHex } from '../ledger/hash.ts';
-import { initChain } from './init.ts';
+import { initChain, initCluster } from './init.ts';
 import { runDevnet } from './devnet.ts';
 
 const USAGE = `kalima — a Kalima PrivaChain node
 
   kalima init [--dir DIR] [--chain NAME] [--port N] [--force]   genesis file, admin and node keys, config
+  kalima init --masters N [--dir DIR] [--chain NAME] [--port N] a chain of N masters on this machine (m1 … mN)
   kalima node [--config FILE]                                   run a node (default ./config.json)
   kalima devnet [--dir DIR] [--port N] [--fresh]                a local chain with a demo device (npm start)
   kalima status [--url URL]
@@ -70,7 +71,7 @@ export async function main(argv: string[]): Promise<number> {
       dir: { type: 'string' }, chain: { type: 'string' }, port: { type: 'string' }, force: { type: 'boolean' },
       config: { type: 'string' }, url: { type: 'string' }, key: { type: 'string' }, ttl: { type: 'string' },
       from: { type: 'string' }, out: { type: 'string' }, pub: { type: 'string' }, sub: { type: 'string' }, name: { type: 'string' },
-      fresh: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      fresh: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, masters: { type: 'string' },
     },
   });
   const port = values.port === undefined ? undefined : Number(values.port);
@@ -85,6 +86,19 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${USAGE}\n`);
       return 0;
     case 'init': {
+      if (values.masters !== undefined) {
+        const count = Number(values.masters);
+        if (!Number.isInteger(count) || count < 1) throw new UsageError('--masters must be a whole number of masters');
+        const cluster = await initCluster({ directory: resolve(values.dir ?? '.'), chain: values.chain ?? 'privachain', masters: count, port, force: values.force });
+        process.stdout.write([
+          `chain of ${count} masters initialised in ${cluster.directory}`,
+          `  genesis   ${cluster.genesisFile}`,
+          `  admin key ${cluster.adminKeyFile}  (device id ${toHex(cluster.admin.publicKey)})`,
+          ...cluster.masters.map((master) => `  ${master.configFile}  API on port ${master.apiPort}, node links on ${master.linkPort}`),
+          `run each with: kalima node --config ${join(cluster.directory, 'mN', 'config.json')}`,
+        ].join('\n') + '\n');
+        return 0;
+      }
       const result = await initChain({ directory: resolve(values.dir ?? '.'), chain: values.chain ?? 'privachain', port, force: values.force });
       process.stdout.write([
         `chain initialised in ${result.directory}`,

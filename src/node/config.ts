@@ -20,6 +20,17 @@ export interface NodeConfig {
    * machine it raised single-message throughput and did not help the latency tail (BENCHMARKS.md).
    */
   signerThread: boolean;
+  /** A master of a cluster: where its node links listen, and every master's key and link address. */
+  cluster: ClusterConfig | undefined;
+}
+
+export interface ClusterConfig {
+  linkHost: string;
+  linkPort: number;
+  /** Every master of the genesis file: its key (x-only, hex), where its links listen, its API (for redirects). */
+  masters: Array<{ key: string; host: string; port: number; api?: string }>;
+  /** Milliseconds per Raft tick (an election timeout is 10–20 ticks). */
+  tickMs: number;
 }
 
 export const DEFAULT_PORT = 9118;
@@ -33,6 +44,7 @@ export interface NodeConfigJson {
   logLevel?: NodeConfig['logLevel'];
   verifierThreads?: number;
   signerThread?: boolean;
+  cluster?: { linkHost?: string; linkPort?: number; masters?: Array<{ key?: string; host?: string; port?: number; api?: string }>; tickMs?: number };
 }
 
 function invalid(file: string, reason: string): never {
@@ -65,7 +77,26 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
     invalid(file, 'verifierThreads must be a whole number from 0 (one per core) to 256');
   }
   if (json.signerThread !== undefined && typeof json.signerThread !== 'boolean') invalid(file, 'signerThread must be true or false');
+  let cluster: ClusterConfig | undefined;
+  if (json.cluster !== undefined) {
+    const raw = json.cluster;
+    if (typeof raw !== 'object' || raw === null) invalid(file, 'cluster must be an object');
+    const linkPort = raw.linkPort ?? 9218;
+    if (!Number.isInteger(linkPort) || linkPort < 0 || linkPort > 65_535) invalid(file, 'cluster.linkPort must be a whole number from 0 to 65535');
+    if (!Array.isArray(raw.masters) || raw.masters.length === 0) invalid(file, 'cluster.masters must list every master: { key, host, port }');
+    const masters = raw.masters.map((master, index) => {
+      if (typeof master?.key !== 'string' || !/^[0-9a-f]{64}$/.test(master.key)) invalid(file, `cluster.masters[${index}].key must be a master's x-only key in hex (64 characters)`);
+      if (typeof master.host !== 'string' || master.host.length === 0) invalid(file, `cluster.masters[${index}].host must be a host name or address`);
+      if (!Number.isInteger(master.port) || master.port! < 1 || master.port! > 65_535) invalid(file, `cluster.masters[${index}].port must be a port number`);
+      if (master.api !== undefined && typeof master.api !== 'string') invalid(file, `cluster.masters[${index}].api must be a URL`);
+      return { key: master.key, host: master.host, port: master.port!, api: master.api };
+    });
+    const tickMs = raw.tickMs ?? 50;
+    if (!Number.isInteger(tickMs) || tickMs < 1 || tickMs > 10_000) invalid(file, 'cluster.tickMs must be a whole number of milliseconds from 1 to 10000');
+    cluster = { linkHost: raw.linkHost ?? '127.0.0.1', linkPort, masters, tickMs };
+  }
   return {
+    cluster,
     dataDir: resolve(base, json.dataDir ?? 'data'),
     genesisFile: resolve(base, json.genesis ?? 'genesis.json'),
     nodeKeyFile: resolve(base, json.nodeKey ?? 'keys/node.json'),

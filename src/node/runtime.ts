@@ -10,6 +10,7 @@ import { ChainStore } from '../store/chain-store.ts';
 import { LevelKvStore } from '../store/level-kv.ts';
 import { type NodeConfig, loadGenesis } from './config.ts';
 import { KalimaNode } from './node.ts';
+import { ClusterMaster, type ClusterTransport, linkTransport } from './cluster.ts';
 import { WorkerPoolVerifier } from './verifier.ts';
 import { InlineBlockSigner, WorkerBlockSigner } from './block-signer.ts';
 import type { VerifyProgress } from '../store/verify.ts';
@@ -33,16 +34,29 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
   const logger = options.logger ?? createLogger(config.logLevel);
   const genesis = await loadGenesis(config.genesisFile);
   const nodeKey = await loadDeviceKey(config.nodeKeyFile);
-  const store = new ChainStore(await LevelKvStore.open(config.dataDir));
+  const kv = await LevelKvStore.open(config.dataDir);
+  const store = new ChainStore(kv);
   const verifier = new WorkerPoolVerifier(config.verifierThreads > 0 ? config.verifierThreads : availableParallelism());
   const signer = config.signerThread ? new WorkerBlockSigner(nodeKey, systemRng) : new InlineBlockSigner(nodeKey, systemRng);
   let node: KalimaNode;
+  let master: ClusterMaster | undefined;
+  let transport: ClusterTransport | undefined;
   try {
-    node = await KalimaNode.open({
-      genesis, store, nodeKey, clock: systemClock, rng: systemRng, scheduler: systemScheduler, verifier, signer, logger,
-      onVerifyProgress: options.onVerifyProgress,
-    });
+    const base = { genesis, nodeKey, clock: systemClock, rng: systemRng, scheduler: systemScheduler, verifier, signer, logger, onVerifyProgress: options.onVerifyProgress };
+    if (config.cluster === undefined) {
+      node = await KalimaNode.open({ ...base, store });
+    } else {
+      // A master of a cluster: Raft over encrypted links to the other masters.
+      const { cluster } = config;
+      transport = await linkTransport({
+        secretKey: nodeKey.secretKey, masters: cluster.masters.map((entry) => ({ key: Uint8Array.from(Buffer.from(entry.key, 'hex')), host: entry.host, port: entry.port })),
+        clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger,
+      }, cluster.linkPort, cluster.linkHost);
+      master = await ClusterMaster.open({ ...base, kv, transport, tickMs: cluster.tickMs });
+      node = master.node;
+    }
   } catch (error) {
+    await transport?.close();
     await verifier.close();
     await signer.close();
     await store.close();
@@ -59,6 +73,7 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
   const port = typeof address === 'object' && address !== null ? address.port : config.port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info({ url, chain: node.chain, height: node.height }, 'api listening');
+  master?.start();
   let closed = false;
   return {
     node, app, events, url, logger,
@@ -66,7 +81,8 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
       if (closed) return;
       closed = true;
       await app.close();
-      await node.close();
+      if (master !== undefined) await master.close();
+      else await node.close();
     },
   };
 }
