@@ -5,7 +5,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
@@ -15,6 +14,7 @@ import { toHex } from '../../src/ledger/hash.ts';
 import type { Message } from '../../src/ledger/message.ts';
 import { type CommitReceipt, KalimaClient, generateDeviceKey } from '../../src/sdk/client.ts';
 import { tempDir } from '../support/chain.ts';
+import { freePort } from '../support/ports.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = join(REPO, 'bin', 'kalima.mjs');
@@ -24,15 +24,6 @@ const children = new Set<ChildProcess>();
 afterAll(() => {
   for (const child of children) child.kill('SIGKILL');
 });
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  await once(server, 'close');
-  return port;
-}
 
 interface Running {
   child: ChildProcess;

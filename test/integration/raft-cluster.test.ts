@@ -5,12 +5,12 @@
 // same index, in the same order.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { afterAll, expect, it } from 'vitest';
 import { tempDir } from '../support/chain.ts';
+import { freePort } from '../support/ports.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const SCRIPT = join(REPO, 'test', 'support', 'raft-cluster-node.ts');
@@ -33,16 +33,6 @@ interface Master {
 }
 
 const masters: Master[] = [];
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address() as { port: number };
-  server.close();
-  await once(server, 'close');
-  return address.port;
-}
 
 async function start(master: Master, directory: string, ports: number[]): Promise<void> {
   const child = spawn(process.execPath, ['--import', 'tsx', SCRIPT, '--dir', directory, '--index', String(master.index), '--ports', ports.join(',')], { cwd: REPO, stdio: ['pipe', 'pipe', 'inherit'] });

@@ -9,8 +9,7 @@ import { decodeMessage, encodeMessage } from '../../src/consensus/codec.ts';
 import type { Message } from '../../src/consensus/raft.ts';
 import { ClusterMaster, type ClusterTransport, linkKeyOfMaster, linkSecretOf, linkTransport } from '../../src/node/cluster.ts';
 import { getPublicKey } from '@noble/secp256k1';
-import { createServer } from 'node:net';
-import { once } from 'node:events';
+import { freePort } from '../support/ports.ts';
 import { toHex } from '../../src/ledger/hash.ts';
 import { type KeyPair, generateKeyPair } from '../../src/ledger/signature.ts';
 import { InlineVerifier } from '../../src/node/verifier.ts';
@@ -234,14 +233,7 @@ describe('three masters with consensus in the loop', () => {
     const keys = Array.from({ length: 3 }, () => generateKeyPair(base.rng));
     const genesis: Genesis = { ...base.genesis, masters: keys.map((key) => key.publicKey) };
     const chain: TestChain = { ...base, genesis, nodeKey: keys[0]! };
-    const ports = await Promise.all(keys.map(async () => {
-      const server = createServer().listen(0, '127.0.0.1');
-      await once(server, 'listening');
-      const { port } = server.address() as { port: number };
-      server.close();
-      await once(server, 'close');
-      return port;
-    }));
+    const ports = await Promise.all(keys.map(() => freePort()));
     const directory = keys.map((key, index) => ({ key: key.publicKey, host: '127.0.0.1', port: ports[index]! }));
     const masters: ClusterMaster[] = [];
     for (const [index, key] of keys.entries()) {

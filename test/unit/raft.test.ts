@@ -256,6 +256,16 @@ describe('Raft elections', () => {
   });
 });
 
+/** Three voters, a leader, three blocks committed; a follower and what it holds. */
+function threeBlocksCommitted(): { cluster: Cluster; leader: Raft; follower: string; saved: Member } {
+  const cluster = new Cluster(['a', 'b', 'c']);
+  const leader = cluster.elect();
+  for (let index = 1; index <= 3; index++) leader.propose(bytes(`block ${index}`));
+  cluster.flush();
+  const follower = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+  return { cluster, leader, follower, saved: cluster.members.get(follower)! };
+}
+
 describe('Raft replication', () => {
   it('commits on a majority and applies the same entries everywhere, in order', () => {
     const cluster = new Cluster(['a', 'b', 'c', 'd', 'e']);
@@ -383,12 +393,7 @@ describe('Raft replication', () => {
   });
 
   it('hands out again, after a restart, committed entries the state machine had not applied', () => {
-    const cluster = new Cluster(['a', 'b', 'c']);
-    const leader = cluster.elect();
-    for (let index = 1; index <= 3; index++) leader.propose(bytes(`block ${index}`));
-    cluster.flush();
-    const follower = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
-    const saved = cluster.members.get(follower)!;
+    const { cluster, leader, follower, saved } = threeBlocksCommitted();
     expect(saved.hardState!.commit).toBe(leader.commit);
     // It died after persisting the commit and before applying the last two blocks.
     const appliedBefore = saved.applied.filter((entry) => entry.data.length === 0 || text(entry.data) === 'block 1').length;
@@ -446,12 +451,7 @@ describe('Raft replication', () => {
   });
 
   it('a restarted node keeps its log and term and rejoins without losing committed entries', () => {
-    const cluster = new Cluster(['a', 'b', 'c']);
-    const leader = cluster.elect();
-    for (let index = 1; index <= 3; index++) leader.propose(bytes(`block ${index}`));
-    cluster.flush();
-    const follower = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
-    const saved = cluster.members.get(follower)!;
+    const { cluster, leader, follower, saved } = threeBlocksCommitted();
     const restarted = cluster.start(follower, { hardState: saved.hardState, log: saved.log, applied: saved.applied.length });
     expect(restarted.term).toBe(leader.term);
     expect(restarted.lastIndex()).toBe(leader.lastIndex());
