@@ -18,8 +18,13 @@ export class RaftReplicator implements BlockReplicator {
   private producingTerm = -1;
 
   /** `onMayProduce` is called when this node becomes able to produce (the node's resumeProducing). */
-  constructor(private readonly runtime: RaftRuntime, appliedIndex: number, private readonly onMayProduce: () => void) {
+  constructor(private readonly runtime: RaftRuntime, appliedIndex: number, private readonly onMayProduce: () => void, private readonly apis: ReadonlyMap<string, string> = new Map()) {
     this.appliedIndex = appliedIndex;
+  }
+
+  leaderApi(): string | undefined {
+    const leader = this.runtime.raft.leader;
+    return leader === undefined ? undefined : this.apis.get(leader);
   }
 
   get term(): number {

@@ -36,6 +36,8 @@ export interface ClusterOptions extends Omit<NodeOptions, 'replicator' | 'store'
   tickMs?: number;
   electionTicks?: number;
   heartbeatTicks?: number;
+  /** The masters' API URLs by id, so a follower's refusal can name where to write. */
+  masterApis?: ReadonlyMap<string, string>;
 }
 
 /** A master's key as a BOLT 8 static key: the secret whose point has even y, so its compressed form is 02 || the x-only key. */
@@ -88,7 +90,7 @@ export class ClusterMaster {
       admit: (entries, sender) => master.gate.admit(entries, { term: sender.term, keyHex: sender.id }),
       apply: (entries) => master.applyCommitted(entries),
     });
-    const replicator = new RaftReplicator(runtime, applied.index, () => master.node.resumeProducing());
+    const replicator = new RaftReplicator(runtime, applied.index, () => master.node.resumeProducing(), options.masterApis);
     const node = await KalimaNode.open({ ...options, store: chainStore, replicator });
     const gate = new BlockGate({ genesis, verifier: options.verifier, cache: node.cache, applied: { index: applied.index, tip: node.tipRecord } });
     master = new ClusterMaster(node, runtime, replicator, gate, options.transport);

@@ -72,6 +72,8 @@ export interface BlockReplicator {
   mayProduce(): boolean;
   /** Who leads, as far as this node knows, for a refusal's details. */
   leaderHint(): string | undefined;
+  /** The leader's API URL, if the configuration names it. */
+  leaderApi?(): string | undefined;
   /**
    * Commits the blocks through the cluster, in order. Resolves with how many of them, from the
    * first, committed: fewer than all means this node lost its leadership meanwhile.
@@ -301,7 +303,9 @@ export class KalimaNode {
     if (this.failure !== undefined) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the node stopped producing blocks after a storage or internal failure (see its log); restart it' });
     if (this.closing) throw kalimaError('KALIMA_ERR_NODE_STOPPING');
     const { replicator } = this.options;
-    if (replicator !== undefined && !replicator.mayProduce()) throw kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { leader: replicator.leaderHint() ?? null, term: replicator.term });
+    if (replicator !== undefined && !replicator.mayProduce()) {
+      throw kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { leader: replicator.leaderHint() ?? null, leaderApi: replicator.leaderApi?.() ?? null, term: replicator.term });
+    }
   }
 
   /** The replicator says this node may produce again (it became leader): pick up what waits. */

@@ -52,7 +52,8 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
         secretKey: nodeKey.secretKey, masters: cluster.masters.map((entry) => ({ key: Uint8Array.from(Buffer.from(entry.key, 'hex')), host: entry.host, port: entry.port })),
         clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger,
       }, cluster.linkPort, cluster.linkHost);
-      master = await ClusterMaster.open({ ...base, kv, transport, tickMs: cluster.tickMs });
+      const masterApis = new Map(cluster.masters.filter((entry) => entry.api !== undefined).map((entry) => [entry.key, entry.api!] as [string, string]));
+      master = await ClusterMaster.open({ ...base, kv, transport, tickMs: cluster.tickMs, masterApis });
       node = master.node;
     }
   } catch (error) {

@@ -75,7 +75,7 @@ it('three master processes: SIGKILL the leader under a stream of writes; every a
   const cluster = await initCluster({ directory: root, chain: 'crashcluster', masters: 3 });
   // Free ports for every API and link, written into each master's config.
   const ports = await Promise.all(cluster.masters.map(async () => ({ api: await freePort(), link: await freePort() })));
-  const directory = cluster.masters.map((master, index) => ({ key: toHex(master.key.publicKey), host: '127.0.0.1', port: ports[index]!.link }));
+  const directory = cluster.masters.map((master, index) => ({ key: toHex(master.key.publicKey), host: '127.0.0.1', port: ports[index]!.link, api: `http://127.0.0.1:${ports[index]!.api}` }));
   for (const [index, master] of cluster.masters.entries()) {
     const config = JSON.parse(await readFile(master.configFile, 'utf8')) as Record<string, unknown>;
     config.port = ports[index]!.api;
@@ -102,6 +102,13 @@ it('three master processes: SIGKILL the leader under a stream of writes; every a
     }
   };
   await viaLeader((admin) => admin.createAddress(ADDRESS));
+  // With a leader in place, the followers' refusals name it and where its API is.
+  const probes = await Promise.allSettled(admins.map((admin, index) => admin.createAddress(`/cluster/probe-${index}`)));
+  const accepted = probes.flatMap((outcome, index) => (outcome.status === 'fulfilled' ? [urls[index]] : []));
+  expect(accepted).toHaveLength(1);
+  const refusals = probes.filter((outcome) => outcome.status === 'rejected').map((outcome) => (outcome as PromiseRejectedResult).reason as { code?: string; details?: { leaderApi?: string } });
+  expect(refusals).toHaveLength(2);
+  for (const refusal of refusals) expect(refusal).toMatchObject({ code: 'KALIMA_ERR_CONSENSUS_NOT_LEADER', details: { leaderApi: accepted[0] } });
   await viaLeader((admin) => admin.registerDevice(toHex(device.publicKey), { name: 'streamer', pub: [ADDRESS], sub: [ADDRESS] }));
 
   // Four writers, each with one write in flight, before, during and after the leader's death.
