@@ -38,6 +38,12 @@ export interface ClusterOptions extends Omit<NodeOptions, 'replicator' | 'store'
   heartbeatTicks?: number;
   /** The masters' API URLs by id, so a follower's refusal can name where to write. */
   masterApis?: ReadonlyMap<string, string>;
+  /**
+   * Applied entries the Raft log keeps (in memory and on disk) for followers that fall behind; older
+   * ones are compacted away, their blocks being in the chain store. A follower further behind needs
+   * a snapshot transfer, which is not built yet (issue 3): keep this above any outage you expect.
+   */
+  logRetention?: number;
 }
 
 /** A master's key as a BOLT 8 static key: the secret whose point has even y, so its compressed form is 02 || the x-only key. */
@@ -61,6 +67,7 @@ export class ClusterMaster {
     readonly replicator: RaftReplicator,
     readonly gate: BlockGate,
     private readonly transport: ClusterTransport,
+    private readonly logRetention: number,
   ) {}
 
   /** The ids (x-only keys, hex) of the masters. */
@@ -93,7 +100,7 @@ export class ClusterMaster {
     const replicator = new RaftReplicator(runtime, applied.index, () => master.node.resumeProducing(), options.masterApis);
     const node = await KalimaNode.open({ ...options, store: chainStore, replicator });
     const gate = new BlockGate({ genesis, verifier: options.verifier, cache: node.cache, applied: { index: applied.index, tip: node.tipRecord } });
-    master = new ClusterMaster(node, runtime, replicator, gate, options.transport);
+    master = new ClusterMaster(node, runtime, replicator, gate, options.transport, options.logRetention ?? 10_000);
     options.transport.onMessage((from, bytes) => runtime.receive(from, bytes));
     return master;
   }
@@ -119,6 +126,22 @@ export class ClusterMaster {
         this.gate.applied(entry.index);
       }
       this.replicator.applied(entry.index);
+    }
+    // Keep the log bounded: once twice the retention has been applied past its start, drop the
+    // older half. Only entries whose blocks are in the chain store go (own blocks are stored once
+    // replicate() returns, so the newest applied entries stay).
+    const last = entries[entries.length - 1];
+    const { raft } = this.runtime;
+    if (last !== undefined && last.index - raft.firstIndex() + 1 > 2 * this.logRetention) {
+      const target = last.index - this.logRetention;
+      // The last block at or before the target must be in the chain store already.
+      let stored = true;
+      for (const entry of raft.entries(raft.firstIndex(), target).reverse()) {
+        if (entry.data.length === 0) continue;
+        stored = decodeBlock(entry.data).header.height <= this.node.height;
+        break;
+      }
+      if (stored) this.runtime.compact(target);
     }
   }
 

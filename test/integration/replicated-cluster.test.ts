@@ -43,7 +43,7 @@ function memoryNetwork(tamper: { current: Tamper | undefined }) {
   });
 }
 
-async function startCluster(size: number, tamper: { current: Tamper | undefined } = { current: undefined }): Promise<{ chain: TestChain; masters: Master[]; restart: (master: Master) => Promise<Master> }> {
+async function startCluster(size: number, tamper: { current: Tamper | undefined } = { current: undefined }, logRetention = 10_000): Promise<{ chain: TestChain; masters: Master[]; restart: (master: Master) => Promise<Master> }> {
   const base = makeChain('replicated-cluster');
   const keys: KeyPair[] = Array.from({ length: size }, () => generateKeyPair(base.rng));
   const genesis: Genesis = { ...base.genesis, masters: keys.map((key) => key.publicKey) };
@@ -56,7 +56,7 @@ async function startCluster(size: number, tamper: { current: Tamper | undefined 
     if (!kvs.has(id)) kvs.set(id, new MemoryKvStore());
     const master = await ClusterMaster.open({
       genesis, kv: kvs.get(id)!, nodeKey: key, clock: systemClock, rng: seededRng(`node-${id}-${Math.random()}`), scheduler: systemScheduler,
-      verifier: new InlineVerifier(), logger: silentLogger, transport: network(id), tickMs: 5,
+      verifier: new InlineVerifier(), logger: silentLogger, transport: network(id), tickMs: 5, logRetention,
     }) as Master;
     master.refusals = [];
     // What the gate refused, for the tests to see (the runtime logs it too).
@@ -92,7 +92,8 @@ async function until(what: string, condition: () => boolean, timeoutMs = 10_000)
 
 describe('three masters with consensus in the loop', () => {
   it('the leader\'s blocks are checked by the followers, committed by a majority, and applied everywhere alike', async () => {
-    const { chain, masters, restart } = await startCluster(3);
+    // A short log retention, so that compaction runs; nobody here falls further behind than that.
+    const { chain, masters, restart } = await startCluster(3, undefined, 2);
     await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()));
     const leader = masters.find((master) => master.replicator.mayProduce())!;
     const followers = masters.filter((master) => master !== leader);
@@ -127,6 +128,11 @@ describe('three masters with consensus in the loop', () => {
     await until('the restarted follower to catch up', () => restarted.node.height === leader.node.height);
     expect(restarted.node.cache.digest()).toEqual(leader.node.cache.digest());
     expect(restarted.refusals).toEqual([]);
+    // The logs stay bounded (retention 2): compacted on every master, in memory and in the store.
+    for (const master of masters) {
+      expect(master.runtime.raft.firstIndex()).toBeGreaterThan(1);
+      expect(master.runtime.raft.lastIndex() - master.runtime.raft.firstIndex() + 1).toBeLessThanOrEqual(2 * 2 + 8);
+    }
     for (const master of masters) await master.close();
   });
 
