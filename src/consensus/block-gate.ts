@@ -37,6 +37,12 @@ export interface GateOptions {
   cache: MemCache;
   /** Where the state machine stands at the start: the last Raft index applied, and the chain tip. */
   applied: { index: number; tip: TipRecord };
+  /**
+   * The entries this node's log holds from `from` to `to`. Entries it holds but never admitted (its
+   * own proposals as a leader, or what it held before a restart) are checked from there when a later
+   * entry needs them as its base.
+   */
+  held?: (from: number, to: number) => Entry[];
 }
 
 export interface Admission {
@@ -91,7 +97,13 @@ export class BlockGate {
         continue;
       }
       if (known !== undefined) this.dropFrom(entry.index);
-      const base = entry.index - 1 === durable.index ? { tip: durable.tip, state: durable.state } : this.admittedByIndex.get(entry.index - 1);
+      let base = entry.index - 1 === durable.index ? { tip: durable.tip, state: durable.state } : this.admittedByIndex.get(entry.index - 1);
+      if (base === undefined && this.options.held !== undefined) {
+        // The entries before it are in this node's log but were never admitted: check them first
+        // (no leader to match: they are older than this append).
+        const gap = this.options.held(durable.index + 1, entry.index - 1).filter((held) => !this.admittedByIndex.has(held.index) || this.admittedByIndex.get(held.index)!.term !== held.term);
+        if (gap.length > 0 && (await this.admit(gap, { term: -1, keyHex: '' })).refusal === undefined) base = this.admittedByIndex.get(entry.index - 1);
+      }
       if (base === undefined) {
         return { admitted, refusal: kalimaError('KALIMA_ERR_CONSENSUS_BAD_ENTRY', { index: entry.index, reason: 'the entry before it was not admitted' }) };
       }

@@ -8,6 +8,7 @@
 import type { BlockReplicator } from '../node/node.ts';
 import type { BlockWrite } from '../store/chain-store.ts';
 import type { RaftRuntime } from './runtime.ts';
+import { kalimaError } from '../errors.ts';
 
 export class RaftReplicator implements BlockReplicator {
   /** The entries this process proposed and will apply itself, by identity (Raft hands the same bytes back), with the tip after each. */
@@ -20,6 +21,11 @@ export class RaftReplicator implements BlockReplicator {
   /** `onMayProduce` is called when this node becomes able to produce (the node's resumeProducing). */
   constructor(private readonly runtime: RaftRuntime, appliedIndex: number, private readonly onMayProduce: () => void, private readonly apis: ReadonlyMap<string, string> = new Map()) {
     this.appliedIndex = appliedIndex;
+  }
+
+  /** Why this node cannot take writes at all (its consensus stopped), if so. */
+  unavailable(): unknown {
+    return this.runtime.isStopped ? (this.runtime.failureReason ?? kalimaError('KALIMA_ERR_NODE_STOPPING')) : undefined;
   }
 
   leaderApi(): string | undefined {
@@ -41,7 +47,7 @@ export class RaftReplicator implements BlockReplicator {
    */
   mayProduce(): boolean {
     const { raft } = this.runtime;
-    if (raft.role !== 'leader') return false;
+    if (raft.role !== 'leader' || this.runtime.isStopped) return false;
     if (this.termStart === undefined || this.termStart.term !== raft.term) {
       let index = raft.lastIndex();
       while (index > raft.firstIndex() && raft.termAt(index - 1) === raft.term) index--;
@@ -53,7 +59,12 @@ export class RaftReplicator implements BlockReplicator {
   async replicate(blocks: readonly BlockWrite[]): Promise<number> {
     const outcomes = await Promise.allSettled(blocks.map((block) => {
       this.own.set(block.bytes, block.tip);
-      return this.runtime.propose(block.bytes);
+      // One that does not commit here is no longer this node's to apply, from that moment: if the
+      // next leader commits it, it comes back as anyone else's block.
+      return this.runtime.propose(block.bytes).catch((error: unknown) => {
+        this.own.delete(block.bytes);
+        throw error;
+      });
     }));
     // The committed prefix: a block after one that did not commit cannot have committed either
     // (entries commit in order), whatever its own proposal says.

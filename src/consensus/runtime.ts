@@ -34,6 +34,8 @@ export interface RuntimeOptions {
   admit?(entries: Entry[], sender: { id: string; term: number }): Promise<{ admitted: number; refusal?: unknown }>;
   /** A snapshot fetch that has not resolved after this long is given up (the leader asks again). */
   fetchTimeoutMs?: number;
+  /** Called after a Ready in which this node stopped leading. */
+  onLeadershipLost?(): void;
 }
 
 interface Waiting {
@@ -50,6 +52,7 @@ export class RaftRuntime {
   private stopped = false;
   private failure: unknown;
   private fetching = false;
+  private wasLeader = false;
   /** Appends wait here, in arrival order, while their entries are checked. */
   private inbound: Promise<void> = Promise.resolve();
   /** While a snapshot is installed, messages wait here: nothing may move the commit meanwhile. */
@@ -119,7 +122,7 @@ export class RaftRuntime {
     this.kick();
   }
 
-  /** Proposes an entry; resolves once it is committed and applied here, rejects if another replaced it. */
+  /** Proposes an entry; resolves once it is committed (just before it is applied here), rejects if another replaced it. */
   propose(data: Uint8Array): Promise<number> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     if (this.stopped) return Promise.reject(kalimaError('KALIMA_ERR_NODE_STOPPING'));
@@ -184,13 +187,8 @@ export class RaftRuntime {
       if (this.stopped) return;
       for (const message of ready.messages) this.options.send(message.to, encodeMessage(message));
       if (ready.committed.length > 0) {
-        try {
-          await this.options.apply(ready.committed);
-        } catch (error) {
-          // Raft counts these as applied: carrying on would skip them.
-          this.fail(error, 'applying committed entries failed');
-          return;
-        }
+        // Proposals hear first that they committed (held by a majority, durable here): the node's
+        // pipeline applies its own blocks itself, and the apply below may wait for that.
         for (const entry of ready.committed) {
           const waiter = this.waiting.get(entry.index);
           if (waiter === undefined) continue;
@@ -199,6 +197,8 @@ export class RaftRuntime {
           else waiter.reject(kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { reason: 'another leader replaced the entry; retry', index: entry.index }));
         }
       }
+      if (this.wasLeader && this.raft.role !== 'leader') this.options.onLeadershipLost?.();
+      this.wasLeader = this.raft.role === 'leader';
       // A proposal whose index was overwritten by a later leader's shorter log never commits as is.
       if (this.raft.role !== 'leader') {
         for (const [index, waiter] of this.waiting) {
@@ -216,6 +216,17 @@ export class RaftRuntime {
             this.waiting.delete(index);
             waiter.reject(kalimaError('KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', { reason: 'this node lost its leadership before the entry committed; it may still commit', index, leader: this.raft.leader ?? null }));
           }
+        }
+      }
+      // Applied last: the apply may wait for the node's own pipeline, which waits for the outcome
+      // of its proposals (settled above).
+      if (ready.committed.length > 0) {
+        try {
+          await this.options.apply(ready.committed);
+        } catch (error) {
+          // Raft counts these as applied: carrying on would skip them.
+          this.fail(error, 'applying committed entries failed');
+          return;
         }
       }
     } while (this.again && !this.stopped);
@@ -265,6 +276,16 @@ export class RaftRuntime {
     this.failure = kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason, cause: String(error) });
     this.options.logger.error({ error: String(error) }, `raft: ${reason}; this node stops taking part`);
     this.stop();
+  }
+
+  /** Whether this node has stopped taking part (stopped, or failed). */
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+
+  /** Why it stopped, if a failure stopped it. */
+  get failureReason(): unknown {
+    return this.failure;
   }
 
   stop(): void {

@@ -96,10 +96,14 @@ export class ClusterMaster {
       // A block of the current term must be its leader's; the sender is the leader of the append's term.
       admit: (entries, sender) => master.gate.admit(entries, { term: sender.term, keyHex: sender.id }),
       apply: (entries) => master.applyCommitted(entries),
+      onLeadershipLost: () => master.node.leadershipLost(),
     });
     const replicator = new RaftReplicator(runtime, applied.index, () => master.node.resumeProducing(), options.masterApis);
     const node = await KalimaNode.open({ ...options, store: chainStore, replicator });
-    const gate = new BlockGate({ genesis, verifier: options.verifier, cache: node.cache, applied: { index: applied.index, tip: node.tipRecord } });
+    const gate = new BlockGate({
+      genesis, verifier: options.verifier, cache: node.cache, applied: { index: applied.index, tip: node.tipRecord },
+      held: (from, to) => (to < from ? [] : runtime.raft.entries(Math.max(from, runtime.raft.firstIndex()), to)),
+    });
     master = new ClusterMaster(node, runtime, replicator, gate, options.transport, options.logRetention ?? 10_000);
     options.transport.onMessage((from, bytes) => runtime.receive(from, bytes));
     return master;
@@ -112,8 +116,11 @@ export class ClusterMaster {
   private async applyCommitted(entries: Entry[]): Promise<void> {
     for (const entry of entries) {
       if (entry.data.length > 0 && this.replicator.isOwn(entry.data)) {
-        // Its own block: the node's pipeline writes and applies it once replicate() returns.
-        this.gate.applied(entry.index, this.replicator.tipOf(entry.data));
+        // Its own block: the node's pipeline writes and applies it, now that its proposal heard it
+        // committed. Wait for that, so the gate's base and the MemCache stay in step.
+        const tip = this.replicator.tipOf(entry.data)!;
+        await this.node.whenApplied(tip.height);
+        this.gate.applied(entry.index, tip);
       } else {
         if (entry.data.length > 0) {
           // A block this node produced and abandoned when it lost the leadership was never

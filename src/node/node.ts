@@ -74,6 +74,8 @@ export interface BlockReplicator {
   leaderHint(): string | undefined;
   /** The leader's API URL, if the configuration names it. */
   leaderApi?(): string | undefined;
+  /** Set when this node's consensus stopped (a failure): writes are refused with it, not redirected. */
+  unavailable?(): unknown;
   /**
    * Commits the blocks through the cluster, in order. Resolves with how many of them, from the
    * first, committed: fewer than all means this node lost its leadership meanwhile.
@@ -303,9 +305,29 @@ export class KalimaNode {
     if (this.failure !== undefined) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the node stopped producing blocks after a storage or internal failure (see its log); restart it' });
     if (this.closing) throw kalimaError('KALIMA_ERR_NODE_STOPPING');
     const { replicator } = this.options;
+    const unavailable = replicator?.unavailable?.();
+    if (unavailable !== undefined) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'this master stopped taking part in consensus (see its log); restart it', cause: String((unavailable as { message?: string }).message ?? unavailable) });
     if (replicator !== undefined && !replicator.mayProduce()) {
       throw kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { leader: replicator.leaderHint() ?? null, leaderApi: replicator.leaderApi?.() ?? null, term: replicator.term });
     }
+  }
+
+  /** Resolves once the chain here reaches `height` (its own pipeline or a replicated block), or the node stops. */
+  async whenApplied(height: number): Promise<void> {
+    while (this.tip.height < height && this.failure === undefined && !this.closing) {
+      if (this.writing !== undefined) await Promise.allSettled([this.writing]);
+      else await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+  }
+
+  /**
+   * The replicator says this node no longer leads. Blocks in a write are settled by that write's
+   * outcome (writeReady), and a block being built gives up when it is written; with neither under
+   * way, what waits here is refused now instead of waiting for a leadership that may not return.
+   */
+  leadershipLost(): void {
+    if (this.options.replicator === undefined || this.writing !== undefined || this.producing !== undefined) return;
+    if (this.queue.length > 0 || this.undurable.length > 0) this.yieldLeadership();
   }
 
   /** The replicator says this node may produce again (it became leader): pick up what waits. */
@@ -584,8 +606,11 @@ export class KalimaNode {
    * A block at or below the tip was applied before a restart and is skipped.
    */
   async applyReplicated(write: BlockWrite): Promise<void> {
+    // A block this node produced just before it lost the leadership may still be on its way to
+    // the store: the next block waits for it (and for a block being built to give up).
+    while (this.producing !== undefined || this.writing !== undefined) await Promise.allSettled([this.producing, this.writing]);
     if (write.tip.height <= this.tip.height) return;
-    assert(this.undurable.length === 0 && this.producing === undefined, 'applyReplicated: this node is producing blocks of its own');
+    assert(this.undurable.length === 0, 'applyReplicated: this node holds blocks of its own not yet durable');
     assert(write.tip.height === this.tip.height + 1 && bytesEqual(write.block.header.prevHash, this.tip.hash), `applyReplicated: block ${write.tip.height} does not follow the tip ${this.tip.height}`);
     await this.options.store.commitBlocks([write]);
     const { block, hash, messageHashes, changes, tip } = write;

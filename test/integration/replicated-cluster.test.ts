@@ -258,4 +258,34 @@ describe('three masters with consensus in the loop', () => {
     for (const master of masters) expect(master.node.cache.digest()).toEqual(leader.node.cache.digest());
     for (const master of masters) await master.close();
   });
+
+  it('a former leader checks its own uncommitted blocks when the next leader builds on them, so the cluster goes on', async () => {
+    const tamper: { current: Tamper | undefined } = { current: undefined };
+    const { chain, masters } = await startCluster(3, tamper);
+    await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()));
+    const a = masters.find((master) => master.replicator.mayProduce())!;
+    await a.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/a', body: encodeAddressRecord({ description: '' }) }));
+    const [b, c] = masters.filter((master) => master !== a) as [Master, Master];
+    await until('all at one height', () => masters.every((master) => master.node.height === a.node.height));
+    await c.close(); // one master down: a and b must both acknowledge everything
+    const hidden = a.runtime.raft.lastIndex();
+    // b holds a's next block, but its acknowledgement never reaches a, so a cannot commit it.
+    tamper.current = (from, to, message) => (from === b.id && to === a.id && message.type === 'appendResponse' && message.success && message.index > hidden ? { ...message, index: hidden } : message);
+    a.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/y', body: encodeAddressRecord({ description: '' }) })).catch(() => undefined);
+    await until('b to hold the block', () => b.runtime.raft.lastIndex() > hidden);
+    // a and b lose each other; a steps down; then only b may stand.
+    tamper.current = (from, to) => (from === a.id && to === b.id) || (from === b.id && to === a.id) ? undefined : undefined;
+    await until('a to step down', () => a.runtime.raft.role !== 'leader', 5_000);
+    tamper.current = (from, _to, message) => (from === a.id && (message.type === 'preVote' || message.type === 'vote') ? undefined : message);
+    await until('b to lead', () => b.runtime.raft.role === 'leader', 5_000);
+    tamper.current = undefined;
+    // b's first entry sits on a's uncommitted block, which a never admitted (it proposed it): a must
+    // check it now, or b could never commit with a's acknowledgement, and the chain would stall.
+    await until('b to be able to produce', () => b.replicator.mayProduce(), 10_000);
+    await b.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/z', body: encodeAddressRecord({ description: '' }) }));
+    await until('a to follow', () => a.node.height === b.node.height, 10_000);
+    expect(a.node.cache.digest()).toEqual(b.node.cache.digest());
+    expect(a.refusals).toEqual([]);
+    for (const master of [a, b]) await master.close();
+  });
 });
