@@ -556,6 +556,16 @@ export class KalimaNode {
     if (this.queue.length > 0) this.scheduleBlock(true);
   }
 
+  private notifyListeners(event: CommittedBlock): void {
+    for (const listener of this.blockListeners) {
+      try {
+        listener(event);
+      } catch (error) {
+        this.options.logger.error({ err: error }, 'block listener failed');
+      }
+    }
+  }
+
   /**
    * This node lost its leadership with blocks not yet committed: drop them and everything queued,
    * and go back to the durable tip. Their messages are refused with a retryable code: the next
@@ -590,13 +600,7 @@ export class KalimaNode {
       this.settle(pending, { receipt: { ...receiptBase, messageHash: toHex(pending.hash), globalSequence: committed.globalSequence, sequence: committed.sequence, previous: committed.previous } });
     });
     const event: CommittedBlock = { block, hash, messageHashes };
-    for (const listener of this.blockListeners) {
-      try {
-        listener(event);
-      } catch (error) {
-        this.options.logger.error({ err: error }, 'block listener failed');
-      }
-    }
+    this.notifyListeners(event);
   }
 
   /**
@@ -624,13 +628,7 @@ export class KalimaNode {
       this.settle(pending, { receipt: { height: block.header.height, timeMs: block.header.timeMs, messageHash: toHex(pending.hash), globalSequence: committed.globalSequence, sequence: committed.sequence, previous: committed.previous } });
     });
     const event: CommittedBlock = { block, hash, messageHashes: [...messageHashes] };
-    for (const listener of this.blockListeners) {
-      try {
-        listener(event);
-      } catch (error) {
-        this.options.logger.error({ err: error }, 'block listener failed');
-      }
-    }
+    this.notifyListeners(event);
     this.scheduleExpiry();
   }
 
