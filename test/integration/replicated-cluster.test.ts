@@ -90,12 +90,17 @@ async function until(what: string, condition: () => boolean, timeoutMs = 10_000)
   }
 }
 
+/** The master that may produce, once one may. */
+async function leaderOf<T extends ClusterMaster>(masters: readonly T[], timeoutMs = 10_000): Promise<T> {
+  await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()), timeoutMs);
+  return masters.find((master) => master.replicator.mayProduce())!;
+}
+
 describe('three masters with consensus in the loop', () => {
   it('the leader\'s blocks are checked by the followers, committed by a majority, and applied everywhere alike', async () => {
     // A short log retention, so that compaction runs; nobody here falls further behind than that.
     const { chain, masters, restart } = await startCluster(3, undefined, 2);
-    await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()));
-    const leader = masters.find((master) => master.replicator.mayProduce())!;
+    const leader = await leaderOf(masters);
     const followers = masters.filter((master) => master !== leader);
     // A follower refuses writes and names the leader.
     const write = (key: KeyPair, fields: Parameters<typeof makeMessage>[2]) => makeMessage(chain, key, fields);
@@ -139,8 +144,7 @@ describe('three masters with consensus in the loop', () => {
   it('a block the followers refuse is never acknowledged by them, so it never commits', async () => {
     const tamper: { current: Tamper | undefined } = { current: undefined };
     const { chain, masters } = await startCluster(3, tamper);
-    await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()));
-    const leader = masters.find((master) => master.replicator.mayProduce())!;
+    const leader = await leaderOf(masters);
     const followers = masters.filter((master) => master !== leader);
     await leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/first', body: encodeAddressRecord({ description: '' }) }));
     const height = leader.node.height;
@@ -174,8 +178,7 @@ describe('three masters with consensus in the loop', () => {
   it('a leader cut off with blocks in flight steps down and refuses them (retryable); the new leader goes on; retries never write twice', async () => {
     const tamper: { current: Tamper | undefined } = { current: undefined };
     const { chain, masters } = await startCluster(3, tamper);
-    await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()));
-    const first = masters.find((master) => master.replicator.mayProduce())!;
+    const first = await leaderOf(masters);
     await first.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
     const device = generateKeyPair(chain.rng);
     await first.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
@@ -184,8 +187,8 @@ describe('three masters with consensus in the loop', () => {
     const stranded = Array.from({ length: 5 }, (_, index) => makeMessage(chain, device, { address: '/plant', key: `s${index}`, body: 'stranded' }));
     const outcomes = Promise.allSettled(stranded.map((message) => first.node.submit(message)));
     const others = masters.filter((master) => master !== first);
-    await until('a new leader among the other two', () => others.some((master) => master.replicator.mayProduce()), 15_000);
-    const second = others.find((master) => master.replicator.mayProduce())!;
+    // A new leader among the other two.
+    const second = await leaderOf(others, 15_000);
     expect(second.runtime.raft.term).toBeGreaterThan(first.runtime.raft.term - 1);
     // The old leader gives up (check-quorum) and refuses what it held, with a code that says retry.
     const settled = await outcomes;
@@ -250,8 +253,7 @@ describe('three masters with consensus in the loop', () => {
       }));
     }
     for (const master of masters) master.start();
-    await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()), 15_000);
-    const leader = masters.find((master) => master.replicator.mayProduce())!;
+    const leader = await leaderOf(masters, 15_000);
     await leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/linked', body: encodeAddressRecord({ description: 'over BOLT 8' }) }));
     await Promise.all(Array.from({ length: 8 }, (_, index) => leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: `/linked/${index}`, body: encodeAddressRecord({ description: '' }) }))));
     await until('every master at the leader\'s height', () => masters.every((master) => master.node.height === leader.node.height), 15_000);
@@ -262,8 +264,7 @@ describe('three masters with consensus in the loop', () => {
   it('a former leader checks its own uncommitted blocks when the next leader builds on them, so the cluster goes on', async () => {
     const tamper: { current: Tamper | undefined } = { current: undefined };
     const { chain, masters } = await startCluster(3, tamper);
-    await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()));
-    const a = masters.find((master) => master.replicator.mayProduce())!;
+    const a = await leaderOf(masters);
     await a.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/a', body: encodeAddressRecord({ description: '' }) }));
     const [b, c] = masters.filter((master) => master !== a) as [Master, Master];
     await until('all at one height', () => masters.every((master) => master.node.height === a.node.height));

@@ -8,8 +8,8 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { RaftRuntime } from '../../src/consensus/runtime.ts';
 import { toHex } from '../../src/ledger/hash.ts';
-import { type Link, LinkListener, Peer } from '../../src/net/link.ts';
-import { staticKeyFromSecret } from '../../src/net/noise.ts';
+import { publicKeyOf } from '../../src/ledger/signature.ts';
+import { linkTransport } from '../../src/node/cluster.ts';
 import { silentLogger, systemClock, systemRng, systemScheduler } from '../../src/ports.ts';
 import { LevelKvStore } from '../../src/store/level-kv.ts';
 import { RaftLogStore } from '../../src/store/raft-log.ts';
@@ -18,8 +18,9 @@ import { u64 } from '../../src/store/keys.ts';
 const { values } = parseArgs({ options: { dir: { type: 'string' }, index: { type: 'string' }, ports: { type: 'string' } } });
 const ports = values.ports!.split(',').map(Number);
 const index = Number(values.index);
-const keys = ports.map((_, position) => staticKeyFromSecret(createHash('sha256').update(`test-master-${position}`).digest()));
-const ids = keys.map((key) => toHex(key.publicKey));
+const secrets = ports.map((_, position) => new Uint8Array(createHash('sha256').update(`test-master-${position}`).digest()));
+// Ids are the masters' x-only keys, as a genesis file names them; the links use their even-y form.
+const ids = secrets.map((secret) => toHex(publicKeyOf(secret)));
 const me = ids[index]!;
 const out = (object: unknown): void => void process.stdout.write(`${JSON.stringify(object)}\n`);
 
@@ -32,34 +33,21 @@ const stateKey = (index: number): Uint8Array => Uint8Array.of(STATE, ...u64(inde
 const state: Array<{ index: number; term: number; data: string }> = [];
 for await (const [, value] of kv.entries({ gte: Uint8Array.of(STATE), lt: Uint8Array.of(STATE + 1) })) state.push(JSON.parse(Buffer.from(value).toString('utf8')) as { index: number; term: number; data: string });
 const appliedIndex = state.length === 0 ? 0 : state[state.length - 1]!.index;
-const links = { clock: systemClock, rng: systemRng, scheduler: systemScheduler, heartbeatMs: 200, deadAfterMs: 1_000 };
-const peers = new Map<string, Peer>();
+const transport = await linkTransport({
+  secretKey: secrets[index]!, masters: ids.map((id, position) => ({ key: Uint8Array.from(Buffer.from(id, 'hex')), host: '127.0.0.1', port: ports[position]! })),
+  clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger: silentLogger, heartbeatMs: 200, deadAfterMs: 1_000,
+}, ports[index]!);
 const runtime = new RaftRuntime({
   raft: { id: me, voters: ids, electionTicks: 10, heartbeatTicks: 2, rng: systemRng, snapshot, hardState, log, applied: appliedIndex },
   store, scheduler: systemScheduler, logger: silentLogger, tickMs: 30,
-  send(to, bytes) {
-    try {
-      peers.get(to)?.current?.send(bytes);
-    } catch {
-      // a full queue or a closing link: Raft sends again
-    }
-  },
+  send: (to, bytes) => transport.send(to, bytes),
   async apply(entries) {
     const applied = entries.map((entry) => ({ index: entry.index, term: entry.term, data: Buffer.from(entry.data).toString('utf8') }));
     await kv.batch(applied.map((entry) => ({ type: 'put' as const, key: stateKey(entry.index), value: Buffer.from(JSON.stringify(entry)) })), { sync: true });
     out({ applied: applied.filter((entry) => entry.data.length > 0) });
   },
 });
-const listener = new LinkListener({ ...links, key: keys[index]!, allowed: new Set(ids) });
-listener.on('link', (link: Link) => link.on('message', (bytes: Uint8Array) => runtime.receive(link.remoteHex, bytes)));
-await listener.listen(ports[index]!);
-for (const [position, id] of ids.entries()) {
-  if (id === me) continue;
-  const peer = new Peer({ ...links, key: keys[index]!, remote: keys[position]!.publicKey, host: '127.0.0.1', port: ports[position]!, backoffBaseMs: 50, backoffMaxMs: 500 });
-  peer.on('link', (link: Link) => link.on('message', (bytes: Uint8Array) => runtime.receive(link.remoteHex, bytes)));
-  peers.set(id, peer);
-  peer.start();
-}
+transport.onMessage((from, bytes) => runtime.receive(from, bytes));
 runtime.start();
 out({ ready: true, id: me, restoredEntries: log.length, restoredCommit: hardState?.commit ?? 0, state: state.filter((entry) => entry.data.length > 0) });
 
