@@ -3,16 +3,24 @@
 //
 // The runtime's `apply` must call `applied()` for every committed entry, and skip the entries
 // `isOwn()` reports: the node's own pipeline makes those durable and answers their receipts once
-// `replicate()` resolves. Everything else committed is a block the block gate admitted (or, for a
+// `replicate()` reports them committed. Everything else committed is a block the block gate admitted (or, for a
 // block this node produced and abandoned when it lost the leadership, one to admit then).
 import type { BlockReplicator } from '../node/node.ts';
 import type { BlockWrite } from '../store/chain-store.ts';
 import type { RaftRuntime } from './runtime.ts';
 import { kalimaError } from '../errors.ts';
 
+interface Proposal {
+  status: 'pending' | 'committed' | 'refused';
+  /** Resolves (never rejects) once the status is known. */
+  settled: Promise<void>;
+}
+
 export class RaftReplicator implements BlockReplicator {
   /** The entries this process proposed and will apply itself, by identity (Raft hands the same bytes back), with the tip after each. */
   private readonly own = new WeakMap<Uint8Array, BlockWrite['tip']>();
+  /** The proposal of each block proposed, by identity: a block left over from one write is not proposed again by the next. */
+  private readonly proposals = new WeakMap<Uint8Array, Proposal>();
   private appliedIndex: number;
   private termStart: { term: number; index: number } | undefined;
   /** The term in which this node was last told it may produce. */
@@ -56,21 +64,44 @@ export class RaftReplicator implements BlockReplicator {
     return this.appliedIndex >= this.termStart.index;
   }
 
-  async replicate(blocks: readonly BlockWrite[]): Promise<number> {
-    const outcomes = await Promise.allSettled(blocks.map((block) => {
-      this.own.set(block.bytes, block.tip);
-      // One that does not commit here is no longer this node's to apply, from that moment: if the
-      // next leader commits it, it comes back as anyone else's block.
-      return this.runtime.propose(block.bytes).catch((error: unknown) => {
-        this.own.delete(block.bytes);
-        throw error;
-      });
-    }));
-    // The committed prefix: a block after one that did not commit cannot have committed either
-    // (entries commit in order), whatever its own proposal says.
+  /**
+   * Proposes the blocks not yet proposed, waits for the first one's outcome, and resolves with the
+   * prefix known committed at that moment. It does not wait for the rest: the runtime applies a
+   * committed own block only once the node's pipeline has written it, so waiting here for a later
+   * entry (one that commits in a later Ready) would stall the Raft loop behind this write.
+   */
+  async replicate(blocks: readonly BlockWrite[]): Promise<{ committed: number; lost: boolean }> {
+    const proposals = blocks.map((block) => this.proposalOf(block));
+    if (proposals.length === 0) return { committed: 0, lost: false };
+    await proposals[0]!.settled;
+    // Entries that committed in the same Ready as the first have settled by now (their handlers
+    // ran in order, before this continuation). A block after one that did not commit cannot have
+    // committed either: entries commit in order.
     let committed = 0;
-    while (committed < outcomes.length && outcomes[committed]!.status === 'fulfilled') committed++;
-    return committed;
+    while (committed < proposals.length && proposals[committed]!.status === 'committed') committed++;
+    const lost = committed < proposals.length && proposals[committed]!.status === 'refused';
+    return { committed, lost };
+  }
+
+  private proposalOf(block: BlockWrite): Proposal {
+    const known = this.proposals.get(block.bytes);
+    if (known !== undefined) return known;
+    this.own.set(block.bytes, block.tip);
+    const proposal: Proposal = { status: 'pending', settled: Promise.resolve() };
+    // The first handler on the proposal: its status is set before anyone awaiting `settled` runs.
+    proposal.settled = this.runtime.propose(block.bytes).then(
+      () => {
+        proposal.status = 'committed';
+      },
+      () => {
+        // One that does not commit here is no longer this node's to apply, from that moment: if the
+        // next leader commits it, it comes back as anyone else's block.
+        proposal.status = 'refused';
+        this.own.delete(block.bytes);
+      },
+    );
+    this.proposals.set(block.bytes, proposal);
+    return proposal;
   }
 
   abandon(blocks: readonly BlockWrite[]): void {

@@ -77,10 +77,12 @@ export interface BlockReplicator {
   /** Set when this node's consensus stopped (a failure): writes are refused with it, not redirected. */
   unavailable?(): unknown;
   /**
-   * Commits the blocks through the cluster, in order. Resolves with how many of them, from the
-   * first, committed: fewer than all means this node lost its leadership meanwhile.
+   * Commits the blocks through the cluster, in order (each proposed once, however often it is
+   * passed). Resolves once the first one's outcome is known, with how many of them, from the first,
+   * are committed by then, and whether the next was refused (`lost`: this node lost its
+   * leadership). The rest, neither, come again in the next call.
    */
-  replicate(blocks: readonly BlockWrite[]): Promise<number>;
+  replicate(blocks: readonly BlockWrite[]): Promise<{ committed: number; lost: boolean }>;
   /** Blocks this node produced and will not apply itself (it lost its leadership): if they commit after all, they come back as anyone else's. */
   abandon(blocks: readonly BlockWrite[]): void;
 }
@@ -397,8 +399,13 @@ export class KalimaNode {
   /** Builds the next block on the head; `included` collects the submitted messages it takes. */
   private async produceBlock(included: Pending[]): Promise<void> {
     if (this.failure !== undefined || this.closing || this.undurable.length >= BLOCKS_AHEAD_MAX) return;
-    // Not leading (or not yet caught up as a new leader): resumeProducing() starts again.
-    if (this.options.replicator !== undefined && !this.options.replicator.mayProduce()) return;
+    // Not leading (or not yet caught up as a new leader): resumeProducing() starts again. What
+    // waits from an earlier leadership is refused now (retryable), not left for one that may never
+    // return; a write in progress does that itself when it finishes.
+    if (this.options.replicator !== undefined && !this.options.replicator.mayProduce()) {
+      if (this.writing === undefined && (this.queue.length > 0 || this.undurable.length > 0)) this.yieldLeadership();
+      return;
+    }
     const { tip: headTip, state: base } = this.head;
     const timeMs = Math.max(this.options.clock.nowMs(), headTip.timeMs);
     const context = this.executionContext(timeMs, headTip.height + 1);
@@ -524,10 +531,15 @@ export class KalimaNode {
     }
     this.writingBatch = batch;
     let committed = batch;
+    let lost = false;
     try {
-      // In a cluster, committed by a majority first (maybe only a prefix, if leadership was lost);
-      // then durable in this node's chain store.
-      if (this.options.replicator !== undefined) committed = batch.slice(0, await this.options.replicator.replicate(batch));
+      // In a cluster, committed by a majority first (a prefix: those known committed now, up to
+      // one refused if leadership was lost); then durable in this node's chain store.
+      if (this.options.replicator !== undefined) {
+        const outcome = await this.options.replicator.replicate(batch);
+        committed = batch.slice(0, outcome.committed);
+        lost = outcome.lost;
+      }
       if (committed.length > 0) await this.options.store.commitBlocks(committed);
     } catch (error) {
       this.writingBatch = undefined;
@@ -545,12 +557,13 @@ export class KalimaNode {
       this.stop(error, 'applying a durable block failed; the node stops producing', kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'applying a block failed' }), committed.flatMap((produced) => produced.included));
       return;
     }
-    if (committed.length < batch.length) {
+    if (lost) {
       this.yieldLeadership();
       return;
     }
     // The next undurable block, if any, was built on the last of these; it now reads the cache.
-    this.undurable[0]?.draft.rebase(this.cache);
+    // (Blocks of this batch not yet known committed stay at the front, for the next write.)
+    if (committed.length > 0) this.undurable[0]?.draft.rebase(this.cache);
     if (this.undurable.length === 0) this.head = { tip: this.tip, state: this.cache };
     // Room ahead of the disk again, and the messages that queued during the write go now.
     if (this.queue.length > 0) this.scheduleBlock(true);

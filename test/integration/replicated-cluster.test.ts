@@ -182,6 +182,7 @@ describe('three masters with consensus in the loop', () => {
     await first.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
     const device = generateKeyPair(chain.rng);
     await first.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    const firstTerm = first.runtime.raft.term;
     // The first leader is cut off; writes sent to it meanwhile cannot commit.
     tamper.current = (from, to, message) => (from === first.id || to === first.id ? undefined : message);
     const stranded = Array.from({ length: 5 }, (_, index) => makeMessage(chain, device, { address: '/plant', key: `s${index}`, body: 'stranded' }));
@@ -189,7 +190,7 @@ describe('three masters with consensus in the loop', () => {
     const others = masters.filter((master) => master !== first);
     // A new leader among the other two.
     const second = await leaderOf(others, 15_000);
-    expect(second.runtime.raft.term).toBeGreaterThan(first.runtime.raft.term - 1);
+    expect(second.runtime.raft.term).toBeGreaterThan(firstTerm);
     // The old leader gives up (check-quorum) and refuses what it held, with a code that says retry.
     const settled = await outcomes;
     for (const outcome of settled) {
@@ -223,6 +224,65 @@ describe('three masters with consensus in the loop', () => {
       }
     }
     for (const message of stranded) expect(seen.get(`${toHex(message.device)}:${message.nonce}`)).toBe(1);
+    for (const master of masters) await master.close();
+  });
+
+  it('a leader whose blocks commit a Ready apart (near-full blocks, one per append) writes each as it commits, with no stall', async () => {
+    const { chain, masters } = await startCluster(3);
+    const leader = await leaderOf(masters);
+    const term = leader.runtime.raft.term;
+    await leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
+    const device = generateKeyPair(chain.rng);
+    await leader.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    // Two of these fill a block: full blocks are built ahead of the disk and go to it together,
+    // while each needs an append of its own, so they commit one after the other.
+    const body = 'x'.repeat(7_000);
+    const receipts = await Promise.all(Array.from({ length: 12 }, (_, index) => leader.node.submit(makeMessage(chain, device, { address: '/plant', key: `k${index}`, body }))));
+    expect(new Set(receipts.map((receipt) => receipt.height)).size).toBeGreaterThanOrEqual(6);
+    // No election was needed to get them through.
+    expect(leader.runtime.raft.term).toBe(term);
+    expect(leader.runtime.raft.role).toBe('leader');
+    const height = leader.node.height;
+    await until('the followers to apply every block', () => masters.every((master) => master.node.height === height));
+    for (const master of masters) expect(master.node.cache.digest()).toEqual(leader.node.cache.digest());
+    for (const master of masters) await master.close();
+  });
+
+  it('a leader that loses the leadership while a write it started still commits refuses what queued behind that write', async () => {
+    const tamper: { current: Tamper | undefined } = { current: undefined };
+    const { chain, masters } = await startCluster(3, tamper);
+    const first = await leaderOf(masters);
+    await first.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
+    const device = generateKeyPair(chain.rng);
+    await first.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    // The leader's next chain-store write is slow: its block has committed in the cluster, and the
+    // messages that arrive meanwhile queue behind the write.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => { release = resolve; });
+    const store = first.node.store;
+    const commitBlocks = store.commitBlocks.bind(store);
+    let writes = 0;
+    store.commitBlocks = async (blocks) => {
+      if (writes++ === 0) await gate;
+      return commitBlocks(blocks);
+    };
+    const inWrite = first.node.submit(makeMessage(chain, device, { address: '/plant', key: 'w', body: 'in the write' }));
+    await until('the write to start', () => writes === 1);
+    const queued = Array.from({ length: 3 }, (_, index) => first.node.submit(makeMessage(chain, device, { address: '/plant', key: `q${index}`, body: 'queued' })));
+    const outcomes = Promise.allSettled(queued);
+    // Cut off, it steps down while the write is still under way; then the write finishes.
+    tamper.current = (from, to, message) => (from === first.id || to === first.id ? undefined : message);
+    await until('the leader to step down', () => first.runtime.raft.role !== 'leader', 10_000);
+    release();
+    // The block in the write committed: its message is acknowledged.
+    await expect(inWrite).resolves.toMatchObject({ height: 3 });
+    // What queued behind it is refused with a retryable code, not left waiting for a leadership that may never return.
+    for (const outcome of await outcomes) {
+      expect(outcome.status).toBe('rejected');
+      expect((outcome as PromiseRejectedResult).reason).toMatchObject({ code: 'KALIMA_ERR_CONSENSUS_NOT_LEADER' });
+    }
+    expect(first.node.pendingCount).toBe(0);
+    tamper.current = undefined;
     for (const master of masters) await master.close();
   });
 
