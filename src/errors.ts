@@ -71,6 +71,7 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_NET_QUEUE_FULL: { status: 503, message: 'too much is queued for this peer; slow down' },
   KALIMA_ERR_NET_LINK_CLOSED: { status: 503, message: 'the link to the peer is closed' },
   KALIMA_ERR_NET_UNREACHABLE: { status: 503, message: 'the peer could not be reached' },
+  KALIMA_ERR_NET_TIMEOUT: { status: 504, message: 'the peer did not answer in time; what was asked may or may not have been done' },
   // sdk / transport
   KALIMA_ERR_SDK_UNREACHABLE: { status: 503, message: 'the node could not be reached' },
   KALIMA_ERR_SDK_BAD_RESPONSE: { status: 502, message: 'the node sent a response the SDK cannot read' },

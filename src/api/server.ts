@@ -14,12 +14,15 @@ import { fromHex, toHex } from '../ledger/hash.ts';
 import { checkPrefix, subCovers } from '../access/records.ts';
 import { roleOf } from '../access/permissions.ts';
 import type { KalimaNode } from '../node/node.ts';
+import type { ConsensusStatus } from '../node/cluster.ts';
 import { RequestAuthenticator } from './auth.ts';
 import { EventHub } from './events.ts';
 import { entryToJson, headerToJson, locatedToJson, messageFromJson } from './json.ts';
 
 export interface ApiOptions {
   node: KalimaNode;
+  /** In a cluster: the consensus state, shown by /status. */
+  consensus?: () => ConsensusStatus;
   logger: PinoLogger | false;
   version: string;
 }
@@ -297,6 +300,7 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
       pendingMessages: node.pendingCount,
       subscribers: events.count,
       role: 'master',
+      ...(options.consensus === undefined ? {} : { consensus: options.consensus() }),
     };
   });
 

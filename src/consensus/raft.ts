@@ -20,8 +20,8 @@ import { ENTRIES_PER_MESSAGE_MAX, ENTRY_BYTES_MAX } from './codec.ts';
 
 const ENTRY_HEADER_BYTES_MAX = 19;
 const MESSAGE_HEADER_BYTES_MAX = 320;
-/** A link frame (net/link.ts) carries at most this many bytes of message. */
-const FRAME_BYTES_MAX = 65_534;
+/** A Raft message on a link (net/link.ts carries 65,534 bytes a frame; net/rpc.ts adds a channel byte). */
+const FRAME_BYTES_MAX = 65_533;
 
 export type NodeId = string;
 
@@ -118,7 +118,7 @@ export class Raft {
   private readonly log: Entry[] = [];
   private snapshotIndex = 0;
   private snapshotTerm = 0;
-  private readonly voters: ReadonlySet<NodeId>;
+  readonly voters: ReadonlySet<NodeId>;
   private readonly learners: ReadonlySet<NodeId>;
   private readonly electionTicks: number;
   private readonly heartbeatTicks: number;

@@ -7,7 +7,7 @@
 // The transport is a port: encrypted TCP links between the masters in production (net/link.ts, see
 // linkTransport), an in-memory network in tests and simulation.
 import { getPublicKey } from '@noble/secp256k1';
-import { kalimaError } from '../errors.ts';
+import { isKalimaError, kalimaError } from '../errors.ts';
 import { decodeBlock } from '../ledger/block.ts';
 import { toHex } from '../ledger/hash.ts';
 import type { Entry } from '../consensus/raft.ts';
@@ -21,12 +21,27 @@ import { KalimaNode, type NodeOptions } from './node.ts';
 import { type Link, LinkListener, Peer } from '../net/link.ts';
 import { staticKeyFromSecret } from '../net/noise.ts';
 import type { Clock, Logger, Rng, Scheduler } from '../ports.ts';
+import { PeerRpc, type PeerTransport } from '../net/rpc.ts';
+import { type Message, decodeMessage as decodeSignedMessage, encodeMessage as encodeSignedMessage } from '../ledger/message.ts';
+import type { CommitReceipt } from './node.ts';
 
-/** How masters reach each other: messages to a master by id; what arrives, with the sender the link proved. */
-export interface ClusterTransport {
-  send(to: string, bytes: Uint8Array): void;
-  onMessage(handler: (from: string, bytes: Uint8Array) => void): void;
-  close(): Promise<void>;
+/** How masters reach each other (net/rpc.ts): Raft's messages and the masters' requests share it. */
+export type ClusterTransport = PeerTransport;
+
+/** Requests between masters (net/rpc.ts methods). */
+const METHOD_SUBMIT = 1;
+/** How long a follower waits for the leader's answer before it asks again (the leader may have changed). */
+const FORWARD_ATTEMPT_MS = 1_000;
+
+/** A master's view of its cluster, for /status and `kalima status`. */
+export interface ConsensusStatus {
+  role: string;
+  term: number;
+  leader: string | null;
+  leaderApi: string | null;
+  commitIndex: number;
+  appliedIndex: number;
+  masters: number;
 }
 
 export interface ClusterOptions extends Omit<NodeOptions, 'replicator' | 'store'> {
@@ -44,6 +59,11 @@ export interface ClusterOptions extends Omit<NodeOptions, 'replicator' | 'store'
    * a snapshot transfer, which is not built yet (issue 3): keep this above any outage you expect.
    */
   logRetention?: number;
+  /**
+   * How long a follower keeps trying to hand a device's message to the leader (through elections)
+   * before it answers with a retryable error. Default 10 s.
+   */
+  forwardTimeoutMs?: number;
 }
 
 /** A master's key as a BOLT 8 static key: the secret whose point has even y, so its compressed form is 02 || the x-only key. */
@@ -66,9 +86,13 @@ export class ClusterMaster {
     readonly runtime: RaftRuntime,
     readonly replicator: RaftReplicator,
     readonly gate: BlockGate,
-    private readonly transport: ClusterTransport,
+    private readonly rpc: PeerRpc,
     private readonly logRetention: number,
+    private readonly forwarding: { timeoutMs: number; max: number; scheduler: Scheduler; clock: Clock; retryMs: number },
   ) {}
+
+  /** Messages this follower is handing to the leader now. */
+  private forwardingNow = 0;
 
   /** The ids (x-only keys, hex) of the masters. */
   get id(): string {
@@ -86,31 +110,51 @@ export class ClusterMaster {
     const applied = appliedIndexOf(tip?.height ?? 0, snapshot, log);
     // Set once everything is built; the runtime's callbacks run only after start().
     let master!: ClusterMaster;
+    const rpc = new PeerRpc({ transport: options.transport, scheduler: options.scheduler, logger: options.logger });
     const runtime = new RaftRuntime({
       raft: {
         id, voters: ids, electionTicks: options.electionTicks ?? 10, heartbeatTicks: options.heartbeatTicks ?? 2, rng: options.rng,
         snapshot, hardState, log, applied: applied.index, appliedTerm: applied.term,
       },
       store: raftStore, scheduler: options.scheduler, logger: options.logger, tickMs: options.tickMs ?? 50,
-      send: (to, bytes) => options.transport.send(to, bytes),
+      send: (to, bytes) => rpc.raft.send(to, bytes),
       // A block of the current term must be its leader's; the sender is the leader of the append's term.
       admit: (entries, sender) => master.gate.admit(entries, { term: sender.term, keyHex: sender.id }),
       apply: (entries) => master.applyCommitted(entries),
       onLeadershipLost: () => master.node.leadershipLost(),
     });
     const replicator = new RaftReplicator(runtime, applied.index, () => master.node.resumeProducing(), options.masterApis);
-    const node = await KalimaNode.open({ ...options, store: chainStore, replicator });
+    const node = await KalimaNode.open({ ...options, store: chainStore, replicator, forwarder: (message, hash) => master.forward(message, hash) });
     const gate = new BlockGate({
       genesis, verifier: options.verifier, cache: node.cache, applied: { index: applied.index, tip: node.tipRecord },
       held: (from, to) => (to < from ? [] : runtime.raft.entries(Math.max(from, runtime.raft.firstIndex()), to)),
     });
-    master = new ClusterMaster(node, runtime, replicator, gate, options.transport, options.logRetention ?? 10_000);
-    options.transport.onMessage((from, bytes) => runtime.receive(from, bytes));
+    const tickMs = options.tickMs ?? 50;
+    master = new ClusterMaster(node, runtime, replicator, gate, rpc, options.logRetention ?? 10_000, {
+      timeoutMs: options.forwardTimeoutMs ?? 10_000, max: options.pendingMessagesMax ?? 20_000, scheduler: options.scheduler, clock: options.clock, retryMs: 2 * tickMs,
+    });
+    rpc.raft.onMessage((from, bytes) => runtime.receive(from, bytes));
+    // A device's message another master forwards: this node takes it only as the leader (it is never forwarded on).
+    rpc.handle(METHOD_SUBMIT, async (_from, body) => encodeReceipt(await node.submit(decodeSignedMessage(body), { forwarded: true })));
     return master;
   }
 
   start(): void {
     this.runtime.start();
+  }
+
+  /** Where this master stands in its cluster, for /status and `kalima status`. */
+  status(): ConsensusStatus {
+    const { raft } = this.runtime;
+    return {
+      role: this.runtime.isStopped ? 'stopped' : raft.role,
+      term: raft.term,
+      leader: raft.leader ?? null,
+      leaderApi: this.replicator.leaderApi() ?? null,
+      commitIndex: raft.commit,
+      appliedIndex: this.gate.appliedIndex,
+      masters: raft.voters.size,
+    };
   }
 
   private async applyCommitted(entries: Entry[]): Promise<void> {
@@ -152,10 +196,58 @@ export class ClusterMaster {
     }
   }
 
+  /**
+   * A follower hands a device's message (its signature checked here) to the leader and answers with
+   * the leader's receipt, once the message is committed. Through a leader change it tries the next
+   * leader with the same message, which the nonce makes safe: if an earlier try committed it, the
+   * new leader says so and that receipt is the answer. After `forwardTimeoutMs` without a leader
+   * that answers, the refusal is retryable (NOT_LEADER, or OUTCOME_UNKNOWN once a try went out).
+   */
+  private async forward(message: Message, hash: Uint8Array): Promise<CommitReceipt> {
+    const { clock, scheduler, timeoutMs, retryMs, max } = this.forwarding;
+    if (this.forwardingNow >= max) throw kalimaError('KALIMA_ERR_API_OVERLOADED', { forwarding: this.forwardingNow });
+    this.forwardingNow++;
+    try {
+      const deadline = clock.nowMs() + timeoutMs;
+      const encoded = encodeSignedMessage(message);
+      const hashHex = toHex(hash);
+      let sent = false;
+      let lastError: unknown;
+      for (;;) {
+        const leader = this.runtime.raft.leader;
+        if (this.replicator.mayProduce()) return await this.node.submit(message, { forwarded: true });
+        const remaining = deadline - clock.nowMs();
+        if (leader !== undefined && leader !== this.id && remaining > 0) {
+          try {
+            // Asked again after a while: the leader may have changed (or lost the request), and a
+            // leader still working on it joins the new request to the first (same message).
+            return decodeReceipt(await this.rpc.call(leader, METHOD_SUBMIT, encoded, Math.min(remaining, FORWARD_ATTEMPT_MS)));
+          } catch (error) {
+            if (sent && isKalimaError(error, 'KALIMA_ERR_LEDGER_NONCE_REPLAYED') && (error.details.committed as { messageHash?: unknown } | undefined)?.messageHash === hashHex) {
+              return error.details.committed as CommitReceipt;
+            }
+            const retryable = isKalimaError(error, 'KALIMA_ERR_NET_TIMEOUT') || isKalimaError(error, 'KALIMA_ERR_CONSENSUS_NOT_LEADER') || isKalimaError(error, 'KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN')
+              || isKalimaError(error, 'KALIMA_ERR_NET_UNREACHABLE') || isKalimaError(error, 'KALIMA_ERR_NODE_STOPPING') || isKalimaError(error, 'KALIMA_ERR_NODE_NOT_READY');
+            if (!retryable) throw error;
+            if (!isKalimaError(error, 'KALIMA_ERR_NET_UNREACHABLE')) sent = true;
+            lastError = error;
+          }
+        }
+        if (clock.nowMs() >= deadline || this.runtime.isStopped) {
+          if (sent) throw kalimaError('KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', { reason: 'no leader took the message in time; a retry with the same nonce is safe', leader: this.runtime.raft.leader ?? null, last: String((lastError as { code?: string } | undefined)?.code ?? '') });
+          throw kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { reason: 'no leader could be reached in time; retry', leader: this.runtime.raft.leader ?? null, leaderApi: this.replicator.leaderApi() ?? null, term: this.runtime.raft.term });
+        }
+        await new Promise<void>((resolve) => scheduler.setTimeout(resolve, retryMs));
+      }
+    } finally {
+      this.forwardingNow--;
+    }
+  }
+
   async close(): Promise<void> {
     this.runtime.stop();
     await this.node.close();
-    await this.transport.close();
+    await this.rpc.close();
   }
 }
 
@@ -221,10 +313,14 @@ export async function linkTransport(options: LinkTransportOptions, listenPort: n
   return {
     port,
     send(to, bytes) {
+      const link = peers.get(to)?.current;
+      if (link === undefined) return false;
       try {
-        peers.get(to)?.current?.send(bytes);
+        link.send(bytes);
+        return true;
       } catch {
-        // a full queue or a closing link: Raft sends again
+        // a full queue or a closing link: dropped (Raft sends again; a request times out)
+        return false;
       }
     },
     onMessage(next) {
@@ -235,4 +331,17 @@ export async function linkTransport(options: LinkTransportOptions, listenPort: n
       await listener.close();
     },
   };
+}
+
+function encodeReceipt(receipt: CommitReceipt): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(receipt));
+}
+
+function decodeReceipt(body: Uint8Array): CommitReceipt {
+  const parsed = JSON.parse(new TextDecoder().decode(body)) as CommitReceipt;
+  const numbers = [parsed.globalSequence, parsed.sequence, parsed.previous, parsed.height, parsed.timeMs];
+  if (typeof parsed.messageHash !== 'string' || !numbers.every((value) => Number.isSafeInteger(value))) {
+    throw kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'the leader answered with a receipt this node cannot read' });
+  }
+  return parsed;
 }

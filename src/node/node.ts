@@ -62,6 +62,11 @@ export interface NodeOptions {
    * the chain's only master and its own store is the commit.
    */
   replicator?: BlockReplicator;
+  /**
+   * In a cluster: hands a message whose signature this node checked to the leader, and resolves
+   * with the leader's receipt. A follower given one forwards instead of refusing with NOT_LEADER.
+   */
+  forwarder?: (message: Message, hash: Uint8Array) => Promise<CommitReceipt>;
 }
 
 /** What the block producer needs from the consensus layer (consensus/replicator.ts). */
@@ -221,8 +226,10 @@ export class KalimaNode {
    * same message while it waits joins the first submission. Throws a coded error for anything
    * the chain refuses, and then nothing has changed.
    */
-  async submit(message: Message): Promise<CommitReceipt> {
-    this.checkServing();
+  async submit(message: Message, options: { forwarded?: boolean } = {}): Promise<CommitReceipt> {
+    // A follower forwards to the leader, unless the message was forwarded to it (never twice).
+    const forwardable = this.options.forwarder !== undefined && options.forwarded !== true;
+    let forward = this.checkServing(forwardable);
     // Checks every field bound, then encodes: the one encoding this node makes of the message.
     const unsignedEncoding = encodeUnsignedMessage(message);
     if (message.chain !== this.chain) throw kalimaError('KALIMA_ERR_LEDGER_WRONG_CHAIN', { chain: message.chain, expected: this.chain });
@@ -232,14 +239,16 @@ export class KalimaNode {
     }
     const deviceHex = toHex(message.device);
     // Refuse an unknown key before paying for a signature check (redemptions come from new keys).
-    if (message.address !== ONBOARDING_ADDRESS && roleOf(this.cache, this.policy, deviceHex).kind === 'unknown') {
+    // Not when forwarding: a follower's state may be a block behind the leader's.
+    if (!forward && message.address !== ONBOARDING_ADDRESS && roleOf(this.cache, this.policy, deviceHex).kind === 'unknown') {
       throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_DEVICE', { device: deviceHex });
     }
     const hash = signingHashOfEncoding(unsignedEncoding);
     // Verify before the nonce is claimed: a forged copy must not block the genuine message.
     const valid = await this.options.verifier.verify(hash, message.device, message.signature);
     if (!valid) throw kalimaError('KALIMA_ERR_LEDGER_BAD_SIGNATURE', { device: deviceHex });
-    this.checkServing();
+    forward = this.checkServing(forwardable);
+    if (forward) return this.options.forwarder!(message, hash);
 
     const nonceId = `${deviceHex}:${message.nonce}`;
     const waiting = this.pendingByNonce.get(nonceId);
@@ -303,15 +312,18 @@ export class KalimaNode {
     }
   }
 
-  private checkServing(): void {
+  /** Throws unless this node takes messages now; true (instead of NOT_LEADER) if it should forward them. */
+  private checkServing(forwardable = false): boolean {
     if (this.failure !== undefined) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the node stopped producing blocks after a storage or internal failure (see its log); restart it' });
     if (this.closing) throw kalimaError('KALIMA_ERR_NODE_STOPPING');
     const { replicator } = this.options;
     const unavailable = replicator?.unavailable?.();
     if (unavailable !== undefined) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'this master stopped taking part in consensus (see its log); restart it', cause: String((unavailable as { message?: string }).message ?? unavailable) });
     if (replicator !== undefined && !replicator.mayProduce()) {
+      if (forwardable) return true;
       throw kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { leader: replicator.leaderHint() ?? null, leaderApi: replicator.leaderApi?.() ?? null, term: replicator.term });
     }
+    return false;
   }
 
   /** Resolves once the chain here reaches `height` (its own pipeline or a replicated block), or the node stops. */

@@ -63,11 +63,13 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
     await store.close();
     throw error;
   }
-  const { app, events } = await buildApi({ node, logger, version: VERSION });
+  const { app, events } = await buildApi({ node, logger, version: VERSION, consensus: master === undefined ? undefined : () => master!.status() });
   try {
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {
-    await node.close();
+    // The master closes its links too.
+    if (master !== undefined) await master.close();
+    else await node.close();
     throw error;
   }
   const address = app.server.address();

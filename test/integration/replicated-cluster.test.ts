@@ -19,8 +19,11 @@ import { type TestChain, makeChain, makeMessage, seededRng } from '../support/ch
 
 type Master = ClusterMaster & { refusals: unknown[] };
 
+/** What masters send each other: Raft's messages, and requests between them (a forwarded write), opaque here. */
+type Wire = Message | { type: 'rpc'; bytes: Uint8Array };
+
 /** Rewrites what one master sends another, as a faulty or forging leader would; undefined drops it. */
-type Tamper = (from: string, to: string, message: Message) => Message | undefined;
+type Tamper = (from: string, to: string, message: Wire) => Wire | undefined;
 
 /** The in-memory network: every message arrives a turn of the event loop later, unless tampered with. */
 function memoryNetwork(tamper: { current: Tamper | undefined }) {
@@ -29,10 +32,14 @@ function memoryNetwork(tamper: { current: Tamper | undefined }) {
     send(to, bytes) {
       let rewritten: Uint8Array | undefined = bytes;
       if (tamper.current !== undefined) {
-        const message = tamper.current(self, to, decodeMessage(bytes));
-        rewritten = message === undefined ? undefined : encodeMessage(message);
+        // The first byte says which (net/rpc.ts): 0 for Raft.
+        const wire: Wire = bytes[0] === 0 ? decodeMessage(bytes.subarray(1)) : { type: 'rpc', bytes };
+        const message = tamper.current(self, to, wire);
+        rewritten = message === undefined ? undefined : message.type === 'rpc' ? message.bytes : Uint8Array.of(0, ...encodeMessage(message));
       }
       if (rewritten !== undefined) setImmediate(() => handlers.get(to)?.(self, rewritten));
+      // Handed to the network (which may lose it, as a link may).
+      return true;
     },
     onMessage(handler) {
       handlers.set(self, handler);
@@ -102,10 +109,7 @@ describe('three masters with consensus in the loop', () => {
     const { chain, masters, restart } = await startCluster(3, undefined, 2);
     const leader = await leaderOf(masters);
     const followers = masters.filter((master) => master !== leader);
-    // A follower refuses writes and names the leader.
     const write = (key: KeyPair, fields: Parameters<typeof makeMessage>[2]) => makeMessage(chain, key, fields);
-    await expect(followers[0]!.node.submit(write(chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) })))
-      .rejects.toMatchObject({ code: 'KALIMA_ERR_CONSENSUS_NOT_LEADER', details: { leader: leader.id } });
     // Through the leader: an address, a device, then the device's readings.
     await leader.node.submit(write(chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
     const device = generateKeyPair(chain.rng);
@@ -140,6 +144,102 @@ describe('three masters with consensus in the loop', () => {
     }
     for (const master of masters) await master.close();
   });
+
+  it('a device may write to any master: a follower forwards to the leader and answers with its receipt once committed', async () => {
+    const { chain, masters } = await startCluster(3);
+    const leader = await leaderOf(masters);
+    const [follower, other] = masters.filter((master) => master !== leader) as [Master, Master];
+    const registration = await follower.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
+    const device = generateKeyPair(chain.rng);
+    await other.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    // The device writes at once through a follower whose state may be a block behind the leader's.
+    const messages = Array.from({ length: 20 }, (_, index) => makeMessage(chain, device, { address: '/plant', key: `k${index % 4}`, body: `reading ${index}` }));
+    const receipts = await Promise.all(messages.map((message, index) => (index % 2 === 0 ? follower : other).node.submit(message)));
+    // The receipts are the leader's: where each message is in the chain.
+    for (const [index, receipt] of receipts.entries()) {
+      const block = (await leader.node.getBlock(receipt.height))!;
+      expect(block.messages.find((committed) => committed.globalSequence === receipt.globalSequence)!.message.nonce).toBe(messages[index]!.nonce);
+    }
+    expect(registration.height).toBeGreaterThanOrEqual(1);
+    // The same signed message again, through another master, is the same write (its nonce), not a second one.
+    await expect(other.node.submit(messages[0]!)).rejects.toMatchObject({ code: 'KALIMA_ERR_LEDGER_NONCE_REPLAYED', details: { committed: { globalSequence: receipts[0]!.globalSequence } } });
+    // A forged copy is refused where it arrives, and nothing is sent on.
+    const forged = { ...makeMessage(chain, device, { address: '/plant', key: 'forged', body: 'x' }), signature: new Uint8Array(64) };
+    await expect(follower.node.submit(forged)).rejects.toMatchObject({ code: 'KALIMA_ERR_LEDGER_BAD_SIGNATURE' });
+    const height = leader.node.height;
+    await until('all three at the same height', () => masters.every((master) => master.node.height === height));
+    for (const master of masters) {
+      expect(master.node.cache.digest()).toEqual(leader.node.cache.digest());
+      expect(master.node.getEntry('/plant', 'forged')).toBeUndefined();
+    }
+    for (const master of masters) await master.close();
+  });
+
+  it('a follower forwarding through a leader change tries the next leader with the same message: it commits once', async () => {
+    const tamper: { current: Tamper | undefined } = { current: undefined };
+    const { chain, masters } = await startCluster(3, tamper);
+    const first = await leaderOf(masters);
+    await first.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
+    const device = generateKeyPair(chain.rng);
+    await first.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    const follower = masters.find((master) => master !== first)!;
+    await until('the follower to have the device', () => follower.node.height === first.node.height);
+    // The leader is cut off: what the follower forwards meanwhile goes nowhere, or to a leader that cannot commit.
+    tamper.current = (from, to, message) => (from === first.id || to === first.id ? undefined : message);
+    const messages = Array.from({ length: 6 }, (_, index) => makeMessage(chain, device, { address: '/plant', key: `f${index}`, body: 'through a change' }));
+    const receipts = await Promise.all(messages.map((message) => follower.node.submit(message)));
+    const second = await leaderOf(masters.filter((master) => master !== first));
+    expect(second.id).not.toBe(first.id);
+    tamper.current = undefined;
+    const height = second.node.height;
+    await until('all three at the same height', () => masters.every((master) => master.node.height >= height));
+    const seen = new Map<number, number>();
+    for (let blockHeight = 1; blockHeight <= height; blockHeight++) {
+      for (const committed of (await second.node.getBlock(blockHeight))!.messages) {
+        if (committed.message.address === '/plant') seen.set(committed.message.nonce, (seen.get(committed.message.nonce) ?? 0) + 1);
+      }
+    }
+    for (const [index, message] of messages.entries()) {
+      expect(seen.get(message.nonce)).toBe(1);
+      expect(receipts[index]!.height).toBeLessThanOrEqual(height);
+    }
+    for (const master of masters) await master.close();
+  });
+
+  it('a leader\'s answer lost on the way: the follower asks again, and the leader\'s "already committed" is the receipt', async () => {
+    const tamper: { current: Tamper | undefined } = { current: undefined };
+    const { chain, masters } = await startCluster(3, tamper);
+    const leader = await leaderOf(masters);
+    const follower = masters.find((master) => master !== leader)!;
+    let dropped = 0;
+    // The first answer from the leader to the follower is lost.
+    tamper.current = (from, to, message) => (message.type === 'rpc' && from === leader.id && to === follower.id && dropped++ === 0 ? undefined : message);
+    const message = makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) });
+    const receipt = await follower.node.submit(message);
+    expect(dropped).toBeGreaterThanOrEqual(2);
+    const block = (await leader.node.getBlock(receipt.height))!;
+    expect(block.messages.filter((committed) => committed.message.nonce === message.nonce && committed.message.address === ADDRESSES_ADDRESS)).toHaveLength(1);
+    expect(block.messages.find((committed) => committed.globalSequence === receipt.globalSequence)!.message.address).toBe(ADDRESSES_ADDRESS);
+    for (const master of masters) await master.close();
+  });
+
+  it('with no leader to be reached a follower answers, within its forward timeout, with a refusal that says retry', async () => {
+    const tamper: { current: Tamper | undefined } = { current: undefined };
+    const base = await startCluster(3, tamper);
+    const { chain, masters } = base;
+    const leader = await leaderOf(masters);
+    await leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
+    const follower = masters.find((master) => master !== leader)!;
+    // The follower is alone: nobody hears it, and it hears nobody.
+    tamper.current = (from, to, message) => (from === follower.id || to === follower.id ? undefined : message);
+    const started = Date.now();
+    const attempt = follower.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/alone', body: encodeAddressRecord({ description: '' }) }));
+    await expect(attempt).rejects.toMatchObject({ code: expect.stringMatching(/^KALIMA_ERR_CONSENSUS_(NOT_LEADER|OUTCOME_UNKNOWN)$/) });
+    // The default forward timeout is 10 s; well short of a hang.
+    expect(Date.now() - started).toBeLessThan(15_000);
+    tamper.current = undefined;
+    for (const master of masters) await master.close();
+  }, 30_000);
 
   it('a block the followers refuse is never acknowledged by them, so it never commits', async () => {
     const tamper: { current: Tamper | undefined } = { current: undefined };
