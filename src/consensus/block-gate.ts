@@ -141,11 +141,28 @@ export class BlockGate {
     }
   }
 
+  /**
+   * A committed block fetched from a peer (a catch-up), on the chain as it stands: the same checks
+   * as for a replicated entry, with no log entry or leader to match.
+   */
+  async checkCommitted(bytes: Uint8Array, base: { tip: TipRecord; state: DraftBase }): Promise<BlockWrite> {
+    if (bytes.length === 0) throw kalimaError('KALIMA_ERR_LEDGER_BAD_BLOCK', { height: base.tip.height + 1, reason: 'an empty block' });
+    const checked = await this.check({ index: -1, term: -1, data: bytes }, base, { term: -2, keyHex: '' }, false);
+    return checked.block!;
+  }
+
+  /** The state machine now stands at `index` with `tip` (a snapshot was installed): nothing admitted before holds. */
+  restore(index: number, tip: TipRecord): void {
+    this.admittedByIndex.clear();
+    this.durableIndex = index;
+    this.durableTip = tip;
+  }
+
   private dropFrom(index: number): void {
     for (const key of [...this.admittedByIndex.keys()]) if (key >= index) this.admittedByIndex.delete(key);
   }
 
-  private async check(entry: Entry, base: { tip: TipRecord; state: DraftBase }, leader: { term: number; keyHex: string }): Promise<AdmittedEntry> {
+  private async check(entry: Entry, base: { tip: TipRecord; state: DraftBase }, leader: { term: number; keyHex: string }, matchTerm = true): Promise<AdmittedEntry> {
     if (entry.data.length === 0) return { index: entry.index, term: entry.term, tip: base.tip, state: base.state, block: undefined };
     const block: Block = decodeBlock(entry.data);
     const { header } = block;
@@ -155,7 +172,7 @@ export class BlockGate {
     };
     const leaderHex = toHex(header.leader);
     if (!this.masters.has(leaderHex)) fail('the block was signed by a key that is not a master');
-    if (header.term !== entry.term) fail(`the block says term ${header.term}, its log entry term ${entry.term}`);
+    if (matchTerm && header.term !== entry.term) fail(`the block says term ${header.term}, its log entry term ${entry.term}`);
     if (entry.term === leader.term && leaderHex !== leader.keyHex) fail('the block of this term was not signed by this term\'s leader');
     if (header.timeMs < base.tip.timeMs) fail('the block time goes backwards');
     // Every message signature in the verifier pool at once, then the execution on the state before.

@@ -103,6 +103,13 @@ export interface RaftConfig {
    */
   applied?: number;
   appliedTerm?: number;
+  /**
+   * The store held nothing at all: a new member, or one that lost its disk and may have voted in
+   * the current term before. Such a node grants no vote and does not stand until it has watched one
+   * election timeout, and after that votes only in terms above the highest it saw meanwhile, so it
+   * cannot vote twice in a term it forgot.
+   */
+  empty?: boolean;
 }
 
 const NONE = undefined;
@@ -128,6 +135,10 @@ export class Raft {
 
   private ticksSinceHeard = 0;
   private randomizedElectionTicks = 0;
+  /** An empty start (config.empty): ticks watched so far and the highest term seen; undefined once over. */
+  private amnesia: { ticks: number; maxTerm: number } | undefined;
+  /** Votes are granted only in terms above this (set when an empty start's watch ends). */
+  private voteFloor = 0;
   private ticksSinceHeartbeat = 0;
   /** Votes (or pre-votes) received in this election, by voter. */
   private votes = new Map<NodeId, boolean>();
@@ -150,6 +161,7 @@ export class Raft {
 
   constructor(config: RaftConfig) {
     this.id = config.id;
+    if (config.empty === true) this.amnesia = { ticks: 0, maxTerm: 0 };
     this.voters = new Set(config.voters);
     this.learners = new Set(config.learners ?? []);
     assert(this.voters.size > 0, 'raft: a cluster needs at least one voter');
@@ -319,7 +331,17 @@ export class Raft {
       return;
     }
     this.ticksSinceHeard++;
+    if (this.amnesia !== undefined) {
+      if (++this.amnesia.ticks < this.electionTicks) return;
+      this.voteFloor = this.amnesia.maxTerm;
+      this.amnesia = undefined;
+    }
     if (this.ticksSinceHeard >= this.randomizedElectionTicks && this.isVoter()) this.startPreVote();
+  }
+
+  /** Whether this node may vote in `term` (an empty start restricts it, see config.empty). */
+  private mayVoteIn(term: number): boolean {
+    return this.amnesia === undefined && term > this.voteFloor;
   }
 
   /** Appends a block to the log; only the leader takes proposals. Returns the entry's index. */
@@ -337,13 +359,14 @@ export class Raft {
     if (message.to !== this.id) return;
     const known = this.voters.has(message.from) || this.learners.has(message.from);
     if (!known) return;
+    if (this.amnesia !== undefined) this.amnesia.maxTerm = Math.max(this.amnesia.maxTerm, message.term);
 
     if (message.term > this.term) {
       const inLease = this.leader !== NONE && this.ticksSinceHeard < this.electionTicks;
       if (message.type === 'preVote') {
         // A pre-vote never changes a term. It is granted only if this node has no live leader
         // and the candidate's log is at least as up to date.
-        const granted = !inLease && this.role !== 'leader' && this.upToDate(message.lastLogIndex, message.lastLogTerm);
+        const granted = !inLease && this.role !== 'leader' && this.mayVoteIn(message.term) && this.upToDate(message.lastLogIndex, message.lastLogTerm);
         // A grant carries the term asked for; a refusal carries this node's own term, which tells
         // a pre-candidate from a higher term that it is behind.
         this.send({ type: 'preVoteResponse', from: this.id, to: message.from, term: granted ? message.term : this.term, granted });
@@ -379,7 +402,7 @@ export class Raft {
       }
       case 'vote': {
         const canVote = this.vote === message.from || (this.vote === NONE && this.leader === NONE);
-        const granted = canVote && this.upToDate(message.lastLogIndex, message.lastLogTerm);
+        const granted = canVote && this.mayVoteIn(message.term) && this.upToDate(message.lastLogIndex, message.lastLogTerm);
         if (granted) {
           this.vote = message.from;
           this.hardStateDirty = true;
@@ -632,8 +655,18 @@ export class Raft {
       if ((this.next.get(message.from) ?? 0) <= this.lastIndex()) this.sendAppend(message.from, false);
       return;
     }
-    // Refused: back off to the hint, never below what is known to match.
-    const next = Math.max((this.match.get(message.from) ?? 0) + 1, Math.min(message.index, this.next.get(message.from) ?? message.index));
+    // Refused: back off to the hint.
+    const match = this.match.get(message.from) ?? 0;
+    let next: number;
+    if (message.index <= match) {
+      // It lacks what it acknowledged: it lost its disk and started empty (or the refusal is an old
+      // one, overtaken). Going back costs a resend at worst, never safety: a lower match only
+      // holds commits back, and the commit never moves back.
+      this.match.set(message.from, message.index - 1);
+      next = message.index;
+    } else {
+      next = Math.min(message.index, this.next.get(message.from) ?? message.index);
+    }
     this.next.set(message.from, next);
     // A peer that needs the snapshot gets it with the next heartbeat; answering every refusal at
     // once would bounce snapshot messages back and forth while it fetches.

@@ -34,6 +34,14 @@ export interface RuntimeOptions {
   admit?(entries: Entry[], sender: { id: string; term: number }): Promise<{ admitted: number; refusal?: unknown }>;
   /** A snapshot fetch that has not resolved after this long is given up (the leader asks again). */
   fetchTimeoutMs?: number;
+  /**
+   * The fetch itself brings the state machine forward (a catch-up that applies committed blocks as
+   * they arrive), so nothing else may apply meanwhile: from the fetch's start until its install (or
+   * its failure) this node's Raft is paused, with no ticks and incoming messages held. The fetch
+   * must settle by itself, bounding its own requests; there is no fetch timeout. It may reject only
+   * while it has changed nothing.
+   */
+  pauseWhileFetching?: boolean;
   /** Called after a Ready in which this node stopped leading. */
   onLeadershipLost?(): void;
 }
@@ -52,6 +60,8 @@ export class RaftRuntime {
   private stopped = false;
   private failure: unknown;
   private fetching = false;
+  /** A pausing fetch is under way (pauseWhileFetching): no ticks, messages held. */
+  private paused = false;
   private wasLeader = false;
   /** Appends wait here, in arrival order, while their entries are checked. */
   private inbound: Promise<void> = Promise.resolve();
@@ -69,6 +79,10 @@ export class RaftRuntime {
     const tick = (): void => {
       this.timer = this.options.scheduler.setTimeout(() => {
         if (this.stopped) return;
+        if (this.paused) {
+          tick();
+          return;
+        }
         this.raft.tick();
         this.kick();
         tick();
@@ -160,7 +174,7 @@ export class RaftRuntime {
         // Only while this node still needs it (a follower, below that commit, without that entry):
         // applied or acknowledged entries past that index must not be undone.
         if (this.raft.needsSnapshot(meta.index, meta.term)) {
-          this.held = [];
+          this.held ??= [];
           try {
             await install();
           } catch (error) {
@@ -168,10 +182,12 @@ export class RaftRuntime {
             this.fail(error, 'installing a snapshot failed');
             return;
           }
-          const held = this.held;
-          this.held = undefined;
           this.raft.restoreSnapshot(meta.index, meta.term);
-          for (const [from, bytes] of held) this.receive(from, bytes);
+          this.resume();
+        } else if (this.paused) {
+          // Paused, nothing could move this node past the snapshot: something is badly wrong.
+          this.fail(new Error(`a snapshot at ${meta.index} fetched while paused is no longer needed`), 'installing a snapshot failed');
+          return;
         }
       }
       const ready = this.raft.ready();
@@ -246,7 +262,12 @@ export class RaftRuntime {
     if (this.fetching) return;
     this.fetching = true;
     let settled = false;
-    const timer = this.options.scheduler.setTimeout(() => {
+    const pausing = this.options.pauseWhileFetching === true;
+    if (pausing) {
+      this.paused = true;
+      this.held ??= [];
+    }
+    const timer = pausing ? undefined : this.options.scheduler.setTimeout(() => {
       if (settled) return;
       settled = true;
       this.fetching = false;
@@ -256,7 +277,7 @@ export class RaftRuntime {
       (install) => {
         if (settled) return;
         settled = true;
-        this.options.scheduler.clearTimeout(timer);
+        if (timer !== undefined) this.options.scheduler.clearTimeout(timer);
         this.fetching = false;
         if (this.stopped) return;
         this.fetched = { meta, install };
@@ -265,11 +286,21 @@ export class RaftRuntime {
       (error: unknown) => {
         if (settled) return;
         settled = true;
-        this.options.scheduler.clearTimeout(timer);
+        if (timer !== undefined) this.options.scheduler.clearTimeout(timer);
         this.fetching = false;
         this.options.logger.warn({ index: meta.index, from: meta.from, error: String(error) }, 'raft: fetching the snapshot failed; the leader will ask again');
+        this.resume();
       },
     );
+  }
+
+  /** Ends a pause (or an install's hold): the messages that waited are handled in order. */
+  private resume(): void {
+    this.paused = false;
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const [from, bytes] of held) this.receive(from, bytes);
+    this.kick();
   }
 
   private fail(error: unknown, reason: string): void {

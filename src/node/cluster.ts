@@ -8,9 +8,9 @@
 // linkTransport), an in-memory network in tests and simulation.
 import { getPublicKey } from '@noble/secp256k1';
 import { isKalimaError, kalimaError } from '../errors.ts';
-import { decodeBlock } from '../ledger/block.ts';
-import { toHex } from '../ledger/hash.ts';
-import type { Entry } from '../consensus/raft.ts';
+import { blockHash, decodeBlock } from '../ledger/block.ts';
+import { bytesEqual, toHex } from '../ledger/hash.ts';
+import type { Entry, SnapshotMeta } from '../consensus/raft.ts';
 import { BlockGate } from '../consensus/block-gate.ts';
 import { RaftReplicator } from '../consensus/replicator.ts';
 import { RaftRuntime } from '../consensus/runtime.ts';
@@ -21,7 +21,7 @@ import { KalimaNode, type NodeOptions } from './node.ts';
 import { type Link, LinkListener, Peer } from '../net/link.ts';
 import { staticKeyFromSecret } from '../net/noise.ts';
 import type { Clock, Logger, Rng, Scheduler } from '../ports.ts';
-import { PeerRpc, type PeerTransport } from '../net/rpc.ts';
+import { PeerRpc, type PeerTransport, RPC_BODY_BYTES_MAX } from '../net/rpc.ts';
 import { type Message, decodeMessage as decodeSignedMessage, encodeMessage as encodeSignedMessage } from '../ledger/message.ts';
 import type { CommitReceipt } from './node.ts';
 
@@ -30,8 +30,16 @@ export type ClusterTransport = PeerTransport;
 
 /** Requests between masters (net/rpc.ts methods). */
 const METHOD_SUBMIT = 1;
+/** A master's chain height and tip hash at a Raft index it applied: where a snapshot at that index stands. */
+const METHOD_POINT = 2;
+/** Committed blocks by height, as many as fit one answer: a catch-up's transfer. */
+const METHOD_BLOCKS = 3;
 /** How long a follower waits for the leader's answer before it asks again (the leader may have changed). */
 const FORWARD_ATTEMPT_MS = 1_000;
+/** A catch-up's requests: each answer is at most one link frame of blocks. */
+const CATCH_UP_CALL_MS = 10_000;
+const CATCH_UP_BLOCKS_PER_CALL_MAX = 64;
+const CATCH_UP_RETRY_MS = 500;
 
 /** A master's view of its cluster, for /status and `kalima status`. */
 export interface ConsensusStatus {
@@ -55,8 +63,8 @@ export interface ClusterOptions extends Omit<NodeOptions, 'replicator' | 'store'
   masterApis?: ReadonlyMap<string, string>;
   /**
    * Applied entries the Raft log keeps (in memory and on disk) for followers that fall behind; older
-   * ones are compacted away, their blocks being in the chain store. A follower further behind needs
-   * a snapshot transfer, which is not built yet (issue 3): keep this above any outage you expect.
+   * ones are compacted away, their blocks being in the chain store. A follower further behind
+   * catches up on blocks fetched from the masters instead (catchUp).
    */
   logRetention?: number;
   /**
@@ -88,7 +96,7 @@ export class ClusterMaster {
     readonly gate: BlockGate,
     private readonly rpc: PeerRpc,
     private readonly logRetention: number,
-    private readonly forwarding: { timeoutMs: number; max: number; scheduler: Scheduler; clock: Clock; retryMs: number },
+    private readonly context: { timeoutMs: number; max: number; scheduler: Scheduler; clock: Clock; retryMs: number; logger: Logger },
   ) {}
 
   /** Messages this follower is handing to the leader now. */
@@ -115,12 +123,18 @@ export class ClusterMaster {
       raft: {
         id, voters: ids, electionTicks: options.electionTicks ?? 10, heartbeatTicks: options.heartbeatTicks ?? 2, rng: options.rng,
         snapshot, hardState, log, applied: applied.index, appliedTerm: applied.term,
+        // Nothing stored: new, or its disk was lost; it must not vote twice in a term it forgot.
+        empty: snapshot === undefined && hardState === undefined && log.length === 0 && tip === undefined,
       },
       store: raftStore, scheduler: options.scheduler, logger: options.logger, tickMs: options.tickMs ?? 50,
       send: (to, bytes) => rpc.raft.send(to, bytes),
       // A block of the current term must be its leader's; the sender is the leader of the append's term.
       admit: (entries, sender) => master.gate.admit(entries, { term: sender.term, keyHex: sender.id }),
       apply: (entries) => master.applyCommitted(entries),
+      // A follower further behind than the leader's log catches up on blocks from the masters; its
+      // Raft waits meanwhile, since the catch-up itself applies the committed blocks.
+      fetchSnapshot: (meta) => master.catchUp(meta),
+      pauseWhileFetching: true,
       onLeadershipLost: () => master.node.leadershipLost(),
     });
     const replicator = new RaftReplicator(runtime, applied.index, () => master.node.resumeProducing(), options.masterApis);
@@ -131,11 +145,13 @@ export class ClusterMaster {
     });
     const tickMs = options.tickMs ?? 50;
     master = new ClusterMaster(node, runtime, replicator, gate, rpc, options.logRetention ?? 10_000, {
-      timeoutMs: options.forwardTimeoutMs ?? 10_000, max: options.pendingMessagesMax ?? 20_000, scheduler: options.scheduler, clock: options.clock, retryMs: 2 * tickMs,
+      timeoutMs: options.forwardTimeoutMs ?? 10_000, max: options.pendingMessagesMax ?? 20_000, scheduler: options.scheduler, clock: options.clock, retryMs: 2 * tickMs, logger: options.logger,
     });
     rpc.raft.onMessage((from, bytes) => runtime.receive(from, bytes));
     // A device's message another master forwards: this node takes it only as the leader (it is never forwarded on).
     rpc.handle(METHOD_SUBMIT, async (_from, body) => encodeReceipt(await node.submit(decodeSignedMessage(body), { forwarded: true })));
+    rpc.handle(METHOD_POINT, async (_from, body) => encodeJson(await master.pointAt(integerField(body, 'index'))));
+    rpc.handle(METHOD_BLOCKS, async (_from, body) => master.blocksFrom(integerField(body, 'from'), integerField(body, 'to')));
     return master;
   }
 
@@ -157,6 +173,106 @@ export class ClusterMaster {
     };
   }
 
+  /**
+   * The chain height and tip hash at Raft index `index`, which this master applied: the height
+   * before the first block after it in the log (every entry between is empty), or, with none after
+   * it, the chain's height here. Older indexes than the log's start are not known here.
+   */
+  private async pointAt(index: number): Promise<{ height: number; hash: string }> {
+    const { raft } = this.runtime;
+    if (index > this.gate.appliedIndex) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'this master has not applied that index yet', index, applied: this.gate.appliedIndex });
+    if (index < raft.firstIndex() - 1) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'this master compacted its log past that index', index, firstIndex: raft.firstIndex() });
+    let height = this.node.height;
+    if (index + 1 <= raft.lastIndex()) {
+      for (const entry of raft.entries(index + 1, raft.lastIndex())) {
+        if (entry.data.length === 0) continue;
+        height = decodeBlock(entry.data).header.height - 1;
+        break;
+      }
+    }
+    if (height > this.node.height) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'this master has not stored the blocks up to that index yet', index, height });
+    const block = height === 0 ? undefined : await this.node.store.getBlock(height);
+    return { height, hash: block === undefined ? '' : toHex(blockHash(block.header)) };
+  }
+
+  /** Stored blocks from `from` on, up to `to`, as many as fit one answer: each as its length (4 bytes) and bytes. */
+  private async blocksFrom(from: number, to: number): Promise<Uint8Array> {
+    if (from < 1 || to < from) throw kalimaError('KALIMA_ERR_API_BAD_REQUEST', { reason: 'a height range from 1', from, to });
+    const parts: Uint8Array[] = [];
+    let bytes = 0;
+    const last = Math.min(to, this.node.height, from + CATCH_UP_BLOCKS_PER_CALL_MAX - 1);
+    for (let height = from; height <= last; height++) {
+      const block = await this.node.store.getBlockBytes(height);
+      if (block === undefined || bytes + 4 + block.length > RPC_BODY_BYTES_MAX) break;
+      parts.push(block);
+      bytes += 4 + block.length;
+    }
+    const out = new Uint8Array(bytes);
+    const view = new DataView(out.buffer);
+    let offset = 0;
+    for (const part of parts) {
+      view.setUint32(offset, part.length);
+      out.set(part, offset + 4);
+      offset += 4 + part.length;
+    }
+    return out;
+  }
+
+  /**
+   * The catch-up of a follower that needs entries the leader compacted away (a snapshot in Raft's
+   * terms): the chain's height and hash at the snapshot's index from the leader, then the blocks up
+   * to there from any master, each checked as a replicated block is (signatures, permissions,
+   * hashchain, state digest) and applied as it arrives. Once the first block is applied it does not
+   * give up: a failed request is retried, at another master, until the chain is there. Resolves with
+   * the install: the gate and the replicator stand at the index, and Raft's log starts after it.
+   */
+  private async catchUp(meta: SnapshotMeta & { from: string }): Promise<() => void> {
+    const { logger, scheduler } = this.context;
+    const answer = new TextDecoder().decode(await this.rpc.call(meta.from, METHOD_POINT, encodeJson({ index: meta.index }), CATCH_UP_CALL_MS));
+    const point = JSON.parse(answer) as { height: number; hash: string };
+    if (!Number.isSafeInteger(point.height) || point.height < 0 || typeof point.hash !== 'string') throw kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'a master answered with a snapshot point this node cannot read' });
+    const startHeight = this.node.height;
+    if (point.height < startHeight) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the snapshot is behind this node\'s chain', index: meta.index, height: point.height, local: startHeight });
+    logger.info({ index: meta.index, from: startHeight, to: point.height, peer: meta.from }, 'catching up: fetching committed blocks from the masters');
+    const peers = [meta.from, ...[...this.runtime.raft.voters].filter((id) => id !== this.id && id !== meta.from)];
+    let attempt = 0;
+    let lastReport = this.context.clock.nowMs();
+    while (this.node.height < point.height) {
+      if (this.runtime.isStopped) throw kalimaError('KALIMA_ERR_NODE_STOPPING');
+      const peer = peers[attempt % peers.length]!;
+      try {
+        const body = await this.rpc.call(peer, METHOD_BLOCKS, encodeJson({ from: this.node.height + 1, to: point.height }), CATCH_UP_CALL_MS);
+        const blocks = decodeBlocks(body);
+        if (blocks.length === 0) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the master has no blocks past this node\'s tip', peer });
+        for (const bytes of blocks) {
+          const write = await this.gate.checkCommitted(bytes, { tip: this.node.tipRecord, state: this.node.cache });
+          await this.node.applyReplicated(write);
+        }
+        const now = this.context.clock.nowMs();
+        if (now - lastReport >= 2_000) {
+          lastReport = now;
+          logger.info({ height: this.node.height, to: point.height }, 'catching up');
+        }
+      } catch (error) {
+        // Nothing changed yet: give up, and Raft goes on (the leader asks again).
+        if (this.node.height === startHeight) throw error;
+        if (this.runtime.isStopped || isKalimaError(error, 'KALIMA_ERR_NODE_STOPPING')) throw error;
+        logger.warn({ peer, height: this.node.height, error: String((error as { message?: string }).message ?? error), code: (error as { code?: string }).code }, 'catching up: a request failed; trying another master');
+        attempt++;
+        await new Promise<void>((resolve) => scheduler.setTimeout(resolve, CATCH_UP_RETRY_MS));
+      }
+    }
+    const tip = this.node.tipRecord;
+    const agrees = point.height === 0 || toHex(tip.hash) === point.hash;
+    logger.info({ index: meta.index, height: tip.height }, 'caught up');
+    return () => {
+      // Two different committed blocks at one height: the masters' chains disagree. Stop.
+      if (!agrees) throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { what: 'chain', reason: 'the block at the snapshot\'s height is not the one the leader has', height: point.height });
+      this.gate.restore(meta.index, tip);
+      this.replicator.applied(meta.index);
+    };
+  }
+
   private async applyCommitted(entries: Entry[]): Promise<void> {
     for (const entry of entries) {
       if (entry.data.length > 0 && this.replicator.isOwn(entry.data)) {
@@ -166,10 +282,22 @@ export class ClusterMaster {
         await this.node.whenApplied(tip.height);
         this.gate.applied(entry.index, tip);
       } else {
-        if (entry.data.length > 0) {
+        if (entry.data.length > 0 && this.gate.get(entry.index) === undefined) {
+          const height = decodeBlock(entry.data).header.height;
+          if (height <= this.node.height) {
+            // Stored already: a catch-up brought this node past its log before a restart, and Raft
+            // hands these entries out again. They must be the blocks stored.
+            const stored = await this.node.store.getBlockBytes(height);
+            if (stored === undefined || !bytesEqual(stored, entry.data)) throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { what: 'chain', reason: 'a committed entry\'s block differs from the stored block at its height', height, index: entry.index });
+            this.gate.applied(entry.index, this.node.tipRecord);
+            this.replicator.applied(entry.index);
+            continue;
+          }
           // A block this node produced and abandoned when it lost the leadership was never
           // admitted here; it is committed, so it is checked now, with no leader to match.
-          if (this.gate.get(entry.index) === undefined) await this.gate.admit([entry], { term: -1, keyHex: '' });
+          await this.gate.admit([entry], { term: -1, keyHex: '' });
+        }
+        if (entry.data.length > 0) {
           const admitted = this.gate.get(entry.index);
           if (admitted?.block === undefined) throw kalimaError('KALIMA_ERR_CONSENSUS_BAD_ENTRY', { index: entry.index, reason: 'a committed entry this node cannot admit' });
           await this.node.applyReplicated(admitted.block);
@@ -204,7 +332,7 @@ export class ClusterMaster {
    * that answers, the refusal is retryable (NOT_LEADER, or OUTCOME_UNKNOWN once a try went out).
    */
   private async forward(message: Message, hash: Uint8Array): Promise<CommitReceipt> {
-    const { clock, scheduler, timeoutMs, retryMs, max } = this.forwarding;
+    const { clock, scheduler, timeoutMs, retryMs, max } = this.context;
     if (this.forwardingNow >= max) throw kalimaError('KALIMA_ERR_API_OVERLOADED', { forwarding: this.forwardingNow });
     this.forwardingNow++;
     try {
@@ -256,7 +384,9 @@ export class ClusterMaster {
  * committed, or it would not be in the store). If the log no longer holds it, compaction passed it,
  * and everything up to the log's start is applied: blocks are compacted only once applied, so the
  * entries between the tip's block and the start are empty. Empty entries after the tip's block are
- * handed out again after a restart, which changes nothing.
+ * handed out again after a restart, which changes nothing. If the chain is past every block in the
+ * log (a catch-up that did not install), the snapshot's index: applyCommitted checks the entries
+ * handed out again against the blocks stored.
  */
 function appliedIndexOf(tipHeight: number, snapshot: { index: number; term: number } | undefined, log: readonly Entry[]): { index: number; term: number } {
   for (let position = log.length - 1; position >= 0; position--) {
@@ -264,7 +394,9 @@ function appliedIndexOf(tipHeight: number, snapshot: { index: number; term: numb
     if (entry.data.length === 0) continue;
     const height = decodeBlock(entry.data).header.height;
     if (height === tipHeight) return { index: entry.index, term: entry.term };
-    if (height < tipHeight) throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { what: 'raft log', reason: 'the chain store\'s tip block is not in the raft log, though blocks around it are', tipHeight });
+    // The chain went past the log: a catch-up applied blocks and the node stopped before it
+    // installed. The entries after the snapshot are handed out again and checked against the store.
+    if (height < tipHeight) break;
   }
   return { index: snapshot?.index ?? 0, term: snapshot?.term ?? 0 };
 }
@@ -344,4 +476,33 @@ function decodeReceipt(body: Uint8Array): CommitReceipt {
     throw kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'the leader answered with a receipt this node cannot read' });
   }
   return parsed;
+}
+
+function encodeJson(value: unknown): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(value));
+}
+
+/** A whole number field of a peer's JSON request. */
+function integerField(body: Uint8Array, name: string): number {
+  let value: unknown;
+  try {
+    value = (JSON.parse(new TextDecoder().decode(body)) as Record<string, unknown>)[name];
+  } catch {
+    value = undefined;
+  }
+  if (!Number.isSafeInteger(value) || (value as number) < 0) throw kalimaError('KALIMA_ERR_API_BAD_REQUEST', { field: name, reason: 'a whole number' });
+  return value as number;
+}
+
+function decodeBlocks(body: Uint8Array): Uint8Array[] {
+  const blocks: Uint8Array[] = [];
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  for (let offset = 0; offset < body.length;) {
+    if (offset + 4 > body.length) throw kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'a master answered with a truncated block list' });
+    const length = view.getUint32(offset);
+    if (offset + 4 + length > body.length) throw kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'a master answered with a truncated block list' });
+    blocks.push(body.slice(offset + 4, offset + 4 + length));
+    offset += 4 + length;
+  }
+  return blocks;
 }

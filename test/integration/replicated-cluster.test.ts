@@ -13,7 +13,7 @@ import { freePort } from '../support/ports.ts';
 import { toHex } from '../../src/ledger/hash.ts';
 import { type KeyPair, generateKeyPair } from '../../src/ledger/signature.ts';
 import { InlineVerifier } from '../../src/node/verifier.ts';
-import { silentLogger, systemClock, systemScheduler } from '../../src/ports.ts';
+import { type Logger, silentLogger, systemClock, systemScheduler } from '../../src/ports.ts';
 import { MemoryKvStore } from '../../src/store/memory-kv.ts';
 import { type TestChain, makeChain, makeMessage, seededRng } from '../support/chain.ts';
 
@@ -50,7 +50,13 @@ function memoryNetwork(tamper: { current: Tamper | undefined }) {
   });
 }
 
-async function startCluster(size: number, tamper: { current: Tamper | undefined } = { current: undefined }, logRetention = 10_000): Promise<{ chain: TestChain; masters: Master[]; restart: (master: Master) => Promise<Master> }> {
+/** CLUSTER_LOG=1 prints the masters' logs, each line with its master's id. */
+function tagged(id: string): Logger {
+  const line = (level: string) => (object: object, message?: string) => console.log(level, id.slice(0, 6), message ?? '', JSON.stringify(object));
+  return { debug() {}, info: line('info'), warn: line('warn'), error: line('error') };
+}
+
+async function startCluster(size: number, tamper: { current: Tamper | undefined } = { current: undefined }, logRetention = 10_000): Promise<{ chain: TestChain; masters: Master[]; restart: (master: Master, options?: { empty?: boolean }) => Promise<Master> }> {
   const base = makeChain('replicated-cluster');
   const keys: KeyPair[] = Array.from({ length: size }, () => generateKeyPair(base.rng));
   const genesis: Genesis = { ...base.genesis, masters: keys.map((key) => key.publicKey) };
@@ -63,7 +69,7 @@ async function startCluster(size: number, tamper: { current: Tamper | undefined 
     if (!kvs.has(id)) kvs.set(id, new MemoryKvStore());
     const master = await ClusterMaster.open({
       genesis, kv: kvs.get(id)!, nodeKey: key, clock: systemClock, rng: seededRng(`node-${id}-${Math.random()}`), scheduler: systemScheduler,
-      verifier: new InlineVerifier(), logger: silentLogger, transport: network(id), tickMs: 5, logRetention,
+      verifier: new InlineVerifier(), logger: process.env.CLUSTER_LOG === undefined ? silentLogger : tagged(id), transport: network(id), tickMs: 5, logRetention,
     }) as Master;
     master.refusals = [];
     // What the gate refused, for the tests to see (the runtime logs it too).
@@ -77,9 +83,10 @@ async function startCluster(size: number, tamper: { current: Tamper | undefined 
   };
   for (const key of keys) masters.push(await open(key));
   for (const master of masters) master.start();
-  // A master's process ends; another starts on the same store.
-  const restart = async (old: Master): Promise<Master> => {
+  // A master's process ends; another starts on the same store (or on an empty one).
+  const restart = async (old: Master, options: { empty?: boolean } = {}): Promise<Master> => {
     await old.close();
+    if (options.empty === true) kvs.set(old.id, new MemoryKvStore());
     const key = keys.find((candidate) => toHex(candidate.publicKey) === old.id)!;
     const fresh = await open(key);
     masters[masters.indexOf(old)] = fresh;
@@ -144,6 +151,77 @@ describe('three masters with consensus in the loop', () => {
     }
     for (const master of masters) await master.close();
   });
+
+  it('a follower further behind than the leader\'s log catches up on blocks fetched from the masters, then follows the log', async () => {
+    const tamper: { current: Tamper | undefined } = { current: undefined };
+    // A log retention of 2: a follower away for more than a few blocks needs the catch-up.
+    const { chain, masters, restart } = await startCluster(3, tamper, 2);
+    const leader = await leaderOf(masters);
+    const [lagging, other] = masters.filter((master) => master !== leader) as [Master, Master];
+    await leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
+    const device = generateKeyPair(chain.rng);
+    await leader.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    await until('the lagging follower to have the device', () => lagging.node.height === leader.node.height);
+    // It is cut off while the other two commit 30 blocks, one at a time.
+    tamper.current = (from, to, message) => (from === lagging.id || to === lagging.id ? undefined : message);
+    const away = lagging.node.height;
+    for (let index = 0; index < 30; index++) await leader.node.submit(makeMessage(chain, device, { address: '/plant', key: `k${index % 7}`, body: `reading ${index}` }));
+    expect(leader.runtime.raft.firstIndex()).toBeGreaterThan(lagging.runtime.raft.lastIndex() + 1);
+    tamper.current = undefined;
+    await until('the lagging follower to catch up', () => lagging.node.height === leader.node.height, 15_000);
+    expect(lagging.node.height).toBeGreaterThan(away + 29);
+    expect(lagging.node.cache.digest()).toEqual(leader.node.cache.digest());
+    // Its log now starts after the snapshot, and it follows the leader's appends again.
+    expect(lagging.runtime.raft.firstIndex()).toBeGreaterThan(1);
+    await leader.node.submit(makeMessage(chain, device, { address: '/plant', key: 'after', body: 'after the catch-up' }));
+    await until('the follower to apply the next block', () => lagging.node.height === leader.node.height);
+    expect(lagging.refusals).toEqual([]);
+    // Every block byte for byte.
+    for (let blockHeight = 1; blockHeight <= leader.node.height; blockHeight++) expect(await lagging.node.store.getBlockBytes(blockHeight)).toEqual(await leader.node.store.getBlockBytes(blockHeight));
+    // A master restarted from an empty data directory catches up the same way, from nothing.
+    const fresh = await restart(other, { empty: true });
+    expect(fresh.node.height).toBe(0);
+    await until('the empty master to catch up', () => fresh.node.height === leader.node.height, 15_000);
+    expect(fresh.node.cache.digest()).toEqual(leader.node.cache.digest());
+    expect(new TextDecoder().decode(fresh.node.getEntry('/plant', 'after')!.value)).toBe('after the catch-up');
+    // And a restart of the caught-up master, on its own store, picks up where it was.
+    const again = await restart(fresh);
+    expect(again.node.height).toBe(leader.node.height);
+    await leader.node.submit(makeMessage(chain, device, { address: '/plant', key: 'last', body: 'last' }));
+    await until('everyone at the same height', () => masters.every((master) => master.node.height === leader.node.height));
+    for (const master of masters) expect(master.node.cache.digest()).toEqual(leader.node.cache.digest());
+    for (const master of masters) await master.close();
+  }, 60_000);
+
+  it('a master stopped in the middle of its catch-up resumes it after a restart, on what it had stored', async () => {
+    const tamper: { current: Tamper | undefined } = { current: undefined };
+    const { chain, masters, restart } = await startCluster(3, tamper, 2);
+    const leader = await leaderOf(masters);
+    const follower = masters.find((master) => master !== leader)!;
+    await leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
+    const device = generateKeyPair(chain.rng);
+    await leader.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    // Near-full blocks, so that an answer carries only a few of them.
+    const body = 'x'.repeat(7_000);
+    for (let index = 0; index < 24; index++) await leader.node.submit(makeMessage(chain, device, { address: '/plant', key: `k${index % 5}`, body: `${index}${body}` }));
+    // Restarted empty, it gets one answer of blocks; the rest never come (every master's answers to it are lost).
+    let answers = 0;
+    tamper.current = (from, to, message) => (message.type === 'rpc' && to === follower.id && message.bytes[0] === 2 && answers++ >= 2 ? undefined : message);
+    const fresh = await restart(follower, { empty: true });
+    await until('part of the catch-up', () => fresh.node.height > 0 && answers >= 3, 10_000);
+    const partial = fresh.node.height;
+    expect(partial).toBeLessThan(leader.node.height);
+    // It stops there; on restart its chain is past its Raft log, which it must reconcile.
+    tamper.current = undefined;
+    const resumed = await restart(fresh);
+    expect(resumed.node.height).toBe(partial);
+    await until('the catch-up to finish', () => resumed.node.height === leader.node.height, 15_000);
+    expect(resumed.node.cache.digest()).toEqual(leader.node.cache.digest());
+    await leader.node.submit(makeMessage(chain, device, { address: '/plant', key: 'after', body: 'after' }));
+    await until('everyone at the same height', () => masters.every((master) => master.node.height === leader.node.height));
+    for (const master of masters) expect(master.node.cache.digest()).toEqual(leader.node.cache.digest());
+    for (const master of masters) await master.close();
+  }, 60_000);
 
   it('a device may write to any master: a follower forwards to the leader and answers with its receipt once committed', async () => {
     const { chain, masters } = await startCluster(3);

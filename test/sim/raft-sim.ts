@@ -258,11 +258,14 @@ export function runRaftSimulation(options: SimOptions): SimResult {
   const structuredCloneMessage = (message: Message): Message => (message.type === 'append' ? { ...message, entries: message.entries.map((entry) => ({ ...entry })) } : { ...message });
 
   const checkLogMatching = (): void => {
-    // Each node's log by index: what its state machine applied (the compacted part), then the entries it holds.
+    // Each node's log by index: the entries it holds, and over them what its state machine applied
+    // (the compacted part). Applied entries win: a node that crashed after installing a snapshot and
+    // before its log's new start was persisted still holds older entries below it on disk, which
+    // its restart discards (Raft's constructor takes the state machine's applied index as a snapshot).
     const logs = [...nodes.values()].map((node) => {
       const byIndex = new Map<number, Entry>();
-      for (const entry of node.applied) byIndex.set(entry.index, entry);
       for (const entry of node.disk.log) byIndex.set(entry.index, entry);
+      for (const entry of node.applied) byIndex.set(entry.index, entry);
       return { id: node.id, byIndex };
     });
     for (let a = 0; a < logs.length; a++) {

@@ -14,6 +14,7 @@ interface Restored {
   hardState?: HardState;
   log?: Entry[];
   applied?: number;
+  empty?: boolean;
 }
 
 interface Member {
@@ -461,5 +462,55 @@ describe('Raft replication', () => {
     // Entries committed before the restart were applied by the old instance; the new one applies what follows.
     expect(cluster.appliedData(follower)).toEqual(['block 4']);
     expect(restarted.commit).toBe(leader.commit);
+  });
+});
+
+describe('Raft with a member that lost its disk', () => {
+  it('the leader notices that a follower no longer holds what it acknowledged, and replicates it all again', () => {
+    const cluster = new Cluster(['a', 'b', 'c']);
+    const leader = cluster.elect();
+    for (let index = 0; index < 5; index++) leader.propose(bytes(`block ${index}`));
+    cluster.flush();
+    const follower = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+    expect(cluster.node(follower).lastIndex()).toBe(leader.lastIndex());
+    // It comes back with nothing: no hard state, no log.
+    cluster.start(follower, { empty: true });
+    leader.propose(bytes('after'));
+    cluster.tick(HEARTBEAT * 3);
+    expect(cluster.node(follower).lastIndex()).toBe(leader.lastIndex());
+    expect(cluster.appliedData(follower)).toEqual(['block 0', 'block 1', 'block 2', 'block 3', 'block 4', 'after']);
+  });
+
+  it('an empty member grants no vote for an election timeout, then only in terms above those it saw', () => {
+    // c starts empty; a and b have been running (term 3). c may have voted in term 3 before it lost its disk.
+    const hardState = { term: 3, vote: undefined, commit: 0 };
+    const cluster = new Cluster(['a', 'b', 'c'], [], { a: { hardState }, b: { hardState } });
+    cluster.start('c', { empty: true });
+    // a stands at once for term 4, while c is still watching: b alone would have to elect it, and
+    // refuses while it is in its own timeout; c must refuse too.
+    cluster.isolate('b');
+    const c = cluster.node('c');
+    c.step({ type: 'vote', from: 'a', to: 'c', term: 4, lastLogIndex: 0, lastLogTerm: 0 });
+    const refused = c.ready().messages.find((message) => message.type === 'voteResponse');
+    expect(refused).toMatchObject({ granted: false });
+    // After one election timeout, a vote in a term above what it saw is granted…
+    for (let tick = 0; tick < ELECTION; tick++) c.tick();
+    c.ready();
+    c.step({ type: 'vote', from: 'a', to: 'c', term: 5, lastLogIndex: 0, lastLogTerm: 0 });
+    expect(c.ready().messages.find((message) => message.type === 'voteResponse')).toMatchObject({ granted: true, term: 5 });
+  });
+
+  it('an empty member that saw term 7 while it watched never votes in term 7', () => {
+    const cluster = new Cluster(['a', 'b', 'c'], [], {});
+    cluster.start('c', { empty: true });
+    const c = cluster.node('c');
+    // A message of term 7 reaches it while it watches.
+    c.step({ type: 'append', from: 'b', to: 'c', term: 7, prevLogIndex: 0, prevLogTerm: 0, entries: [], commit: 0 });
+    c.ready();
+    for (let tick = 0; tick < ELECTION; tick++) c.tick();
+    c.ready();
+    // Term 7's leader b is gone; a asks for c's vote in term 7 (its own campaign for 7 after b's).
+    c.step({ type: 'vote', from: 'a', to: 'c', term: 7, lastLogIndex: 0, lastLogTerm: 0 });
+    expect(c.ready().messages.find((message) => message.type === 'voteResponse')).toMatchObject({ granted: false });
   });
 });
