@@ -104,6 +104,10 @@ export class RaftReplicator implements BlockReplicator {
     return proposal;
   }
 
+  nodeFailed(error: unknown): void {
+    this.runtime.abort(error, 'the node stopped producing blocks');
+  }
+
   abandon(blocks: readonly BlockWrite[]): void {
     for (const block of blocks) this.own.delete(block.bytes);
   }

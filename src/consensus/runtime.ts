@@ -303,6 +303,12 @@ export class RaftRuntime {
     this.kick();
   }
 
+  /** The caller's state machine failed: this node stops taking part, as if the runtime had failed. */
+  abort(error: unknown, reason: string): void {
+    if (this.stopped) return;
+    this.fail(error, reason);
+  }
+
   private fail(error: unknown, reason: string): void {
     this.failure = kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason, cause: String(error) });
     this.options.logger.error({ error: String(error) }, `raft: ${reason}; this node stops taking part`);

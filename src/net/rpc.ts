@@ -87,14 +87,16 @@ export class PeerRpc {
     this.nextId = this.nextId === 0xffff_ffff ? 1 : this.nextId + 1;
     const frame = header(CHANNEL_REQUEST, id, method, body);
     return new Promise<Uint8Array>((resolve, reject) => {
-      if (!this.options.transport.send(to, frame)) {
-        reject(kalimaError('KALIMA_ERR_NET_UNREACHABLE', { peer: to }));
-        return;
-      }
+      // Registered before it goes out: a transport may deliver the answer before send returns.
       const timer = this.options.scheduler.setTimeout(() => {
         if (this.outstanding.delete(id)) reject(kalimaError('KALIMA_ERR_NET_TIMEOUT', { peer: to, timeoutMs }));
       }, timeoutMs);
       this.outstanding.set(id, { to, resolve, reject, timer });
+      if (!this.options.transport.send(to, frame)) {
+        this.outstanding.delete(id);
+        this.options.scheduler.clearTimeout(timer);
+        reject(kalimaError('KALIMA_ERR_NET_UNREACHABLE', { peer: to }));
+      }
     });
   }
 

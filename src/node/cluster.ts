@@ -34,10 +34,10 @@ const METHOD_SUBMIT = 1;
 const METHOD_POINT = 2;
 /** Committed blocks by height, as many as fit one answer: a catch-up's transfer. */
 const METHOD_BLOCKS = 3;
-/** How long a follower waits for the leader's answer before it asks again (the leader may have changed). */
-const FORWARD_ATTEMPT_MS = 1_000;
 /** A catch-up's requests: each answer is at most one link frame of blocks. */
 const CATCH_UP_CALL_MS = 10_000;
+/** How long a follower first waits for the leader's answer to a forwarded message before it asks again (then twice as long, and so on). */
+const FORWARD_FIRST_PATIENCE_MS = 2_000;
 const CATCH_UP_BLOCKS_PER_CALL_MAX = 64;
 const CATCH_UP_RETRY_MS = 500;
 
@@ -101,6 +101,25 @@ export class ClusterMaster {
 
   /** Messages this follower is handing to the leader now. */
   private forwardingNow = 0;
+  /** Committed entries are applied here, in order, off the Raft loop. */
+  private applying: Promise<void> = Promise.resolve();
+
+  private enqueueApply(entries: Entry[]): void {
+    this.applying = this.applying.then(async () => {
+      if (this.runtime.isStopped) return;
+      try {
+        await this.applyCommitted(entries);
+      } catch (error) {
+        // Raft counts these as applied: carrying on would skip them.
+        this.runtime.abort(error, 'applying committed entries failed');
+      }
+    });
+  }
+
+  /** Resolves once every committed entry handed out so far is applied. */
+  whenIdle(): Promise<void> {
+    return this.applying;
+  }
 
   /** The ids (x-only keys, hex) of the masters. */
   get id(): string {
@@ -118,7 +137,8 @@ export class ClusterMaster {
     const applied = appliedIndexOf(tip?.height ?? 0, snapshot, log);
     // Set once everything is built; the runtime's callbacks run only after start().
     let master!: ClusterMaster;
-    const rpc = new PeerRpc({ transport: options.transport, scheduler: options.scheduler, logger: options.logger });
+    // A follower may hand on as many messages as a leader takes in.
+    const rpc = new PeerRpc({ transport: options.transport, scheduler: options.scheduler, logger: options.logger, inFlightPerPeerMax: options.pendingMessagesMax ?? 20_000 });
     const runtime = new RaftRuntime({
       raft: {
         id, voters: ids, electionTicks: options.electionTicks ?? 10, heartbeatTicks: options.heartbeatTicks ?? 2, rng: options.rng,
@@ -130,7 +150,9 @@ export class ClusterMaster {
       send: (to, bytes) => rpc.raft.send(to, bytes),
       // A block of the current term must be its leader's; the sender is the leader of the append's term.
       admit: (entries, sender) => master.gate.admit(entries, { term: sender.term, keyHex: sender.id }),
-      apply: (entries) => master.applyCommitted(entries),
+      // Handed to the master's apply queue, not awaited: an own block's apply waits for the node's
+      // chain-store write, and the Raft loop (heartbeats included) must not wait for a disk.
+      apply: (entries) => master.enqueueApply(entries),
       // A follower further behind than the leader's log catches up on blocks from the masters; its
       // Raft waits meanwhile, since the catch-up itself applies the committed blocks.
       fetchSnapshot: (meta) => master.catchUp(meta),
@@ -228,6 +250,10 @@ export class ClusterMaster {
    */
   private async catchUp(meta: SnapshotMeta & { from: string }): Promise<() => void> {
     const { logger, scheduler } = this.context;
+    // What Raft handed out before it paused (this very Ready included) is applied first: the
+    // catch-up continues from there.
+    await this.runtime.idle();
+    await this.applying;
     const answer = new TextDecoder().decode(await this.rpc.call(meta.from, METHOD_POINT, encodeJson({ index: meta.index }), CATCH_UP_CALL_MS));
     const point = JSON.parse(answer) as { height: number; hash: string };
     if (!Number.isSafeInteger(point.height) || point.height < 0 || typeof point.hash !== 'string') throw kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'a master answered with a snapshot point this node cannot read' });
@@ -339,41 +365,100 @@ export class ClusterMaster {
       const deadline = clock.nowMs() + timeoutMs;
       const encoded = encodeSignedMessage(message);
       const hashHex = toHex(hash);
+      const wait = (ms: number): Promise<void> => new Promise<void>((resolve) => scheduler.setTimeout(resolve, ms));
+      // Set once a try may have reached a leader: from then on, only a receipt settles it for sure.
       let sent = false;
-      let lastError: unknown;
+      let lastCode: string | undefined;
+      // A leader that does not answer is asked again, at growing intervals (its answer may have
+      // been lost; a leader still working on the message joins the new request to it).
+      let askedLeader: string | undefined;
+      let patienceMs = FORWARD_FIRST_PATIENCE_MS;
       for (;;) {
         const leader = this.runtime.raft.leader;
-        if (this.replicator.mayProduce()) return await this.node.submit(message, { forwarded: true });
         const remaining = deadline - clock.nowMs();
-        if (leader !== undefined && leader !== this.id && remaining > 0) {
-          try {
-            // Asked again after a while: the leader may have changed (or lost the request), and a
-            // leader still working on it joins the new request to the first (same message).
-            return decodeReceipt(await this.rpc.call(leader, METHOD_SUBMIT, encoded, Math.min(remaining, FORWARD_ATTEMPT_MS)));
-          } catch (error) {
-            if (sent && isKalimaError(error, 'KALIMA_ERR_LEDGER_NONCE_REPLAYED') && (error.details.committed as { messageHash?: unknown } | undefined)?.messageHash === hashHex) {
-              return error.details.committed as CommitReceipt;
-            }
-            const retryable = isKalimaError(error, 'KALIMA_ERR_NET_TIMEOUT') || isKalimaError(error, 'KALIMA_ERR_CONSENSUS_NOT_LEADER') || isKalimaError(error, 'KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN')
-              || isKalimaError(error, 'KALIMA_ERR_NET_UNREACHABLE') || isKalimaError(error, 'KALIMA_ERR_NODE_STOPPING') || isKalimaError(error, 'KALIMA_ERR_NODE_NOT_READY');
-            if (!retryable) throw error;
-            if (!isKalimaError(error, 'KALIMA_ERR_NET_UNREACHABLE')) sent = true;
-            lastError = error;
+        let attempt: Promise<CommitReceipt> | undefined;
+        if (remaining <= 0 || this.runtime.isStopped) break;
+        if (this.replicator.mayProduce()) attempt = this.node.submit(message, { forwarded: true });
+        else if (leader !== undefined && leader !== this.id) {
+          patienceMs = leader === askedLeader ? patienceMs * 2 : FORWARD_FIRST_PATIENCE_MS;
+          askedLeader = leader;
+          attempt = this.askLeader(leader, encoded, hashHex, Math.min(remaining, patienceMs));
+        }
+        if (attempt === undefined) {
+          await wait(retryMs);
+          continue;
+        }
+        const triedSent = sent;
+        try {
+          return await attempt;
+        } catch (error) {
+          // An earlier try committed it and its answer was lost: the chain's receipt is the answer.
+          if (isKalimaError(error, 'KALIMA_ERR_LEDGER_NONCE_REPLAYED') && triedSent && (error.details.committed as { messageHash?: unknown } | undefined)?.messageHash === hashHex) {
+            return error.details.committed as CommitReceipt;
           }
+          const code: string | undefined = error instanceof LeaderChanged ? error.code : isKalimaError(error) ? error.code : undefined;
+          lastCode = code ?? lastCode;
+          const notTaken = code === 'KALIMA_ERR_NET_UNREACHABLE' || code === 'KALIMA_ERR_NODE_NOT_READY' || code === 'KALIMA_ERR_NODE_STOPPING' || code === 'KALIMA_ERR_API_OVERLOADED';
+          // NOT_LEADER too: a leader that lost the leadership with the message in a block refuses
+          // it so, and the next leader may still commit that block.
+          const maybeTaken = code === 'KALIMA_ERR_NET_TIMEOUT' || code === 'KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN' || code === 'KALIMA_ERR_CONSENSUS_NOT_LEADER' || code === 'LEADER_CHANGED';
+          if (!notTaken && !maybeTaken) {
+            // A refusal of the message itself. After a try that may have committed it, the refusal
+            // may only reflect that commit (or what followed it): the outcome is not known.
+            if (triedSent) throw kalimaError('KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', { reason: 'an earlier try may have committed the message; a retry with the same nonce is safe', cause: code ?? 'KALIMA_ERR_NODE_INTERNAL' });
+            throw error;
+          }
+          if (maybeTaken) sent = true;
         }
-        if (clock.nowMs() >= deadline || this.runtime.isStopped) {
-          if (sent) throw kalimaError('KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', { reason: 'no leader took the message in time; a retry with the same nonce is safe', leader: this.runtime.raft.leader ?? null, last: String((lastError as { code?: string } | undefined)?.code ?? '') });
-          throw kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { reason: 'no leader could be reached in time; retry', leader: this.runtime.raft.leader ?? null, leaderApi: this.replicator.leaderApi() ?? null, term: this.runtime.raft.term });
-        }
-        await new Promise<void>((resolve) => scheduler.setTimeout(resolve, retryMs));
+        await wait(retryMs);
       }
+      if (sent) throw kalimaError('KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', { reason: 'no leader took the message in time; a retry with the same nonce is safe', leader: this.runtime.raft.leader ?? null, last: lastCode ?? null });
+      throw kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { reason: 'no leader could be reached in time; retry', leader: this.runtime.raft.leader ?? null, leaderApi: this.replicator.leaderApi() ?? null, term: this.runtime.raft.term, last: lastCode ?? null });
     } finally {
       this.forwardingNow--;
     }
   }
 
+  /**
+   * One request to the leader for the message, answered when it commits there. It is asked once per
+   * leader: if this node comes to know another leader meanwhile, the try is given up (rejecting with
+   * LEADER_CHANGED) and the next goes to the new one.
+   */
+  private askLeader(leader: string, encoded: Uint8Array, hashHex: string, timeoutMs: number): Promise<CommitReceipt> {
+    const { scheduler, retryMs } = this.context;
+    return new Promise<CommitReceipt>((resolve, reject) => {
+      let settled = false;
+      const watch = (): void => {
+        if (settled) return;
+        if (this.runtime.raft.leader !== leader || this.runtime.isStopped) {
+          settled = true;
+          reject(new LeaderChanged());
+          return;
+        }
+        scheduler.setTimeout(watch, retryMs);
+      };
+      scheduler.setTimeout(watch, retryMs);
+      this.rpc.call(leader, METHOD_SUBMIT, encoded, timeoutMs).then((body) => {
+        if (settled) return;
+        settled = true;
+        try {
+          const receipt = decodeReceipt(body);
+          if (receipt.messageHash !== hashHex) throw kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'the leader answered with the receipt of another message' });
+          resolve(receipt);
+        } catch (error) {
+          reject(error);
+        }
+      }, (error: unknown) => {
+        if (settled) return;
+        settled = true;
+        reject(error);
+      });
+    });
+  }
+
   async close(): Promise<void> {
     this.runtime.stop();
+    await this.applying;
     await this.node.close();
     await this.rpc.close();
   }
@@ -505,4 +590,9 @@ function decodeBlocks(body: Uint8Array): Uint8Array[] {
     offset += 4 + length;
   }
   return blocks;
+}
+
+/** A forwarded message's try given up because another master now leads (internal to forward()). */
+class LeaderChanged extends Error {
+  readonly code = 'LEADER_CHANGED';
 }

@@ -90,6 +90,8 @@ export interface BlockReplicator {
   replicate(blocks: readonly BlockWrite[]): Promise<{ committed: number; lost: boolean }>;
   /** Blocks this node produced and will not apply itself (it lost its leadership): if they commit after all, they come back as anyone else's. */
   abandon(blocks: readonly BlockWrite[]): void;
+  /** The node stopped producing after a failure: it must not go on leading (or standing), so another master takes over. */
+  nodeFailed?(error: unknown): void;
 }
 
 interface Pending {
@@ -569,6 +571,13 @@ export class KalimaNode {
       this.stop(error, 'applying a durable block failed; the node stops producing', kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'applying a block failed' }), committed.flatMap((produced) => produced.included));
       return;
     }
+    if (this.failure !== undefined && this.undurable.length > 0) {
+      // The node stopped producing during this write: what it did not commit stays unsettled
+      // otherwise (nothing writes again). Proposed already, it may still commit in the cluster.
+      const refusal = kalimaError('KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', { reason: 'this node stopped before the block committed; it may still commit; a retry with the same nonce is safe' });
+      for (const produced of this.undurable.splice(0)) for (const pending of produced.included) this.settle(pending, { error: refusal });
+      return;
+    }
     if (lost) {
       this.yieldLeadership();
       return;
@@ -664,6 +673,7 @@ export class KalimaNode {
   private stop(error: unknown, message: string, refusal: unknown, taken: Pending[], height = this.head.tip.height + 1): void {
     this.failure ??= error;
     this.options.logger.error({ err: error, height }, message);
+    this.options.replicator?.nodeFailed?.(error);
     for (const pending of taken) this.settle(pending, { error: refusal });
     // A synced write in progress may yet succeed: its blocks wait for its outcome (writeReady).
     const writing = this.writingBatch ?? [];

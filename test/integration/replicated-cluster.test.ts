@@ -426,6 +426,54 @@ describe('three masters with consensus in the loop', () => {
     for (const master of masters) await master.close();
   });
 
+  it('a leader whose chain-store write is slow keeps leading: the Raft loop does not wait for the disk', async () => {
+    const { chain, masters } = await startCluster(3);
+    const leader = await leaderOf(masters);
+    const term = leader.runtime.raft.term;
+    await leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
+    // The next write takes 20 election timeouts (ticks of 5 ms, timeouts of 10 to 20 ticks).
+    const store = leader.node.store;
+    const commitBlocks = store.commitBlocks.bind(store);
+    let slow = true;
+    store.commitBlocks = async (blocks) => {
+      if (slow) {
+        slow = false;
+        await new Promise((resolve) => setTimeout(resolve, 1_000));
+      }
+      return commitBlocks(blocks);
+    };
+    const receipt = await leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/slow', body: encodeAddressRecord({ description: '' }) }));
+    expect(receipt.height).toBe(2);
+    // Heartbeats went on meanwhile: nobody stood.
+    expect(leader.runtime.raft.role).toBe('leader');
+    for (const master of masters) expect(master.runtime.raft.term).toBe(term);
+    await until('the followers to apply it', () => masters.every((master) => master.node.height === 2));
+    for (const master of masters) await master.close();
+  });
+
+  it('a leader whose node fails stops taking part, so another master leads and takes the writes', async () => {
+    const { chain, masters } = await startCluster(3);
+    const first = await leaderOf(masters);
+    await first.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
+    // Its disk refuses the next write.
+    first.node.store.commitBlocks = async () => {
+      throw new Error('the disk is gone');
+    };
+    await expect(first.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/lost', body: encodeAddressRecord({ description: '' }) })))
+      .rejects.toMatchObject({ code: expect.stringMatching(/^KALIMA_ERR_(NODE_NOT_READY|CONSENSUS_OUTCOME_UNKNOWN)$/) });
+    expect(first.runtime.isStopped).toBe(true);
+    const others = masters.filter((master) => master !== first);
+    const second = await leaderOf(others, 15_000);
+    expect(second.id).not.toBe(first.id);
+    // A write through the other follower goes to the new leader.
+    const follower = others.find((master) => master !== second)!;
+    const receipt = await follower.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/after', body: encodeAddressRecord({ description: '' }) }));
+    expect((await second.node.getBlock(receipt.height))!.header.leader).toEqual(Uint8Array.from(Buffer.from(second.id, 'hex')));
+    // The failed master refuses writes with a code that says it is not serving.
+    await expect(first.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/x', body: encodeAddressRecord({ description: '' }) }))).rejects.toMatchObject({ code: 'KALIMA_ERR_NODE_NOT_READY' });
+    for (const master of masters) await master.close();
+  });
+
   it('a leader that loses the leadership while a write it started still commits refuses what queued behind that write', async () => {
     const tamper: { current: Tamper | undefined } = { current: undefined };
     const { chain, masters } = await startCluster(3, tamper);
