@@ -1,130 +1,252 @@
-// `kalima devnet` (what `npm start` runs): a one-node chain under ./.kalima/devnet with a demo
-// device writing sensor readings, and a live status line.
-import { rm } from 'node:fs/promises';
+// `kalima devnet` (what `npm start` runs): a PrivaChain of five masters under ./.kalima/devnet, each
+// a `kalima node` process of its own on loopback, with a demo device writing sensor readings through
+// them and a demo subscriber, and a status line: the leader, the term, each master's height and the
+// commit rate.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { isKalimaError } from '../errors.ts';
 import { KalimaClient, generateDeviceKey, loadDeviceKey, saveDeviceKey } from '../sdk/client.ts';
-import { createLogger, startNode, type RunningNode } from '../node/runtime.ts';
-import { fileExists, loadConfig } from '../node/config.ts';
-import { initChain } from './init.ts';
+import { fileExists, type NodeConfigJson } from '../node/config.ts';
+import { toHex } from '../ledger/hash.ts';
+import { initCluster } from './init.ts';
+import { readCluster } from './cluster-status.ts';
 
 const DEMO_ADDRESS = '/sensors/plant1';
 const DEMO_PERIOD_MS = 500;
 const DEMO_TTL_SECONDS = 60;
+const MASTERS = 5;
+const BIN = fileURLToPath(new URL('../../bin/kalima.mjs', import.meta.url));
+const RETRYABLE = new Set(['KALIMA_ERR_CONSENSUS_NOT_LEADER', 'KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', 'KALIMA_ERR_SDK_UNREACHABLE', 'KALIMA_ERR_NODE_NOT_READY', 'KALIMA_ERR_NODE_STOPPING']);
 
 export interface DevnetOptions {
   directory: string;
   /** Delete the devnet's directory first and start a new chain. */
   fresh?: boolean;
+  /** The first master's API port (the others follow); 0 for free ports. Default 9118, or free ports if those are taken. */
   port?: number;
   /** Print the status line this often. */
   statusIntervalMs?: number;
   out?: NodeJS.WriteStream;
 }
 
-export async function runDevnet(options: DevnetOptions): Promise<{ running: RunningNode; stop: () => Promise<void> }> {
+export interface Devnet {
+  /** Each master's API URL, m1 first. */
+  urls: string[];
+  children: ChildProcess[];
+  stop: () => Promise<void>;
+}
+
+async function portIsFree(port: number): Promise<boolean> {
+  const server = createServer();
+  try {
+    server.listen(port, '127.0.0.1');
+    await once(server, 'listening');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    server.close();
+  }
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+/** Tries an action until it succeeds or fails with a code that a leader change does not explain. */
+async function retrying<T>(action: () => Promise<T>, deadlineMs = 30_000): Promise<T> {
+  const started = Date.now();
+  for (;;) {
+    try {
+      return await action();
+    } catch (error) {
+      if (!isKalimaError(error) || !RETRYABLE.has(error.code) || Date.now() - started > deadlineMs) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+}
+
+export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
   const out = options.out ?? process.stdout;
   const directory = resolve(options.directory);
-  const configFile = join(directory, 'config.json');
   if (options.fresh === true) {
     out.write(`kalima devnet: deleting ${directory} (--fresh)\n`);
     await rm(directory, { recursive: true, force: true });
   }
-  if (!(await fileExists(configFile))) {
-    out.write(`kalima devnet: creating a new chain in ${directory}\n`);
-    await initChain({ directory, chain: 'devnet' });
+  // A devnet of an earlier version ran one master from <dir>/config.json: keep it aside.
+  if (await fileExists(join(directory, 'config.json'))) {
+    const aside = `${directory}.single-${Date.now()}`;
+    out.write(`kalima devnet: ${directory} holds a single-master devnet of an earlier version; moved to ${aside}\n`);
+    await rename(directory, aside);
+  }
+  if (!(await fileExists(join(directory, 'genesis.json')))) {
+    out.write(`kalima devnet: creating a new chain of ${MASTERS} masters in ${directory}\n`);
+    await initCluster({ directory, chain: 'devnet', masters: MASTERS });
     await saveDeviceKey(join(directory, 'keys', 'demo-device.json'), generateDeviceKey());
   }
-  const config = await loadConfig(configFile);
-  if (options.port !== undefined) config.port = options.port;
-  // Logs go to a file so the terminal keeps the status line; warnings and errors show too.
-  const logFile = join(directory, 'node.log');
-  const logger = createLogger('info', logFile);
-  let running: RunningNode;
-  try {
-    running = await startNode(config, {
-      logger,
-      onVerifyProgress: ({ height, tipHeight }) => out.write(`\rchecking the stored chain: block ${height} of ${tipHeight}`),
+  const configFiles = Array.from({ length: MASTERS }, (_, index) => join(directory, `m${index + 1}`, 'config.json'));
+  const configs = await Promise.all(configFiles.map(async (file) => JSON.parse(await readFile(file, 'utf8')) as NodeConfigJson));
+
+  // Ports: m1's API on the base port and the others after it, node links 100 above; free ports if
+  // any of those is taken (or with --port 0).
+  const base = options.port ?? 9118;
+  const preferred = configs.map((_, index) => ({ api: base + index, link: base + 100 + index }));
+  let ports = preferred;
+  const available = base !== 0 && (await Promise.all(preferred.flatMap((pair) => [portIsFree(pair.api), portIsFree(pair.link)]))).every(Boolean);
+  if (!available) {
+    if (base !== 0) out.write(`kalima devnet: some of ports ${base}–${base + MASTERS - 1} or ${base + 100}–${base + 100 + MASTERS - 1} are in use; using free ports instead\n`);
+    ports = [];
+    for (let index = 0; index < MASTERS; index++) ports.push({ api: await freePort(), link: await freePort() });
+  }
+  const urls = ports.map((pair) => `http://127.0.0.1:${pair.api}`);
+  const masters = configs.map((config, index) => ({ key: config.cluster!.masters![index]!.key!, host: '127.0.0.1', port: ports[index]!.link, api: urls[index]! }));
+  for (const [index, config] of configs.entries()) {
+    const next: NodeConfigJson = {
+      ...config, port: ports[index]!.api, verifierThreads: 1,
+      cluster: { ...config.cluster, linkHost: '127.0.0.1', linkPort: ports[index]!.link, masters },
+    };
+    await writeFile(configFiles[index]!, `${JSON.stringify(next, null, 2)}\n`);
+  }
+
+  // Five processes; each logs to its own file.
+  let stopping = false;
+  const children = configFiles.map((file, index) => {
+    const log = createWriteStream(join(directory, `m${index + 1}`, 'node.log'), { flags: 'a' });
+    const child = spawn(process.execPath, [BIN, 'node', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.pipe(log);
+    child.stderr!.pipe(log);
+    child.on('exit', (code, signal) => {
+      if (!stopping) out.write(`\nkalima devnet: master m${index + 1} exited (${signal ?? code}); see ${join(directory, `m${index + 1}`, 'node.log')}\n`);
     });
-  } catch (error) {
-    if ((error as { code?: string }).code === 'EADDRINUSE') {
-      out.write(`kalima devnet: port ${config.port} is in use; starting on a free port instead\n`);
-      config.port = 0;
-      running = await startNode(config, { logger });
-    } else {
-      if (isKalimaError(error) && error.code.startsWith('KALIMA_ERR_STORE_')) {
-        out.write(`kalima devnet: the chain in ${directory} cannot be served (${error.code}); \`kalima devnet --fresh\` starts a new one\n`);
+    return child;
+  });
+  const stopChildren = async (): Promise<void> => {
+    stopping = true;
+    await Promise.all(children.map(async (child) => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    }));
+  };
+  try {
+    out.write(`kalima devnet: starting ${MASTERS} masters\n`);
+    const deadline = Date.now() + 60_000;
+    for (const [index, url] of urls.entries()) {
+      for (;;) {
+        if (children[index]!.exitCode !== null) throw new Error(`master m${index + 1} exited while starting; see ${join(directory, `m${index + 1}`, 'node.log')}`);
+        if (Date.now() > deadline) throw new Error(`master m${index + 1} did not answer within 60 s; see ${join(directory, `m${index + 1}`, 'node.log')}`);
+        try {
+          if ((await fetch(`${url}/status`)).ok) break;
+        } catch {
+          // not listening yet
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
       }
-      throw error;
     }
+  } catch (error) {
+    await stopChildren();
+    throw error;
   }
 
-  const admin = new KalimaClient({ url: running.url, key: await loadDeviceKey(join(directory, 'keys', 'admin.json')) });
-  const device = new KalimaClient({ url: running.url, key: await loadDeviceKey(join(directory, 'keys', 'demo-device.json')) });
-  if (running.node.getEntry('/kalima/addresses', DEMO_ADDRESS) === undefined) await admin.createAddress(DEMO_ADDRESS, 'demo temperature sensor');
-  if (running.node.getEntry('/kalima/devices', device.deviceId) === undefined) {
-    await admin.registerDevice(device.deviceId, { name: 'demo sensor', pub: ['/sensors'], sub: ['/sensors', '/alarms'] });
+  const adminKey = await loadDeviceKey(join(directory, 'keys', 'admin.json'));
+  const deviceKey = await loadDeviceKey(join(directory, 'keys', 'demo-device.json'));
+  // The admin writes through m1 and the device through every master in turn: followers forward.
+  const admin = new KalimaClient({ url: urls[0]!, key: adminKey });
+  const devices = urls.map((url) => new KalimaClient({ url, key: deviceKey }));
+  try {
+    const entry = async (address: string, key: string): Promise<boolean> => (await retrying(() => admin.get(address, key))) !== undefined;
+    if (!(await entry('/kalima/addresses', DEMO_ADDRESS))) await retrying(() => admin.createAddress(DEMO_ADDRESS, 'demo temperature sensor'));
+    if (!(await entry('/kalima/devices', toHex(deviceKey.publicKey)))) {
+      await retrying(() => admin.registerDevice(toHex(deviceKey.publicKey), { name: 'demo sensor', pub: ['/sensors'], sub: ['/sensors', '/alarms'] }));
+    }
+  } catch (error) {
+    await stopChildren();
+    throw error;
   }
 
+  const demoKey = join(directory, 'keys', 'demo-device.json');
   out.write([
     '',
-    `Kalima devnet "${running.node.chain}" is running.`,
-    `  API        ${running.url}   (OpenAPI: ${running.url}/docs)`,
-    `  data       ${config.dataDir}`,
-    `  admin key  ${join(directory, 'keys', 'admin.json')}`,
-    `  log        ${logFile}`,
-    `  try        npx kalima get --url ${running.url} --key ${join(directory, 'keys', 'demo-device.json')} ${DEMO_ADDRESS} temp-1`,
-    `             npx kalima watch --url ${running.url} --key ${join(directory, 'keys', 'demo-device.json')} /sensors`,
-    'Ctrl-C stops it; the chain stays in the data directory.',
+    `Kalima devnet "devnet" is running: ${MASTERS} masters, each its own process.`,
+    ...urls.map((url, index) => `  m${index + 1} API  ${url}   log ${join(directory, `m${index + 1}`, 'node.log')}`),
+    `  OpenAPI  ${urls[0]}/docs`,
+    `  admin key ${join(directory, 'keys', 'admin.json')}`,
+    `  try      npx kalima status --url ${urls[0]}`,
+    `           npx kalima get --url ${urls[1]} --key ${demoKey} ${DEMO_ADDRESS} temp-1`,
+    `           npx kalima watch --url ${urls[2]} --key ${demoKey} /sensors`,
+    '  not yet  a validation node (issue 3)',
+    'Ctrl-C stops it; the chain stays in the data directories.',
     '',
   ].join('\n') + '\n');
 
-  let stopped = false;
   let reading = 0;
   const writer = setInterval(() => {
     reading++;
     const celsius = (20 + 5 * Math.sin(reading / 20)).toFixed(2);
     const humidity = (45 + 10 * Math.cos(reading / 30)).toFixed(1);
+    const device = devices[reading % devices.length]!;
     Promise.all([
       device.put(DEMO_ADDRESS, 'temp-1', JSON.stringify({ celsius: Number(celsius), reading }), { ttl: DEMO_TTL_SECONDS }),
       device.put(DEMO_ADDRESS, 'humidity-1', JSON.stringify({ percent: Number(humidity), reading }), { ttl: DEMO_TTL_SECONDS }),
     ]).catch((error: unknown) => {
-      if (!stopped) out.write(`\ndemo device: ${isKalimaError(error) ? error.code : String(error)}\n`);
+      if (!stopping) out.write(`\ndemo device: ${isKalimaError(error) ? error.code : String(error)}\n`);
     });
   }, DEMO_PERIOD_MS);
 
-  // A demo subscriber, so the status line shows the push path working.
+  // A demo subscriber on a master other than the one written to first: every master pushes.
   const subscription = new AbortController();
   let received = 0;
   void (async () => {
     try {
-      for await (const _message of device.subscribe('/sensors', { signal: subscription.signal })) received++;
+      for await (const _message of devices[1]!.subscribe('/sensors', { signal: subscription.signal })) received++;
     } catch (error) {
-      if (!stopped) out.write(`\ndemo subscriber: ${isKalimaError(error) ? error.code : String(error)}\n`);
+      if (!stopping) out.write(`\ndemo subscriber: ${isKalimaError(error) ? error.code : String(error)}\n`);
     }
   })();
 
   const intervalMs = options.statusIntervalMs ?? (out.isTTY ? 1000 : 5000);
-  let lastCount = running.node.committedMessageCount;
-  let lastAt = Date.now();
+  let previous: { sequence: number; at: number } | undefined;
+  let reporting = false;
   const status = setInterval(() => {
-    const now = Date.now();
-    const count = running.node.committedMessageCount;
-    const rate = ((count - lastCount) * 1000) / Math.max(1, now - lastAt);
-    lastCount = count;
-    lastAt = now;
-    const line = `height ${running.node.height} | ${rate.toFixed(1)} msg/s | subscribers ${running.events.count} | events received ${received} | entries ${running.node.cache.size}`;
-    out.write(out.isTTY ? `\r${line}   ` : `${line}\n`);
+    if (reporting || stopping) return;
+    reporting = true;
+    void readCluster(urls[0]!, { timeoutMs: 1_000 }).catch(() => readCluster(urls[1]!, { timeoutMs: 1_000 })).then((view) => {
+      const now = Date.now();
+      const sequence = Math.max(0, ...view.rows.map((row) => row.status?.nextGlobalSequence ?? 0));
+      const rate = previous === undefined ? 0 : ((sequence - previous.sequence) * 1000) / Math.max(1, now - previous.at);
+      previous = { sequence, at: now };
+      const leader = view.rows.findIndex((row) => row.id === view.leader);
+      const heights = view.rows.map((row, index) => `m${index + 1}:${row.status?.height ?? '-'}`).join(' ');
+      const line = `leader ${leader < 0 ? 'none' : `m${leader + 1}`} | term ${view.term ?? '-'} | heights ${heights} | ${rate.toFixed(1)} msg/s | events received ${received}`;
+      if (!stopping) out.write(out.isTTY ? `\r${line}   ` : `${line}\n`);
+    }).catch((error: unknown) => {
+      if (!stopping) out.write(`\nstatus: ${String((error as { message?: string }).message ?? error)}\n`);
+    }).finally(() => {
+      reporting = false;
+    });
   }, intervalMs);
 
   const stop = async (): Promise<void> => {
-    if (stopped) return;
-    stopped = true;
+    if (stopping) return;
+    stopping = true;
     clearInterval(writer);
     clearInterval(status);
     subscription.abort();
-    await running.close();
+    await stopChildren();
     out.write('\nkalima devnet stopped\n');
   };
-  return { running, stop };
+  return { urls, children, stop };
 }

@@ -12,14 +12,15 @@ import { repairState } from '../store/repair.ts';
 import { toHex } from '../ledger/hash.ts';
 import { initChain, initCluster } from './init.ts';
 import { runDevnet } from './devnet.ts';
+import { formatCluster, readCluster } from './cluster-status.ts';
 
 const USAGE = `kalima — a Kalima PrivaChain node
 
   kalima init [--dir DIR] [--chain NAME] [--port N] [--force]   genesis file, admin and node keys, config
   kalima init --masters N [--dir DIR] [--chain NAME] [--port N] a chain of N masters on this machine (m1 … mN)
   kalima node [--config FILE]                                   run a node (default ./config.json)
-  kalima devnet [--dir DIR] [--port N] [--fresh]                a local chain with a demo device (npm start)
-  kalima status [--url URL]
+  kalima devnet [--dir DIR] [--port N] [--fresh]                a local chain of 5 masters (processes) with a demo device (npm start)
+  kalima status [--url URL] [--json]                           a node's status; for a cluster, every master's (leader, term, heights, commit rate)
   kalima put --key KEYFILE [--url URL] [--ttl S] ADDRESS KEY VALUE
   kalima get --key KEYFILE [--url URL] ADDRESS KEY
   kalima rm --key KEYFILE [--url URL] ADDRESS KEY
@@ -71,7 +72,7 @@ export async function main(argv: string[]): Promise<number> {
       dir: { type: 'string' }, chain: { type: 'string' }, port: { type: 'string' }, force: { type: 'boolean' },
       config: { type: 'string' }, url: { type: 'string' }, key: { type: 'string' }, ttl: { type: 'string' },
       from: { type: 'string' }, out: { type: 'string' }, pub: { type: 'string' }, sub: { type: 'string' }, name: { type: 'string' },
-      fresh: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, masters: { type: 'string' },
+      fresh: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, masters: { type: 'string' }, json: { type: 'boolean' },
     },
   });
   const port = values.port === undefined ? undefined : Number(values.port);
@@ -127,7 +128,15 @@ export async function main(argv: string[]): Promise<number> {
     }
     case 'status': {
       const url = values.url ?? `http://127.0.0.1:${DEFAULT_PORT}`;
-      print(await new KalimaClient({ url, key: generateDeviceKey() }).status());
+      const status = await new KalimaClient({ url, key: generateDeviceKey() }).status();
+      if (status.consensus === undefined) {
+        print(status);
+        return 0;
+      }
+      // A cluster master: every master's status, twice a second apart for the commit rate.
+      const view = await readCluster(url, { intervalMs: 1_000 });
+      if (values.json === true) print(view);
+      else process.stdout.write(`${formatCluster(view)}\n`);
       return 0;
     }
     case 'put': {

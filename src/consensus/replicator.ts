@@ -36,6 +36,11 @@ export class RaftReplicator implements BlockReplicator {
     return this.runtime.isStopped ? (this.runtime.failureReason ?? kalimaError('KALIMA_ERR_NODE_STOPPING')) : undefined;
   }
 
+  /** A master's API URL, if the configuration names it. */
+  apiOf(id: string): string | undefined {
+    return this.apis.get(id);
+  }
+
   leaderApi(): string | undefined {
     const leader = this.runtime.raft.leader;
     return leader === undefined ? undefined : this.apis.get(leader);

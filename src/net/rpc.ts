@@ -76,12 +76,14 @@ export class PeerRpc {
 
   /** Serves `method` (0–255) with `handler`; its coded errors go back to the caller as they are. */
   handle(method: number, handler: RpcHandler): void {
+    if (!Number.isInteger(method) || method < 0 || method > 255) throw new RangeError(`rpc: a method is a number from 0 to 255, not ${method}`);
     this.handlers.set(method, handler);
   }
 
   /** Calls `method` on `to`; rejects with the handler's coded error, KALIMA_ERR_NET_UNREACHABLE if it could not be sent, or KALIMA_ERR_NET_TIMEOUT. */
   call(to: string, method: number, body: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
     if (this.closed) return Promise.reject(kalimaError('KALIMA_ERR_NODE_STOPPING'));
+    if (!Number.isInteger(method) || method < 0 || method > 255) return Promise.reject(new RangeError(`rpc: a method is a number from 0 to 255, not ${method}`));
     if (body.length > RPC_BODY_BYTES_MAX) return Promise.reject(kalimaError('KALIMA_ERR_NET_MESSAGE_TOO_LARGE', { bytes: body.length, max: RPC_BODY_BYTES_MAX }));
     const id = this.nextId;
     this.nextId = this.nextId === 0xffff_ffff ? 1 : this.nextId + 1;
@@ -92,7 +94,13 @@ export class PeerRpc {
         if (this.outstanding.delete(id)) reject(kalimaError('KALIMA_ERR_NET_TIMEOUT', { peer: to, timeoutMs }));
       }, timeoutMs);
       this.outstanding.set(id, { to, resolve, reject, timer });
-      if (!this.options.transport.send(to, frame)) {
+      let sent: boolean;
+      try {
+        sent = this.options.transport.send(to, frame);
+      } catch {
+        sent = false;
+      }
+      if (!sent) {
         this.outstanding.delete(id);
         this.options.scheduler.clearTimeout(timer);
         reject(kalimaError('KALIMA_ERR_NET_UNREACHABLE', { peer: to }));
@@ -124,7 +132,7 @@ export class PeerRpc {
       else waiting.reject(decodeError(body, from));
       return;
     }
-    void this.serve(from, id, code, body);
+    this.serve(from, id, code, body).catch((error: unknown) => this.options.logger.error({ peer: from, err: error }, 'rpc: answering a request failed'));
   }
 
   private async serve(from: string, id: number, method: number, body: Uint8Array): Promise<void> {
@@ -179,7 +187,14 @@ function header(channel: number, id: number, code: number, body: Uint8Array): Ui
 /** A coded error as its code and details; anything else as an internal error (its text stays in this node's log). */
 function encodeError(error: unknown): Uint8Array {
   const coded = isKalimaError(error) ? error : kalimaError('KALIMA_ERR_NODE_INTERNAL');
-  return new TextEncoder().encode(JSON.stringify({ code: coded.code, details: coded.details }));
+  let text: string;
+  try {
+    text = JSON.stringify({ code: coded.code, details: coded.details });
+  } catch {
+    // Details JSON cannot carry (a bigint, a cycle): the code alone.
+    text = JSON.stringify({ code: coded.code, details: {} });
+  }
+  return new TextEncoder().encode(text);
 }
 
 function decodeError(body: Uint8Array, from: string): unknown {

@@ -50,6 +50,8 @@ export interface ConsensusStatus {
   commitIndex: number;
   appliedIndex: number;
   masters: number;
+  /** Every master by id (x-only key, hex), with its API URL if the configuration names it. */
+  peers: Array<{ id: string; api: string | null }>;
 }
 
 export interface ClusterOptions extends Omit<NodeOptions, 'replicator' | 'store'> {
@@ -192,6 +194,7 @@ export class ClusterMaster {
       commitIndex: raft.commit,
       appliedIndex: this.gate.appliedIndex,
       masters: raft.voters.size,
+      peers: [...raft.voters].map((id) => ({ id, api: this.replicator.apiOf(id) ?? null })),
     };
   }
 

@@ -37,6 +37,8 @@ class ManualScheduler implements Scheduler {
 
 /** Peers by id; a message arrives a turn later. What a receiver throws is kept, not lost, so tests can assert there was none. */
 class MemoryNetwork {
+  /** Delivers inside `send` instead, as a transport may. */
+  synchronous = false;
   readonly unreachable = new Set<string>();
   readonly sent: Array<{ from: string; to: string; bytes: Uint8Array }> = [];
   readonly thrown: unknown[] = [];
@@ -59,13 +61,15 @@ class MemoryNetwork {
 
   /** Hands `to` bytes as if `from` sent them (what a link proved the sender to be). */
   deliver(from: string, to: string, bytes: Uint8Array): void {
-    setImmediate(() => {
+    const handOver = (): void => {
       try {
         this.handlers.get(to)?.(from, bytes);
       } catch (error) {
         this.thrown.push(error);
       }
-    });
+    };
+    if (this.synchronous) handOver();
+    else setImmediate(handOver);
   }
 
   /** The requests `from` sent `to`, in order. */
@@ -124,6 +128,9 @@ async function rejection(promise: Promise<unknown>, code: KalimaErrorCode): Prom
   return error as KalimaError;
 }
 
+/** How many calls the rpc still waits on (its private table), to catch one left behind. */
+const outstandingOf = (rpc: PeerRpc): number => (rpc as unknown as { outstanding: Map<number, unknown> }).outstanding.size;
+
 const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
 const text = (body: Uint8Array): string => new TextDecoder().decode(body);
 const idOf = (frame: Uint8Array): number => new DataView(frame.buffer, frame.byteOffset + 1, 4).getUint32(0);
@@ -148,6 +155,7 @@ describe('PeerRpc: calls and answers', () => {
     const answer = await peers.a!.rpc.call('b', ECHO, bytes('hello'), 1_000);
     expect(text(answer)).toBe('a:hello');
     expect(scheduler.pending).toBe(0);
+    expect(outstandingOf(peers.a!.rpc)).toBe(0);
     expect(network.thrown).toEqual([]);
   });
 
@@ -176,6 +184,19 @@ describe('PeerRpc: calls and answers', () => {
   });
 });
 
+describe('PeerRpc: a transport that delivers before send returns', () => {
+  it('still takes answers that come back inside send: an error answered at once, and a handler\'s bytes', async () => {
+    const { network, scheduler, peers } = setup();
+    network.synchronous = true;
+    peers.b!.rpc.handle(ECHO, async (_from, body) => body);
+    // No handler for the method: b answers while a is still inside send.
+    await rejection(peers.a!.rpc.call('b', 9, bytes('x'), 1_000), 'KALIMA_ERR_API_NOT_FOUND');
+    expect(text(await peers.a!.rpc.call('b', ECHO, bytes('echo'), 1_000))).toBe('echo');
+    expect(scheduler.pending).toBe(0);
+    expect(network.thrown).toEqual([]);
+  });
+});
+
 describe('PeerRpc: errors', () => {
   it('brings a handler\'s KalimaError back with its code and details', async () => {
     const { peers } = setup();
@@ -200,6 +221,21 @@ describe('PeerRpc: errors', () => {
     const response = network.sent.find((message) => message.from === 'b' && message.bytes[0] === 2)!;
     expect(text(response.bytes)).not.toContain('secret');
     expect(peers.b!.logger.errors).toHaveLength(1);
+  });
+
+  it('answers a coded error whose details JSON cannot carry with its code alone, instead of no answer', async () => {
+    const { peers } = setup();
+    peers.b!.rpc.handle(ECHO, async () => {
+      throw kalimaError('KALIMA_ERR_LEDGER_KEY_NOT_FOUND', { amount: 10n });
+    });
+    const error = await rejection(peers.a!.rpc.call('b', ECHO, bytes('x'), 1_000), 'KALIMA_ERR_LEDGER_KEY_NOT_FOUND');
+    expect(error.details).toEqual({});
+  });
+
+  it('refuses method numbers outside 0 to 255, to handle or to call', async () => {
+    const { peers } = setup();
+    expect(() => peers.b!.rpc.handle(256, async (_from, body) => body)).toThrow(RangeError);
+    await expect(peers.a!.rpc.call('b', 256, bytes('x'), 1_000)).rejects.toThrow(RangeError);
   });
 
   it('answers an unknown method with KALIMA_ERR_API_NOT_FOUND', async () => {
@@ -255,6 +291,7 @@ describe('PeerRpc: timeouts and unreachable peers', () => {
     expect(network.thrown).toEqual([]);
     expect(settles).toEqual(['rejected']);
     expect(scheduler.pending).toBe(0);
+    expect(outstandingOf(peers.a!.rpc)).toBe(0);
     // And it does not answer the next call in its place.
     expect(text(await peers.a!.rpc.call('b', ECHO, bytes('next'), 500))).toBe('next');
   });
@@ -272,6 +309,7 @@ describe('PeerRpc: timeouts and unreachable peers', () => {
     expect((outcome.error as KalimaError).code).toBe('KALIMA_ERR_NET_UNREACHABLE');
     expect((outcome.error as KalimaError).details).toEqual({ peer: 'b' });
     expect(scheduler.pending).toBe(0);
+    expect(outstandingOf(peers.a!.rpc)).toBe(0);
     expect(network.sent).toEqual([]);
     // Once it is reachable again, calls go through.
     network.unreachable.delete('b');
@@ -438,6 +476,7 @@ describe('PeerRpc: close', () => {
     await rejection(toB, 'KALIMA_ERR_NODE_STOPPING');
     await rejection(toC, 'KALIMA_ERR_NODE_STOPPING');
     expect(scheduler.pending).toBe(0);
+    expect(outstandingOf(peers.a!.rpc)).toBe(0);
     expect(network.closed.has('a')).toBe(true);
     await rejection(peers.a!.rpc.call('b', SLOW, bytes('z'), 1_000), 'KALIMA_ERR_NODE_STOPPING');
     expect(network.sent.length).toBe(sentBefore);

@@ -1,0 +1,104 @@
+// `kalima status`: one master's /status names every master and its API; each is asked in turn, twice
+// a second apart, for the leader, the term, each node's height and the commit rate.
+
+export interface NodeStatus {
+  chain: string;
+  height: number;
+  tipHash: string;
+  stateDigest: string;
+  nextGlobalSequence: number;
+  pendingMessages?: number;
+  consensus?: {
+    role: string;
+    term: number;
+    leader: string | null;
+    leaderApi: string | null;
+    commitIndex: number;
+    appliedIndex: number;
+    masters: number;
+    peers: Array<{ id: string; api: string | null }>;
+  };
+}
+
+export interface ClusterRow {
+  id: string;
+  api: string | null;
+  /** The status, or why it could not be read. */
+  status: NodeStatus | undefined;
+  error: string | undefined;
+}
+
+export interface ClusterView {
+  chain: string;
+  rows: ClusterRow[];
+  leader: string | null;
+  term: number | null;
+  /** Messages committed per second over the sampling interval, from the highest chain seen. */
+  commitRate: number | undefined;
+}
+
+async function fetchStatus(url: string, timeoutMs: number): Promise<NodeStatus> {
+  const response = await fetch(`${url.replace(/\/$/, '')}/status`, { signal: AbortSignal.timeout(timeoutMs) });
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  return (await response.json()) as NodeStatus;
+}
+
+async function sample(url: string, timeoutMs: number): Promise<{ first: NodeStatus; rows: ClusterRow[] }> {
+  const first = await fetchStatus(url, timeoutMs);
+  const peers = first.consensus?.peers ?? [];
+  if (peers.length === 0) return { first, rows: [{ id: '', api: url, status: first, error: undefined }] };
+  const rows = await Promise.all(peers.map(async (peer): Promise<ClusterRow> => {
+    if (peer.api === null) return { id: peer.id, api: null, status: undefined, error: 'no API in the configuration' };
+    try {
+      return { id: peer.id, api: peer.api, status: await fetchStatus(peer.api, timeoutMs), error: undefined };
+    } catch (error) {
+      return { id: peer.id, api: peer.api, status: undefined, error: (error as { message?: string }).message ?? String(error) };
+    }
+  }));
+  return { first, rows };
+}
+
+const highest = (rows: ClusterRow[]): number => Math.max(0, ...rows.map((row) => row.status?.nextGlobalSequence ?? 0));
+
+/** Reads the cluster through `url`; with `intervalMs`, twice, for the commit rate. */
+export async function readCluster(url: string, options: { intervalMs?: number; timeoutMs?: number } = {}): Promise<ClusterView> {
+  const timeoutMs = options.timeoutMs ?? 2_000;
+  const before = await sample(url, timeoutMs);
+  let rows = before.rows;
+  let commitRate: number | undefined;
+  if (options.intervalMs !== undefined && options.intervalMs > 0) {
+    const startedAt = Date.now();
+    await new Promise((resolve) => setTimeout(resolve, options.intervalMs));
+    const after = await sample(url, timeoutMs);
+    commitRate = ((highest(after.rows) - highest(before.rows)) * 1000) / Math.max(1, Date.now() - startedAt);
+    rows = after.rows;
+  }
+  // The leader most nodes name, with its term.
+  const votes = new Map<string, { count: number; term: number }>();
+  for (const row of rows) {
+    const consensus = row.status?.consensus;
+    if (consensus?.leader === null || consensus === undefined) continue;
+    const seen = votes.get(consensus.leader) ?? { count: 0, term: consensus.term };
+    votes.set(consensus.leader, { count: seen.count + 1, term: Math.max(seen.term, consensus.term) });
+  }
+  const named = [...votes.entries()].sort((a, b) => b[1].count - a[1].count)[0];
+  return { chain: before.first.chain, rows, leader: named?.[0] ?? null, term: named?.[1].term ?? null, commitRate };
+}
+
+/** The view as a table, for a terminal. */
+export function formatCluster(view: ClusterView): string {
+  const lines = [
+    `chain ${view.chain}: ${view.rows.length} master${view.rows.length === 1 ? '' : 's'}, leader ${view.leader === null ? 'none' : view.leader.slice(0, 12)}${view.term === null ? '' : ` (term ${view.term})`}${view.commitRate === undefined ? '' : `, ${view.commitRate.toFixed(1)} msg/s committed`}`,
+  ];
+  const header = ['master', 'api', 'role', 'term', 'height', 'commit', 'applied', 'tip'];
+  const table = view.rows.map((row) => {
+    const { status } = row;
+    if (status === undefined) return [row.id.slice(0, 12), row.api ?? '-', `unreachable: ${row.error ?? ''}`, '', '', '', '', ''];
+    const consensus = status.consensus;
+    return [row.id.slice(0, 12), row.api ?? '-', consensus?.role ?? 'master', String(consensus?.term ?? '-'), String(status.height), String(consensus?.commitIndex ?? '-'), String(consensus?.appliedIndex ?? '-'), status.tipHash.slice(0, 12)];
+  });
+  const widths = header.map((title, column) => Math.max(title.length, ...table.map((cells) => cells[column]!.length)));
+  const line = (cells: string[]): string => cells.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd();
+  lines.push(line(header), ...table.map(line));
+  return lines.join('\n');
+}
