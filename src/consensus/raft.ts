@@ -359,7 +359,10 @@ export class Raft {
     if (message.to !== this.id) return;
     const known = this.voters.has(message.from) || this.learners.has(message.from);
     if (!known) return;
-    if (this.amnesia !== undefined) this.amnesia.maxTerm = Math.max(this.amnesia.maxTerm, message.term);
+    // The terms someone may have voted in: a pre-vote's (and a pre-vote grant's) term is only the
+    // one its candidate would stand for, and counting it would refuse that very term for ever.
+    const prospective = message.type === 'preVote' || (message.type === 'preVoteResponse' && message.granted);
+    if (this.amnesia !== undefined && !prospective) this.amnesia.maxTerm = Math.max(this.amnesia.maxTerm, message.term);
 
     if (message.term > this.term) {
       const inLease = this.leader !== NONE && this.ticksSinceHeard < this.electionTicks;

@@ -383,7 +383,6 @@ describe('three master processes under faults, with writers streaming through ea
       await writers.waitForMore(10, 'after the follower restarted');
       await writers.stop();
       await expectConverged('d');
-      console.info('DIAG d: block-fetch catch-up used:', follower.currentRunOutput().includes('catching up'), 'acks', acknowledged.length, 'height', (await statusOf(follower.url))?.height);
     } finally {
       await writers.stop().catch(() => {});
     }

@@ -500,6 +500,17 @@ describe('Raft with a member that lost its disk', () => {
     expect(c.ready().messages.find((message) => message.type === 'voteResponse')).toMatchObject({ granted: true, term: 5 });
   });
 
+  it('a cluster of empty members (a new chain) elects a leader, though pre-votes come while they watch', () => {
+    const cluster = new Cluster(['a', 'b', 'c']);
+    for (const id of ['a', 'b', 'c']) cluster.start(id, { empty: true });
+    // Pre-votes for term 1 reach each of them while they still watch: refused, but that must not
+    // bar term 1 (no one voted in it; a pre-vote changes no term).
+    for (const [from, to] of [['a', 'b'], ['b', 'c'], ['c', 'a']] as const) cluster.node(to).step({ type: 'preVote', from, to, term: 1, lastLogIndex: 0, lastLogTerm: 0 });
+    cluster.flush();
+    const leader = cluster.elect(20 * ELECTION);
+    expect(leader.term).toBe(1);
+  });
+
   it('an empty member that saw term 7 while it watched never votes in term 7', () => {
     const cluster = new Cluster(['a', 'b', 'c'], [], {});
     cluster.start('c', { empty: true });
