@@ -7,7 +7,7 @@ import { checkChainName } from '../ledger/message.ts';
 import type { KeyPair } from '../ledger/signature.ts';
 import { type Clock, type Rng, systemClock, systemRng } from '../ports.ts';
 import { generateDeviceKey, saveDeviceKey } from '../sdk/client.ts';
-import { DEFAULT_PORT, type NodeConfigJson, fileExists } from '../node/config.ts';
+import { DEFAULT_PORT, NEW_MEMBER_MARKER, type NodeConfigJson, fileExists } from '../node/config.ts';
 import { toHex } from '../ledger/hash.ts';
 
 export interface InitResult {
@@ -90,6 +90,9 @@ export async function initCluster(options: { directory: string; chain: string; m
       cluster: { linkHost: host, linkPort: master.linkPort, masters: directoryOfMasters },
     };
     await writeFile(master.configFile, `${JSON.stringify(config, null, 2)}\n`);
+    // A new chain's member: its empty store is expected (see NEW_MEMBER_MARKER).
+    await mkdir(join(master.directory, 'data'), { recursive: true });
+    await writeFile(join(master.directory, 'data', NEW_MEMBER_MARKER), 'a member of a new chain: kalima init --masters made this data directory\n');
   }
   return { directory, genesisFile, adminKeyFile, admin, masters };
 }

@@ -104,12 +104,15 @@ export interface RaftConfig {
   applied?: number;
   appliedTerm?: number;
   /**
-   * The store held nothing at all: a new member, or one that lost its disk and may have voted in
-   * the current term before. Such a node grants no vote and does not stand until it has watched one
-   * election timeout, and after that votes only in terms above the highest it saw meanwhile, so it
-   * cannot vote twice in a term it forgot.
+   * The store held nothing at all. With `newMember` (a member of a new chain, as `kalima init`
+   * made it), nothing changes. Without it, the node may have lost its disk: it may have acknowledged
+   * entries a majority needs, and voted in the current term. It then neither votes nor stands until
+   * it has caught up to the commit index of the first leader it hears, and after that votes only in
+   * terms above those it saw meanwhile: it cannot help elect a leader that lacks committed entries,
+   * nor vote twice in a term it forgot.
    */
   empty?: boolean;
+  newMember?: boolean;
 }
 
 const NONE = undefined;
@@ -135,9 +138,9 @@ export class Raft {
 
   private ticksSinceHeard = 0;
   private randomizedElectionTicks = 0;
-  /** An empty start (config.empty): ticks watched so far and the highest term seen; undefined once over. */
-  private amnesia: { ticks: number; maxTerm: number } | undefined;
-  /** Votes are granted only in terms above this (set when an empty start's watch ends). */
+  /** A member that may have lost its disk (config.empty, not newMember), until it has caught up: the highest term it saw, and the commit it must reach. */
+  private rejoin: { maxTerm: number; target: number | undefined } | undefined;
+  /** Votes are granted only in terms above this (set when a rejoining member has caught up). */
   private voteFloor = 0;
   private ticksSinceHeartbeat = 0;
   /** Votes (or pre-votes) received in this election, by voter. */
@@ -161,7 +164,7 @@ export class Raft {
 
   constructor(config: RaftConfig) {
     this.id = config.id;
-    if (config.empty === true) this.amnesia = { ticks: 0, maxTerm: 0 };
+    if (config.empty === true && config.newMember !== true) this.rejoin = { maxTerm: 0, target: undefined };
     this.voters = new Set(config.voters);
     this.learners = new Set(config.learners ?? []);
     assert(this.voters.size > 0, 'raft: a cluster needs at least one voter');
@@ -273,6 +276,7 @@ export class Raft {
     this.applied = index;
     this.hardStateDirty = true;
     this.snapshotChanged = { index, term, discardLog: true };
+    this.checkRejoined();
     const leader = this.leader ?? pending?.from;
     if (leader !== undefined) this.send({ type: 'appendResponse', from: this.id, to: leader, term: this.term, success: true, index });
     return true;
@@ -288,6 +292,7 @@ export class Raft {
   private setCommit(commit: number): void {
     this.commit = commit;
     this.hardStateDirty = true;
+    this.checkRejoined();
     if (this.fetching !== undefined && this.fetching.index <= commit) {
       this.fetching = undefined;
       this.fetchRequested = false;
@@ -331,17 +336,25 @@ export class Raft {
       return;
     }
     this.ticksSinceHeard++;
-    if (this.amnesia !== undefined) {
-      if (++this.amnesia.ticks < this.electionTicks) return;
-      this.voteFloor = this.amnesia.maxTerm;
-      this.amnesia = undefined;
-    }
-    if (this.ticksSinceHeard >= this.randomizedElectionTicks && this.isVoter()) this.startPreVote();
+    // A rejoining member does not stand before it has caught up.
+    if (this.ticksSinceHeard >= this.randomizedElectionTicks && this.isVoter() && this.rejoin === undefined) this.startPreVote();
   }
 
-  /** Whether this node may vote in `term` (an empty start restricts it, see config.empty). */
+  /** Whether this node may vote in `term` (a rejoining member may not yet, see config.empty). */
   private mayVoteIn(term: number): boolean {
-    return this.amnesia === undefined && term > this.voteFloor;
+    return this.rejoin === undefined && term > this.voteFloor;
+  }
+
+  /** Whether this node is a member that started empty and has not yet caught up (it neither votes nor stands). */
+  get rejoining(): boolean {
+    return this.rejoin !== undefined;
+  }
+
+  /** A rejoining member whose commit reached the first leader's is a full member again. */
+  private checkRejoined(): void {
+    if (this.rejoin === undefined || this.rejoin.target === undefined || this.commit < this.rejoin.target) return;
+    this.voteFloor = Math.max(this.rejoin.maxTerm, this.term);
+    this.rejoin = undefined;
   }
 
   /** Appends a block to the log; only the leader takes proposals. Returns the entry's index. */
@@ -362,7 +375,7 @@ export class Raft {
     // The terms someone may have voted in: a pre-vote's (and a pre-vote grant's) term is only the
     // one its candidate would stand for, and counting it would refuse that very term for ever.
     const prospective = message.type === 'preVote' || (message.type === 'preVoteResponse' && message.granted);
-    if (this.amnesia !== undefined && !prospective) this.amnesia.maxTerm = Math.max(this.amnesia.maxTerm, message.term);
+    if (this.rejoin !== undefined && !prospective) this.rejoin.maxTerm = Math.max(this.rejoin.maxTerm, message.term);
 
     if (message.term > this.term) {
       const inLease = this.leader !== NONE && this.ticksSinceHeard < this.electionTicks;
@@ -588,6 +601,11 @@ export class Raft {
     this.ticksSinceHeard = 0;
     const reply = (success: boolean, index: number): void => this.send({ type: 'appendResponse', from: this.id, to: message.from, term: this.term, success, index });
 
+    // A rejoining member must reach what the first leader it hears has committed.
+    if (this.rejoin !== undefined && this.rejoin.target === undefined) {
+      this.rejoin.target = message.commit;
+      this.checkRejoined();
+    }
     let { prevLogIndex, prevLogTerm, entries } = message;
     if (prevLogIndex < this.commit) {
       // Entries up to this.commit are committed here, so they match the leader's: start after them.

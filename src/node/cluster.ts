@@ -50,6 +50,8 @@ export interface ConsensusStatus {
   commitIndex: number;
   appliedIndex: number;
   masters: number;
+  /** It started with an empty store and no mark of a new chain, and has not caught up yet: it neither votes nor stands. */
+  rejoining: boolean;
   /** Every master by id (x-only key, hex), with its API URL if the configuration names it. */
   peers: Array<{ id: string; api: string | null }>;
 }
@@ -74,6 +76,12 @@ export interface ClusterOptions extends Omit<NodeOptions, 'replicator' | 'store'
    * before it answers with a retryable error. Default 10 s.
    */
   forwardTimeoutMs?: number;
+  /**
+   * This master is a member of a new chain (`kalima init` marks its data directory so). A master
+   * that starts with an empty store without this may have lost its disk: it neither votes nor
+   * stands until it has caught up (raft.ts, config.empty).
+   */
+  newMember?: boolean;
 }
 
 /** A master's key as a BOLT 8 static key: the secret whose point has even y, so its compressed form is 02 || the x-only key. */
@@ -99,10 +107,14 @@ export class ClusterMaster {
     private readonly rpc: PeerRpc,
     private readonly logRetention: number,
     private readonly context: { timeoutMs: number; max: number; scheduler: Scheduler; clock: Clock; retryMs: number; logger: Logger },
+    /** The store held nothing when this master opened it. */
+    readonly startedEmpty: boolean,
   ) {}
 
   /** Messages this follower is handing to the leader now. */
   private forwardingNow = 0;
+  /** Set when the process shuts down: forwards in progress give up at once. */
+  private closing = false;
   /** Committed entries are applied here, in order, off the Raft loop. */
   private applying: Promise<void> = Promise.resolve();
 
@@ -137,6 +149,7 @@ export class ClusterMaster {
     const chainStore = new ChainStore(options.kv);
     const tip = await chainStore.readTip();
     const applied = appliedIndexOf(tip?.height ?? 0, snapshot, log);
+    const empty = snapshot === undefined && hardState === undefined && log.length === 0 && tip === undefined;
     // Set once everything is built; the runtime's callbacks run only after start().
     let master!: ClusterMaster;
     // A follower may hand on as many messages as a leader takes in.
@@ -145,8 +158,9 @@ export class ClusterMaster {
       raft: {
         id, voters: ids, electionTicks: options.electionTicks ?? 10, heartbeatTicks: options.heartbeatTicks ?? 2, rng: options.rng,
         snapshot, hardState, log, applied: applied.index, appliedTerm: applied.term,
-        // Nothing stored: new, or its disk was lost; it must not vote twice in a term it forgot.
-        empty: snapshot === undefined && hardState === undefined && log.length === 0 && tip === undefined,
+        // Nothing stored: a new chain's member, or one whose disk was lost (see newMember).
+        empty,
+        newMember: options.newMember === true,
       },
       store: raftStore, scheduler: options.scheduler, logger: options.logger, tickMs: options.tickMs ?? 50,
       send: (to, bytes) => rpc.raft.send(to, bytes),
@@ -170,7 +184,7 @@ export class ClusterMaster {
     const tickMs = options.tickMs ?? 50;
     master = new ClusterMaster(node, runtime, replicator, gate, rpc, options.logRetention ?? 10_000, {
       timeoutMs: options.forwardTimeoutMs ?? 10_000, max: options.pendingMessagesMax ?? 20_000, scheduler: options.scheduler, clock: options.clock, retryMs: 2 * tickMs, logger: options.logger,
-    });
+    }, empty);
     rpc.raft.onMessage((from, bytes) => runtime.receive(from, bytes));
     // A device's message another master forwards: this node takes it only as the leader (it is never forwarded on).
     rpc.handle(METHOD_SUBMIT, async (_from, body) => encodeReceipt(await node.submit(decodeSignedMessage(body), { forwarded: true })));
@@ -194,6 +208,7 @@ export class ClusterMaster {
       commitIndex: raft.commit,
       appliedIndex: this.gate.appliedIndex,
       masters: raft.voters.size,
+      rejoining: raft.rejoining,
       peers: [...raft.voters].map((id) => ({ id, api: this.replicator.apiOf(id) ?? null })),
     };
   }
@@ -380,6 +395,10 @@ export class ClusterMaster {
         const leader = this.runtime.raft.leader;
         const remaining = deadline - clock.nowMs();
         let attempt: Promise<CommitReceipt> | undefined;
+        if (this.closing) {
+          if (sent) throw kalimaError('KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', { reason: 'this master is shutting down; the leader may still commit the message; a retry with the same nonce is safe' });
+          throw kalimaError('KALIMA_ERR_NODE_STOPPING');
+        }
         if (remaining <= 0 || this.runtime.isStopped) break;
         if (this.replicator.mayProduce()) attempt = this.node.submit(message, { forwarded: true });
         else if (leader !== undefined && leader !== this.id) {
@@ -433,7 +452,7 @@ export class ClusterMaster {
       let settled = false;
       const watch = (): void => {
         if (settled) return;
-        if (this.runtime.raft.leader !== leader || this.runtime.isStopped) {
+        if (this.runtime.raft.leader !== leader || this.runtime.isStopped || this.closing) {
           settled = true;
           reject(new LeaderChanged());
           return;
@@ -459,7 +478,16 @@ export class ClusterMaster {
     });
   }
 
+  /**
+   * The process is shutting down: forwarded messages still waiting for the leader are answered now
+   * (retryable) rather than holding the API's close. Consensus goes on until close().
+   */
+  beginClose(): void {
+    this.closing = true;
+  }
+
   async close(): Promise<void> {
+    this.closing = true;
     this.runtime.stop();
     await this.applying;
     await this.node.close();

@@ -35,6 +35,14 @@ export interface ClusterConfig {
 
 export const DEFAULT_PORT = 9118;
 
+/**
+ * A file `kalima init --masters` puts in each master's data directory: this master is a member of a
+ * new chain, so an empty store is expected. A master with an empty store and no such mark is taken
+ * as one that lost its disk (it waits to catch up before it votes). It is removed once the store
+ * holds anything; deleting the data directory deletes it too.
+ */
+export const NEW_MEMBER_MARKER = 'KALIMA_NEW_MEMBER';
+
 export interface NodeConfigJson {
   dataDir?: string;
   genesis?: string;

@@ -1,5 +1,7 @@
 // Runs a node for real: LevelDB, worker-thread signature verification, pino, fastify on a port.
+import { rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 import { pino, type Logger as PinoLogger } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from '../api/server.ts';
@@ -8,7 +10,7 @@ import { loadDeviceKey } from '../sdk/client.ts';
 import { systemClock, systemRng, systemScheduler } from '../ports.ts';
 import { ChainStore } from '../store/chain-store.ts';
 import { LevelKvStore } from '../store/level-kv.ts';
-import { type NodeConfig, loadGenesis } from './config.ts';
+import { NEW_MEMBER_MARKER, type NodeConfig, fileExists, loadGenesis } from './config.ts';
 import { KalimaNode } from './node.ts';
 import { ClusterMaster, type ClusterTransport, linkTransport } from './cluster.ts';
 import { WorkerPoolVerifier } from './verifier.ts';
@@ -53,7 +55,12 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
         clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger,
       }, cluster.linkPort, cluster.linkHost);
       const masterApis = new Map(cluster.masters.filter((entry) => entry.api !== undefined).map((entry) => [entry.key, entry.api!] as [string, string]));
-      master = await ClusterMaster.open({ ...base, kv, transport, tickMs: cluster.tickMs, masterApis });
+      // `kalima init` marks a new chain's data directories; the mark goes once the store holds anything.
+      const marker = join(config.dataDir, NEW_MEMBER_MARKER);
+      const newMember = await fileExists(marker);
+      master = await ClusterMaster.open({ ...base, kv, transport, tickMs: cluster.tickMs, masterApis, newMember });
+      if (newMember && !master.startedEmpty) await rm(marker, { force: true });
+      if (!newMember && master.runtime.raft.rejoining) logger.warn({ dataDir: config.dataDir }, 'this master starts with an empty store and no mark of a new chain: taken as one that lost its disk, it neither votes nor stands until it has caught up with a leader');
       node = master.node;
     }
   } catch (error) {
@@ -83,6 +90,8 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
     async close() {
       if (closed) return;
       closed = true;
+      // Forwards in progress answer at once, so the API's close does not wait for them.
+      master?.beginClose();
       await app.close();
       if (master !== undefined) await master.close();
       else await node.close();

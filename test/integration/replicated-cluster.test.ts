@@ -64,12 +64,12 @@ async function startCluster(size: number, tamper: { current: Tamper | undefined 
   const network = memoryNetwork(tamper);
   const masters: Master[] = [];
   const kvs = new Map<string, MemoryKvStore>();
-  const open = async (key: KeyPair): Promise<Master> => {
+  const open = async (key: KeyPair, newMember: boolean): Promise<Master> => {
     const id = toHex(key.publicKey);
     if (!kvs.has(id)) kvs.set(id, new MemoryKvStore());
     const master = await ClusterMaster.open({
       genesis, kv: kvs.get(id)!, nodeKey: key, clock: systemClock, rng: seededRng(`node-${id}-${Math.random()}`), scheduler: systemScheduler,
-      verifier: new InlineVerifier(), logger: process.env.CLUSTER_LOG === undefined ? silentLogger : tagged(id), transport: network(id), tickMs: 5, logRetention,
+      verifier: new InlineVerifier(), logger: process.env.CLUSTER_LOG === undefined ? silentLogger : tagged(id), transport: network(id), tickMs: 5, logRetention, newMember,
     }) as Master;
     master.refusals = [];
     // What the gate refused, for the tests to see (the runtime logs it too).
@@ -81,14 +81,15 @@ async function startCluster(size: number, tamper: { current: Tamper | undefined 
     };
     return master;
   };
-  for (const key of keys) masters.push(await open(key));
+  for (const key of keys) masters.push(await open(key, true));
   for (const master of masters) master.start();
   // A master's process ends; another starts on the same store (or on an empty one).
   const restart = async (old: Master, options: { empty?: boolean } = {}): Promise<Master> => {
     await old.close();
     if (options.empty === true) kvs.set(old.id, new MemoryKvStore());
     const key = keys.find((candidate) => toHex(candidate.publicKey) === old.id)!;
-    const fresh = await open(key);
+    // Restarted on an empty store, it is not a new chain's member: it may have lost its disk.
+    const fresh = await open(key, false);
     masters[masters.indexOf(old)] = fresh;
     fresh.start();
     return fresh;
@@ -535,7 +536,7 @@ describe('three masters with consensus in the loop', () => {
       const transport = await linkTransport({ secretKey: key.secretKey, masters: directory, clock: systemClock, rng: seededRng(`links-${index}`), scheduler: systemScheduler, logger: silentLogger, heartbeatMs: 100, deadAfterMs: 1_000 }, ports[index]!);
       masters.push(await ClusterMaster.open({
         genesis, kv: new MemoryKvStore(), nodeKey: key, clock: systemClock, rng: seededRng(`linked-${index}`), scheduler: systemScheduler,
-        verifier: new InlineVerifier(), logger: silentLogger, transport, tickMs: 10,
+        verifier: new InlineVerifier(), logger: silentLogger, transport, tickMs: 10, newMember: true,
       }));
     }
     for (const master of masters) master.start();

@@ -15,6 +15,7 @@ interface Restored {
   log?: Entry[];
   applied?: number;
   empty?: boolean;
+  newMember?: boolean;
 }
 
 interface Member {
@@ -481,47 +482,62 @@ describe('Raft with a member that lost its disk', () => {
     expect(cluster.appliedData(follower)).toEqual(['block 0', 'block 1', 'block 2', 'block 3', 'block 4', 'after']);
   });
 
-  it('an empty member grants no vote for an election timeout, then only in terms above those it saw', () => {
-    // c starts empty; a and b have been running (term 3). c may have voted in term 3 before it lost its disk.
-    const hardState = { term: 3, vote: undefined, commit: 0 };
-    const cluster = new Cluster(['a', 'b', 'c'], [], { a: { hardState }, b: { hardState } });
-    cluster.start('c', { empty: true });
-    // a stands at once for term 4, while c is still watching: b alone would have to elect it, and
-    // refuses while it is in its own timeout; c must refuse too.
-    cluster.isolate('b');
-    const c = cluster.node('c');
-    c.step({ type: 'vote', from: 'a', to: 'c', term: 4, lastLogIndex: 0, lastLogTerm: 0 });
-    const refused = c.ready().messages.find((message) => message.type === 'voteResponse');
-    expect(refused).toMatchObject({ granted: false });
-    // After one election timeout, a vote in a term above what it saw is granted…
-    for (let tick = 0; tick < ELECTION; tick++) c.tick();
-    c.ready();
-    c.step({ type: 'vote', from: 'a', to: 'c', term: 5, lastLogIndex: 0, lastLogTerm: 0 });
-    expect(c.ready().messages.find((message) => message.type === 'voteResponse')).toMatchObject({ granted: true, term: 5 });
-  });
-
-  it('a cluster of empty members (a new chain) elects a leader, though pre-votes come while they watch', () => {
+  it('a member that started empty (not a new chain\'s) neither votes nor stands until it has caught up to the first leader\'s commit', () => {
     const cluster = new Cluster(['a', 'b', 'c']);
-    for (const id of ['a', 'b', 'c']) cluster.start(id, { empty: true });
-    // Pre-votes for term 1 reach each of them while they still watch: refused, but that must not
-    // bar term 1 (no one voted in it; a pre-vote changes no term).
-    for (const [from, to] of [['a', 'b'], ['b', 'c'], ['c', 'a']] as const) cluster.node(to).step({ type: 'preVote', from, to, term: 1, lastLogIndex: 0, lastLogTerm: 0 });
+    const leader = cluster.elect();
+    for (let index = 0; index < 4; index++) leader.propose(bytes(`block ${index}`));
     cluster.flush();
-    const leader = cluster.elect(20 * ELECTION);
-    expect(leader.term).toBe(1);
+    const other = ['a', 'b', 'c'].find((id) => id !== leader.id && cluster.node(id).lastIndex() > 0)!;
+    const wiped = ['a', 'b', 'c'].find((id) => id !== leader.id && id !== other)!;
+    // It lost its disk; while it is cut off from the leader, nothing lets it vote.
+    const node = cluster.start(wiped, { empty: true });
+    expect(node.rejoining).toBe(true);
+    const term = leader.term;
+    node.step({ type: 'vote', from: other, to: wiped, term, lastLogIndex: 0, lastLogTerm: 0 });
+    expect(node.ready().messages.find((message) => message.type === 'voteResponse')).toMatchObject({ granted: false });
+    // Ticks long past an election timeout: it does not stand.
+    cluster.isolate(wiped);
+    const before = cluster.sent.length;
+    cluster.tick(4 * ELECTION, [wiped]);
+    expect(node.role).toBe('follower');
+    expect(cluster.sent.slice(before).filter((message) => message.from === wiped && (message.type === 'preVote' || message.type === 'vote'))).toEqual([]);
+    // Back in touch with the leader (a heartbeat), it catches up, and is a full member again.
+    cluster.heal();
+    cluster.tick(HEARTBEAT * 3, [leader.id]);
+    expect(node.rejoining).toBe(false);
+    expect(node.commit).toBeGreaterThanOrEqual(5);
+    // It may now vote, in a term above those it saw (once the leader's lease has run out here).
+    cluster.isolate(wiped);
+    cluster.tick(ELECTION, [wiped]);
+    const seen = node.term;
+    node.step({ type: 'vote', from: other, to: wiped, term: seen + 1, lastLogIndex: leader.lastIndex(), lastLogTerm: leader.term });
+    expect(node.ready().messages.find((message) => message.type === 'voteResponse')).toMatchObject({ granted: true });
   });
 
-  it('an empty member that saw term 7 while it watched never votes in term 7', () => {
+  it('a rejoining member that saw term 7 before it caught up never votes in term 7', () => {
     const cluster = new Cluster(['a', 'b', 'c'], [], {});
-    cluster.start('c', { empty: true });
-    const c = cluster.node('c');
-    // A message of term 7 reaches it while it watches.
+    const c = cluster.start('c', { empty: true });
+    // Term 7's leader b reaches it (commit 0: caught up at once).
     c.step({ type: 'append', from: 'b', to: 'c', term: 7, prevLogIndex: 0, prevLogTerm: 0, entries: [], commit: 0 });
     c.ready();
-    for (let tick = 0; tick < ELECTION; tick++) c.tick();
-    c.ready();
-    // Term 7's leader b is gone; a asks for c's vote in term 7 (its own campaign for 7 after b's).
+    expect(c.rejoining).toBe(false);
+    // b is gone; a asks for c's vote in term 7 (c may have voted in 7 before it lost its disk).
     c.step({ type: 'vote', from: 'a', to: 'c', term: 7, lastLogIndex: 0, lastLogTerm: 0 });
     expect(c.ready().messages.find((message) => message.type === 'voteResponse')).toMatchObject({ granted: false });
+    // Once b's lease has run out here, a vote in term 8 is granted.
+    for (let tick = 0; tick < ELECTION; tick++) c.tick();
+    c.ready();
+    c.step({ type: 'vote', from: 'a', to: 'c', term: 8, lastLogIndex: 0, lastLogTerm: 0 });
+    expect(c.ready().messages.find((message) => message.type === 'voteResponse')).toMatchObject({ granted: true });
+  });
+
+  it('members of a new chain (empty, newMember) elect at once; empty members that may have lost their disks elect nobody', () => {
+    const fresh = new Cluster(['a', 'b', 'c']);
+    for (const id of ['a', 'b', 'c']) fresh.start(id, { empty: true, newMember: true });
+    expect(fresh.elect(20 * ELECTION).term).toBe(1);
+    // Three members with no disk and no word that the chain is new: safety first, no leader.
+    const lost = new Cluster(['a', 'b', 'c']);
+    for (const id of ['a', 'b', 'c']) lost.start(id, { empty: true });
+    expect(() => lost.elect(20 * ELECTION)).toThrow('no leader');
   });
 });
