@@ -117,7 +117,14 @@ export async function main(argv: string[]): Promise<number> {
       const running = await startNode(config, { onVerifyProgress: progress });
       process.stderr.write(`kalima node: chain ${running.node.chain} at height ${running.node.height}, API on ${running.url}\n`);
       await waitForSignal();
+      process.stderr.write('kalima node: stopping\n');
+      // A stop that takes long says what it is waiting for.
+      const slow = setInterval(() => process.stderr.write(`kalima node: still stopping: ${describeHandles()}\n`), 3_000);
+      slow.unref();
       await running.close();
+      clearInterval(slow);
+      const lingering = setTimeout(() => process.stderr.write(`kalima node: stopped, but the process is kept alive by ${describeHandles()}\n`), 3_000);
+      lingering.unref();
       return 0;
     }
     case 'devnet': {
@@ -223,6 +230,12 @@ export async function main(argv: string[]): Promise<number> {
     default:
       throw new UsageError(`unknown command ${command}`);
   }
+}
+
+/** What keeps the event loop alive (for a stop that takes long): kinds of handle, with sockets' ports. */
+function describeHandles(): string {
+  const handles = (process as unknown as { _getActiveHandles(): Array<{ constructor: { name: string }; localPort?: number; remotePort?: number }> })._getActiveHandles();
+  return handles.map((handle) => (handle.remotePort !== undefined ? `${handle.constructor.name}(${handle.localPort}->${handle.remotePort})` : handle.constructor.name)).join(', ') || 'nothing';
 }
 
 function waitForSignal(): Promise<void> {

@@ -28,6 +28,9 @@ export interface RunningNode {
   close(): Promise<void>;
 }
 
+/** How long a stopping node lets requests in progress finish before it ends their connections. */
+const CLOSE_GRACE_MS = 5_000;
+
 export function createLogger(level: NodeConfig['logLevel'], destination?: number | string): PinoLogger {
   return pino({ level, base: { service: 'kalima' } }, pino.destination(destination ?? 1));
 }
@@ -92,7 +95,17 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
       closed = true;
       // Forwards in progress answer at once, so the API's close does not wait for them.
       master?.beginClose();
-      await app.close();
+      // The server's close waits for every connection to end, and a keep-alive connection that was
+      // busy when it began stays open until its idle timeout: close those as they go idle, and
+      // after a grace period end what is left (a client retries a write with the same nonce).
+      const idle = setInterval(() => app.server.closeIdleConnections(), 100);
+      const grace = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
+      try {
+        await app.close();
+      } finally {
+        clearInterval(idle);
+        clearTimeout(grace);
+      }
       if (master !== undefined) await master.close();
       else await node.close();
     },
