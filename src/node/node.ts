@@ -21,6 +21,7 @@ import type { Clock, Logger, Rng, Scheduler } from '../ports.ts';
 import type { CacheEntry } from '../state/entry.ts';
 import { SYSTEM_REASON_PROP, SYSTEM_REASON_TTL, type ExecutionContext, checkMessage, executeMessage } from '../state/execute.ts';
 import { Draft, type DraftBase, type MemCache, type StateChanges } from '../state/memcache.ts';
+import type { ExpiryItem } from '../state/expiry-queue.ts';
 import type { BlockWrite, ChainStore, LocatedMessage, TipRecord } from '../store/chain-store.ts';
 import { type BlockSigner, InlineBlockSigner } from './block-signer.ts';
 import { type VerifyProgress, openVerified } from '../store/verify.ts';
@@ -120,6 +121,8 @@ interface ProducedBlock {
   draft: Draft;
   /** The submitted messages it holds (TTL deletes are not among them), in block order. */
   included: Pending[];
+  /** The expiries its TTL deletes took from the MemCache's queue: put back if the block is dropped. */
+  expiries: ExpiryItem[];
 }
 
 /** Blocks that may be built ahead of the disk; beyond this the producer waits for a write. */
@@ -441,6 +444,7 @@ export class KalimaNode {
 
     // TTL expiries first: "When it runs out, the system writes a delete transaction itself."
     const expired = this.cache.takeExpired(timeMs, EXPIRIES_PER_BLOCK_MAX);
+    const expiries: ExpiryItem[] = [];
     for (const [index, item] of expired.entries()) {
       const entry = draft.getEntry(item.address, item.key);
       // A block still being written may have replaced or deleted the entry; its new value, if it
@@ -457,6 +461,7 @@ export class KalimaNode {
       const { nodeKey } = this.options;
       const deletion: Message = { ...unsigned, signature: signSchnorr(hash, nodeKey.secretKey, this.options.rng.bytes(32), nodeKey.publicKey) };
       add(executeMessage(draft, deletion, hash, context), hash, unsignedEncoding);
+      expiries.push(item);
     }
 
     while (this.queue.length > 0 && messages.length < BLOCK_MESSAGES_MAX) {
@@ -480,6 +485,7 @@ export class KalimaNode {
       // The node lost its leadership while this block was built (yieldLeadership reset the head).
       const refusal = kalimaError('KALIMA_ERR_CONSENSUS_NOT_LEADER', { reason: 'leadership changed before the block was built; retry with the same message', leader: this.options.replicator.leaderHint() ?? null });
       for (const pending of included.splice(0)) this.settle(pending, { error: refusal });
+      this.cache.returnExpired(expiries);
       return;
     }
     assert(this.head.tip === headTip, 'produceBlock: the head moved while the block was built');
@@ -504,7 +510,7 @@ export class KalimaNode {
       height: header.height, hash, timeMs, mmr: mmrAppend(headTip.mmr, hash), nextGlobalSequence: last.globalSequence + 1, stateDigest: header.stateDigest,
     };
     // The hash is all the next block needs: it is built while this one is signed.
-    const produced: ProducedBlock = { block: undefined, bytes: undefined, signing: Promise.resolve(), hash, messageHashes, changes, tip, draft, included };
+    const produced: ProducedBlock = { block: undefined, bytes: undefined, signing: Promise.resolve(), hash, messageHashes, changes, tip, draft, included, expiries };
     produced.signing = this.signer.sign(hash).then((signature) => {
       produced.block = { header, messages, signature };
       produced.bytes = assembleBlock(headerEncoding, encodings, signature);
@@ -612,6 +618,8 @@ export class KalimaNode {
     const dropped = this.undurable.splice(0);
     replicator.abandon(dropped.filter((produced): produced is ProducedBlock & BlockWrite => produced.block !== undefined && produced.bytes !== undefined));
     for (const produced of dropped) for (const pending of produced.included) this.settle(pending, { error: refusal });
+    // Their TTL deletes are due again (stale ones drop out when taken, should a dropped block commit after all).
+    for (const produced of dropped) this.cache.returnExpired(produced.expiries);
     for (const pending of this.queue.splice(0)) this.settle(pending, { error: refusal });
     this.queuedBytes = 0;
     this.head = { tip: this.tip, state: this.cache };

@@ -7,14 +7,15 @@ import { decodeBlock } from '../../src/ledger/block.ts';
 import { toHex } from '../../src/ledger/hash.ts';
 import { RaftReplicator } from '../../src/consensus/replicator.ts';
 import { RaftRuntime } from '../../src/consensus/runtime.ts';
-import { KalimaNode } from '../../src/node/node.ts';
+import { type BlockReplicator, KalimaNode } from '../../src/node/node.ts';
 import { InlineVerifier } from '../../src/node/verifier.ts';
-import { silentLogger, systemClock, systemScheduler } from '../../src/ports.ts';
-import { ChainStore } from '../../src/store/chain-store.ts';
+import { ManualClock, silentLogger, systemClock, systemScheduler } from '../../src/ports.ts';
+import { generateKeyPair } from '../../src/ledger/signature.ts';
+import { type BlockWrite, ChainStore } from '../../src/store/chain-store.ts';
 import { MemoryKvStore } from '../../src/store/memory-kv.ts';
 import { RaftLogStore } from '../../src/store/raft-log.ts';
 import { makeChain, makeMessage, seededRng } from '../support/chain.ts';
-import { ADDRESSES_ADDRESS, encodeAddressRecord } from '../../src/access/records.ts';
+import { ADDRESSES_ADDRESS, DEVICES_ADDRESS, encodeAddressRecord, encodeDeviceRecord } from '../../src/access/records.ts';
 
 describe('a master whose blocks go through Raft', () => {
   it('refuses writes until it leads, then commits each block as a log entry of its term', async () => {
@@ -64,6 +65,56 @@ describe('a master whose blocks go through Raft', () => {
     // Every receipt's block is in the chain store.
     for (const receipt of receipts) expect((await node.getBlock(receipt.height))!.header.term).toBe(runtime.raft.term);
     runtime.stop();
+    await node.close();
+  });
+});
+
+describe('a master that loses the leadership with a TTL delete in flight', () => {
+  it('puts the expiry back, so that when it leads again the entry is still deleted on time', async () => {
+    const chain = makeChain('ttl-dropped');
+    const clock = new ManualClock(Date.now());
+    // The consensus side, scripted: it leads or not, and reports each write committed, or lost.
+    let leading = true;
+    let loseNext = false;
+    const written: number[][] = [];
+    const replicator: BlockReplicator = {
+      get term() {
+        return 1;
+      },
+      mayProduce: () => leading,
+      leaderHint: () => undefined,
+      async replicate(blocks: readonly BlockWrite[]) {
+        if (loseNext) {
+          loseNext = false;
+          leading = false;
+          return { committed: 0, lost: true };
+        }
+        written.push(blocks.map((block) => block.block.header.height));
+        return { committed: blocks.length, lost: false };
+      },
+      abandon: () => undefined,
+    };
+    const node = await KalimaNode.open({
+      genesis: chain.genesis, store: new ChainStore(new MemoryKvStore()), nodeKey: chain.nodeKey, clock, rng: chain.rng,
+      scheduler: systemScheduler, verifier: new InlineVerifier(), logger: silentLogger, replicator, blockDelayMs: 1,
+    });
+    await node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/ttl', body: encodeAddressRecord({ description: '' }) }));
+    const device = generateKeyPair(chain.rng);
+    await node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/ttl'], sub: ['/ttl'] }) }));
+    await node.submit(makeMessage(chain, device, { address: '/ttl', key: 'reading', body: 'short-lived', ttlSeconds: 1 }));
+    expect(node.getEntry('/ttl', 'reading')).toBeDefined();
+    // It expires; the block with its delete is lost with the leadership.
+    loseNext = true;
+    clock.advance(1_500);
+    await node.flush().catch(() => undefined);
+    expect(leading).toBe(false);
+    expect(node.getEntry('/ttl', 'reading')).toBeDefined();
+    // Leading again, it writes the delete after all.
+    leading = true;
+    node.resumeProducing();
+    const deadline = Date.now() + 5_000;
+    while (node.getEntry('/ttl', 'reading') !== undefined && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(node.getEntry('/ttl', 'reading')).toBeUndefined();
     await node.close();
   });
 });
