@@ -119,6 +119,8 @@ export interface ConsensusView {
   commitIndex: number;
   appliedIndex: number;
   masters: number;
+  /** Set while a master that started without its store catches up (reported by newer nodes). */
+  rejoining?: boolean;
 }
 
 export interface StatusView {
