@@ -31,6 +31,8 @@ export interface ClusterConfig {
   masters: Array<{ key: string; host: string; port: number; api?: string }>;
   /** Milliseconds per Raft tick (an election timeout is 10–20 ticks). */
   tickMs: number;
+  /** Applied Raft entries kept for followers that fall behind (older ones are compacted; a follower further behind catches up on blocks). */
+  logRetention: number;
 }
 
 export const DEFAULT_PORT = 9118;
@@ -52,7 +54,7 @@ export interface NodeConfigJson {
   logLevel?: NodeConfig['logLevel'];
   verifierThreads?: number;
   signerThread?: boolean;
-  cluster?: { linkHost?: string; linkPort?: number; masters?: Array<{ key?: string; host?: string; port?: number; api?: string }>; tickMs?: number };
+  cluster?: { linkHost?: string; linkPort?: number; masters?: Array<{ key?: string; host?: string; port?: number; api?: string }>; tickMs?: number; logRetention?: number };
 }
 
 function invalid(file: string, reason: string): never {
@@ -101,7 +103,9 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
     });
     const tickMs = raw.tickMs ?? 50;
     if (!Number.isInteger(tickMs) || tickMs < 1 || tickMs > 10_000) invalid(file, 'cluster.tickMs must be a whole number of milliseconds from 1 to 10000');
-    cluster = { linkHost: raw.linkHost ?? '127.0.0.1', linkPort, masters, tickMs };
+    const logRetention = raw.logRetention ?? 10_000;
+    if (!Number.isInteger(logRetention) || logRetention < 1) invalid(file, 'cluster.logRetention must be a whole number of entries, at least 1');
+    cluster = { linkHost: raw.linkHost ?? '127.0.0.1', linkPort, masters, tickMs, logRetention };
   }
   return {
     cluster,

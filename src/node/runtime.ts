@@ -61,7 +61,7 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
       // `kalima init` marks a new chain's data directories; the mark goes once the store holds anything.
       const marker = join(config.dataDir, NEW_MEMBER_MARKER);
       const newMember = await fileExists(marker);
-      master = await ClusterMaster.open({ ...base, kv, transport, tickMs: cluster.tickMs, masterApis, newMember });
+      master = await ClusterMaster.open({ ...base, kv, transport, tickMs: cluster.tickMs, logRetention: cluster.logRetention, masterApis, newMember });
       if (newMember && !master.startedEmpty) await rm(marker, { force: true });
       if (!newMember && master.runtime.raft.rejoining) logger.warn({ dataDir: config.dataDir }, 'this master starts with an empty store and no mark of a new chain: taken as one that lost its disk, it neither votes nor stands until it has caught up with a leader');
       node = master.node;

@@ -347,7 +347,9 @@ describe('the fault proxy', () => {
 
 describe('three master processes under faults, with writers streaming through each', () => {
   beforeAll(async () => {
-    cluster = await createProcessCluster({ chain: 'faultcluster', masters: MASTERS, tickMs: TICK_MS, proxied: true, logLevel: 'info' });
+    // A short Raft log (100 entries kept), so that the master restarted empty in d catches up on
+    // blocks fetched from the others, not on the log.
+    cluster = await createProcessCluster({ chain: 'faultcluster', masters: MASTERS, tickMs: TICK_MS, proxied: true, logLevel: 'info', logRetention: 100 });
     await Promise.all(cluster.masters.map((master) => master.start()));
     const admins = cluster.masters.map((master) => new KalimaClient({ url: master.url, key: cluster.admin, writeAttempts: 1, requestTimeoutMs: 2_000 }));
     genesisHash = await admins[0]!.genesisHash();
@@ -497,6 +499,11 @@ describe('three master processes under faults, with writers streaming through ea
       await writers.waitForMore(10, 'after the follower restarted');
       await writers.stop();
       await expectConverged('d', writers.keys);
+      // The leader's log was compacted past the start (100 entries kept): it caught up on blocks
+      // fetched from the other masters, and said so.
+      const output = follower.currentRunOutput();
+      expect(output, 'd: the restarted follower did not catch up on fetched blocks').toContain('catching up: fetching committed blocks from the masters');
+      expect(output).toContain('"msg":"caught up"');
     } finally {
       await writers.stop().catch(() => {});
     }

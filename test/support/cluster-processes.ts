@@ -192,7 +192,7 @@ export interface ProcessCluster {
  * section and `logLevel`; with `proxied`, every master's entry for another master points at a
  * FaultProxy of that ordered pair. The processes are not started (start() each, or startAll()).
  */
-export async function createProcessCluster(options: { chain: string; masters: number; tickMs: number; proxied?: boolean; logLevel?: string }): Promise<ProcessCluster> {
+export async function createProcessCluster(options: { chain: string; masters: number; tickMs: number; proxied?: boolean; logLevel?: string; logRetention?: number }): Promise<ProcessCluster> {
   const root = await tempDir('kalima-cluster-');
   const cluster = await initCluster({ directory: root, chain: options.chain, masters: options.masters });
   const ports = await Promise.all(cluster.masters.map(async () => ({ api: await freePort(), link: await freePort() })));
@@ -208,7 +208,7 @@ export async function createProcessCluster(options: { chain: string; masters: nu
     config.port = ports[index]!.api;
     config.logLevel = options.logLevel ?? 'warn';
     const directory = ports.map((port, to) => ({ key: keys[to]!, host: '127.0.0.1', port: proxies[index]![to]?.port ?? port.link, api: urls[to]! }));
-    config.cluster = { linkHost: '127.0.0.1', linkPort: ports[index]!.link, masters: directory, tickMs: options.tickMs };
+    config.cluster = { linkHost: '127.0.0.1', linkPort: ports[index]!.link, masters: directory, tickMs: options.tickMs, ...(options.logRetention === undefined ? {} : { logRetention: options.logRetention }) };
     await writeFile(master.configFile, JSON.stringify(config));
     const dataDir = resolve(dirname(master.configFile), typeof config.dataDir === 'string' ? config.dataDir : 'data');
     masters.push(new MasterProcess(`m${index + 1}`, master.configFile, urls[index]!, keys[index]!, dataDir));
