@@ -11,7 +11,7 @@
 import type { Genesis } from '../access/genesis.ts';
 import { adminSet } from '../access/permissions.ts';
 import { type Block, blockHash, checkBlockIntegrity, decodeBlock } from '../ledger/block.ts';
-import { toHex } from '../ledger/hash.ts';
+import { bytesEqual, toHex } from '../ledger/hash.ts';
 import { messageSigningHash } from '../ledger/message.ts';
 import { mmrAppend, mmrRoot } from '../ledger/mmr.ts';
 import { isKalimaError, kalimaError, type KalimaError } from '../errors.ts';
@@ -28,6 +28,8 @@ export interface AdmittedEntry {
   tip: TipRecord;
   state: DraftBase;
   block: BlockWrite | undefined;
+  /** The block was in this node's chain store already (a catch-up brought it): nothing to apply. */
+  stored?: boolean;
 }
 
 export interface GateOptions {
@@ -43,6 +45,11 @@ export interface GateOptions {
    * entry needs them as its base.
    */
   held?: (from: number, to: number) => Entry[];
+  /**
+   * The chain store: its tip, and a stored block's bytes. A catch-up can take the chain past the
+   * Raft log; entries whose blocks are stored already are admitted if they are those very blocks.
+   */
+  stored?: { tip: () => TipRecord; bytesAt: (height: number) => Promise<Uint8Array | undefined> };
 }
 
 export interface Admission {
@@ -166,6 +173,14 @@ export class BlockGate {
     if (entry.data.length === 0) return { index: entry.index, term: entry.term, tip: base.tip, state: base.state, block: undefined };
     const block: Block = decodeBlock(entry.data);
     const { header } = block;
+    const stored = this.options.stored;
+    if (stored !== undefined && header.height <= stored.tip().height) {
+      // Stored already: it must be that block. The chain after it is the node's, whose state the
+      // MemCache holds.
+      const bytes = await stored.bytesAt(header.height);
+      if (bytes === undefined || !bytesEqual(bytes, entry.data)) throw kalimaError('KALIMA_ERR_LEDGER_BAD_BLOCK', { height: header.height, reason: 'another block is stored at this height' });
+      return { index: entry.index, term: entry.term, tip: stored.tip(), state: this.options.cache, block: undefined, stored: true };
+    }
     checkBlockIntegrity(block, { chain: this.options.genesis.chain, height: base.tip.height + 1, prevHash: base.tip.hash, mmrRoot: mmrRoot(base.tip.mmr) });
     const fail = (reason: string): never => {
       throw kalimaError('KALIMA_ERR_LEDGER_BAD_BLOCK', { height: header.height, reason });

@@ -12,7 +12,7 @@ const NODE_ID_BYTES_MAX = 128;
 export const ENTRY_BYTES_MAX = 16_384;
 export const ENTRIES_PER_MESSAGE_MAX = 1_024;
 
-const TYPES = ['preVote', 'vote', 'preVoteResponse', 'voteResponse', 'append', 'appendResponse', 'snapshot'] as const;
+const TYPES = ['preVote', 'vote', 'preVoteResponse', 'voteResponse', 'append', 'appendResponse', 'snapshot', 'termProbe', 'termProbeResponse'] as const;
 
 function writeEntry(writer: Writer, entry: Entry): void {
   writer.varint(entry.index).varint(entry.term).bytes(entry.data);
@@ -42,6 +42,9 @@ export function encodeMessage(message: Message): Uint8Array {
       break;
     case 'snapshot':
       writer.varint(message.index).varint(message.snapshotTerm);
+      break;
+    case 'termProbe':
+    case 'termProbeResponse':
       break;
   }
   return writer.finish();
@@ -93,6 +96,10 @@ export function decodeMessage(bytes: Uint8Array): Message {
       break;
     case 'snapshot':
       message = { type, from, to, term, index: reader.varint(), snapshotTerm: reader.varint() };
+      break;
+    case 'termProbe':
+    case 'termProbeResponse':
+      message = { type, from, to, term };
       break;
   }
   reader.end();

@@ -49,6 +49,11 @@ export type Message =
   | { type: 'preVote' | 'vote'; from: NodeId; to: NodeId; term: number; lastLogIndex: number; lastLogTerm: number }
   | { type: 'preVoteResponse' | 'voteResponse'; from: NodeId; to: NodeId; term: number; granted: boolean }
   | { type: 'append'; from: NodeId; to: NodeId; term: number; prevLogIndex: number; prevLogTerm: number; entries: Entry[]; commit: number }
+  /**
+   * A member that started empty asks the others for their terms before it takes part at all; an
+   * answer carries the answerer's term and changes nothing there.
+   */
+  | { type: 'termProbe' | 'termProbeResponse'; from: NodeId; to: NodeId; term: number }
   /** The leader no longer holds the entries this follower needs: it is to fetch the state at `index`. */
   | { type: 'snapshot'; from: NodeId; to: NodeId; term: number; index: number; snapshotTerm: number }
   | {
@@ -138,8 +143,12 @@ export class Raft {
 
   private ticksSinceHeard = 0;
   private randomizedElectionTicks = 0;
-  /** A member that may have lost its disk (config.empty, not newMember), until it has caught up: the highest term it saw, and the commit it must reach. */
-  private rejoin: { maxTerm: number; target: number | undefined } | undefined;
+  /**
+   * A member that may have lost its disk (config.empty, not newMember), until it has caught up: the
+   * highest term it saw, the terms the other voters told it (until a quorum of them did), and the
+   * commit it must reach.
+   */
+  private rejoin: { maxTerm: number; probed: Map<NodeId, number> | undefined; target: number | undefined; ticks: number } | undefined;
   /** Votes are granted only in terms above this (set when a rejoining member has caught up). */
   private voteFloor = 0;
   private ticksSinceHeartbeat = 0;
@@ -164,7 +173,7 @@ export class Raft {
 
   constructor(config: RaftConfig) {
     this.id = config.id;
-    if (config.empty === true && config.newMember !== true) this.rejoin = { maxTerm: 0, target: undefined };
+    if (config.empty === true && config.newMember !== true) this.rejoin = { maxTerm: 0, probed: new Map(), target: undefined, ticks: 0 };
     this.voters = new Set(config.voters);
     this.learners = new Set(config.learners ?? []);
     assert(this.voters.size > 0, 'raft: a cluster needs at least one voter');
@@ -336,6 +345,10 @@ export class Raft {
       return;
     }
     this.ticksSinceHeard++;
+    // A rejoining member first asks the others for their terms, again every heartbeat until enough answered.
+    if (this.rejoin?.probed !== undefined && this.rejoin.ticks++ % this.heartbeatTicks === 0) {
+      for (const voter of this.voters) if (voter !== this.id && !this.rejoin.probed.has(voter)) this.send({ type: 'termProbe', from: this.id, to: voter, term: this.term });
+    }
     // A rejoining member does not stand before it has caught up.
     if (this.ticksSinceHeard >= this.randomizedElectionTicks && this.isVoter() && this.rejoin === undefined) this.startPreVote();
   }
@@ -348,6 +361,22 @@ export class Raft {
   /** Whether this node is a member that started empty and has not yet caught up (it neither votes nor stands). */
   get rejoining(): boolean {
     return this.rejoin !== undefined;
+  }
+
+  /**
+   * Another voter's term, for a rejoining member: once a quorum of the others answered (a quorum
+   * counted without this node, so it meets every majority that committed anything), it takes the
+   * highest, and from then on hears only leaders of that term or later, which hold every committed
+   * entry.
+   */
+  private takeProbeResponse(from: NodeId, term: number): void {
+    const probed = this.rejoin?.probed;
+    if (probed === undefined || !this.voters.has(from) || from === this.id) return;
+    probed.set(from, term);
+    if (probed.size < this.quorum()) return;
+    const highest = Math.max(...probed.values());
+    this.rejoin!.probed = undefined;
+    if (highest > this.term) this.becomeFollower(highest, NONE);
   }
 
   /** A rejoining member whose commit reached the first leader's is a full member again. */
@@ -376,6 +405,17 @@ export class Raft {
     // one its candidate would stand for, and counting it would refuse that very term for ever.
     const prospective = message.type === 'preVote' || (message.type === 'preVoteResponse' && message.granted);
     if (this.rejoin !== undefined && !prospective) this.rejoin.maxTerm = Math.max(this.rejoin.maxTerm, message.term);
+    if (message.type === 'termProbe') {
+      this.send({ type: 'termProbeResponse', from: this.id, to: message.from, term: this.term });
+      return;
+    }
+    if (message.type === 'termProbeResponse') {
+      this.takeProbeResponse(message.from, message.term);
+      return;
+    }
+    // Until a quorum of the others has told it their terms, a rejoining member takes nothing from a
+    // leader: a deposed leader of an older term (stalled, say) must not count it towards a commit.
+    if (this.rejoin?.probed !== undefined && (message.type === 'append' || message.type === 'snapshot')) return;
 
     if (message.term > this.term) {
       const inLease = this.leader !== NONE && this.ticksSinceHeard < this.electionTicks;
@@ -602,7 +642,7 @@ export class Raft {
     const reply = (success: boolean, index: number): void => this.send({ type: 'appendResponse', from: this.id, to: message.from, term: this.term, success, index });
 
     // A rejoining member must reach what the first leader it hears has committed.
-    if (this.rejoin !== undefined && this.rejoin.target === undefined) {
+    if (this.rejoin !== undefined && this.rejoin.probed === undefined && this.rejoin.target === undefined) {
       this.rejoin.target = message.commit;
       this.checkRejoined();
     }

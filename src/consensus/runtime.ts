@@ -25,7 +25,7 @@ export interface RuntimeOptions {
    * with a function that installs it. The runtime installs it between two Readys, and only if this
    * node's commit has not reached that index meanwhile. Reject to wait for the leader to ask again.
    */
-  fetchSnapshot?(meta: SnapshotMeta & { from: string }): Promise<() => void | Promise<void>>;
+  fetchSnapshot?(meta: SnapshotMeta & { from: string }, control: FetchControl): Promise<() => void | Promise<void>>;
   /**
    * Followers: checks entries a leader sends before this node accepts (and so acknowledges) them
    * (the block gate). Called in log order with the entries this node does not already hold;
@@ -36,14 +36,20 @@ export interface RuntimeOptions {
   fetchTimeoutMs?: number;
   /**
    * The fetch itself brings the state machine forward (a catch-up that applies committed blocks as
-   * they arrive), so nothing else may apply meanwhile: from the fetch's start until its install (or
-   * its failure) this node's Raft is paused, with no ticks and incoming messages held. The fetch
-   * must settle by itself, bounding its own requests; there is no fetch timeout. It may reject only
-   * while it has changed nothing.
+   * they arrive), so nothing else may apply meanwhile: from its `control.pause()` (called before it
+   * changes anything) until its install (or its failure) this node's Raft is paused, with no ticks
+   * and incoming messages held. The fetch must settle by itself, bounding its own requests; there
+   * is no fetch timeout. It may reject only while it has changed nothing.
    */
   pauseWhileFetching?: boolean;
   /** Called after a Ready in which this node stopped leading. */
   onLeadershipLost?(): void;
+}
+
+/** What a fetch may ask of the runtime (pauseWhileFetching). */
+export interface FetchControl {
+  /** Pauses Raft (no ticks, messages held) once the Ready in progress is done; resolves then. */
+  pause(): Promise<void>;
 }
 
 interface Waiting {
@@ -112,7 +118,21 @@ export class RaftRuntime {
     }
     if (message.type === 'append' && this.options.admit !== undefined) {
       const append = message;
-      this.inbound = this.inbound.then(() => this.admitThenStep(append)).catch((error: unknown) => this.fail(error, 'checking replicated entries failed'));
+      this.inbound = this.inbound.then(() => this.admitThenStep(append, bytes)).catch((error: unknown) => this.fail(error, 'checking replicated entries failed'));
+      return;
+    }
+    if (message.type === 'snapshot' && this.options.admit !== undefined) {
+      // In order with the appends still being checked, which it must not overtake.
+      const snapshot = message;
+      this.inbound = this.inbound.then(() => {
+        if (this.stopped) return;
+        if (this.held !== undefined) {
+          this.held.push([from, bytes]);
+          return;
+        }
+        this.raft.step(snapshot);
+        this.kick();
+      });
       return;
     }
     this.raft.step(message);
@@ -120,7 +140,7 @@ export class RaftRuntime {
   }
 
   /** Steps an append with only the entries the gate accepts: the rest are never acknowledged. */
-  private async admitThenStep(message: Extract<Message, { type: 'append' }>): Promise<void> {
+  private async admitThenStep(message: Extract<Message, { type: 'append' }>, bytes: Uint8Array): Promise<void> {
     if (this.stopped) return;
     // The entries this node already holds (same index and term) were checked when they came.
     let held = 0;
@@ -132,6 +152,12 @@ export class RaftRuntime {
       if (refusal !== undefined) this.options.logger.warn({ leader: message.from, term: message.term, index: message.entries[accepted]?.index, refusal: String((refusal as { message?: string }).message ?? refusal), details: (refusal as { details?: unknown }).details }, 'raft: refused a replicated entry');
     }
     if (this.stopped) return;
+    if (this.held !== undefined) {
+      // A pause (a catch-up) or an install began while the entries were checked: nothing may move
+      // the commit now. The append waits with the rest, and is checked again after.
+      this.held.push([message.from, bytes]);
+      return;
+    }
     this.raft.step(accepted === message.entries.length ? message : { ...message, entries: message.entries.slice(0, accepted) });
     this.kick();
   }
@@ -263,17 +289,21 @@ export class RaftRuntime {
     this.fetching = true;
     let settled = false;
     const pausing = this.options.pauseWhileFetching === true;
-    if (pausing) {
-      this.paused = true;
-      this.held ??= [];
-    }
+    const control: FetchControl = {
+      pause: async () => {
+        if (!pausing || settled || this.stopped) return;
+        this.paused = true;
+        this.held ??= [];
+        await this.idle();
+      },
+    };
     const timer = pausing ? undefined : this.options.scheduler.setTimeout(() => {
       if (settled) return;
       settled = true;
       this.fetching = false;
       this.options.logger.warn({ index: meta.index, from: meta.from }, 'raft: fetching the snapshot timed out; the leader will ask again');
     }, this.options.fetchTimeoutMs ?? 60_000);
-    this.options.fetchSnapshot(meta).then(
+    this.options.fetchSnapshot(meta, control).then(
       (install) => {
         if (settled) return;
         settled = true;
@@ -289,7 +319,7 @@ export class RaftRuntime {
         if (timer !== undefined) this.options.scheduler.clearTimeout(timer);
         this.fetching = false;
         this.options.logger.warn({ index: meta.index, from: meta.from, error: String(error) }, 'raft: fetching the snapshot failed; the leader will ask again');
-        this.resume();
+        if (this.paused) this.resume();
       },
     );
   }

@@ -13,7 +13,7 @@ import { bytesEqual, toHex } from '../ledger/hash.ts';
 import type { Entry, SnapshotMeta } from '../consensus/raft.ts';
 import { BlockGate } from '../consensus/block-gate.ts';
 import { RaftReplicator } from '../consensus/replicator.ts';
-import { RaftRuntime } from '../consensus/runtime.ts';
+import { type FetchControl, RaftRuntime } from '../consensus/runtime.ts';
 import type { KvStore } from '../store/kv.ts';
 import { RaftLogStore } from '../store/raft-log.ts';
 import { ChainStore } from '../store/chain-store.ts';
@@ -36,6 +36,8 @@ const METHOD_POINT = 2;
 const METHOD_BLOCKS = 3;
 /** A catch-up's requests: each answer is at most one link frame of blocks. */
 const CATCH_UP_CALL_MS = 10_000;
+/** The catch-up's first question, asked before Raft pauses: short, since a missing answer changes nothing. */
+const CATCH_UP_POINT_MS = 2_000;
 /** How long a follower first waits for the leader's answer to a forwarded message before it asks again (then twice as long, and so on). */
 const FORWARD_FIRST_PATIENCE_MS = 2_000;
 const CATCH_UP_BLOCKS_PER_CALL_MAX = 64;
@@ -115,6 +117,17 @@ export class ClusterMaster {
   private forwardingNow = 0;
   /** Set when the process shuts down: forwards in progress give up at once. */
   private closing = false;
+  /** A catch-up under way, which close() waits for (it stops between two blocks). */
+  private catchingUp: Promise<unknown> | undefined;
+
+  private trackCatchUp<T>(run: Promise<T>): Promise<T> {
+    const tracked = run.finally(() => {
+      if (this.catchingUp === tracked) this.catchingUp = undefined;
+    });
+    this.catchingUp = tracked;
+    tracked.catch(() => undefined);
+    return tracked;
+  }
   /** Committed entries are applied here, in order, off the Raft loop. */
   private applying: Promise<void> = Promise.resolve();
 
@@ -171,7 +184,7 @@ export class ClusterMaster {
       apply: (entries) => master.enqueueApply(entries),
       // A follower further behind than the leader's log catches up on blocks from the masters; its
       // Raft waits meanwhile, since the catch-up itself applies the committed blocks.
-      fetchSnapshot: (meta) => master.catchUp(meta),
+      fetchSnapshot: (meta, control) => master.trackCatchUp(master.catchUp(meta, control)),
       pauseWhileFetching: true,
       onLeadershipLost: () => master.node.leadershipLost(),
     });
@@ -180,6 +193,7 @@ export class ClusterMaster {
     const gate = new BlockGate({
       genesis, verifier: options.verifier, cache: node.cache, applied: { index: applied.index, tip: node.tipRecord },
       held: (from, to) => (to < from ? [] : runtime.raft.entries(Math.max(from, runtime.raft.firstIndex()), to)),
+      stored: { tip: () => node.tipRecord, bytesAt: (height) => chainStore.getBlockBytes(height) },
     });
     const tickMs = options.tickMs ?? 50;
     master = new ClusterMaster(node, runtime, replicator, gate, rpc, options.logRetention ?? 10_000, {
@@ -266,29 +280,45 @@ export class ClusterMaster {
    * give up: a failed request is retried, at another master, until the chain is there. Resolves with
    * the install: the gate and the replicator stand at the index, and Raft's log starts after it.
    */
-  private async catchUp(meta: SnapshotMeta & { from: string }): Promise<() => void> {
+  private async catchUp(meta: SnapshotMeta & { from: string }, control: FetchControl): Promise<() => void> {
     const { logger, scheduler } = this.context;
-    // What Raft handed out before it paused (this very Ready included) is applied first: the
-    // catch-up continues from there.
-    await this.runtime.idle();
-    await this.applying;
-    const answer = new TextDecoder().decode(await this.rpc.call(meta.from, METHOD_POINT, encodeJson({ index: meta.index }), CATCH_UP_CALL_MS));
+    // Where the chain stands at the snapshot's index, asked while Raft goes on (this node still
+    // votes and answers meanwhile).
+    const answer = new TextDecoder().decode(await this.rpc.call(meta.from, METHOD_POINT, encodeJson({ index: meta.index }), CATCH_UP_POINT_MS));
     const point = JSON.parse(answer) as { height: number; hash: string };
     if (!Number.isSafeInteger(point.height) || point.height < 0 || typeof point.hash !== 'string') throw kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'a master answered with a snapshot point this node cannot read' });
+    // From here on the chain may change: Raft pauses, and what it handed out before (this very
+    // Ready included) is applied first. If the snapshot is no longer needed (the entries came
+    // another way meanwhile), nothing is done.
+    await control.pause();
+    await this.applying;
+    if (!this.runtime.raft.needsSnapshot(meta.index, meta.term)) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the snapshot is no longer needed', index: meta.index });
     const startHeight = this.node.height;
-    if (point.height < startHeight) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the snapshot is behind this node\'s chain', index: meta.index, height: point.height, local: startHeight });
+    if (point.height < startHeight) {
+      // An earlier catch-up (cut short by a restart) took the chain past the snapshot: the log
+      // starts there, and the entries after it hold blocks stored already (the gate admits those).
+      const block = point.height === 0 ? undefined : await this.node.store.getBlock(point.height);
+      if (point.height > 0 && (block === undefined || toHex(blockHash(block.header)) !== point.hash)) {
+        throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { what: 'chain', reason: 'the stored block at the snapshot\'s height is not the leader\'s', height: point.height });
+      }
+      return () => {
+        this.gate.restore(meta.index, this.node.tipRecord);
+        this.replicator.applied(meta.index);
+      };
+    }
     logger.info({ index: meta.index, from: startHeight, to: point.height, peer: meta.from }, 'catching up: fetching committed blocks from the masters');
     const peers = [meta.from, ...[...this.runtime.raft.voters].filter((id) => id !== this.id && id !== meta.from)];
     let attempt = 0;
     let lastReport = this.context.clock.nowMs();
     while (this.node.height < point.height) {
-      if (this.runtime.isStopped) throw kalimaError('KALIMA_ERR_NODE_STOPPING');
+      if (this.runtime.isStopped || this.closing) throw kalimaError('KALIMA_ERR_NODE_STOPPING');
       const peer = peers[attempt % peers.length]!;
       try {
         const body = await this.rpc.call(peer, METHOD_BLOCKS, encodeJson({ from: this.node.height + 1, to: point.height }), CATCH_UP_CALL_MS);
         const blocks = decodeBlocks(body);
         if (blocks.length === 0) throw kalimaError('KALIMA_ERR_NODE_NOT_READY', { reason: 'the master has no blocks past this node\'s tip', peer });
         for (const bytes of blocks) {
+          if (this.closing || this.runtime.isStopped) throw kalimaError('KALIMA_ERR_NODE_STOPPING');
           const write = await this.gate.checkCommitted(bytes, { tip: this.node.tipRecord, state: this.node.cache });
           await this.node.applyReplicated(write);
         }
@@ -340,6 +370,12 @@ export class ClusterMaster {
           // A block this node produced and abandoned when it lost the leadership was never
           // admitted here; it is committed, so it is checked now, with no leader to match.
           await this.gate.admit([entry], { term: -1, keyHex: '' });
+        }
+        if (entry.data.length > 0 && this.gate.get(entry.index)?.stored === true) {
+          // A block a catch-up stored already: nothing to apply.
+          this.gate.applied(entry.index);
+          this.replicator.applied(entry.index);
+          continue;
         }
         if (entry.data.length > 0) {
           const admitted = this.gate.get(entry.index);
@@ -490,8 +526,10 @@ export class ClusterMaster {
     this.closing = true;
     this.runtime.stop();
     await this.applying;
-    await this.node.close();
+    // The links go first: a catch-up waiting for an answer hears at once, and stops.
     await this.rpc.close();
+    await this.catchingUp?.catch(() => undefined);
+    await this.node.close();
   }
 }
 

@@ -224,6 +224,38 @@ describe('three masters with consensus in the loop', () => {
     for (const master of masters) await master.close();
   }, 60_000);
 
+  it('a catch-up cut short by a restart, then a leader whose log still holds what follows: the follower admits the blocks it stored and goes on', async () => {
+    const tamper: { current: Tamper | undefined } = { current: undefined };
+    const { chain, masters, restart } = await startCluster(3, tamper);
+    const a = await leaderOf(masters);
+    const [b, f0] = masters.filter((master) => master !== a) as [Master, Master];
+    // a and the follower keep 2 entries of log; b keeps its whole log (compaction points differ between masters).
+    (a as unknown as { logRetention: number }).logRetention = 2;
+    (f0 as unknown as { logRetention: number }).logRetention = 2;
+    await a.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
+    const device = generateKeyPair(chain.rng);
+    await a.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    await until('the follower to have the device', () => f0.node.height === a.node.height);
+    // The follower is away while a and b commit 24 near-full blocks.
+    tamper.current = (from, to, message) => (from === f0.id || to === f0.id ? undefined : message);
+    const body = 'x'.repeat(7_000);
+    for (let index = 0; index < 24; index++) await a.node.submit(makeMessage(chain, device, { address: '/plant', key: `k${index % 5}`, body: `${index}${body}` }));
+    // Back, its catch-up gets two answers, then the rest are lost, and it restarts on its store.
+    let answers = 0;
+    tamper.current = (_from, to, message) => (message.type === 'rpc' && to === f0.id && message.bytes[0] === 2 && answers++ >= 2 ? undefined : message);
+    await until('part of the catch-up', () => answers >= 3, 10_000);
+    // Now a is away: b leads, and its log holds the entries after the follower's log.
+    tamper.current = (from, to, message) => (from === a.id || to === a.id ? undefined : message);
+    const f = await restart(f0);
+    const second = await leaderOf([b, f], 15_000);
+    const receipt = await second.node.submit(makeMessage(chain, device, { address: '/plant', key: 'after', body: 'after the restart' }));
+    await until('the follower to apply it', () => f.node.height === receipt.height && b.node.height === receipt.height, 15_000);
+    expect(f.node.cache.digest()).toEqual(b.node.cache.digest());
+    expect(f.refusals.filter((refusal) => String((refusal as { details?: { reason?: string } }).details?.reason).includes('another block'))).toEqual([]);
+    tamper.current = undefined;
+    for (const master of masters) await master.close();
+  }, 60_000);
+
   it('a device may write to any master: a follower forwards to the leader and answers with its receipt once committed', async () => {
     const { chain, masters } = await startCluster(3);
     const leader = await leaderOf(masters);
