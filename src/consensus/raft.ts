@@ -535,7 +535,8 @@ export class Raft {
 
   private startElection(): void {
     this.role = 'candidate';
-    this.term++;
+    // Above any term a rejoined member may have voted in before it lost its disk (voteFloor).
+    this.term = Math.max(this.term, this.voteFloor) + 1;
     this.vote = this.id;
     this.leader = NONE;
     this.hardStateDirty = true;

@@ -16,6 +16,7 @@ import { RaftReplicator } from '../consensus/replicator.ts';
 import { type FetchControl, RaftRuntime } from '../consensus/runtime.ts';
 import type { KvStore } from '../store/kv.ts';
 import { RaftLogStore } from '../store/raft-log.ts';
+import { keys } from '../store/keys.ts';
 import { ChainStore } from '../store/chain-store.ts';
 import { KalimaNode, type NodeOptions } from './node.ts';
 import { type Link, LinkListener, Peer } from '../net/link.ts';
@@ -41,6 +42,8 @@ const CATCH_UP_POINT_MS = 2_000;
 /** How long a follower first waits for the leader's answer to a forwarded message before it asks again (then twice as long, and so on). */
 const FORWARD_FIRST_PATIENCE_MS = 2_000;
 const CATCH_UP_BLOCKS_PER_CALL_MAX = 64;
+/** A catch-up under way: the snapshot index it is for (8 bytes, big-endian). */
+const CATCH_UP_KEY = keys.meta('catchUp');
 const CATCH_UP_RETRY_MS = 500;
 
 /** A master's view of its cluster, for /status and `kalima status`. */
@@ -111,6 +114,7 @@ export class ClusterMaster {
     private readonly context: { timeoutMs: number; max: number; scheduler: Scheduler; clock: Clock; retryMs: number; logger: Logger },
     /** The store held nothing when this master opened it. */
     readonly startedEmpty: boolean,
+    private readonly kv: KvStore,
   ) {}
 
   /** Messages this follower is handing to the leader now. */
@@ -161,7 +165,14 @@ export class ClusterMaster {
     const { store: raftStore, snapshot, hardState, log } = await RaftLogStore.open(options.kv);
     const chainStore = new ChainStore(options.kv);
     const tip = await chainStore.readTip();
-    const applied = appliedIndexOf(tip?.height ?? 0, snapshot, log);
+    // A catch-up under way when the process stopped (its record goes once a snapshot at or past it is stored).
+    const catchUpBytes = await options.kv.get(CATCH_UP_KEY);
+    let catchUpIndex = catchUpBytes === undefined ? undefined : Number(new DataView(catchUpBytes.buffer, catchUpBytes.byteOffset, 8).getBigUint64(0));
+    if (catchUpIndex !== undefined && snapshot !== undefined && snapshot.index >= catchUpIndex) {
+      await options.kv.batch([{ type: 'del', key: CATCH_UP_KEY }], { sync: true });
+      catchUpIndex = undefined;
+    }
+    const applied = appliedIndexOf(tip?.height ?? 0, snapshot, log, catchUpIndex !== undefined);
     const empty = snapshot === undefined && hardState === undefined && log.length === 0 && tip === undefined;
     // Set once everything is built; the runtime's callbacks run only after start().
     let master!: ClusterMaster;
@@ -198,7 +209,7 @@ export class ClusterMaster {
     const tickMs = options.tickMs ?? 50;
     master = new ClusterMaster(node, runtime, replicator, gate, rpc, options.logRetention ?? 10_000, {
       timeoutMs: options.forwardTimeoutMs ?? 10_000, max: options.pendingMessagesMax ?? 20_000, scheduler: options.scheduler, clock: options.clock, retryMs: 2 * tickMs, logger: options.logger,
-    }, empty);
+    }, empty, options.kv);
     rpc.raft.onMessage((from, bytes) => runtime.receive(from, bytes));
     // A device's message another master forwards: this node takes it only as the leader (it is never forwarded on).
     rpc.handle(METHOD_SUBMIT, async (_from, body) => encodeReceipt(await node.submit(decodeSignedMessage(body), { forwarded: true })));
@@ -307,6 +318,10 @@ export class ClusterMaster {
       };
     }
     logger.info({ index: meta.index, from: startHeight, to: point.height, peer: meta.from }, 'catching up: fetching committed blocks from the masters');
+    // Recorded before the first block: a restart in the middle finds the chain past the log, and knows why.
+    const record = new Uint8Array(8);
+    new DataView(record.buffer).setBigUint64(0, BigInt(meta.index));
+    await this.kv.batch([{ type: 'put', key: CATCH_UP_KEY, value: record }], { sync: true });
     const peers = [meta.from, ...[...this.runtime.raft.voters].filter((id) => id !== this.id && id !== meta.from)];
     let attempt = 0;
     let lastReport = this.context.clock.nowMs();
@@ -542,7 +557,7 @@ export class ClusterMaster {
  * log (a catch-up that did not install), the snapshot's index: applyCommitted checks the entries
  * handed out again against the blocks stored.
  */
-function appliedIndexOf(tipHeight: number, snapshot: { index: number; term: number } | undefined, log: readonly Entry[]): { index: number; term: number } {
+function appliedIndexOf(tipHeight: number, snapshot: { index: number; term: number } | undefined, log: readonly Entry[], catchingUp: boolean): { index: number; term: number } {
   for (let position = log.length - 1; position >= 0; position--) {
     const entry = log[position]!;
     if (entry.data.length === 0) continue;
@@ -550,7 +565,11 @@ function appliedIndexOf(tipHeight: number, snapshot: { index: number; term: numb
     if (height === tipHeight) return { index: entry.index, term: entry.term };
     // The chain went past the log: a catch-up applied blocks and the node stopped before it
     // installed. The entries after the snapshot are handed out again and checked against the store.
-    if (height < tipHeight) break;
+    // Without a catch-up's record, a tip the log does not hold means a damaged store.
+    if (height < tipHeight) {
+      if (catchingUp) break;
+      throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { what: 'raft log', reason: 'the chain store\'s tip block is not in the raft log, though blocks around it are', tipHeight });
+    }
   }
   return { index: snapshot?.index ?? 0, term: snapshot?.term ?? 0 };
 }

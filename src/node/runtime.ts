@@ -28,6 +28,19 @@ export interface RunningNode {
   close(): Promise<void>;
 }
 
+/**
+ * A new chain's member drops its mark once its store holds state: a term of its own is persisted
+ * (Raft writes the hard state before it sends anything). Checked every half second, off the loop.
+ */
+function removeMarkOnceStored(master: ClusterMaster, marker: string): void {
+  const timer = setInterval(() => {
+    if (master.runtime.raft.term === 0) return;
+    clearInterval(timer);
+    void master.runtime.idle().then(() => rm(marker, { force: true })).catch(() => undefined);
+  }, 500);
+  timer.unref();
+}
+
 /** How long a stopping node lets requests in progress finish before it ends their connections. */
 const CLOSE_GRACE_MS = 5_000;
 
@@ -63,6 +76,7 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
       const newMember = await fileExists(marker);
       master = await ClusterMaster.open({ ...base, kv, transport, tickMs: cluster.tickMs, logRetention: cluster.logRetention, masterApis, newMember });
       if (newMember && !master.startedEmpty) await rm(marker, { force: true });
+      else if (newMember) removeMarkOnceStored(master, marker);
       if (!newMember && master.runtime.raft.rejoining) logger.warn({ dataDir: config.dataDir }, 'this master starts with an empty store and no mark of a new chain: taken as one that lost its disk, it neither votes nor stands until it has caught up with a leader');
       node = master.node;
     }
