@@ -1,5 +1,6 @@
 // `kalima status`: one master's /status names every master and its API; each is asked in turn, twice
 // a second apart, for the leader, the term, each node's height and the commit rate.
+import type { ConsensusStatus } from '../node/cluster.ts';
 
 export interface NodeStatus {
   chain: string;
@@ -8,16 +9,7 @@ export interface NodeStatus {
   stateDigest: string;
   nextGlobalSequence: number;
   pendingMessages?: number;
-  consensus?: {
-    role: string;
-    term: number;
-    leader: string | null;
-    leaderApi: string | null;
-    commitIndex: number;
-    appliedIndex: number;
-    masters: number;
-    peers: Array<{ id: string; api: string | null }>;
-  };
+  consensus?: ConsensusStatus;
 }
 
 export interface ClusterRow {

@@ -105,6 +105,14 @@ async function until(what: string, condition: () => boolean, timeoutMs = 10_000)
   }
 }
 
+/** Through `master`: the address /plant, and a device that may write and read it. */
+async function plantWithSensor(chain: TestChain, master: ClusterMaster): Promise<KeyPair> {
+  await master.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
+  const device = generateKeyPair(chain.rng);
+  await master.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+  return device;
+}
+
 /** The master that may produce, once one may. */
 async function leaderOf<T extends ClusterMaster>(masters: readonly T[], timeoutMs = 10_000): Promise<T> {
   await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()), timeoutMs);
@@ -159,9 +167,7 @@ describe('three masters with consensus in the loop', () => {
     const { chain, masters, restart } = await startCluster(3, tamper, 2);
     const leader = await leaderOf(masters);
     const [lagging, other] = masters.filter((master) => master !== leader) as [Master, Master];
-    await leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
-    const device = generateKeyPair(chain.rng);
-    await leader.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    const device = await plantWithSensor(chain, leader);
     await until('the lagging follower to have the device', () => lagging.node.height === leader.node.height);
     // It is cut off while the other two commit 30 blocks, one at a time.
     tamper.current = (from, to, message) => (from === lagging.id || to === lagging.id ? undefined : message);
@@ -199,9 +205,7 @@ describe('three masters with consensus in the loop', () => {
     const { chain, masters, restart } = await startCluster(3, tamper, 2);
     const leader = await leaderOf(masters);
     const follower = masters.find((master) => master !== leader)!;
-    await leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
-    const device = generateKeyPair(chain.rng);
-    await leader.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    const device = await plantWithSensor(chain, leader);
     // Near-full blocks, so that an answer carries only a few of them.
     const body = 'x'.repeat(7_000);
     for (let index = 0; index < 24; index++) await leader.node.submit(makeMessage(chain, device, { address: '/plant', key: `k${index % 5}`, body: `${index}${body}` }));
@@ -232,9 +236,7 @@ describe('three masters with consensus in the loop', () => {
     // a and the follower keep 2 entries of log; b keeps its whole log (compaction points differ between masters).
     (a as unknown as { logRetention: number }).logRetention = 2;
     (f0 as unknown as { logRetention: number }).logRetention = 2;
-    await a.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
-    const device = generateKeyPair(chain.rng);
-    await a.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    const device = await plantWithSensor(chain, a);
     await until('the follower to have the device', () => f0.node.height === a.node.height);
     // The follower is away while a and b commit 24 near-full blocks.
     tamper.current = (from, to, message) => (from === f0.id || to === f0.id ? undefined : message);
@@ -290,9 +292,7 @@ describe('three masters with consensus in the loop', () => {
     const tamper: { current: Tamper | undefined } = { current: undefined };
     const { chain, masters } = await startCluster(3, tamper);
     const first = await leaderOf(masters);
-    await first.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
-    const device = generateKeyPair(chain.rng);
-    await first.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    const device = await plantWithSensor(chain, first);
     const follower = masters.find((master) => master !== first)!;
     await until('the follower to have the device', () => follower.node.height === first.node.height);
     // The leader is cut off: what the follower forwards meanwhile goes nowhere, or to a leader that cannot commit.
@@ -390,9 +390,7 @@ describe('three masters with consensus in the loop', () => {
     const tamper: { current: Tamper | undefined } = { current: undefined };
     const { chain, masters } = await startCluster(3, tamper);
     const first = await leaderOf(masters);
-    await first.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
-    const device = generateKeyPair(chain.rng);
-    await first.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    const device = await plantWithSensor(chain, first);
     const firstTerm = first.runtime.raft.term;
     // The first leader is cut off; writes sent to it meanwhile cannot commit.
     tamper.current = (from, to, message) => (from === first.id || to === first.id ? undefined : message);
@@ -442,9 +440,7 @@ describe('three masters with consensus in the loop', () => {
     const { chain, masters } = await startCluster(3);
     const leader = await leaderOf(masters);
     const term = leader.runtime.raft.term;
-    await leader.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
-    const device = generateKeyPair(chain.rng);
-    await leader.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    const device = await plantWithSensor(chain, leader);
     // Two of these fill a block: full blocks are built ahead of the disk and go to it together,
     // while each needs an append of its own, so they commit one after the other.
     const body = 'x'.repeat(7_000);
@@ -511,9 +507,7 @@ describe('three masters with consensus in the loop', () => {
     const tamper: { current: Tamper | undefined } = { current: undefined };
     const { chain, masters } = await startCluster(3, tamper);
     const first = await leaderOf(masters);
-    await first.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
-    const device = generateKeyPair(chain.rng);
-    await first.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
+    const device = await plantWithSensor(chain, first);
     // The leader's next chain-store write is slow: its block has committed in the cluster, and the
     // messages that arrive meanwhile queue behind the write.
     let release!: () => void;
