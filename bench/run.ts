@@ -11,6 +11,8 @@
 //   --batch-size N          messages per POST /transactions (default 64)
 //   --batch-concurrency N   batches in flight (default 8)
 //   --devices N             registered device keys signing the messages (default 64)
+//
+// `npm run bench -- cluster [options]` runs the cluster bench instead (bench/cluster.ts).
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -36,7 +38,9 @@ const NOISY_CORES = 0.2;
 const NODE_IDLE_CORES = 0.05;
 const NODE_SETTLE_MAX_MS = 30_000;
 
+const clusterBench = process.argv[2] === 'cluster';
 const { values } = parseArgs({
+  args: clusterBench ? [] : process.argv.slice(2),
   options: {
     quick: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
@@ -431,4 +435,5 @@ async function main(): Promise<void> {
   log(`\nwrote ${resultsFile}`);
 }
 
-await main();
+if (clusterBench) await (await import('./cluster.ts')).runClusterBench(process.argv.slice(3));
+else await main();
