@@ -7,7 +7,7 @@
 // fails with KALIMA_ERR_NET_TIMEOUT (the request may have been carried out: callers retry only what
 // is idempotent, such as a signed message under its nonce).
 import { isErrorCode, isKalimaError, kalimaError } from '../errors.ts';
-import type { Logger, Scheduler } from '../ports.ts';
+import type { Logger, Rng, Scheduler } from '../ports.ts';
 
 /** How masters reach each other: messages to a master by id; what arrives, with the sender the link proved. */
 export interface PeerTransport {
@@ -42,6 +42,8 @@ export interface PeerRpcOptions {
   transport: PeerTransport;
   scheduler: Scheduler;
   logger: Logger;
+  /** Draws the first request id: a restarted process must not take answers meant for its previous one. */
+  rng?: Rng;
   /** Requests from one peer handled at once; beyond it, refused with KALIMA_ERR_API_OVERLOADED. */
   inFlightPerPeerMax?: number;
 }
@@ -55,6 +57,10 @@ export class PeerRpc {
   private closed = false;
 
   constructor(private readonly options: PeerRpcOptions) {
+    if (options.rng !== undefined) {
+      const random = options.rng.bytes(4);
+      this.nextId = (((random[0]! << 24) | (random[1]! << 16) | (random[2]! << 8) | random[3]!) >>> 0) || 1;
+    }
     options.transport.onMessage((from, bytes) => this.receive(from, bytes));
   }
 

@@ -44,6 +44,8 @@ const FORWARD_FIRST_PATIENCE_MS = 2_000;
 const CATCH_UP_BLOCKS_PER_CALL_MAX = 64;
 /** A catch-up under way: the snapshot index it is for (8 bytes, big-endian). */
 const CATCH_UP_KEY = keys.meta('catchUp');
+/** This master started empty without the new-chain mark and has not caught up yet (raft.ts, config.empty). */
+const REJOIN_KEY = keys.meta('rejoining');
 const CATCH_UP_RETRY_MS = 500;
 
 /** A master's view of its cluster, for /status and `kalima status`. */
@@ -135,11 +137,18 @@ export class ClusterMaster {
   /** Committed entries are applied here, in order, off the Raft loop. */
   private applying: Promise<void> = Promise.resolve();
 
+  /** The store says this master is rejoining (REJOIN_KEY); cleared once Raft says it rejoined. */
+  private rejoinMarked = false;
+
   private enqueueApply(entries: Entry[]): void {
     this.applying = this.applying.then(async () => {
       if (this.runtime.isStopped) return;
       try {
         await this.applyCommitted(entries);
+        if (this.rejoinMarked && !this.runtime.raft.rejoining) {
+          await this.kv.batch([{ type: 'del', key: REJOIN_KEY }], { sync: true });
+          this.rejoinMarked = false;
+        }
       } catch (error) {
         // Raft counts these as applied: carrying on would skip them.
         this.runtime.abort(error, 'applying committed entries failed');
@@ -165,6 +174,9 @@ export class ClusterMaster {
     const { store: raftStore, snapshot, hardState, log } = await RaftLogStore.open(options.kv);
     const chainStore = new ChainStore(options.kv);
     const tip = await chainStore.readTip();
+    // A master that started empty without the new-chain mark stays a rejoining member across
+    // restarts until it has caught up: its store then holds a term, but not yet what it lost.
+    const rejoinMarked = (await options.kv.get(REJOIN_KEY)) !== undefined;
     // A catch-up under way when the process stopped (its record goes once a snapshot at or past it is stored).
     const catchUpBytes = await options.kv.get(CATCH_UP_KEY);
     let catchUpIndex = catchUpBytes === undefined ? undefined : Number(new DataView(catchUpBytes.buffer, catchUpBytes.byteOffset, 8).getBigUint64(0));
@@ -177,14 +189,14 @@ export class ClusterMaster {
     // Set once everything is built; the runtime's callbacks run only after start().
     let master!: ClusterMaster;
     // A follower may hand on as many messages as a leader takes in.
-    const rpc = new PeerRpc({ transport: options.transport, scheduler: options.scheduler, logger: options.logger, inFlightPerPeerMax: options.pendingMessagesMax ?? 20_000 });
+    const rpc = new PeerRpc({ transport: options.transport, scheduler: options.scheduler, logger: options.logger, rng: options.rng, inFlightPerPeerMax: options.pendingMessagesMax ?? 20_000 });
     const runtime = new RaftRuntime({
       raft: {
         id, voters: ids, electionTicks: options.electionTicks ?? 10, heartbeatTicks: options.heartbeatTicks ?? 2, rng: options.rng,
         snapshot, hardState, log, applied: applied.index, appliedTerm: applied.term,
         // Nothing stored: a new chain's member, or one whose disk was lost (see newMember).
-        empty,
-        newMember: options.newMember === true,
+        empty: empty || rejoinMarked,
+        newMember: options.newMember === true && !rejoinMarked,
       },
       store: raftStore, scheduler: options.scheduler, logger: options.logger, tickMs: options.tickMs ?? 50,
       send: (to, bytes) => rpc.raft.send(to, bytes),
@@ -210,6 +222,8 @@ export class ClusterMaster {
     master = new ClusterMaster(node, runtime, replicator, gate, rpc, options.logRetention ?? 10_000, {
       timeoutMs: options.forwardTimeoutMs ?? 10_000, max: options.pendingMessagesMax ?? 20_000, scheduler: options.scheduler, clock: options.clock, retryMs: 2 * tickMs, logger: options.logger,
     }, empty, options.kv);
+    if (runtime.raft.rejoining && !rejoinMarked) await options.kv.batch([{ type: 'put', key: REJOIN_KEY, value: Uint8Array.of(1) }], { sync: true });
+    master.rejoinMarked = runtime.raft.rejoining || rejoinMarked;
     rpc.raft.onMessage((from, bytes) => runtime.receive(from, bytes));
     // A device's message another master forwards: this node takes it only as the leader (it is never forwarded on).
     rpc.handle(METHOD_SUBMIT, async (_from, body) => encodeReceipt(await node.submit(decodeSignedMessage(body), { forwarded: true })));
@@ -471,7 +485,8 @@ export class ClusterMaster {
           }
           const code: string | undefined = error instanceof LeaderChanged ? error.code : isKalimaError(error) ? error.code : undefined;
           lastCode = code ?? lastCode;
-          const notTaken = code === 'KALIMA_ERR_NET_UNREACHABLE' || code === 'KALIMA_ERR_NODE_NOT_READY' || code === 'KALIMA_ERR_NODE_STOPPING' || code === 'KALIMA_ERR_API_OVERLOADED';
+          // API_NOT_FOUND: a master still opening has not registered its handlers yet.
+          const notTaken = code === 'KALIMA_ERR_NET_UNREACHABLE' || code === 'KALIMA_ERR_NODE_NOT_READY' || code === 'KALIMA_ERR_NODE_STOPPING' || code === 'KALIMA_ERR_API_OVERLOADED' || code === 'KALIMA_ERR_API_NOT_FOUND';
           // NOT_LEADER too: a leader that lost the leadership with the message in a block refuses
           // it so, and the next leader may still commit that block.
           const maybeTaken = code === 'KALIMA_ERR_NET_TIMEOUT' || code === 'KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN' || code === 'KALIMA_ERR_CONSENSUS_NOT_LEADER' || code === 'LEADER_CHANGED';
@@ -516,7 +531,9 @@ export class ClusterMaster {
         settled = true;
         try {
           const receipt = decodeReceipt(body);
-          if (receipt.messageHash !== hashHex) throw kalimaError('KALIMA_ERR_NODE_INTERNAL', { reason: 'the leader answered with the receipt of another message' });
+          // Another message's receipt: an answer meant for someone else (a previous process of
+          // this master, say). This try says nothing; the next asks again.
+          if (receipt.messageHash !== hashHex) throw new LeaderChanged();
           resolve(receipt);
         } catch (error) {
           reject(error);
