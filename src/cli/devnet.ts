@@ -6,7 +6,6 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isKalimaError } from '../errors.ts';
@@ -15,6 +14,7 @@ import { fileExists, type NodeConfigJson } from '../node/config.ts';
 import { toHex } from '../ledger/hash.ts';
 import { initCluster } from './init.ts';
 import { readCluster } from './cluster-status.ts';
+import { freePort, portIsFree } from './free-port.ts';
 
 const DEMO_ADDRESS = '/sensors/plant1';
 const DEMO_PERIOD_MS = 500;
@@ -39,28 +39,6 @@ export interface Devnet {
   urls: string[];
   children: ChildProcess[];
   stop: () => Promise<void>;
-}
-
-async function portIsFree(port: number): Promise<boolean> {
-  const server = createServer();
-  try {
-    server.listen(port, '127.0.0.1');
-    await once(server, 'listening');
-    return true;
-  } catch {
-    return false;
-  } finally {
-    server.close();
-  }
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  await once(server, 'close');
-  return port;
 }
 
 /** Tries an action until it succeeds or fails with a code that a leader change does not explain. */
