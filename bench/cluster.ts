@@ -34,6 +34,7 @@
 // generator (this process) shares the machine's cores with every master and member: each run
 // reports the CPU the servers, the client, the idle system and everything else used.
 // KALIMA_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir DIR" adds V8 flags to every master (as in run.ts).
+import { retrying } from '../src/sdk/retry.ts';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -61,10 +62,8 @@ const ADDRESS = '/bench/cluster';
 const KEYS_PER_DEVICE = 16;
 const DEVICE_IN_FLIGHT_MAX = 64;
 const BIN = join(REPO_ROOT, 'bin', 'kalima.mjs');
-const RETRYABLE = new Set([
-  'KALIMA_ERR_CONSENSUS_NOT_LEADER', 'KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', 'KALIMA_ERR_SDK_UNREACHABLE',
-  'KALIMA_ERR_NODE_NOT_READY', 'KALIMA_ERR_NODE_STOPPING', 'KALIMA_ERR_API_OVERLOADED',
-]);
+/** Setup writes wait out elections and overloads. */
+const SETUP_RETRY = { deadlineMs: 60_000, pauseMs: 100 };
 /** The servers count as settled below this many cores in all (timers, heartbeats), or after SETTLE_MAX_MS. */
 const SETTLED_CORES = 0.12;
 const SETTLE_MAX_MS = 15_000;
@@ -425,18 +424,6 @@ async function statusOf(url: string): Promise<StatusJson | undefined> {
   }
 }
 
-async function retrying<T>(action: () => Promise<T>, deadlineMs = 60_000): Promise<T> {
-  const started = Date.now();
-  for (;;) {
-    try {
-      return await action();
-    } catch (error) {
-      if (!isKalimaError(error) || !RETRYABLE.has(error.code) || Date.now() - started > deadlineMs) throw error;
-      await sleep(100);
-    }
-  }
-}
-
 interface KalimaCluster {
   root: string;
   masters: Array<{ process: ServerProcess; url: string; key: string }>;
@@ -662,11 +649,11 @@ async function setUpKalima(config: BenchConfig, allPids: number[], beforeRun: Be
     const urls = cluster.masters.map((master) => master.url);
     const nameOf = (index: number): string => cluster.masters[index]!.process.name;
     log(`kalima: ${nameOf(cluster.leader)} leads; creating ${ADDRESS} and registering ${config.devices} devices`);
-    await retrying(() => cluster.admin.createAddress(ADDRESS, 'cluster benchmark'));
+    await retrying(() => cluster.admin.createAddress(ADDRESS, 'cluster benchmark'), SETUP_RETRY);
     const devices = Array.from({ length: config.devices }, () => generateDeviceKey());
     for (let from = 0; from < devices.length; from += 32) {
       await Promise.all(devices.slice(from, from + 32).map((device, index) =>
-        retrying(() => cluster.admin.registerDevice(toHex(device.publicKey), { name: `bench-${from + index}`, pub: [ADDRESS], sub: [ADDRESS] }))));
+        retrying(() => cluster.admin.registerDevice(toHex(device.publicKey), { name: `bench-${from + index}`, pub: [ADDRESS], sub: [ADDRESS] }), SETUP_RETRY)));
     }
     const setup = await waitReplicated(cluster);
     const signer = new MessageSigner({ chain: CHAIN, address: ADDRESS, devices, bodyBytes: config.bodyBytes, keysPerDevice: config.keysPerDevice });

@@ -13,6 +13,7 @@ import { KalimaClient, generateDeviceKey, loadDeviceKey, saveDeviceKey } from '.
 import { fileExists, type NodeConfigJson } from '../node/config.ts';
 import { toHex } from '../ledger/hash.ts';
 import { initCluster } from './init.ts';
+import { RETRYABLE_CODES, retrying } from '../sdk/retry.ts';
 import { readCluster } from './cluster-status.ts';
 import { freePort, portIsFree } from './free-port.ts';
 
@@ -21,7 +22,8 @@ const DEMO_PERIOD_MS = 500;
 const DEMO_TTL_SECONDS = 60;
 const MASTERS = 5;
 const BIN = fileURLToPath(new URL('../../bin/kalima.mjs', import.meta.url));
-const RETRYABLE = new Set(['KALIMA_ERR_CONSENSUS_NOT_LEADER', 'KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', 'KALIMA_ERR_SDK_UNREACHABLE', 'KALIMA_ERR_NODE_NOT_READY', 'KALIMA_ERR_NODE_STOPPING']);
+/** What the devnet's setup waits out while the masters elect (an overload is not expected there). */
+const SETUP_RETRY = { deadlineMs: 30_000, pauseMs: 200, codes: RETRYABLE_CODES.filter((code) => code !== 'KALIMA_ERR_API_OVERLOADED') };
 
 export interface DevnetOptions {
   directory: string;
@@ -39,19 +41,6 @@ export interface Devnet {
   urls: string[];
   children: ChildProcess[];
   stop: () => Promise<void>;
-}
-
-/** Tries an action until it succeeds or fails with a code that a leader change does not explain. */
-async function retrying<T>(action: () => Promise<T>, deadlineMs = 30_000): Promise<T> {
-  const started = Date.now();
-  for (;;) {
-    try {
-      return await action();
-    } catch (error) {
-      if (!isKalimaError(error) || !RETRYABLE.has(error.code) || Date.now() - started > deadlineMs) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
 }
 
 export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
@@ -145,10 +134,10 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
   const admin = new KalimaClient({ url: urls[0]!, key: adminKey });
   const devices = urls.map((url) => new KalimaClient({ url, key: deviceKey }));
   try {
-    const entry = async (address: string, key: string): Promise<boolean> => (await retrying(() => admin.get(address, key))) !== undefined;
-    if (!(await entry('/kalima/addresses', DEMO_ADDRESS))) await retrying(() => admin.createAddress(DEMO_ADDRESS, 'demo temperature sensor'));
+    const entry = async (address: string, key: string): Promise<boolean> => (await retrying(() => admin.get(address, key), SETUP_RETRY)) !== undefined;
+    if (!(await entry('/kalima/addresses', DEMO_ADDRESS))) await retrying(() => admin.createAddress(DEMO_ADDRESS, 'demo temperature sensor'), SETUP_RETRY);
     if (!(await entry('/kalima/devices', toHex(deviceKey.publicKey)))) {
-      await retrying(() => admin.registerDevice(toHex(deviceKey.publicKey), { name: 'demo sensor', pub: ['/sensors'], sub: ['/sensors', '/alarms'] }));
+      await retrying(() => admin.registerDevice(toHex(deviceKey.publicKey), { name: 'demo sensor', pub: ['/sensors'], sub: ['/sensors', '/alarms'] }), SETUP_RETRY);
     }
   } catch (error) {
     await stopChildren();

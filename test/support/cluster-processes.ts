@@ -3,6 +3,7 @@
 // `cluster` section, and one process per master that can be killed, stopped, resumed and started
 // again on the same config. Optionally every master reaches every other through a FaultProxy of its
 // own for that ordered pair (test/support/fault-proxy.ts), so links can be cut one way or both.
+import type { ConsensusStatus } from '../../src/node/cluster.ts';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -10,6 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initCluster } from '../../src/cli/init.ts';
 import { isKalimaError } from '../../src/errors.ts';
+import { retryable } from '../../src/sdk/retry.ts';
 import { toHex } from '../../src/ledger/hash.ts';
 import type { Message } from '../../src/ledger/message.ts';
 import type { KeyPair } from '../../src/ledger/signature.ts';
@@ -111,17 +113,8 @@ export function killAll(): void {
   for (const child of liveChildren) child.kill('SIGKILL');
 }
 
-export interface ConsensusView {
-  role: string;
-  term: number;
-  leader: string | null;
-  leaderApi: string | null;
-  commitIndex: number;
-  appliedIndex: number;
-  masters: number;
-  /** Set while a master that started without its store catches up (reported by newer nodes). */
-  rejoining?: boolean;
-}
+/** A master's consensus state in its /status (older nodes lack `rejoining` and `peers`). */
+export type ConsensusView = Omit<ConsensusStatus, 'rejoining' | 'peers'> & Partial<Pick<ConsensusStatus, 'rejoining' | 'peers'>>;
 
 export interface StatusView {
   height: number;
@@ -142,12 +135,7 @@ export async function statusOf(url: string, timeoutMs = 1_000): Promise<StatusVi
 }
 
 /** Errors after which the same signed message may be sent again, to any master. */
-export const RETRYABLE_CODES = [
-  'KALIMA_ERR_CONSENSUS_NOT_LEADER', 'KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', 'KALIMA_ERR_SDK_UNREACHABLE',
-  'KALIMA_ERR_NODE_STOPPING', 'KALIMA_ERR_NODE_NOT_READY', 'KALIMA_ERR_API_OVERLOADED',
-];
-
-export const retryable = (error: unknown): boolean => isKalimaError(error) && RETRYABLE_CODES.includes(error.code);
+export { RETRYABLE_CODES, retryable } from '../../src/sdk/retry.ts';
 
 /**
  * Submits one signed message until some master commits it; the same message every time, to the
