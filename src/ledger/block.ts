@@ -66,6 +66,14 @@ function readHeader(reader: Reader): BlockHeader {
   };
 }
 
+/** A header alone (a client node's filtered block carries the header, not the whole block). */
+export function decodeHeader(bytes: Uint8Array): BlockHeader {
+  const reader = new Reader(bytes);
+  const header = readHeader(reader);
+  reader.end();
+  return header;
+}
+
 export function blockHash(header: BlockHeader): Uint8Array {
   return taggedHash(TAG.block, encodeHeader(header));
 }
