@@ -64,22 +64,22 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
   const configFiles = Array.from({ length: MASTERS }, (_, index) => join(directory, `m${index + 1}`, 'config.json'));
   const configs = await Promise.all(configFiles.map(async (file) => JSON.parse(await readFile(file, 'utf8')) as NodeConfigJson));
 
-  // Ports: m1's API on the base port and the others after it, node links 100 above; free ports if
-  // any of those is taken (or with --port 0).
+  // Ports: m1's API on the base port and the others after it, node links 100 above, client nodes
+  // 200 above; free ports if any of those is taken (or with --port 0).
   const base = options.port ?? 9118;
-  const preferred = configs.map((_, index) => ({ api: base + index, link: base + 100 + index }));
+  const preferred = configs.map((_, index) => ({ api: base + index, link: base + 100 + index, client: base + 200 + index }));
   let ports = preferred;
-  const available = base !== 0 && (await Promise.all(preferred.flatMap((pair) => [portIsFree(pair.api), portIsFree(pair.link)]))).every(Boolean);
+  const available = base !== 0 && (await Promise.all(preferred.flatMap((ports) => [portIsFree(ports.api), portIsFree(ports.link), portIsFree(ports.client)]))).every(Boolean);
   if (!available) {
-    if (base !== 0) out.write(`kalima devnet: some of ports ${base}–${base + MASTERS - 1} or ${base + 100}–${base + 100 + MASTERS - 1} are in use; using free ports instead\n`);
+    if (base !== 0) out.write(`kalima devnet: some of ports ${base}–${base + MASTERS - 1}, ${base + 100}–${base + 100 + MASTERS - 1} or ${base + 200}–${base + 200 + MASTERS - 1} are in use; using free ports instead\n`);
     ports = [];
-    for (let index = 0; index < MASTERS; index++) ports.push({ api: await freePort(), link: await freePort() });
+    for (let index = 0; index < MASTERS; index++) ports.push({ api: await freePort(), link: await freePort(), client: await freePort() });
   }
   const urls = ports.map((pair) => `http://127.0.0.1:${pair.api}`);
-  const masters = configs.map((config, index) => ({ key: config.cluster!.masters![index]!.key!, host: '127.0.0.1', port: ports[index]!.link, api: urls[index]! }));
+  const masters = configs.map((config, index) => ({ key: config.cluster!.masters![index]!.key!, host: '127.0.0.1', port: ports[index]!.link, api: urls[index]!, clientPort: ports[index]!.client }));
   for (const [index, config] of configs.entries()) {
     const next: NodeConfigJson = {
-      ...config, port: ports[index]!.api, verifierThreads: 1,
+      ...config, port: ports[index]!.api, clientPort: ports[index]!.client, verifierThreads: 1,
       cluster: { ...config.cluster, linkHost: '127.0.0.1', linkPort: ports[index]!.link, masters },
     };
     await writeFile(configFiles[index]!, `${JSON.stringify(next, null, 2)}\n`);
@@ -148,7 +148,7 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
   out.write([
     '',
     `Kalima devnet "devnet" is running: ${MASTERS} masters, each its own process.`,
-    ...urls.map((url, index) => `  m${index + 1} API  ${url}   log ${join(directory, `m${index + 1}`, 'node.log')}`),
+    ...urls.map((url, index) => `  m${index + 1} API  ${url}   client nodes 127.0.0.1:${ports[index]!.client}   log ${join(directory, `m${index + 1}`, 'node.log')}`),
     `  OpenAPI  ${urls[0]}/docs`,
     `  admin key ${join(directory, 'keys', 'admin.json')}`,
     `  try      npx kalima status --url ${urls[0]}`,

@@ -22,13 +22,20 @@ export interface NodeConfig {
   signerThread: boolean;
   /** A master of a cluster: where its node links listen, and every master's key and link address. */
   cluster: ClusterConfig | undefined;
+  /**
+   * Where client nodes (the SDK's sync mode) connect over BOLT 8 with their device keys
+   * (api/sync-server.ts). Left out: no client listener. 0: any free port (the log names it).
+   * `kalima init` writes the API port + 200 (9318 for the default 9118).
+   */
+  clientPort: number | undefined;
+  clientHost: string;
 }
 
 export interface ClusterConfig {
   linkHost: string;
   linkPort: number;
-  /** Every master of the genesis file: its key (x-only, hex), where its links listen, its API (for redirects). */
-  masters: Array<{ key: string; host: string; port: number; api?: string }>;
+  /** Every master of the genesis file: its key (x-only, hex), where its links listen, its API (for redirects), its client listener's port (for client nodes). */
+  masters: Array<{ key: string; host: string; port: number; api?: string; clientPort?: number }>;
   /** Milliseconds per Raft tick (an election timeout is 10–20 ticks). */
   tickMs: number;
   /** Applied Raft entries kept for followers that fall behind (older ones are compacted; a follower further behind catches up on blocks). */
@@ -54,7 +61,9 @@ export interface NodeConfigJson {
   logLevel?: NodeConfig['logLevel'];
   verifierThreads?: number;
   signerThread?: boolean;
-  cluster?: { linkHost?: string; linkPort?: number; masters?: Array<{ key?: string; host?: string; port?: number; api?: string }>; tickMs?: number; logRetention?: number };
+  cluster?: { linkHost?: string; linkPort?: number; masters?: Array<{ key?: string; host?: string; port?: number; api?: string; clientPort?: number }>; tickMs?: number; logRetention?: number };
+  clientPort?: number;
+  clientHost?: string;
 }
 
 function invalid(file: string, reason: string): never {
@@ -87,6 +96,8 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
     invalid(file, 'verifierThreads must be a whole number from 0 (one per core) to 256');
   }
   if (json.signerThread !== undefined && typeof json.signerThread !== 'boolean') invalid(file, 'signerThread must be true or false');
+  if (json.clientPort !== undefined && (!Number.isInteger(json.clientPort) || json.clientPort < 0 || json.clientPort > 65_535)) invalid(file, 'clientPort must be a whole number from 0 (any free port) to 65535; leave it out for no client listener');
+  if (json.clientHost !== undefined && (typeof json.clientHost !== 'string' || json.clientHost.length === 0)) invalid(file, 'clientHost must be a host name or address');
   let cluster: ClusterConfig | undefined;
   if (json.cluster !== undefined) {
     const raw = json.cluster;
@@ -99,7 +110,8 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
       if (typeof master.host !== 'string' || master.host.length === 0) invalid(file, `cluster.masters[${index}].host must be a host name or address`);
       if (!Number.isInteger(master.port) || master.port! < 1 || master.port! > 65_535) invalid(file, `cluster.masters[${index}].port must be a port number`);
       if (master.api !== undefined && typeof master.api !== 'string') invalid(file, `cluster.masters[${index}].api must be a URL`);
-      return { key: master.key, host: master.host, port: master.port!, api: master.api };
+      if (master.clientPort !== undefined && (!Number.isInteger(master.clientPort) || master.clientPort < 1 || master.clientPort > 65_535)) invalid(file, `cluster.masters[${index}].clientPort must be a port number`);
+      return { key: master.key, host: master.host, port: master.port!, api: master.api, ...(master.clientPort === undefined ? {} : { clientPort: master.clientPort }) };
     });
     const tickMs = raw.tickMs ?? 50;
     if (!Number.isInteger(tickMs) || tickMs < 1 || tickMs > 10_000) invalid(file, 'cluster.tickMs must be a whole number of milliseconds from 1 to 10000');
@@ -117,6 +129,8 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
     logLevel: json.logLevel ?? 'info',
     verifierThreads: json.verifierThreads ?? 0,
     signerThread: json.signerThread ?? false,
+    clientPort: json.clientPort,
+    clientHost: json.clientHost ?? json.host ?? '127.0.0.1',
   };
 }
 
