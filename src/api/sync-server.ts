@@ -68,6 +68,11 @@ interface Connection {
   deviceHex: string;
   subscription: Subscription | undefined;
   submitsInFlight: number;
+  /** Frames waiting for the socket to take them, in order; a snapshot's parts wait here while the client reads. */
+  outbox: Array<{ bytes: Uint8Array; snapshot: boolean }>;
+  outboxBytes: number;
+  /** The part of outboxBytes that is snapshot: it does not count against the bound. */
+  outboxSnapshotBytes: number;
 }
 
 export class SyncServer {
@@ -94,10 +99,12 @@ export class SyncServer {
       key: staticKeyFromSecret(linkSecretOf(options.nodeKey.secretKey)),
       // Every key that completes the handshake gets a link; accept() refuses unknown devices with a code.
       allowed: () => true,
+      // A device may run several client nodes (CONNECTIONS_PER_DEVICE_MAX bounds them).
+      onePerPeer: false,
       heartbeatMs: options.heartbeatMs ?? CLIENT_HEARTBEAT_MS,
       deadAfterMs: options.deadAfterMs ?? CLIENT_DEAD_AFTER_MS,
-      // The hard bound, above the soft one at which a client is told it is too slow.
-      maxQueuedBytes: 2 * outputBytesMax + 1024 * 1024,
+      // The hard bound, above the soft one at which frames wait in the connection's outbox.
+      maxQueuedBytes: outputBytesMax + 1024 * 1024,
       penaltyMs: options.penaltyMs,
     });
     const address = await listener.listen(port, host);
@@ -126,9 +133,10 @@ export class SyncServer {
       this.refuse(link, kalimaError('KALIMA_ERR_API_OVERLOADED', { connections: this.connections.size, ofDevice }));
       return;
     }
-    const connection: Connection = { link, deviceHex, subscription: undefined, submitsInFlight: 0 };
+    const connection: Connection = { link, deviceHex, subscription: undefined, submitsInFlight: 0, outbox: [], outboxBytes: 0, outboxSnapshotBytes: 0 };
     this.connections.add(connection);
     link.on('message', (bytes: Uint8Array) => this.receive(connection, bytes));
+    link.on('drain', () => this.flush(connection));
     link.once('close', (reason: CloseReason) => {
       this.connections.delete(connection);
       this.options.logger.debug({ device: deviceHex, reason }, 'sync: client link closed');
@@ -215,8 +223,8 @@ export class SyncServer {
     }
     flushPart();
     frames.push({ type: 'snapshot-end', requestId: frame.requestId });
-    // A snapshot goes out whole, past the soft bound: the client that cannot take it is cut off at the next block.
-    for (const snapshotFrame of frames) if (!this.reply(connection, snapshotFrame, false)) return;
+    // Taken whole now, sent as the client reads: a snapshot does not count against the bound, what follows it does.
+    for (const snapshotFrame of frames) if (!this.reply(connection, snapshotFrame, true)) return;
   }
 
   private async submit(connection: Connection, frame: Extract<ClientFrame, { type: 'submit' }>): Promise<void> {
@@ -263,7 +271,10 @@ export class SyncServer {
         checkSubscription(node.cache, node.policy, connection.deviceHex, subscription.prefixes);
       } catch (error) {
         connection.subscription = undefined;
-        this.reply(connection, errorFrame(subscription.requestId, isKalimaError(error) ? kalimaError(error.code, { ...error.details, revoked: true }) : error));
+        const revoked = isKalimaError(error) ? kalimaError(error.code, { ...error.details, revoked: true }) : error;
+        // A device no longer registered is cut off; one whose SUB list shrank keeps its link (it may subscribe to less).
+        if (isKalimaError(error, 'KALIMA_ERR_ACCESS_UNKNOWN_DEVICE')) this.refuse(connection.link, revoked);
+        else this.reply(connection, errorFrame(subscription.requestId, revoked));
         continue;
       }
       const indexes: number[] = [];
@@ -281,10 +292,12 @@ export class SyncServer {
     }
   }
 
-  /** Sends one frame; a client with too much waiting is told and cut off. False if the link is gone. */
-  private reply(connection: Connection, frame: ServerFrame, bounded = true): boolean {
-    const { link } = connection;
-    if (link.isClosed) return false;
+  /**
+   * Queues one frame and sends what the socket takes. A client with more than `outputBytesMax`
+   * waiting beyond its snapshot is told it is too slow and cut off. False if the link is gone.
+   */
+  private reply(connection: Connection, frame: ServerFrame, snapshot = false): boolean {
+    if (connection.link.isClosed) return false;
     let bytes: Uint8Array;
     try {
       bytes = encodeServerFrame(frame);
@@ -293,22 +306,40 @@ export class SyncServer {
       this.options.logger.error({ err: error, frame: frame.type }, 'sync: a frame could not be encoded');
       return true;
     }
-    if (bounded && link.queuedBytes > this.outputBytesMax) {
+    connection.outbox.push({ bytes, snapshot });
+    connection.outboxBytes += bytes.length;
+    if (snapshot) connection.outboxSnapshotBytes += bytes.length;
+    this.flush(connection);
+    if (connection.outboxBytes - connection.outboxSnapshotBytes > this.outputBytesMax) {
       this.tooSlow(connection);
       return false;
     }
-    try {
-      link.send(bytes);
-    } catch (error) {
-      if (isKalimaError(error, 'KALIMA_ERR_NET_QUEUE_FULL')) this.tooSlow(connection);
-      return false;
+    return !connection.link.isClosed;
+  }
+
+  /** Hands the socket what waits, while it holds at most `outputBytesMax` unsent ('drain' calls again). */
+  private flush(connection: Connection): void {
+    const { link } = connection;
+    while (connection.outbox.length > 0 && !link.isClosed && link.queuedBytes <= this.outputBytesMax) {
+      const next = connection.outbox.shift()!;
+      connection.outboxBytes -= next.bytes.length;
+      if (next.snapshot) connection.outboxSnapshotBytes -= next.bytes.length;
+      try {
+        link.send(next.bytes);
+      } catch (error) {
+        if (isKalimaError(error, 'KALIMA_ERR_NET_QUEUE_FULL')) this.tooSlow(connection);
+        return;
+      }
     }
-    return true;
   }
 
   private tooSlow(connection: Connection): void {
-    this.options.logger.warn({ device: connection.deviceHex, queuedBytes: connection.link.queuedBytes }, 'sync: a client reads too slowly; disconnected');
-    this.refuse(connection.link, kalimaError('KALIMA_ERR_SYNC_TOO_SLOW', { queuedBytes: connection.link.queuedBytes, max: this.outputBytesMax }));
+    const waitingBytes = connection.link.queuedBytes + connection.outboxBytes;
+    this.options.logger.warn({ device: connection.deviceHex, waitingBytes }, 'sync: a client reads too slowly; disconnected');
+    connection.outbox = [];
+    connection.outboxBytes = 0;
+    connection.outboxSnapshotBytes = 0;
+    this.refuse(connection.link, kalimaError('KALIMA_ERR_SYNC_TOO_SLOW', { waitingBytes, max: this.outputBytesMax }));
   }
 
   async close(): Promise<void> {

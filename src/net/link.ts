@@ -214,6 +214,12 @@ export interface ListenerOptions extends LinkOptions {
   penaltyMs?: number;
   /** Handshakes in progress at once; more connections are closed at once (each costs ECDH work). */
   maxHandshakes?: number;
+  /**
+   * A new link from a key closes the older one from the same key (default: a node has one link to
+   * each peer, and the old one may be half-open). False for the client listener, where one device
+   * may run several client nodes; heartbeats still close the half-open ones.
+   */
+  onePerPeer?: boolean;
 }
 
 /**
@@ -286,8 +292,10 @@ export class LinkListener extends EventEmitter {
       handshakeOver();
       const link = new Link(socket, transport, remoteStatic, this.options, actThree.rest);
       this.links.add(link);
-      this.byPeer.get(link.remoteHex)?.close({ kind: 'closed' });
-      this.byPeer.set(link.remoteHex, link);
+      if (this.options.onePerPeer !== false) {
+        this.byPeer.get(link.remoteHex)?.close({ kind: 'closed' });
+        this.byPeer.set(link.remoteHex, link);
+      }
       link.once('close', (reason: CloseReason) => {
         this.links.delete(link);
         if (this.byPeer.get(link.remoteHex) === link) this.byPeer.delete(link.remoteHex);

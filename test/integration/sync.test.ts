@@ -5,6 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { SyncServer, type SyncServerOptions } from '../../src/api/sync-server.ts';
 import { isKalimaError } from '../../src/errors.ts';
+import { DEVICES_ADDRESS, encodeDeviceRecord } from '../../src/access/records.ts';
 import { toHex } from '../../src/ledger/hash.ts';
 import { generateKeyPair } from '../../src/ledger/signature.ts';
 import type { ServerFrame } from '../../src/net/sync-protocol.ts';
@@ -189,6 +190,60 @@ describe('a client node on one master', () => {
     await connection.closed;
     const last = connection.frames[connection.frames.length - 1];
     expect(last).toMatchObject({ type: 'error', requestId: 0, code: 'KALIMA_ERR_SYNC_TOO_SLOW' });
+  });
+});
+
+describe('a client node on one master, its limits', () => {
+  it('gets a snapshot far larger than the output bound, in parts, as it reads', async () => {
+    const { node, reader, write, client } = await setup({ outputBytesMax: 32 * 1024 });
+    const body = 'y'.repeat(4_000);
+    for (let round = 0; round < 6; round++) await Promise.all(Array.from({ length: 50 }, (_, index) => write('/plant', `big-${round}-${index}`, body)));
+    const sync = client();
+    await sync.start();
+    expect(sync.getMemCache('/plant')).toHaveLength(300);
+    expect(toHex(sync.digest())).toBe(masterDigest(node, toHex(reader.publicKey), ['/plant']));
+  });
+
+  it('lets one device run several client nodes at once', async () => {
+    const { node, write, client } = await setup();
+    const first = client();
+    const second = client();
+    await Promise.all([first.start(), second.start()]);
+    await write('/plant', 'both', 'seen twice');
+    await until('both clients at the master\'s height', () => first.height === node.height && second.height === node.height);
+    expect([value(first.get('/plant', 'both')), value(second.get('/plant', 'both'))]).toEqual(['seen twice', 'seen twice']);
+    expect(first.connectedMasters).toHaveLength(1);
+    expect(second.connectedMasters).toHaveLength(1);
+  });
+
+  it('ends a subscription whose SUB list no longer covers it, and sends nothing of it after', async () => {
+    const { node, chain, write, wire, client } = await setup();
+    // Two devices: one watched on the wire, one through the SDK.
+    const watched = await registerDevice(node, chain, { pub: [], sub: ['/plant'] });
+    const synced = await registerDevice(node, chain, { pub: [], sub: ['/plant'] });
+    const connection = await wire(watched);
+    connection.send({ type: 'subscribe', requestId: 1, prefixes: ['/plant'], snapshot: false });
+    await connection.waitFor((frame) => frame.type === 'subscribed');
+    const sync = client({ key: synced });
+    const rejected = new Promise<{ code: string; details: Record<string, unknown> }>((resolve) => sync.once('rejected', resolve));
+    await sync.start();
+    await write('/plant', 'seen', 'BEFORE-REVOKE');
+    await until('the client has the first write', () => sync.get('/plant', 'seen') !== undefined);
+    for (const device of [watched, synced]) {
+      await node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'test', pub: [], sub: ['/elsewhere'] }) }));
+    }
+    const refusal = await connection.waitFor((frame) => frame.type === 'error');
+    expect(refusal).toMatchObject({ requestId: 1, code: 'KALIMA_ERR_ACCESS_SUB_DENIED', details: { revoked: true } });
+    await write('/plant', 'unseen', 'AFTER-REVOKE');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const wireText = connection.plaintexts.map((bytes) => Buffer.from(bytes).toString('latin1')).join('\n');
+    expect(wireText).toContain('BEFORE-REVOKE');
+    expect(wireText).not.toContain('AFTER-REVOKE');
+    // Not even headers: the subscription is gone.
+    expect(connection.frames.slice(connection.frames.indexOf(refusal) + 1)).toEqual([]);
+    expect(connection.isClosed).toBe(false);
+    expect(await rejected).toMatchObject({ code: 'KALIMA_ERR_ACCESS_SUB_DENIED', details: { revoked: true } });
+    expect(sync.get('/plant', 'unseen')).toBeUndefined();
   });
 });
 
