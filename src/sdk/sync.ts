@@ -243,6 +243,8 @@ export class SyncClient extends EventEmitter {
         const remote = toHex(answer.digest);
         if (local !== undefined) return { master: master.endpoint.key, height: answer.height, matches: local === remote, local, remote };
         if (this.clock.nowMs() - started > timeoutMs) throw kalimaError('KALIMA_ERR_NET_TIMEOUT', { reason: 'no common height to compare digests at', master: master.endpoint.key });
+        // The master is behind what the client still remembers: ask again once it has moved on.
+        await new Promise<void>((resolve) => this.scheduler.setTimeout(resolve, 50));
       }
     }));
   }
@@ -382,6 +384,7 @@ export class SyncClient extends EventEmitter {
     if (master.link !== link) return;
     master.link = undefined;
     master.subscribed = false;
+    const snapshotLost = this.resyncFrom === master;
     this.cancelSnapshot(master);
     for (const [requestId, waiting] of master.requests) {
       master.requests.delete(requestId);
@@ -389,11 +392,8 @@ export class SyncClient extends EventEmitter {
       waiting.reject(kalimaError('KALIMA_ERR_NET_LINK_CLOSED', { master: master.endpoint.key, reason }));
     }
     this.emit('master down', { master: master.endpoint.key, reason });
-    if (this.resyncFrom === master) {
-      // The master a snapshot was coming from went away: take it from another.
-      this.resyncFrom = undefined;
-      this.resync(kalimaError('KALIMA_ERR_NET_LINK_CLOSED', { master: master.endpoint.key }), master);
-    }
+    // The master a snapshot was coming from went away: take it from another.
+    if (snapshotLost) this.resync(kalimaError('KALIMA_ERR_NET_LINK_CLOSED', { master: master.endpoint.key }), master);
   }
 
   private subscribe(master: MasterState, snapshot: boolean): void {
