@@ -18,9 +18,7 @@
 // compares the local copy with what the other masters hold for the same filter at the same height.
 import { EventEmitter } from 'node:events';
 import { type KalimaErrorCode, isKalimaError, kalimaError } from '../errors.ts';
-import { type Genesis, genesisHash } from '../access/genesis.ts';
-import { type BlockHeader, blockHash } from '../ledger/block.ts';
-import { verifyFilteredBlock, verifyLeaderSignature } from '../ledger/filtered-block.ts';
+import type { Genesis } from '../access/genesis.ts';
 import { bytesEqual, fromHex, toHex } from '../ledger/hash.ts';
 import { type Message, type UnsignedMessage, canonicalProps, signMessage } from '../ledger/message.ts';
 import type { KeyPair } from '../ledger/signature.ts';
@@ -31,9 +29,8 @@ import { linkKeyOfMaster, linkSecretOf } from '../node/cluster.ts';
 import type { CommitReceipt } from '../node/node.ts';
 import { type Clock, type Logger, type Rng, type Scheduler, silentLogger, systemClock, systemRng, systemScheduler } from '../ports.ts';
 import type { CacheEntry } from '../state/entry.ts';
-import { entryOfCommitted, inSubscription } from '../state/filtered.ts';
-import { Draft, MemCache } from '../state/memcache.ts';
 import { RETRYABLE_CODES } from './retry.ts';
+import { type CopyChange, FilteredCopy } from './filtered-copy.ts';
 import type { WriteOptions } from './client.ts';
 
 /** A master as the genesis file and the masters' configs name it: its x-only key and its client listener. */
@@ -106,7 +103,6 @@ interface MasterState {
 
 type BlockFrame = Extract<ServerFrame, { type: 'block' }>;
 
-const DIGESTS_KEPT = 128;
 const AHEAD_BLOCKS_MAX = 256;
 /** Codes after which a write is sent again (the same signed message: its nonce makes it safe). */
 const WRITE_RETRY_CODES: readonly KalimaErrorCode[] = [...RETRYABLE_CODES, 'KALIMA_ERR_NET_TIMEOUT', 'KALIMA_ERR_SYNC_NO_MASTER', 'KALIMA_ERR_NET_LINK_CLOSED', 'KALIMA_ERR_NET_QUEUE_FULL'];
@@ -126,12 +122,8 @@ export class SyncClient extends EventEmitter {
   private readonly logger: Logger;
   private readonly masters: MasterState[];
   private readonly prefixes: string[];
-  private readonly genesisHash: Uint8Array;
-  private cache = new MemCache();
-  private heightValue = 0;
-  private tipHash: Uint8Array;
+  private readonly copy: FilteredCopy;
   private synchronizedOnce = false;
-  private readonly digests = new Map<number, string>();
   private readonly ahead = new Map<number, { frame: BlockFrame; master: MasterState }>();
   private gapTimer: unknown;
   /** The master a snapshot is being taken from, to heal a gap or to start. */
@@ -151,8 +143,7 @@ export class SyncClient extends EventEmitter {
     this.scheduler = options.scheduler ?? systemScheduler;
     this.logger = options.logger ?? silentLogger;
     this.prefixes = [...options.prefixes];
-    this.genesisHash = genesisHash(options.genesis);
-    this.tipHash = this.genesisHash;
+    this.copy = new FilteredCopy(options.genesis, this.prefixes);
     const key = staticKeyFromSecret(linkSecretOf(options.key.secretKey));
     this.masters = options.masters.map((endpoint, index) => {
       const masterKey = fromHex(endpoint.key);
@@ -195,7 +186,7 @@ export class SyncClient extends EventEmitter {
   // ---- reads of the local copy ----
 
   get height(): number {
-    return this.heightValue;
+    return this.copy.height;
   }
 
   get isSynchronized(): boolean {
@@ -208,20 +199,20 @@ export class SyncClient extends EventEmitter {
   }
 
   get(address: string, key: string): CacheEntry | undefined {
-    return this.cache.getEntry(address, key);
+    return this.copy.get(address, key);
   }
 
   getMemCache(address: string): CacheEntry[] {
-    return this.cache.entriesAt(address);
+    return this.copy.entriesAt(address);
   }
 
   getAddresses(): string[] {
-    return this.cache.addresses();
+    return this.copy.addresses();
   }
 
   /** The digest of the local copy: the filtered-set digest a master computes for this subscription. */
   digest(): Uint8Array {
-    return this.cache.digest();
+    return this.copy.digest();
   }
 
   /**
@@ -239,7 +230,7 @@ export class SyncClient extends EventEmitter {
         const answer = await this.request(master, (requestId) => ({ type: 'digest', requestId }));
         if (answer.type !== 'digest-answer') throw kalimaError('KALIMA_ERR_SDK_BAD_RESPONSE', { expected: 'digest-answer', got: answer.type });
         await this.waitForHeight(answer.height, Math.max(0, timeoutMs - (this.clock.nowMs() - started)));
-        const local = this.digests.get(answer.height);
+        const local = this.copy.digestAt(answer.height);
         const remote = toHex(answer.digest);
         if (local !== undefined) return { master: master.endpoint.key, height: answer.height, matches: local === remote, local, remote };
         if (this.clock.nowMs() - started > timeoutMs) throw kalimaError('KALIMA_ERR_NET_TIMEOUT', { reason: 'no common height to compare digests at', master: master.endpoint.key });
@@ -250,11 +241,11 @@ export class SyncClient extends EventEmitter {
   }
 
   private waitForHeight(height: number, timeoutMs: number): Promise<void> {
-    if (this.heightValue >= height) return Promise.resolve();
+    if (this.copy.height >= height) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = this.scheduler.setTimeout(() => done(), timeoutMs);
       const check = (): void => {
-        if (this.heightValue >= height || this.closed) done();
+        if (this.copy.height >= height || this.closed) done();
       };
       const done = (): void => {
         this.scheduler.clearTimeout(timer);
@@ -526,52 +517,29 @@ export class SyncClient extends EventEmitter {
     }
     this.cancelSnapshot(master);
     if (snapshot.heads.length !== begin.headCount || snapshot.entries.length !== begin.entryCount) return fail('fewer items than the snapshot announced');
-    const { header, signature } = begin;
+    let changes: CopyChange[];
     try {
-      if (header !== undefined) {
-        if (header.chain !== this.options.genesis.chain) throw kalimaError('KALIMA_ERR_SYNC_BAD_BLOCK', { reason: 'wrong chain', chain: header.chain });
-        verifyLeaderSignature(header, signature!, this.options.genesis.masters);
-      }
+      changes = this.copy.restore({ header: begin.header, signature: begin.signature, digest: begin.digest, heads: snapshot.heads, entries: snapshot.entries });
     } catch (error) {
       this.fault(master, error);
       this.resync(error, master);
       return;
     }
-    for (const [address] of snapshot.heads) if (!inSubscription(this.prefixes, address)) return fail(`an address outside the subscription: ${address}`);
-    for (const entry of snapshot.entries) if (!inSubscription(this.prefixes, entry.address)) return fail(`an entry outside the subscription: ${entry.address}`);
-    const cache = MemCache.restore({ entries: snapshot.entries, heads: snapshot.heads, nonces: [], nextGlobalSequence: 0 });
-    if (!bytesEqual(cache.digest(), begin.digest)) return fail('the items do not give the digest the master announced');
-    this.takeSnapshot(master, cache, header);
-  }
-
-  private takeSnapshot(master: MasterState, cache: MemCache, header: BlockHeader | undefined): void {
-    const before = this.cache;
-    this.cache = cache;
-    this.heightValue = header?.height ?? 0;
-    this.tipHash = header === undefined ? this.genesisHash : blockHash(header);
-    this.digests.clear();
-    this.recordDigest();
     master.subscribed = true;
-    master.lastHeight = Math.max(master.lastHeight, this.heightValue);
+    master.lastHeight = Math.max(master.lastHeight, this.copy.height);
     this.resyncFrom = undefined;
     this.needsSnapshot = false;
     this.synchronizedOnce = true;
-    this.emitDifferences(before, cache);
-    this.emit('synchronized', { height: this.heightValue, master: master.endpoint.key });
+    this.emitChanges(changes);
+    this.emit('synchronized', { height: this.copy.height, master: master.endpoint.key });
     this.heightChanged();
     this.drainAhead();
   }
 
-  /** put/remove events for what a snapshot changed in the local copy. */
-  private emitDifferences(before: MemCache, after: MemCache): void {
-    const addresses = new Set([...before.addresses(), ...after.addresses()]);
-    for (const address of addresses) {
-      const old = new Map(before.entriesAt(address).map((entry) => [entry.key, entry]));
-      for (const entry of after.entriesAt(address)) {
-        if (old.get(entry.key)?.globalSequence !== entry.globalSequence) this.emit('put', { address, key: entry.key, entry });
-        old.delete(entry.key);
-      }
-      for (const key of old.keys()) this.emit('remove', { address, key });
+  private emitChanges(changes: readonly CopyChange[]): void {
+    for (const change of changes) {
+      if (change.kind === 'put') this.emit('put', { address: change.address, key: change.key, entry: change.entry });
+      else this.emit('remove', { address: change.address, key: change.key });
     }
   }
 
@@ -580,11 +548,11 @@ export class SyncClient extends EventEmitter {
   private blockFrame(master: MasterState, frame: BlockFrame): void {
     const { height } = frame.header;
     master.lastHeight = Math.max(master.lastHeight, height);
-    if (height <= this.heightValue && this.resyncFrom === undefined) return; // another master's copy came first
+    if (height <= this.copy.height && this.resyncFrom === undefined) return; // another master's copy came first
     if (!this.ahead.has(height)) {
       if (this.ahead.size >= AHEAD_BLOCKS_MAX) {
         this.ahead.clear();
-        this.resync(kalimaError('KALIMA_ERR_SYNC_GAP', { reason: 'too many blocks ahead of a missing one', height: this.heightValue + 1 }));
+        this.resync(kalimaError('KALIMA_ERR_SYNC_GAP', { reason: 'too many blocks ahead of a missing one', height: this.copy.height + 1 }));
         return;
       }
       this.ahead.set(height, { frame, master });
@@ -594,26 +562,30 @@ export class SyncClient extends EventEmitter {
   }
 
   private drainAhead(): void {
-    for (const height of this.ahead.keys()) if (height <= this.heightValue) this.ahead.delete(height);
+    for (const height of this.ahead.keys()) if (height <= this.copy.height) this.ahead.delete(height);
     for (;;) {
       if (this.resyncFrom !== undefined) return;
-      const next = this.ahead.get(this.heightValue + 1);
+      const next = this.ahead.get(this.copy.height + 1);
       if (next === undefined) break;
-      this.ahead.delete(this.heightValue + 1);
+      this.ahead.delete(this.copy.height + 1);
+      let changes: CopyChange[];
       try {
-        this.applyBlock(next.frame);
+        changes = this.copy.apply(next.frame);
       } catch (error) {
         if (isKalimaError(error, 'KALIMA_ERR_SYNC_BAD_BLOCK')) this.fault(next.master, error);
         this.resync(error, next.master);
         return;
       }
+      this.emitChanges(changes);
+      this.emit('block', { height: next.frame.header.height, messages: next.frame.messages.map((proven) => proven.committed) });
+      this.heightChanged();
     }
     if (this.ahead.size === 0) this.clearGapTimer();
     else if (this.gapTimer === undefined) {
       // A block is missing: another master's stream may still bring it.
       this.gapTimer = this.scheduler.setTimeout(() => {
         this.gapTimer = undefined;
-        if (this.ahead.size > 0 && !this.ahead.has(this.heightValue + 1)) this.resync(kalimaError('KALIMA_ERR_SYNC_GAP', { reason: 'a block is missing', height: this.heightValue + 1 }));
+        if (this.ahead.size > 0 && !this.ahead.has(this.copy.height + 1)) this.resync(kalimaError('KALIMA_ERR_SYNC_GAP', { reason: 'a block is missing', height: this.copy.height + 1 }));
         else this.drainAhead();
       }, this.options.gapWaitMs ?? 1_000);
     }
@@ -623,45 +595,6 @@ export class SyncClient extends EventEmitter {
     if (this.gapTimer === undefined) return;
     this.scheduler.clearTimeout(this.gapTimer);
     this.gapTimer = undefined;
-  }
-
-  /** Verifies one filtered block against the local copy and applies it; throws (changing nothing) if it does not follow. */
-  private applyBlock(frame: BlockFrame): void {
-    const { header } = frame;
-    verifyFilteredBlock(frame, { chain: this.options.genesis.chain, height: this.heightValue + 1, prevHash: this.tipHash, masters: this.options.genesis.masters });
-    const draft = new Draft(this.cache);
-    const events: Array<{ kind: 'put' | 'remove'; address: string; key: string; entry?: CacheEntry }> = [];
-    for (const { committed } of frame.messages) {
-      const { address, key } = committed.message;
-      if (!inSubscription(this.prefixes, address)) throw kalimaError('KALIMA_ERR_SYNC_BAD_BLOCK', { height: header.height, reason: 'a message outside the subscription', address });
-      // Kalima's continuity check: each message follows the last one held at its address.
-      const last = draft.lastSequence(address);
-      if (committed.previous !== last || committed.sequence !== last + 1) {
-        throw kalimaError('KALIMA_ERR_SYNC_GAP', { height: header.height, address, previous: committed.previous, sequence: committed.sequence, held: last });
-      }
-      draft.setLastSequence(address, committed.sequence);
-      if (committed.message.body.length === 0) {
-        if (draft.getEntry(address, key) === undefined) throw kalimaError('KALIMA_ERR_SYNC_GAP', { height: header.height, address, key, reason: 'a delete of a value this copy does not hold' });
-        draft.deleteEntry(address, key);
-        events.push({ kind: 'remove', address, key });
-      } else {
-        const entry = entryOfCommitted(committed, header);
-        draft.putEntry(entry);
-        events.push({ kind: 'put', address, key, entry });
-      }
-    }
-    this.cache.apply(draft.changes());
-    this.heightValue = header.height;
-    this.tipHash = blockHash(header);
-    this.recordDigest();
-    for (const event of events) this.emit(event.kind, event.kind === 'put' ? { address: event.address, key: event.key, entry: event.entry } : { address: event.address, key: event.key });
-    this.emit('block', { height: header.height, messages: frame.messages.map((proven) => proven.committed) });
-    this.heightChanged();
-  }
-
-  private recordDigest(): void {
-    this.digests.set(this.heightValue, toHex(this.cache.digest()));
-    if (this.digests.size > DIGESTS_KEPT) this.digests.delete(this.digests.keys().next().value!);
   }
 
   async close(): Promise<void> {
