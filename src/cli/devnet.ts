@@ -10,12 +10,13 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isKalimaError } from '../errors.ts';
 import { KalimaClient, generateDeviceKey, loadDeviceKey, saveDeviceKey } from '../sdk/client.ts';
-import { fileExists, type NodeConfigJson } from '../node/config.ts';
+import { fileExists, loadGenesis, type NodeConfigJson } from '../node/config.ts';
 import { toHex } from '../ledger/hash.ts';
 import { initCluster } from './init.ts';
 import { RETRYABLE_CODES, retrying } from '../sdk/retry.ts';
 import { readCluster } from './cluster-status.ts';
 import { freePort, portIsFree } from './free-port.ts';
+import { SyncClient } from '../sdk/sync.ts';
 
 const DEMO_ADDRESS = '/sensors/plant1';
 const DEMO_PERIOD_MS = 500;
@@ -154,6 +155,7 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     `  try      npx kalima status --url ${urls[0]}`,
     `           npx kalima get --url ${urls[1]} --key ${demoKey} ${DEMO_ADDRESS} temp-1`,
     `           npx kalima watch --url ${urls[2]} --key ${demoKey} /sensors`,
+    '  client   a client node (the SDK\'s sync mode) keeps a verified copy of /sensors from all five masters',
     '  not yet  a validation node (issue 3)',
     'Ctrl-C stops it; the chain stays in the data directories.',
     '',
@@ -184,6 +186,16 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     }
   })();
 
+  // A demo client node: linked to all five masters over BOLT 8, it keeps a verified copy of /sensors.
+  const clientNode = new SyncClient({
+    genesis: await loadGenesis(join(directory, 'genesis.json')), key: deviceKey, prefixes: ['/sensors'],
+    masters: masters.map((master) => ({ key: master.key, host: master.host, port: master.clientPort })),
+  });
+  clientNode.on('rejected', (event: { code: string }) => {
+    if (!stopping) out.write(`\ndemo client node: ${event.code}\n`);
+  });
+  void clientNode.start().catch(() => undefined);
+
   const intervalMs = options.statusIntervalMs ?? (out.isTTY ? 1000 : 5000);
   let previous: { sequence: number; at: number } | undefined;
   let reporting = false;
@@ -197,7 +209,7 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
       previous = { sequence, at: now };
       const leader = view.rows.findIndex((row) => row.id === view.leader);
       const heights = view.rows.map((row, index) => `m${index + 1}:${row.status?.height ?? '-'}`).join(' ');
-      const line = `leader ${leader < 0 ? 'none' : `m${leader + 1}`} | term ${view.term ?? '-'} | heights ${heights} | ${rate.toFixed(1)} msg/s | events received ${received}`;
+      const line = `leader ${leader < 0 ? 'none' : `m${leader + 1}`} | term ${view.term ?? '-'} | heights ${heights} | ${rate.toFixed(1)} msg/s | events received ${received} | client node h${clientNode.height} via ${clientNode.connectedMasters.length}`;
       if (!stopping) out.write(out.isTTY ? `\r${line}   ` : `${line}\n`);
     }).catch((error: unknown) => {
       if (!stopping) out.write(`\nstatus: ${String((error as { message?: string }).message ?? error)}\n`);
@@ -212,6 +224,7 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     clearInterval(writer);
     clearInterval(status);
     subscription.abort();
+    await clientNode.close();
     await stopChildren();
     out.write('\nkalima devnet stopped\n');
   };
