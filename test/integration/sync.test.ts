@@ -16,6 +16,7 @@ import type { CacheEntry } from '../../src/state/entry.ts';
 import { digestOfItems, filteredItems, visibleTo } from '../../src/state/filtered.ts';
 import { createAddress, makeChain, makeMessage, openNode, registerDevice, seededRng } from '../support/chain.ts';
 import { WireClient } from '../support/sync-wire.ts';
+import { FaultProxy } from '../support/fault-proxy.ts';
 
 const text = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -244,6 +245,39 @@ describe('a client node on one master, its limits', () => {
     expect(connection.isClosed).toBe(false);
     expect(await rejected).toMatchObject({ code: 'KALIMA_ERR_ACCESS_SUB_DENIED', details: { revoked: true } });
     expect(sync.get('/plant', 'unseen')).toBeUndefined();
+  });
+});
+
+describe('a client node whose link goes half-open', () => {
+  it('finds it by its keep-alives, reconnects with backoff once the path heals, and resyncs what it missed', async () => {
+    const { node, reader, write, server, chain } = await setup({ heartbeatMs: 100, deadAfterMs: 600 });
+    const proxy = await FaultProxy.start(server.port);
+    cleanups.push(() => proxy.close());
+    const sync = new SyncClient({
+      genesis: chain.genesis, key: reader, prefixes: ['/plant'], rng: seededRng('half-open'), gapWaitMs: 200,
+      masters: [{ key: toHex(chain.nodeKey.publicKey), host: '127.0.0.1', port: proxy.port }],
+      heartbeatMs: 100, deadAfterMs: 600, backoffBaseMs: 50, backoffMaxMs: 400,
+    });
+    cleanups.push(() => sync.close());
+    const downs: Array<{ reason: { kind: string } }> = [];
+    const resyncs: unknown[] = [];
+    sync.on('master down', (event: { reason: { kind: string } }) => downs.push(event));
+    sync.on('resync', (event: { reason: unknown }) => resyncs.push(event.reason));
+    await sync.start();
+    await write('/plant', 'before', 'one');
+    await until('the first write', () => sync.get('/plant', 'before') !== undefined);
+    // Bytes vanish both ways, and no end closes the connection: only silence tells.
+    proxy.cut('blackhole');
+    await write('/plant', 'during', 'two');
+    await until('the client to give the silent link up', () => downs.length > 0);
+    expect(downs[0]!.reason.kind).toBe('dead');
+    expect(sync.get('/plant', 'during')).toBeUndefined();
+    proxy.heal({ resetStale: true });
+    await until('the client linked again', () => sync.connectedMasters.length === 1);
+    await write('/plant', 'after', 'three');
+    await until('the client at the master\'s height with what it missed', () => sync.height === node.height && sync.get('/plant', 'during') !== undefined && sync.get('/plant', 'after') !== undefined);
+    expect(resyncs.some((reason) => isKalimaError(reason, 'KALIMA_ERR_SYNC_GAP'))).toBe(true);
+    expect(toHex(sync.digest())).toBe(masterDigest(node, toHex(reader.publicKey), ['/plant']));
   });
 });
 
