@@ -145,6 +145,32 @@ describe('a client node on one master', () => {
     expect(wireText).not.toContain(toHex(chain.admin.publicKey));
   });
 
+  it('takes writes over the link: a receipt, the same message again answers NONCE_REPLAYED with that receipt, refusals keep their codes', async () => {
+    const { chain, reader, wire } = await setup();
+    const connection = await wire();
+    const message = makeMessage(chain, reader, { address: '/plant', key: 'w', body: 'written' });
+    const answer = async (requestId: number, frame: Parameters<WireClient['send']>[0]): Promise<ServerFrame> => {
+      connection.send(frame);
+      return connection.waitFor((candidate) => candidate.requestId === requestId);
+    };
+    const first = await answer(1, { type: 'submit', requestId: 1, message });
+    expect(first).toMatchObject({ type: 'receipt', receipt: { sequence: 0, previous: -1 } });
+    const receipt = (first as Extract<ServerFrame, { type: 'receipt' }>).receipt;
+    expect(await answer(2, { type: 'submit', requestId: 2, message })).toMatchObject({ type: 'error', code: 'KALIMA_ERR_LEDGER_NONCE_REPLAYED', details: { committed: receipt } });
+    const refusals: Array<[string, Parameters<typeof makeMessage>[2], string]> = [
+      ['an address outside its PUB list', { address: '/secret', key: 'x' }, 'KALIMA_ERR_ACCESS_PUB_DENIED'],
+      ['an address no admin created', { address: '/plant/unknown', key: 'x' }, 'KALIMA_ERR_ACCESS_UNKNOWN_ADDRESS'],
+      ['a delete of a missing key', { address: '/plant', key: 'missing', body: new Uint8Array(0) }, 'KALIMA_ERR_LEDGER_KEY_NOT_FOUND'],
+    ];
+    let requestId = 10;
+    for (const [name, fields, code] of refusals) {
+      requestId++;
+      expect(await answer(requestId, { type: 'submit', requestId, message: makeMessage(chain, reader, fields) }), name).toMatchObject({ type: 'error', code });
+    }
+    const forged = { ...makeMessage(chain, reader, { address: '/plant', key: 'f' }), body: new TextEncoder().encode('changed after signing') };
+    expect(await answer(20, { type: 'submit', requestId: 20, message: forged })).toMatchObject({ type: 'error', code: 'KALIMA_ERR_LEDGER_BAD_SIGNATURE' });
+  });
+
   it('tells an unregistered key KALIMA_ERR_ACCESS_UNKNOWN_DEVICE and closes the link', async () => {
     const { wire, client } = await setup();
     const stranger = generateKeyPair(seededRng('stranger'));
