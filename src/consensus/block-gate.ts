@@ -16,7 +16,7 @@ import { messageSigningHash } from '../ledger/message.ts';
 import { mmrAppend, mmrRoot } from '../ledger/mmr.ts';
 import { isKalimaError, kalimaError, type KalimaError } from '../errors.ts';
 import { Draft, type DraftBase, type MemCache } from '../state/memcache.ts';
-import { executeBlock } from '../state/replay.ts';
+import { type ChainPolicy, executeBlock } from '../state/replay.ts';
 import type { BlockWrite, TipRecord } from '../store/chain-store.ts';
 import type { SignatureVerifier } from '../node/verifier.ts';
 import type { Entry } from './raft.ts';
@@ -50,6 +50,8 @@ export interface GateOptions {
    * Raft log; entries whose blocks are stored already are admitted if they are those very blocks.
    */
   stored?: { tip: () => TipRecord; bytesAt: (height: number) => Promise<Uint8Array | undefined> };
+  /** The hash of an applied block by height, where the node still knows it (for the check of validation records). */
+  hashAt?: (height: number) => Uint8Array | undefined;
 }
 
 export interface Admission {
@@ -65,11 +67,11 @@ export class BlockGate {
   private durableIndex: number;
   private durableTip: TipRecord;
   private readonly masters: ReadonlySet<string>;
-  private readonly policy: { admins: ReadonlySet<string>; chain: string };
+  private readonly policy: ChainPolicy;
 
   constructor(private readonly options: GateOptions) {
     this.masters = new Set(options.genesis.masters.map(toHex));
-    this.policy = { admins: adminSet(options.genesis.admins), chain: options.genesis.chain };
+    this.policy = { admins: adminSet(options.genesis.admins), chain: options.genesis.chain, validators: new Set(options.genesis.validators.map(toHex)) };
     this.durableIndex = options.applied.index;
     this.durableTip = options.applied.tip;
   }
@@ -165,6 +167,15 @@ export class BlockGate {
     this.durableTip = tip;
   }
 
+  /** The hash of the block at `height` on the chain that ends at `tip` (admitted, or applied and still known). */
+  private hashAt(height: number, tip: TipRecord): Uint8Array | undefined {
+    if (height === tip.height) return tip.hash;
+    if (height > tip.height) return undefined;
+    for (const admitted of this.admittedByIndex.values()) if (admitted.tip.height === height && admitted.tip.height < tip.height) return admitted.tip.hash;
+    if (height === this.durableTip.height) return this.durableTip.hash;
+    return this.options.hashAt?.(height);
+  }
+
   private dropFrom(index: number): void {
     for (const key of [...this.admittedByIndex.keys()]) if (key >= index) this.admittedByIndex.delete(key);
   }
@@ -192,7 +203,7 @@ export class BlockGate {
     if (header.timeMs < base.tip.timeMs) fail('the block time goes backwards');
     // Every message signature in the verifier pool at once, then the execution on the state before.
     const signaturesValid = await Promise.all(block.messages.map((committed) => this.options.verifier.verify(messageSigningHash(committed.message), committed.message.device, committed.message.signature)));
-    const { result, draft } = executeBlock(base.state, block, this.policy, signaturesValid);
+    const { result, draft } = executeBlock(base.state, block, { ...this.policy, blockHashAt: (height) => this.hashAt(height, base.tip) }, signaturesValid);
     const hash = blockHash(header);
     const last = block.messages[block.messages.length - 1];
     const tip: TipRecord = {

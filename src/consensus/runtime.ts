@@ -162,6 +162,14 @@ export class RaftRuntime {
     this.kick();
   }
 
+  /** Bars voter `id` from leading through term `untilTerm` (Raft.bar): a majority of the validation nodes reported it. */
+  bar(id: string, untilTerm: number): boolean {
+    if (this.stopped) return false;
+    const changed = this.raft.bar(id, untilTerm);
+    if (changed && !this.paused) this.kick();
+    return changed;
+  }
+
   /** Proposes an entry; resolves once it is committed (just before it is applied here), rejects if another replaced it. */
   propose(data: Uint8Array): Promise<number> {
     if (this.failure !== undefined) return Promise.reject(this.failure);

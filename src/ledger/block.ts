@@ -66,6 +66,11 @@ function readHeader(reader: Reader): BlockHeader {
   };
 }
 
+/** The header at the start of an encoded block (the rest is not read). */
+export function decodeBlockHeader(bytes: Uint8Array): BlockHeader {
+  return readHeader(new Reader(bytes));
+}
+
 export function blockHash(header: BlockHeader): Uint8Array {
   return taggedHash(TAG.block, encodeHeader(header));
 }

@@ -563,3 +563,68 @@ describe('Raft with a member that lost its disk', () => {
     expect(() => lost.elect(20 * ELECTION)).toThrow('no leader');
   });
 });
+
+describe('Raft bars (a leader the validation nodes reported)', () => {
+  it('a barred leader steps down, no one takes its appends or votes for it, and it does not stand until its bar is over', () => {
+    const cluster = new Cluster(['a', 'b', 'c', 'd', 'e'], ['v']);
+    const first = cluster.elect();
+    const term = first.term;
+    for (const id of ['a', 'b', 'c', 'd', 'e', 'v']) expect(cluster.node(id).bar(first.id, term + 2)).toBe(true);
+    expect(first.role).toBe('follower');
+    expect(first.leader).toBeUndefined();
+    const second = cluster.elect();
+    expect(second.id).not.toBe(first.id);
+    expect(second.term).toBeGreaterThan(term);
+    // Two more elections (the new leaders cut off in turn): terms term+1 .. term+2 never have the barred one as leader.
+    const leadersByTerm = new Map<number, string>([[second.term, second.id]]);
+    let current = second;
+    while (current.term < term + 3) {
+      cluster.isolate(current.id);
+      cluster.tick(3 * ELECTION);
+      cluster.heal();
+      current = cluster.elect();
+      leadersByTerm.set(current.term, current.id);
+      cluster.tick(2);
+    }
+    for (const [leaderTerm, id] of leadersByTerm) if (leaderTerm <= term + 2) expect(id).not.toBe(first.id);
+    // Its bar over, it may lead again: it stands once its timeout runs out and nobody leads.
+    expect(first.isBarred(first.id, term + 3)).toBe(false);
+  });
+
+  it('a follower ignores appends from a barred leader, and refuses it pre-votes and votes for the barred terms', () => {
+    const voter = new Raft({ id: 'c', voters: ['a', 'b', 'c'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('c') });
+    expect(voter.bar('a', 4)).toBe(true);
+    voter.step({ type: 'append', from: 'a', to: 'c', term: 3, prevLogIndex: 0, prevLogTerm: 0, entries: [{ index: 1, term: 3, data: bytes('x') }], commit: 0 });
+    expect(voter.lastIndex()).toBe(0);
+    voter.step({ type: 'preVote', from: 'a', to: 'c', term: 4, lastLogIndex: 5, lastLogTerm: 3 });
+    voter.step({ type: 'vote', from: 'a', to: 'c', term: 4, lastLogIndex: 5, lastLogTerm: 3 });
+    voter.step({ type: 'vote', from: 'b', to: 'c', term: 5, lastLogIndex: 5, lastLogTerm: 3 });
+    const answers = voter.ready().messages.map((message) => [message.type, message.to, 'granted' in message ? message.granted : undefined]);
+    expect(answers).toEqual([['preVoteResponse', 'a', false], ['voteResponse', 'a', false], ['voteResponse', 'b', true]]);
+    // Past its bar, a vote for it counts again.
+    const later = new Raft({ id: 'c', voters: ['a', 'b', 'c'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('c2') });
+    later.bar('a', 4);
+    later.step({ type: 'vote', from: 'a', to: 'c', term: 5, lastLogIndex: 0, lastLogTerm: 0 });
+    expect(later.ready().messages).toMatchObject([{ type: 'voteResponse', to: 'a', granted: true }]);
+  });
+
+  it('bars at most as many voters as may fail, makes room by lifting the bar nearest its end, and lets every bar lapse in a long silence', () => {
+    const single = new Raft({ id: 'a', voters: ['a'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('s') });
+    expect(single.bar('a', 10)).toBe(false);
+    const five = new Raft({ id: 'e', voters: ['a', 'b', 'c', 'd', 'e'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('e') });
+    expect(five.bar('x', 10)).toBe(false); // not a voter
+    expect(five.bar('a', 5)).toBe(true);
+    expect(five.bar('b', 9)).toBe(true);
+    expect(five.bar('b', 7)).toBe(false); // barred longer already
+    expect(five.bar('c', 8)).toBe(true); // room for two: a (ends soonest) is lifted
+    expect([...five.bars.keys()].sort()).toEqual(['b', 'c']);
+    // A barred node does not stand; after 4 election timeouts without a leader every bar lapses, and it does.
+    expect(five.bar('e', 9)).toBe(true);
+    for (let tick = 0; tick < 3 * ELECTION; tick++) five.tick();
+    expect(five.role).toBe('follower');
+    for (let tick = 0; tick < 2 * ELECTION + 1; tick++) five.tick();
+    expect(five.bars.size).toBe(0);
+    for (let tick = 0; tick < 2 * ELECTION; tick++) five.tick();
+    expect(five.role).toBe('preCandidate');
+  });
+});
