@@ -64,8 +64,8 @@ export interface ConsensusStatus {
   masters: number;
   /** It started with an empty store and no mark of a new chain, and has not caught up yet: it neither votes nor stands. */
   rejoining: boolean;
-  /** Every master by id (x-only key, hex), with its API URL if the configuration names it. */
-  peers: Array<{ id: string; api: string | null }>;
+  /** Every master, then every validation node, by id (x-only key, hex), with its API URL if the configuration names it. */
+  peers: Array<{ id: string; api: string | null; member: 'master' | 'validator' }>;
   /** What this node is: a master (votes, may lead) or a validation node (a non-voting follower that checks and validates every block). */
   member: 'master' | 'validator';
   /** The validation nodes of the genesis file (x-only keys, hex). */
@@ -290,7 +290,10 @@ export class ClusterMaster {
       appliedIndex: this.gate.appliedIndex,
       masters: raft.voters.size,
       rejoining: raft.rejoining,
-      peers: [...raft.voters].map((id) => ({ id, api: this.replicator.apiOf(id) ?? null })),
+      peers: [
+        ...[...raft.voters].map((id) => ({ id, api: this.replicator.apiOf(id) ?? null, member: 'master' as const })),
+        ...[...this.validators].map((id) => ({ id, api: this.replicator.apiOf(id) ?? null, member: 'validator' as const })),
+      ],
       member: this.duty === undefined ? 'master' : 'validator',
       validators: [...this.validators],
       barred: [...raft.bars].filter(([, untilTerm]) => untilTerm >= raft.term).map(([id, untilTerm]) => ({ id, untilTerm })),
