@@ -169,6 +169,8 @@ export class KalimaNode {
   private closing = false;
   private failure: unknown;
   private committedMessages = 0;
+  /** Callers of whenApplied(), each waiting for its height. */
+  private readonly appliedWaiters: Array<{ height: number; resolve: () => void }> = [];
 
   private constructor(
     private readonly options: NodeOptions,
@@ -341,9 +343,19 @@ export class KalimaNode {
 
   /** Resolves once the chain here reaches `height` (its own pipeline or a replicated block), or the node stops. */
   async whenApplied(height: number): Promise<void> {
-    while (this.tip.height < height && this.failure === undefined && !this.closing) {
-      if (this.writing !== undefined) await Promise.allSettled([this.writing]);
-      else await new Promise((resolve) => setTimeout(resolve, 1));
+    if (this.tip.height >= height || this.failure !== undefined || this.closing) return;
+    // Woken by the apply that reaches the height, or by a failure or the close (no timer: the
+    // node's time is the injected scheduler's, and a seeded simulation must not see real time).
+    await new Promise<void>((resolve) => this.appliedWaiters.push({ height, resolve }));
+  }
+
+  /** Wakes whenApplied() callers whose height is reached (all of them once the node stops). */
+  private wakeApplied(all = false): void {
+    if (this.appliedWaiters.length === 0) return;
+    const waiting = this.appliedWaiters.splice(0);
+    for (const waiter of waiting) {
+      if (all || waiter.height <= this.tip.height) waiter.resolve();
+      else this.appliedWaiters.push(waiter);
     }
   }
 
@@ -630,6 +642,7 @@ export class KalimaNode {
   }
 
   private notifyListeners(event: CommittedBlock): void {
+    this.wakeApplied();
     for (const listener of this.blockListeners) {
       try {
         listener(event);
@@ -715,6 +728,7 @@ export class KalimaNode {
    */
   private stop(error: unknown, message: string, refusal: unknown, taken: Pending[], height = this.head.tip.height + 1): void {
     this.failure ??= error;
+    this.wakeApplied(true);
     this.options.logger.error({ err: error, height }, message);
     this.options.replicator?.nodeFailed?.(error);
     for (const pending of taken) this.settle(pending, { error: refusal });
@@ -756,6 +770,7 @@ export class KalimaNode {
 
   private async closeOnce(): Promise<void> {
     this.closing = true;
+    this.wakeApplied(true);
     if (this.blockTimer !== undefined) this.options.scheduler.clearTimeout(this.blockTimer);
     if (this.expiryTimer !== undefined) this.options.scheduler.clearTimeout(this.expiryTimer);
     this.blockTimer = undefined;
