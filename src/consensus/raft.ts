@@ -155,6 +155,8 @@ export class Raft {
   private voteFloor = 0;
   /** Voters barred from leading (validation nodes reported them), each through the term given. */
   private readonly barred = new Map<NodeId, number>();
+  /** Ticks since this node last heard a leader's append or snapshot (or led): what lets bars lapse. */
+  private ticksWithoutLeader = 0;
   private ticksSinceHeartbeat = 0;
   /** Votes (or pre-votes) received in this election, by voter. */
   private votes = new Map<NodeId, boolean>();
@@ -328,6 +330,12 @@ export class Raft {
 
   /** One tick of logical time. */
   tick(): void {
+    if (this.role === 'leader') this.ticksWithoutLeader = 0;
+    else this.ticksWithoutLeader++;
+    // Bars only choose who may lead; should they ever leave no one able to (a master down, the
+    // others barred or behind), a long enough time without any leader lifts them all. Standing
+    // and voting do not count as hearing a leader.
+    if (this.barred.size > 0 && this.ticksWithoutLeader >= BAR_LAPSE_ELECTIONS * this.electionTicks) this.barred.clear();
     if (this.role === 'leader') {
       this.ticksSinceHeartbeat++;
       this.leaderTicks++;
@@ -349,9 +357,6 @@ export class Raft {
       return;
     }
     this.ticksSinceHeard++;
-    // Bars only choose who may lead; should they ever leave no one able to (the others down), a
-    // long enough silence lifts them all.
-    if (this.barred.size > 0 && this.ticksSinceHeard >= BAR_LAPSE_ELECTIONS * this.electionTicks) this.barred.clear();
     // A rejoining member first asks the others for their terms, again every heartbeat until enough answered.
     if (this.rejoin?.probed !== undefined && this.rejoin.ticks++ % this.heartbeatTicks === 0) {
       for (const voter of this.voters) if (voter !== this.id && !this.rejoin.probed.has(voter)) this.send({ type: 'termProbe', from: this.id, to: voter, term: this.term });
@@ -462,6 +467,7 @@ export class Raft {
     if (this.rejoin?.probed !== undefined && (message.type === 'append' || message.type === 'snapshot')) return;
     // Nothing is taken from a barred leader (it was told to step down).
     if ((message.type === 'append' || message.type === 'snapshot') && this.isBarred(message.from, message.term)) return;
+    if ((message.type === 'append' || message.type === 'snapshot') && message.term >= this.term) this.ticksWithoutLeader = 0;
 
     if (message.term > this.term) {
       const inLease = this.leader !== NONE && this.ticksSinceHeard < this.electionTicks;
@@ -625,6 +631,7 @@ export class Raft {
 
   private becomeLeader(): void {
     this.role = 'leader';
+    this.ticksWithoutLeader = 0;
     this.fetching = undefined;
     this.fetchRequested = false;
     this.leader = this.id;

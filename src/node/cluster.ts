@@ -52,6 +52,10 @@ const CATCH_UP_RETRY_MS = 500;
 /** A validation node's signed report of a leader (consensus/leader-report.ts), to every master. */
 const METHOD_REPORT = 4;
 const REPORT_CALL_MS = 2_000;
+const REPORT_TRIES = 10;
+const REPORT_RETRY_MS = 1_000;
+/** Reports are counted for the latest terms only. */
+const REPORT_TERMS_KEPT = 16;
 
 /** A master's view of its cluster, for /status and `kalima status`. */
 export interface ConsensusStatus {
@@ -138,8 +142,6 @@ export class ClusterMaster {
   private duty: ValidationDuty | undefined;
   /** Reports of leaders by `leader:term`: the validation nodes that sent one. */
   private readonly reports = new Map<string, Set<string>>();
-  /** When each peer's link last delivered a Raft message, and the time before that (for the judgement of late blocks). */
-  private readonly heard = new Map<string, { last: number; before: number | undefined }>();
 
   /** Messages this follower is handing to the leader now. */
   private forwardingNow = 0;
@@ -223,12 +225,12 @@ export class ClusterMaster {
         empty: empty || rejoinMarked,
         newMember: options.newMember === true && !rejoinMarked,
       },
-      store: raftStore, scheduler: options.scheduler, logger: options.logger, tickMs: options.tickMs ?? 50,
+      store: raftStore, scheduler: options.scheduler, logger: options.logger, clock: options.clock, tickMs: options.tickMs ?? 50,
       send: (to, bytes) => rpc.raft.send(to, bytes),
       // A block of the current term must be its leader's; the sender is the leader of the append's term.
       admit: async (entries, sender) => {
         const admission = await master.gate.admit(entries, { term: sender.term, keyHex: sender.id });
-        master.duty?.observe(entries, sender, admission, master.heard.get(sender.id)?.before);
+        master.duty?.observe(entries, sender, admission);
         return admission;
       },
       // Handed to the master's apply queue, not awaited: an own block's apply waits for the node's
@@ -252,20 +254,19 @@ export class ClusterMaster {
     master = new ClusterMaster(node, runtime, replicator, gate, rpc, options.logRetention ?? 10_000, {
       timeoutMs: options.forwardTimeoutMs ?? 10_000, max: options.pendingMessagesMax ?? 20_000, scheduler: options.scheduler, clock: options.clock, retryMs: 2 * tickMs, logger: options.logger,
     }, empty, options.kv, new Set(validatorIds), genesis.params.leaderBarTerms);
+    if (!isValidator && (validatorIds.length === 1 || validatorIds.length === 2)) {
+      options.logger.warn({ validators: validatorIds.length }, 'this chain has fewer than three validation nodes: a majority of them is one or two, so one faulty validation node can bar any leader from leading for a while');
+    }
     if (isValidator) {
       master.duty = new ValidationDuty({
         node, nodeKey: options.nodeKey, clock: options.clock, rng: options.rng, scheduler: options.scheduler, logger: options.logger,
-        lateMs: genesis.params.validationLateMs, linkAliveMs: Math.max(1_000, 6 * (options.heartbeatTicks ?? 2) * tickMs),
+        lateMs: genesis.params.validationLateMs,
         sendReport: (bytes) => master.sendReport(bytes),
       });
     }
     if (runtime.raft.rejoining && !rejoinMarked) await options.kv.batch([{ type: 'put', key: REJOIN_KEY, value: Uint8Array.of(1) }], { sync: true });
     master.rejoinMarked = runtime.raft.rejoining || rejoinMarked;
-    rpc.raft.onMessage((from, bytes) => {
-      const heard = master.heard.get(from);
-      master.heard.set(from, { last: options.clock.nowMs(), before: heard?.last });
-      runtime.receive(from, bytes);
-    });
+    rpc.raft.onMessage((from, bytes) => runtime.receive(from, bytes));
     // A device's message another master forwards: this node takes it only as the leader (it is never forwarded on).
     rpc.handle(METHOD_SUBMIT, async (_from, body) => encodeReceipt(await node.submit(decodeSignedMessage(body), { forwarded: true })));
     rpc.handle(METHOD_POINT, async (_from, body) => encodeJson(await master.pointAt(integerField(body, 'index'))));
@@ -276,6 +277,7 @@ export class ClusterMaster {
 
   start(): void {
     this.runtime.start();
+    this.duty?.start();
   }
 
   /** Where this master stands in its cluster, for /status and `kalima status`. */
@@ -301,13 +303,20 @@ export class ClusterMaster {
     };
   }
 
-  /** A validation node's report, sent to every master (best effort: a master that misses it hears the next one). */
+  /** A validation node's report, sent to every master; each is asked again, a second apart, until it answers (REPORT_TRIES). */
   private sendReport(bytes: Uint8Array): void {
-    for (const id of this.runtime.raft.voters) {
+    const { scheduler, logger } = this.context;
+    const send = (id: string, tries: number): void => {
       this.rpc.call(id, METHOD_REPORT, bytes, REPORT_CALL_MS).catch((error: unknown) => {
-        this.context.logger.warn({ master: id, error: String((error as { message?: string }).message ?? error) }, 'validation: a master did not take the report');
+        if (this.closing) return;
+        if (tries + 1 >= REPORT_TRIES || isKalimaError(error, 'KALIMA_ERR_CONSENSUS_BAD_REPORT')) {
+          logger.warn({ master: id, error: String((error as { message?: string }).message ?? error) }, 'validation: a master did not take the report');
+          return;
+        }
+        scheduler.setTimeout(() => send(id, tries + 1), REPORT_RETRY_MS);
       });
-    }
+    };
+    for (const id of this.runtime.raft.voters) send(id, 0);
   }
 
   /**
@@ -317,15 +326,18 @@ export class ClusterMaster {
    * master stops taking its appends and refuses it votes.
    */
   private takeReport(from: string, body: Uint8Array): { barred: boolean; reports: number; needed: number } {
+    if (this.duty !== undefined) throw kalimaError('KALIMA_ERR_CONSENSUS_BAD_REPORT', { reason: 'reports go to the masters, not to a validation node' });
     const report = openReport(body, this.node.chain, this.validators);
     if (report.validator !== from) throw kalimaError('KALIMA_ERR_CONSENSUS_BAD_REPORT', { reason: 'a validation node reports only for itself' });
     const { raft } = this.runtime;
     if (!raft.voters.has(report.leader)) throw kalimaError('KALIMA_ERR_CONSENSUS_BAD_REPORT', { reason: 'the reported leader is not a master' });
+    // A term this master has not reached cannot have had a leader yet (and its bar would outlast every real one).
+    if (report.term > raft.term) throw kalimaError('KALIMA_ERR_CONSENSUS_BAD_REPORT', { reason: 'the report is for a term this master has not reached', term: report.term, current: raft.term });
     const key = `${report.leader}:${report.term}`;
     const reporters = this.reports.get(key) ?? new Set<string>();
     reporters.add(report.validator);
     this.reports.set(key, reporters);
-    for (const old of [...this.reports.keys()]) if (Number(old.split(':')[1]) < raft.term - 16) this.reports.delete(old);
+    for (const old of [...this.reports.keys()]) if (Number(old.split(':')[1]) < raft.term - REPORT_TERMS_KEPT) this.reports.delete(old);
     const needed = Math.floor(this.validators.size / 2) + 1;
     this.context.logger.warn({ leader: report.leader, term: report.term, height: report.height, reason: report.reason, detail: report.detail, validator: report.validator, reports: reporters.size, needed }, 'a validation node reported a leader');
     let barred = false;

@@ -6,9 +6,13 @@
 //     reaches it too long after the block's own time ("late"): a majority of the validation nodes
 //     reporting the same leader and term bars it from leading (ClusterMaster.takeReport, Raft.bar).
 //
-// "Late" is judged only while this node keeps up: the block before it (from any leader) reached
-// it in time, and the leader's link delivered something shortly before. A validation node that
-// was stopped, partitioned or is catching up sees old blocks, and says nothing about them.
+// "Late" is judged only on a block the leader sent as new: one of its own term, above the commit
+// index the same append carried (a block sent again after this node was away, stopped or behind
+// was committed before it was resent, and says nothing about the leader), timed from when the
+// append reached this node, not from when this node got round to checking it. A leader whose clock
+// is behind by more than the limit is late on every block. "Wrong" is judged only on a block the
+// append attaches to this node's log (as Raft will require), so a block built on an entry this node
+// holds from a deposed leader is not mistaken for a bad one.
 import { isKalimaError } from '../errors.ts';
 import { decodeBlockHeader } from '../ledger/block.ts';
 import { toHex } from '../ledger/hash.ts';
@@ -17,6 +21,7 @@ import type { KeyPair } from '../ledger/signature.ts';
 import type { Clock, Logger, Rng, Scheduler } from '../ports.ts';
 import type { Entry } from '../consensus/raft.ts';
 import type { Admission } from '../consensus/block-gate.ts';
+import type { AppendSender } from '../consensus/runtime.ts';
 import { type LeaderReport, type ReportReason, signReport } from '../consensus/leader-report.ts';
 import { VALIDATIONS_ADDRESS, decodeValidationBody, validationMessage } from '../state/validation.ts';
 import type { CommittedBlock, KalimaNode } from './node.ts';
@@ -32,8 +37,6 @@ export interface ValidatorOptions {
   logger: Logger;
   /** A block that reaches this node this long after its time is late (genesis params.validationLateMs). */
   lateMs: number;
-  /** The leader's link counts as alive if it delivered something within this long before the block. */
-  linkAliveMs: number;
   /** Sends a signed report to every master. */
   sendReport: (bytes: Uint8Array) => void;
 }
@@ -53,14 +56,19 @@ export class ValidationDuty {
   private sending = false;
   private stopped = false;
   private retryTimer: unknown;
-  /** The last block admitted reached this node in time (see the header comment). */
-  private keepingUp = false;
   private readonly reported = new Set<string>();
   private reportCount = 0;
 
   constructor(private readonly options: ValidatorOptions) {
     this.id = toHex(options.nodeKey.publicKey);
     options.node.onBlock((committed) => this.onBlock(committed));
+    // After a restart: blocks applied before it may not be covered yet.
+    this.dirty = true;
+  }
+
+  /** Starts sending records (once the node is part of its cluster). */
+  start(): void {
+    this.kick();
   }
 
   status(): ValidatorStatus {
@@ -83,7 +91,7 @@ export class ValidationDuty {
 
   private record() {
     const entry = this.options.node.cache.getEntry(VALIDATIONS_ADDRESS, this.id);
-    return entry === undefined ? undefined : decodeValidationBody(entry.value);
+    return entry === undefined ? undefined : { ...decodeValidationBody(entry.value), carriedAt: entry.height };
   }
 
   private kick(): void {
@@ -99,7 +107,7 @@ export class ValidationDuty {
         this.sending = false;
         this.dirty = true;
         if (this.stopped) return;
-        this.options.logger.warn({ error: String((error as { message?: string }).message ?? error), code: (error as { code?: string }).code }, 'validation: the record was not taken; trying again');
+        this.options.logger.warn({ error: String((error as { message?: string }).message ?? error), code: (error as { code?: string }).code, details: (error as { details?: unknown }).details }, 'validation: the record was not taken; trying again');
         this.retryTimer = this.options.scheduler.setTimeout(() => {
           this.retryTimer = undefined;
           this.kick();
@@ -113,7 +121,10 @@ export class ValidationDuty {
     const { node, nodeKey, rng } = this.options;
     const tip = node.tipRecord;
     const previous = this.record();
-    if (previous !== undefined && previous.height >= tip.height) return;
+    // A record covers at least one block after the one that carried the previous record (the chain
+    // refuses it otherwise); the next block with news brings this node back here.
+    if (previous !== undefined && previous.carriedAt >= tip.height) return;
+    if (tip.height === 0) return;
     const message = signMessage(validationMessage(node.chain, nodeKey.publicKey, tip.height, tip.hash, previous), nodeKey.secretKey, rng.bytes(32));
     let receipt;
     try {
@@ -131,26 +142,23 @@ export class ValidationDuty {
    * term that does not verify, or that came late while this node kept up. `heardBeforeMs` is when
    * the leader's link last delivered something before this append.
    */
-  observe(entries: readonly Entry[], sender: { id: string; term: number }, admission: Admission, heardBeforeMs: number | undefined): void {
-    const now = this.options.clock.nowMs();
-    const linkAlive = heardBeforeMs !== undefined && now - heardBeforeMs <= this.options.linkAliveMs;
+  observe(entries: readonly Entry[], sender: AppendSender, admission: Admission): void {
     for (const entry of entries.slice(0, admission.admitted)) {
-      if (entry.data.length === 0) continue;
+      if (entry.data.length === 0 || entry.term !== sender.term || entry.index <= sender.commit || sender.receivedAtMs === undefined) continue;
       let header;
       try {
         header = decodeBlockHeader(entry.data);
       } catch {
         continue;
       }
-      const lateBy = now - header.timeMs;
-      const late = lateBy > this.options.lateMs;
-      if (late && this.keepingUp && linkAlive && entry.term === sender.term) this.report(sender, header.height, 'late', `the block reached this validation node ${lateBy} ms after its time (limit ${this.options.lateMs} ms)`);
-      this.keepingUp = !late;
+      const lateBy = sender.receivedAtMs - header.timeMs;
+      if (lateBy > this.options.lateMs) this.report(sender, header.height, 'late', `the block reached this validation node ${lateBy} ms after its time (limit ${this.options.lateMs} ms)`);
     }
     const refusal = admission.refusal;
     const refused = entries[admission.admitted];
-    // Only a block that was checked and failed (not one that could not be checked yet).
-    if (refusal !== undefined && refused !== undefined && refused.term === sender.term && typeof refusal.details.code === 'string') {
+    // Only a block of the leader's own term that was checked and failed (not one that could not be
+    // checked yet), on this node's log.
+    if (refusal !== undefined && refused !== undefined && refused.term === sender.term && sender.follows && typeof refusal.details.code === 'string') {
       let height = 0;
       try {
         height = decodeBlockHeader(refused.data).height;

@@ -11,7 +11,7 @@ import { executeMessage } from './execute.ts';
 import { Draft, type DraftBase, type MemCache, type StateChanges } from './memcache.ts';
 
 /** What a block executes under: the genesis file's admins, chain and validation nodes, and (where known) the chain's block hashes. */
-export type ChainPolicy = AccessPolicy & { chain: string; validators?: ReadonlySet<string>; blockHashAt?: (height: number) => Uint8Array | undefined };
+export type ChainPolicy = AccessPolicy & { chain: string; validators: ReadonlySet<string>; blockHashAt?: (height: number) => Uint8Array | undefined };
 
 export interface ReplayResult {
   changes: StateChanges;

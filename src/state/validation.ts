@@ -8,7 +8,8 @@
 //
 // N counts the blocks it has validated since the chain began: its previous record's count plus the
 // blocks since that record's height (the hashchain makes a signature on block H's hash stand for
-// every block before it). The leader takes these messages into its blocks like any other, so a
+// every block before it). H lies after the block that carried its previous record, so a
+// validation node cannot keep the chain busy with records of records. The leader takes these messages into its blocks like any other, so a
 // block carries the validations of the blocks before it; every master re-executes them. Rewards
 // follow from the chain: 1 KLX per block for each master, 0.1 KLX per validated block for each
 // validation node (rewardsOf).
@@ -82,6 +83,9 @@ export function checkValidation(message: Message, previous: CacheEntry | undefin
   if (record.height >= context.height) bad('a validation is for a block before the one that carries it', { height: record.height, block: context.height });
   const before = previous === undefined ? { height: 0, validated: 0 } : decodeValidationBody(previous.value);
   if (record.height <= before.height) bad('the record must be for a block after the previous record\'s', { height: record.height, previous: before.height });
+  // A record covers at least one block after the one that carried the previous record: a
+  // validation node cannot keep the chain busy validating only its own records.
+  if (previous !== undefined && record.height <= previous.height) bad('the record must cover a block after the one that carried the previous record', { height: record.height, carriedAt: previous.height });
   if (record.validated !== before.validated + (record.height - before.height)) {
     bad('validated must be the previous count plus the blocks since the previous record', { validated: record.validated, expected: before.validated + record.height - before.height });
   }

@@ -86,6 +86,48 @@ describe('validation nodes', () => {
     }
   });
 
+  it('an honest leader is not reported when the validation node was cut off, restarted or caught up on old blocks', async () => {
+    const tamper: { current: Tamper | undefined } = { current: undefined };
+    const { chain, masters, validators: [first], restart } = await startCluster(3, tamper, 4, { validators: 1, params: { validationLateMs: 300 } });
+    let validator = first!;
+    try {
+      const leader = await leaderOf(masters);
+      const device = await plantWithSensor(chain, leader);
+      await until('the validation node to follow', () => validator.node.height === leader.node.height);
+      const write = (index: number) => leader.node.submit(makeMessage(chain, device, { address: '/plant', key: `k${index % 5}`, body: `${index}` }));
+      // Cut off both ways for 1.5 s (five times the limit) while the masters commit; then healed.
+      tamper.current = (from, to, message) => (from === validator.id || to === validator.id ? undefined : message);
+      for (let index = 0; index < 15; index++) {
+        await write(index);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      tamper.current = undefined;
+      await write(100);
+      await until('the validation node to catch up after the cut', () => validator.node.height === leader.node.height);
+      // Stopped for 1 s, then restarted on its store, with more blocks meanwhile than the log keeps (a catch-up on blocks).
+      await validator.close();
+      for (let index = 0; index < 12; index++) {
+        await write(200 + index);
+        await new Promise((resolve) => setTimeout(resolve, 80));
+      }
+      validator = await restart(validator);
+      await write(300);
+      await until('the restarted validation node to catch up', () => validator.node.height === leader.node.height, 20_000);
+      // The next block with news gets validated (a record covers blocks up to one after the block that carried the previous record).
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const last = await write(301);
+      await until('its record to cover the chain', () => (recordOf(leader, validator)?.height ?? 0) >= last.height);
+      expect(validator.status().validation!.reports).toBe(0);
+      expect(masters.every((master) => master.status().barred.length === 0)).toBe(true);
+      expect(leader.replicator.mayProduce()).toBe(true);
+      // The count goes on across the restart.
+      const record = recordOf(leader, validator)!;
+      expect(record.validated).toBe(record.height);
+    } finally {
+      for (const member of [...masters, validator]) await member.close();
+    }
+  });
+
   it('a leader whose blocks reach the validation node late (its clock behind) is reported and loses the leadership', async () => {
     const { chain, masters, validators: [validator], skew } = await startCluster(3, undefined, 10_000, { validators: 1, params: { validationLateMs: 300, leaderBarTerms: 1 } });
     try {

@@ -61,6 +61,10 @@ describe('validation records', () => {
     expect(checkValidation(record(10, 10), previous, context).validated).toBe(10);
     expect(code(() => checkValidation(record(10, 12), previous, context))).toBe('KALIMA_ERR_LEDGER_BAD_VALIDATION');
     expect(code(() => checkValidation(record(4, 8), previous, context))).toBe('KALIMA_ERR_LEDGER_BAD_VALIDATION');
+    // It must cover a block after the one that carried the previous record (no records of records).
+    const carriedAt10 = { ...entryOf(record(4, 4)), height: 10 };
+    expect(code(() => checkValidation(record(10, 10), carriedAt10, context))).toBe('KALIMA_ERR_LEDGER_BAD_VALIDATION');
+    expect(checkValidation(record(10, 10), { ...carriedAt10, height: 9 }, context).validated).toBe(10);
     // A first record counts from the chain's start.
     expect(code(() => checkValidation(record(10, 3), undefined, context))).toBe('KALIMA_ERR_LEDGER_BAD_VALIDATION');
     // Where this node knows the block at that height, the hash must be its hash.
