@@ -29,7 +29,7 @@ const devices = 64;
 const directory = join(tmpdir(), `kalima-hot-path-${process.pid}`);
 const admin = generateKeyPair(systemRng);
 const nodeKey = generateKeyPair(systemRng);
-const genesis = { chain: 'hot', timeMs: Date.now() - 1000, admins: [admin.publicKey], masters: [nodeKey.publicKey], params: DEFAULT_PARAMS };
+const genesis = { chain: 'hot', timeMs: Date.now() - 1000, admins: [admin.publicKey], masters: [nodeKey.publicKey], validators: [], params: DEFAULT_PARAMS };
 const node = await KalimaNode.open({
   genesis, store: new ChainStore(await LevelKvStore.open(directory)), nodeKey, clock: systemClock, rng: systemRng,
   scheduler: systemScheduler, verifier: new WorkerPoolVerifier(2), logger: silentLogger,

@@ -26,6 +26,7 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_LEDGER_MESSAGE_TOO_LARGE: { status: 413, message: 'the encoded message does not fit in a block' },
   KALIMA_ERR_LEDGER_BLOCK_TOO_LARGE: { status: 400, message: 'the block is larger than 16384 bytes' },
   KALIMA_ERR_LEDGER_BAD_BLOCK: { status: 400, message: 'the block does not verify' },
+  KALIMA_ERR_LEDGER_BAD_VALIDATION: { status: 400, message: 'the validation record is malformed or does not follow the validation node\'s previous one' },
   KALIMA_ERR_LEDGER_KEY_NOT_FOUND: { status: 404, message: 'no current value at this address and key' },
   KALIMA_ERR_LEDGER_NOT_FOUND: { status: 404, message: 'no such block or ledger entry' },
   KALIMA_ERR_LEDGER_BAD_RESERVED_BODY: { status: 400, message: 'the body of a message on a reserved address is malformed' },
@@ -35,6 +36,7 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_ACCESS_PUB_DENIED: { status: 403, message: 'the device may not write to this address' },
   KALIMA_ERR_ACCESS_SUB_DENIED: { status: 403, message: 'the device may not read this address' },
   KALIMA_ERR_ACCESS_ADMIN_ONLY: { status: 403, message: 'only an admin may do this' },
+  KALIMA_ERR_ACCESS_VALIDATORS_ONLY: { status: 403, message: 'only a validation node of the genesis file may write validations' },
   KALIMA_ERR_ACCESS_BAD_ONBOARDING_CODE: { status: 403, message: 'the onboarding code is unknown, already used or expired' },
   KALIMA_ERR_ACCESS_ALREADY_REGISTERED: { status: 409, message: 'the device is already registered' },
   KALIMA_ERR_ACCESS_AUTH_MISSING: { status: 401, message: 'the request is not signed: send x-kalima-device, x-kalima-timestamp and x-kalima-signature' },
@@ -61,6 +63,7 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_CONSENSUS_NOT_LEADER: { status: 421, message: 'this node is not the leader; send the message to the leader' },
   KALIMA_ERR_CONSENSUS_ENTRY_TOO_LARGE: { status: 400, message: 'a log entry is larger than a block may be' },
   KALIMA_ERR_CONSENSUS_BAD_ENTRY: { status: 502, message: 'the leader replicated a block this node refuses' },
+  KALIMA_ERR_CONSENSUS_BAD_REPORT: { status: 400, message: 'the leader report is malformed, not from a validation node, or not signed by it' },
   KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN: { status: 503, message: 'whether the entry committed is not known here; a retry with the same nonce is safe' },
   // node-to-node transport (BOLT 8)
   KALIMA_ERR_NET_HANDSHAKE_FAILED: { status: 502, message: 'the encrypted handshake with the peer failed' },

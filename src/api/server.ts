@@ -299,10 +299,12 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
       entries: node.cache.size,
       pendingMessages: node.pendingCount,
       subscribers: events.count,
-      role: 'master',
+      role: options.consensus?.().member ?? 'master',
       ...(options.consensus === undefined ? {} : { consensus: options.consensus() }),
     };
   });
+
+  app.get('/rewards', { schema: { tags: ['node'], summary: 'The rewards the chain has counted: 1 KLX per block for each master, 0.1 KLX per validated block for each validation node (public)' } }, async () => node.rewards());
 
   // ---- events ----
   app.get('/events', { schema: { tags: ['events'], summary: 'Server-sent events: committed messages under an address prefix, filtered by SUB. Resume with Last-Event-ID or ?from=<globalSequence>.', headers: signedHeaders } }, async (request, reply) => {

@@ -1,5 +1,5 @@
-// `kalima status`: one master's /status names every master and its API; each is asked in turn, twice
-// a second apart, for the leader, the term, each node's height and the commit rate.
+// `kalima status`: one node's /status names every master and validation node and its API; each is
+// asked in turn, twice a second apart, for the leader, the term, each node's height and the commit rate.
 import type { ConsensusStatus } from '../node/cluster.ts';
 
 export interface NodeStatus {
@@ -14,6 +14,7 @@ export interface NodeStatus {
 
 export interface ClusterRow {
   id: string;
+  member: 'master' | 'validator';
   api: string | null;
   /** The status, or why it could not be read. */
   status: NodeStatus | undefined;
@@ -38,13 +39,14 @@ async function fetchStatus(url: string, timeoutMs: number): Promise<NodeStatus> 
 async function sample(url: string, timeoutMs: number): Promise<{ first: NodeStatus; rows: ClusterRow[] }> {
   const first = await fetchStatus(url, timeoutMs);
   const peers = first.consensus?.peers ?? [];
-  if (peers.length === 0) return { first, rows: [{ id: '', api: url, status: first, error: undefined }] };
+  if (peers.length === 0) return { first, rows: [{ id: '', member: 'master', api: url, status: first, error: undefined }] };
   const rows = await Promise.all(peers.map(async (peer): Promise<ClusterRow> => {
-    if (peer.api === null) return { id: peer.id, api: null, status: undefined, error: 'no API in the configuration' };
+    const member = peer.member ?? 'master';
+    if (peer.api === null) return { id: peer.id, member, api: null, status: undefined, error: 'no API in the configuration' };
     try {
-      return { id: peer.id, api: peer.api, status: await fetchStatus(peer.api, timeoutMs), error: undefined };
+      return { id: peer.id, member, api: peer.api, status: await fetchStatus(peer.api, timeoutMs), error: undefined };
     } catch (error) {
-      return { id: peer.id, api: peer.api, status: undefined, error: (error as { message?: string }).message ?? String(error) };
+      return { id: peer.id, member, api: peer.api, status: undefined, error: (error as { message?: string }).message ?? String(error) };
     }
   }));
   return { first, rows };
@@ -79,18 +81,24 @@ export async function readCluster(url: string, options: { intervalMs?: number; t
 
 /** The view as a table, for a terminal. */
 export function formatCluster(view: ClusterView): string {
+  const masters = view.rows.filter((row) => row.member === 'master').length;
+  const validators = view.rows.length - masters;
   const lines = [
-    `chain ${view.chain}: ${view.rows.length} master${view.rows.length === 1 ? '' : 's'}, leader ${view.leader === null ? 'none' : view.leader.slice(0, 12)}${view.term === null ? '' : ` (term ${view.term})`}${view.commitRate === undefined ? '' : `, ${view.commitRate.toFixed(1)} msg/s committed`}`,
+    `chain ${view.chain}: ${masters} master${masters === 1 ? '' : 's'}${validators === 0 ? '' : `, ${validators} validation node${validators === 1 ? '' : 's'}`}, leader ${view.leader === null ? 'none' : view.leader.slice(0, 12)}${view.term === null ? '' : ` (term ${view.term})`}${view.commitRate === undefined ? '' : `, ${view.commitRate.toFixed(1)} msg/s committed`}`,
   ];
-  const header = ['master', 'api', 'role', 'term', 'height', 'commit', 'applied', 'tip'];
+  const header = ['node', 'api', 'role', 'term', 'height', 'commit', 'applied', 'tip'];
   const table = view.rows.map((row) => {
     const { status } = row;
     if (status === undefined) return [row.id.slice(0, 12), row.api ?? '-', `unreachable: ${row.error ?? ''}`, '', '', '', '', ''];
     const consensus = status.consensus;
-    return [row.id.slice(0, 12), row.api ?? '-', consensus?.role ?? 'master', String(consensus?.term ?? '-'), String(status.height), String(consensus?.commitIndex ?? '-'), String(consensus?.appliedIndex ?? '-'), status.tipHash.slice(0, 12)];
+    const role = row.member === 'validator' ? `validator (${consensus?.validation?.validatedHeight ?? 0} validated)` : consensus?.role ?? 'master';
+    return [row.id.slice(0, 12), row.api ?? '-', role, String(consensus?.term ?? '-'), String(status.height), String(consensus?.commitIndex ?? '-'), String(consensus?.appliedIndex ?? '-'), status.tipHash.slice(0, 12)];
   });
   const widths = header.map((title, column) => Math.max(title.length, ...table.map((cells) => cells[column]!.length)));
   const line = (cells: string[]): string => cells.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd();
   lines.push(line(header), ...table.map(line));
+  const barred = new Map<string, number>();
+  for (const row of view.rows) for (const bar of row.status?.consensus?.barred ?? []) barred.set(bar.id, Math.max(barred.get(bar.id) ?? 0, bar.untilTerm));
+  for (const [id, untilTerm] of barred) lines.push(`barred from leading through term ${untilTerm} (reported by the validation nodes): ${id.slice(0, 12)}`);
   return lines.join('\n');
 }

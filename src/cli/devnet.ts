@@ -1,7 +1,7 @@
-// `kalima devnet` (what `npm start` runs): a PrivaChain of five masters under ./.kalima/devnet, each
-// a `kalima node` process of its own on loopback, with a demo device writing sensor readings through
-// them and a demo subscriber, and a status line: the leader, the term, each master's height and the
-// commit rate.
+// `kalima devnet` (what `npm start` runs): a PrivaChain of five masters and one validation node under
+// ./.kalima/devnet, each a `kalima node` process of its own on loopback, with a demo device writing
+// sensor readings through the masters and a demo subscriber, and a status line: the leader, the
+// term, each node's height, what the validation node validated, and the commit rate.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
@@ -22,6 +22,9 @@ const DEMO_ADDRESS = '/sensors/plant1';
 const DEMO_PERIOD_MS = 500;
 const DEMO_TTL_SECONDS = 60;
 const MASTERS = 5;
+const VALIDATORS = 1;
+/** The devnet's nodes, in port order: m1 … m5, then v1. */
+const NODE_NAMES = [...Array.from({ length: MASTERS }, (_, index) => `m${index + 1}`), ...Array.from({ length: VALIDATORS }, (_, index) => `v${index + 1}`)];
 const BIN = fileURLToPath(new URL('../../bin/kalima.mjs', import.meta.url));
 /** What the devnet's setup waits out while the masters elect (an overload is not expected there). */
 const SETUP_RETRY = { deadlineMs: 30_000, pauseMs: 200, codes: RETRYABLE_CODES.filter((code) => code !== 'KALIMA_ERR_API_OVERLOADED') };
@@ -57,44 +60,55 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     out.write(`kalima devnet: ${directory} holds a single-master devnet of an earlier version; moved to ${aside}\n`);
     await rename(directory, aside);
   }
+  // A devnet of an earlier version has no validation node, and one cannot join a chain later (the genesis file lists them): keep it aside.
+  if ((await fileExists(join(directory, 'genesis.json'))) && !(await fileExists(join(directory, 'v1', 'config.json')))) {
+    const aside = `${directory}.no-validator-${Date.now()}`;
+    out.write(`kalima devnet: ${directory} holds a devnet of an earlier version without a validation node; moved to ${aside}\n`);
+    await rename(directory, aside);
+  }
   if (!(await fileExists(join(directory, 'genesis.json')))) {
-    out.write(`kalima devnet: creating a new chain of ${MASTERS} masters in ${directory}\n`);
-    await initCluster({ directory, chain: 'devnet', masters: MASTERS });
+    out.write(`kalima devnet: creating a new chain of ${MASTERS} masters and ${VALIDATORS} validation node in ${directory}\n`);
+    await initCluster({ directory, chain: 'devnet', masters: MASTERS, validators: VALIDATORS });
     await saveDeviceKey(join(directory, 'keys', 'demo-device.json'), generateDeviceKey());
   }
-  const configFiles = Array.from({ length: MASTERS }, (_, index) => join(directory, `m${index + 1}`, 'config.json'));
+  const configFiles = NODE_NAMES.map((name) => join(directory, name, 'config.json'));
   const configs = await Promise.all(configFiles.map(async (file) => JSON.parse(await readFile(file, 'utf8')) as NodeConfigJson));
 
   // Ports: m1's API on the base port and the others after it, node links 100 above, client nodes
   // 200 above; free ports if any of those is taken (or with --port 0).
   const base = options.port ?? 9118;
-  const preferred = configs.map((_, index) => ({ api: base + index, link: base + 100 + index, client: base + 200 + index }));
+  const preferred = configs.map((_, index) => ({ api: base + index, link: base + 100 + index, client: index < MASTERS ? base + 200 + index : 0 }));
   let ports = preferred;
-  const available = base !== 0 && (await Promise.all(preferred.flatMap((ports) => [portIsFree(ports.api), portIsFree(ports.link), portIsFree(ports.client)]))).every(Boolean);
+  const available = base !== 0 && (await Promise.all(preferred.flatMap((ports) => [portIsFree(ports.api), portIsFree(ports.link), ...(ports.client === 0 ? [] : [portIsFree(ports.client)])]))).every(Boolean);
   if (!available) {
-    if (base !== 0) out.write(`kalima devnet: some of ports ${base}–${base + MASTERS - 1}, ${base + 100}–${base + 100 + MASTERS - 1} or ${base + 200}–${base + 200 + MASTERS - 1} are in use; using free ports instead\n`);
+    if (base !== 0) out.write(`kalima devnet: some of ports ${base}–${base + NODE_NAMES.length - 1}, ${base + 100}–${base + 100 + NODE_NAMES.length - 1} or ${base + 200}–${base + 200 + MASTERS - 1} are in use; using free ports instead\n`);
     ports = [];
-    for (let index = 0; index < MASTERS; index++) ports.push({ api: await freePort(), link: await freePort(), client: await freePort() });
+    for (let index = 0; index < NODE_NAMES.length; index++) ports.push({ api: await freePort(), link: await freePort(), client: index < MASTERS ? await freePort() : 0 });
   }
   const urls = ports.map((pair) => `http://127.0.0.1:${pair.api}`);
-  const masters = configs.map((config, index) => ({ key: config.cluster!.masters![index]!.key!, host: '127.0.0.1', port: ports[index]!.link, api: urls[index]!, clientPort: ports[index]!.client }));
+  const keyOf = (index: number): string => (index < MASTERS ? configs[0]!.cluster!.masters![index]!.key! : configs[0]!.cluster!.validators![index - MASTERS]!.key!);
+  const members = NODE_NAMES.map((_, index) => ({ key: keyOf(index), host: '127.0.0.1', port: ports[index]!.link, api: urls[index]! }));
+  // Client nodes connect to the masters only.
+  const masters = members.slice(0, MASTERS).map((master, index) => ({ ...master, clientPort: ports[index]!.client }));
+  const validators = members.slice(MASTERS);
   for (const [index, config] of configs.entries()) {
     const next: NodeConfigJson = {
-      ...config, port: ports[index]!.api, clientPort: ports[index]!.client, verifierThreads: 1,
-      cluster: { ...config.cluster, linkHost: '127.0.0.1', linkPort: ports[index]!.link, masters },
+      ...config, port: ports[index]!.api, ...(index < MASTERS ? { clientPort: ports[index]!.client } : {}), verifierThreads: 1,
+      cluster: { ...config.cluster, linkHost: '127.0.0.1', linkPort: ports[index]!.link, masters, validators },
     };
     await writeFile(configFiles[index]!, `${JSON.stringify(next, null, 2)}\n`);
   }
 
-  // Five processes; each logs to its own file.
+  // Six processes; each logs to its own file.
   let stopping = false;
   const children = configFiles.map((file, index) => {
-    const log = createWriteStream(join(directory, `m${index + 1}`, 'node.log'), { flags: 'a' });
+    const name = NODE_NAMES[index]!;
+    const log = createWriteStream(join(directory, name, 'node.log'), { flags: 'a' });
     const child = spawn(process.execPath, [BIN, 'node', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout!.pipe(log);
     child.stderr!.pipe(log);
     child.on('exit', (code, signal) => {
-      if (!stopping) out.write(`\nkalima devnet: master m${index + 1} exited (${signal ?? code}); see ${join(directory, `m${index + 1}`, 'node.log')}\n`);
+      if (!stopping) out.write(`\nkalima devnet: ${index < MASTERS ? 'master' : 'validation node'} ${name} exited (${signal ?? code}); see ${join(directory, name, 'node.log')}\n`);
     });
     return child;
   });
@@ -110,12 +124,13 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     }));
   };
   try {
-    out.write(`kalima devnet: starting ${MASTERS} masters\n`);
+    out.write(`kalima devnet: starting ${MASTERS} masters and ${VALIDATORS} validation node\n`);
     const deadline = Date.now() + 60_000;
     for (const [index, url] of urls.entries()) {
+      const name = NODE_NAMES[index]!;
       for (;;) {
-        if (children[index]!.exitCode !== null) throw new Error(`master m${index + 1} exited while starting; see ${join(directory, `m${index + 1}`, 'node.log')}`);
-        if (Date.now() > deadline) throw new Error(`master m${index + 1} did not answer within 60 s; see ${join(directory, `m${index + 1}`, 'node.log')}`);
+        if (children[index]!.exitCode !== null) throw new Error(`${name} exited while starting; see ${join(directory, name, 'node.log')}`);
+        if (Date.now() > deadline) throw new Error(`${name} did not answer within 60 s; see ${join(directory, name, 'node.log')}`);
         try {
           if ((await fetch(`${url}/status`)).ok) break;
         } catch {
@@ -133,7 +148,7 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
   const deviceKey = await loadDeviceKey(join(directory, 'keys', 'demo-device.json'));
   // The admin writes through m1 and the device through every master in turn: followers forward.
   const admin = new KalimaClient({ url: urls[0]!, key: adminKey });
-  const devices = urls.map((url) => new KalimaClient({ url, key: deviceKey }));
+  const devices = urls.slice(0, MASTERS).map((url) => new KalimaClient({ url, key: deviceKey }));
   try {
     const entry = async (address: string, key: string): Promise<boolean> => (await retrying(() => admin.get(address, key), SETUP_RETRY)) !== undefined;
     if (!(await entry('/kalima/addresses', DEMO_ADDRESS))) await retrying(() => admin.createAddress(DEMO_ADDRESS, 'demo temperature sensor'), SETUP_RETRY);
@@ -148,15 +163,15 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
   const demoKey = join(directory, 'keys', 'demo-device.json');
   out.write([
     '',
-    `Kalima devnet "devnet" is running: ${MASTERS} masters, each its own process.`,
-    ...urls.map((url, index) => `  m${index + 1} API  ${url}   client nodes 127.0.0.1:${ports[index]!.client}   log ${join(directory, `m${index + 1}`, 'node.log')}`),
+    `Kalima devnet "devnet" is running: ${MASTERS} masters and ${VALIDATORS} validation node, each its own process.`,
+    ...urls.map((url, index) => `  ${NODE_NAMES[index]} API  ${url}   ${index < MASTERS ? `client nodes 127.0.0.1:${ports[index]!.client}   ` : ''}log ${join(directory, NODE_NAMES[index]!, 'node.log')}`),
     `  OpenAPI  ${urls[0]}/docs`,
     `  admin key ${join(directory, 'keys', 'admin.json')}`,
     `  try      npx kalima status --url ${urls[0]}`,
     `           npx kalima get --url ${urls[1]} --key ${demoKey} ${DEMO_ADDRESS} temp-1`,
     `           npx kalima watch --url ${urls[2]} --key ${demoKey} /sensors`,
+    `           curl ${urls[0]}/rewards`,
     '  client   a client node (the SDK\'s sync mode) keeps a verified copy of /sensors from all five masters',
-    '  not yet  a validation node (issue 3)',
     'Ctrl-C stops it; the chain stays in the data directories.',
     '',
   ].join('\n') + '\n');
@@ -208,8 +223,9 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
       const rate = previous === undefined ? 0 : ((sequence - previous.sequence) * 1000) / Math.max(1, now - previous.at);
       previous = { sequence, at: now };
       const leader = view.rows.findIndex((row) => row.id === view.leader);
-      const heights = view.rows.map((row, index) => `m${index + 1}:${row.status?.height ?? '-'}`).join(' ');
-      const line = `leader ${leader < 0 ? 'none' : `m${leader + 1}`} | term ${view.term ?? '-'} | heights ${heights} | ${rate.toFixed(1)} msg/s | events received ${received} | client node h${clientNode.height} via ${clientNode.connectedMasters.length}`;
+      const heights = view.rows.map((row, index) => `${NODE_NAMES[index] ?? `n${index + 1}`}:${row.status?.height ?? '-'}`).join(' ');
+      const validated = view.rows.filter((row) => row.member === 'validator').map((row) => row.status?.consensus?.validation?.validatedHeight ?? 0);
+      const line = `leader ${leader < 0 ? 'none' : NODE_NAMES[leader]} | term ${view.term ?? '-'} | heights ${heights} | validated ${validated.join(',') || '-'} | ${rate.toFixed(1)} msg/s | events received ${received} | client node h${clientNode.height} via ${clientNode.connectedMasters.length}`;
       if (!stopping) out.write(out.isTTY ? `\r${line}   ` : `${line}\n`);
     }).catch((error: unknown) => {
       if (!stopping) out.write(`\nstatus: ${String((error as { message?: string }).message ?? error)}\n`);

@@ -35,7 +35,7 @@ export async function initChain(options: { directory: string; chain: string; por
   await mkdir(join(directory, 'keys'), { recursive: true });
   const admin = generateDeviceKey(rng);
   const node = generateDeviceKey(rng);
-  const genesis: Genesis = { chain: options.chain, timeMs: clock.nowMs(), admins: [admin.publicKey], masters: [node.publicKey], params: DEFAULT_PARAMS };
+  const genesis: Genesis = { chain: options.chain, timeMs: clock.nowMs(), admins: [admin.publicKey], masters: [node.publicKey], validators: [], params: DEFAULT_PARAMS };
   const genesisFile = join(directory, 'genesis.json');
   const adminKeyFile = join(directory, 'keys', 'admin.json');
   const nodeKeyFile = join(directory, 'keys', 'node.json');
@@ -55,17 +55,23 @@ export interface ClusterInitResult {
   admin: KeyPair;
   /** One directory per master, each with its config.json, node key and a copy of the genesis file. */
   masters: Array<{ directory: string; configFile: string; key: KeyPair; apiPort: number; linkPort: number; clientPort: number }>;
+  /** One directory per validation node (v1 … vN), laid out as the masters' (without a client listener: client nodes connect to masters). */
+  validators: Array<{ directory: string; configFile: string; key: KeyPair; apiPort: number; linkPort: number }>;
 }
 
 /**
- * `kalima init --masters N`: one chain with N masters on this machine, for a local cluster. The
- * root holds the genesis file and the admin key; m1 … mN each hold a master's config and node key.
- * Master i serves its API on port + i - 1, its node links on linkPort + i - 1 and client nodes on
- * clientPort + i - 1 (port + 100 and port + 200 unless given).
+ * `kalima init --masters N [--validators V]`: one chain with N masters and V validation nodes on
+ * this machine, for a local cluster. The root holds the genesis file and the admin key; m1 … mN
+ * each hold a master's config and node key, v1 … vV a validation node's. Node i (the masters
+ * first, then the validation nodes) serves its API on port + i - 1 and its node links on
+ * linkPort + i - 1; master i takes client nodes on clientPort + i - 1 (port + 100 and port + 200
+ * unless given).
  */
-export async function initCluster(options: { directory: string; chain: string; masters: number; port?: number; linkPort?: number; clientPort?: number; force?: boolean; clock?: Clock; rng?: Rng }): Promise<ClusterInitResult> {
+export async function initCluster(options: { directory: string; chain: string; masters: number; validators?: number; port?: number; linkPort?: number; clientPort?: number; force?: boolean; clock?: Clock; rng?: Rng }): Promise<ClusterInitResult> {
   checkChainName(options.chain);
   if (!Number.isInteger(options.masters) || options.masters < 1 || options.masters > 64) throw kalimaError('KALIMA_ERR_CONFIG_INVALID', { reason: '--masters must be a whole number from 1 to 64' });
+  const validatorCount = options.validators ?? 0;
+  if (!Number.isInteger(validatorCount) || validatorCount < 0 || validatorCount > 64) throw kalimaError('KALIMA_ERR_CONFIG_INVALID', { reason: '--validators must be a whole number from 0 to 64' });
   const rng = options.rng ?? systemRng;
   const clock = options.clock ?? systemClock;
   const directory = options.directory;
@@ -76,7 +82,10 @@ export async function initCluster(options: { directory: string; chain: string; m
   await mkdir(join(directory, 'keys'), { recursive: true });
   const admin = generateDeviceKey(rng);
   const keys = Array.from({ length: options.masters }, () => generateDeviceKey(rng));
-  const genesis: Genesis = { chain: options.chain, timeMs: clock.nowMs(), admins: [admin.publicKey], masters: keys.map((key) => key.publicKey), params: DEFAULT_PARAMS };
+  const validatorKeys = Array.from({ length: validatorCount }, () => generateDeviceKey(rng));
+  const genesis: Genesis = {
+    chain: options.chain, timeMs: clock.nowMs(), admins: [admin.publicKey], masters: keys.map((key) => key.publicKey), validators: validatorKeys.map((key) => key.publicKey), params: DEFAULT_PARAMS,
+  };
   const genesisText = `${JSON.stringify(genesisToJson(genesis), null, 2)}\n`;
   await writeFile(genesisFile, genesisText);
   const adminKeyFile = join(directory, 'keys', 'admin.json');
@@ -85,22 +94,26 @@ export async function initCluster(options: { directory: string; chain: string; m
   const linkBase = options.linkPort ?? apiBase + 100;
   const clientBase = options.clientPort ?? apiBase + CLIENT_PORT_OFFSET;
   const host = '127.0.0.1';
-  const masters = keys.map((key, index) => ({
-    directory: join(directory, `m${index + 1}`), configFile: join(directory, `m${index + 1}`, 'config.json'), key, apiPort: apiBase + index, linkPort: linkBase + index, clientPort: clientBase + index,
+  const layout = (name: string, key: KeyPair, index: number) => ({ directory: join(directory, name), configFile: join(directory, name, 'config.json'), key, apiPort: apiBase + index, linkPort: linkBase + index });
+  const masters = keys.map((key, index) => ({ ...layout(`m${index + 1}`, key, index), clientPort: clientBase + index }));
+  const validators = validatorKeys.map((key, index) => layout(`v${index + 1}`, key, keys.length + index));
+  const directoryOf = (nodes: ReadonlyArray<ReturnType<typeof layout> & { clientPort?: number }>) => nodes.map((node) => ({
+    key: toHex(node.key.publicKey), host, port: node.linkPort, api: `http://${host}:${node.apiPort}`, ...(node.clientPort === undefined ? {} : { clientPort: node.clientPort }),
   }));
-  const directoryOfMasters = masters.map((master) => ({ key: toHex(master.key.publicKey), host, port: master.linkPort, api: `http://${host}:${master.apiPort}`, clientPort: master.clientPort }));
-  for (const master of masters) {
+  const directoryOfMasters = directoryOf(masters);
+  const directoryOfValidators = directoryOf(validators);
+  for (const master of [...masters, ...validators] as Array<ReturnType<typeof layout> & { clientPort?: number }>) {
     await mkdir(join(master.directory, 'keys'), { recursive: true });
     await writeFile(join(master.directory, 'genesis.json'), genesisText);
     await saveDeviceKey(join(master.directory, 'keys', 'node.json'), master.key);
     const config: NodeConfigJson = {
-      dataDir: 'data', genesis: 'genesis.json', nodeKey: 'keys/node.json', host, port: master.apiPort, clientPort: master.clientPort, logLevel: 'info',
-      cluster: { linkHost: host, linkPort: master.linkPort, masters: directoryOfMasters },
+      dataDir: 'data', genesis: 'genesis.json', nodeKey: 'keys/node.json', host, port: master.apiPort, ...(master.clientPort === undefined ? {} : { clientPort: master.clientPort }), logLevel: 'info',
+      cluster: { linkHost: host, linkPort: master.linkPort, masters: directoryOfMasters, ...(validators.length > 0 ? { validators: directoryOfValidators } : {}) },
     };
     await writeFile(master.configFile, `${JSON.stringify(config, null, 2)}\n`);
     // A new chain's member: its empty store is expected (see NEW_MEMBER_MARKER).
     await mkdir(join(master.directory, 'data'), { recursive: true });
     await writeFile(join(master.directory, 'data', NEW_MEMBER_MARKER), 'a member of a new chain: kalima init --masters made this data directory\n');
   }
-  return { directory, genesisFile, adminKeyFile, admin, masters };
+  return { directory, genesisFile, adminKeyFile, admin, masters, validators };
 }

@@ -17,10 +17,11 @@ import { formatCluster, readCluster } from './cluster-status.ts';
 const USAGE = `kalima — a Kalima PrivaChain node
 
   kalima init [--dir DIR] [--chain NAME] [--port N] [--force]   genesis file, admin and node keys, config
-  kalima init --masters N [--dir DIR] [--chain NAME] [--port N] a chain of N masters on this machine (m1 … mN)
+  kalima init --masters N [--validators V] [--dir DIR] [--chain NAME] [--port N]
+                                                                a chain of N masters (m1 … mN) and V validation nodes (v1 … vV) on this machine
   kalima node [--config FILE] [--port N] [--client-port N]     run a node (default ./config.json)
-  kalima devnet [--dir DIR] [--port N] [--fresh]                a local chain of 5 masters (processes) with a demo device (npm start)
-  kalima status [--url URL] [--json]                           a node's status; for a cluster, every master's (leader, term, heights, commit rate)
+  kalima devnet [--dir DIR] [--port N] [--fresh]                a local chain of 5 masters and 1 validation node (processes) with a demo device (npm start)
+  kalima status [--url URL] [--json]                           a node's status; for a cluster, every node's (leader, term, heights, validations, commit rate)
   kalima put --key KEYFILE [--url URL] [--ttl S] ADDRESS KEY VALUE
   kalima get --key KEYFILE [--url URL] ADDRESS KEY
   kalima rm --key KEYFILE [--url URL] ADDRESS KEY
@@ -72,7 +73,7 @@ export async function main(argv: string[]): Promise<number> {
       dir: { type: 'string' }, chain: { type: 'string' }, port: { type: 'string' }, force: { type: 'boolean' },
       config: { type: 'string' }, url: { type: 'string' }, key: { type: 'string' }, ttl: { type: 'string' },
       from: { type: 'string' }, out: { type: 'string' }, pub: { type: 'string' }, sub: { type: 'string' }, name: { type: 'string' },
-      fresh: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, masters: { type: 'string' }, json: { type: 'boolean' }, 'client-port': { type: 'string' },
+      fresh: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, masters: { type: 'string' }, validators: { type: 'string' }, json: { type: 'boolean' }, 'client-port': { type: 'string' },
     },
   });
   const port = values.port === undefined ? undefined : Number(values.port);
@@ -89,16 +90,19 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${USAGE}\n`);
       return 0;
     case 'init': {
+      if (values.validators !== undefined && values.masters === undefined) throw new UsageError('--validators goes with --masters N');
       if (values.masters !== undefined) {
         const count = Number(values.masters);
         if (!Number.isInteger(count) || count < 1) throw new UsageError('--masters must be a whole number of masters');
-        const cluster = await initCluster({ directory: resolve(values.dir ?? '.'), chain: values.chain ?? 'privachain', masters: count, port, force: values.force });
+        const validators = values.validators === undefined ? 0 : Number(values.validators);
+        if (!Number.isInteger(validators) || validators < 0) throw new UsageError('--validators must be a whole number of validation nodes');
+        const cluster = await initCluster({ directory: resolve(values.dir ?? '.'), chain: values.chain ?? 'privachain', masters: count, validators, port, force: values.force });
         process.stdout.write([
-          `chain of ${count} masters initialised in ${cluster.directory}`,
+          `chain of ${count} masters${validators > 0 ? ` and ${validators} validation node${validators === 1 ? '' : 's'}` : ''} initialised in ${cluster.directory}`,
           `  genesis   ${cluster.genesisFile}`,
           `  admin key ${cluster.adminKeyFile}  (device id ${toHex(cluster.admin.publicKey)})`,
-          ...cluster.masters.map((master) => `  ${master.configFile}  API on port ${master.apiPort}, node links on ${master.linkPort}`),
-          `run each with: kalima node --config ${join(cluster.directory, 'mN', 'config.json')}`,
+          ...[...cluster.masters, ...cluster.validators].map((member) => `  ${member.configFile}  API on port ${member.apiPort}, node links on ${member.linkPort}`),
+          `run each with: kalima node --config ${join(cluster.directory, validators > 0 ? 'mN (or vN)' : 'mN', 'config.json')}`,
         ].join('\n') + '\n');
         return 0;
       }

@@ -10,13 +10,14 @@
 // applies, with no second execution: its changes and tip become the durable block's.
 import type { Genesis } from '../access/genesis.ts';
 import { adminSet } from '../access/permissions.ts';
-import { type Block, blockHash, checkBlockIntegrity, decodeBlock } from '../ledger/block.ts';
+import { type Block, blockHash, checkBlockIntegrity, decodeBlock, decodeBlockHeader } from '../ledger/block.ts';
 import { bytesEqual, toHex } from '../ledger/hash.ts';
 import { messageSigningHash } from '../ledger/message.ts';
 import { mmrAppend, mmrRoot } from '../ledger/mmr.ts';
 import { isKalimaError, kalimaError, type KalimaError } from '../errors.ts';
 import { Draft, type DraftBase, type MemCache } from '../state/memcache.ts';
-import { executeBlock } from '../state/replay.ts';
+import { type ChainPolicy, executeBlock } from '../state/replay.ts';
+import { VALIDATIONS_ADDRESS, decodeValidationBody } from '../state/validation.ts';
 import type { BlockWrite, TipRecord } from '../store/chain-store.ts';
 import type { SignatureVerifier } from '../node/verifier.ts';
 import type { Entry } from './raft.ts';
@@ -50,6 +51,8 @@ export interface GateOptions {
    * Raft log; entries whose blocks are stored already are admitted if they are those very blocks.
    */
   stored?: { tip: () => TipRecord; bytesAt: (height: number) => Promise<Uint8Array | undefined> };
+  /** The hash of an applied block by height, where the node still knows it (for the check of validation records). */
+  hashAt?: (height: number) => Uint8Array | undefined;
 }
 
 export interface Admission {
@@ -65,11 +68,11 @@ export class BlockGate {
   private durableIndex: number;
   private durableTip: TipRecord;
   private readonly masters: ReadonlySet<string>;
-  private readonly policy: { admins: ReadonlySet<string>; chain: string };
+  private readonly policy: ChainPolicy;
 
   constructor(private readonly options: GateOptions) {
     this.masters = new Set(options.genesis.masters.map(toHex));
-    this.policy = { admins: adminSet(options.genesis.admins), chain: options.genesis.chain };
+    this.policy = { admins: adminSet(options.genesis.admins), chain: options.genesis.chain, validators: new Set(options.genesis.validators.map(toHex)) };
     this.durableIndex = options.applied.index;
     this.durableTip = options.applied.tip;
   }
@@ -154,7 +157,7 @@ export class BlockGate {
    */
   async checkCommitted(bytes: Uint8Array, base: { tip: TipRecord; state: DraftBase }): Promise<BlockWrite> {
     if (bytes.length === 0) throw kalimaError('KALIMA_ERR_LEDGER_BAD_BLOCK', { height: base.tip.height + 1, reason: 'an empty block' });
-    const checked = await this.check({ index: -1, term: -1, data: bytes }, base, { term: -2, keyHex: '' }, false);
+    const checked = await this.check({ index: -1, term: -1, data: bytes }, base, { term: -2, keyHex: '' }, false, false);
     return checked.block!;
   }
 
@@ -165,11 +168,41 @@ export class BlockGate {
     this.durableTip = tip;
   }
 
+  /**
+   * The hashes of the blocks the block's validation records name, on the chain that ends at `tip`:
+   * admitted ancestors (`onAdmitted`: the block extends them), then what the node applied, then the
+   * store. Every honest node finds every one of them, so a record is checked alike everywhere.
+   */
+  private async recordHashes(block: Block, tip: TipRecord, onAdmitted: boolean): Promise<Map<number, Uint8Array>> {
+    const hashes = new Map<number, Uint8Array>();
+    for (const committed of block.messages) {
+      if (committed.message.address !== VALIDATIONS_ADDRESS) continue;
+      let height: number;
+      try {
+        height = decodeValidationBody(committed.message.body).height;
+      } catch {
+        continue; // the execution refuses it
+      }
+      if (height > tip.height || hashes.has(height)) continue;
+      let hash: Uint8Array | undefined = height === tip.height ? tip.hash : undefined;
+      if (hash === undefined && onAdmitted) {
+        for (const admitted of this.admittedByIndex.values()) if (admitted.tip.height === height && admitted.tip.height < tip.height) hash = admitted.tip.hash;
+      }
+      hash ??= this.options.hashAt?.(height);
+      if (hash === undefined && this.options.stored !== undefined && height <= this.options.stored.tip().height) {
+        const bytes = await this.options.stored.bytesAt(height);
+        if (bytes !== undefined) hash = blockHash(decodeBlockHeader(bytes));
+      }
+      if (hash !== undefined) hashes.set(height, hash);
+    }
+    return hashes;
+  }
+
   private dropFrom(index: number): void {
     for (const key of [...this.admittedByIndex.keys()]) if (key >= index) this.admittedByIndex.delete(key);
   }
 
-  private async check(entry: Entry, base: { tip: TipRecord; state: DraftBase }, leader: { term: number; keyHex: string }, matchTerm = true): Promise<AdmittedEntry> {
+  private async check(entry: Entry, base: { tip: TipRecord; state: DraftBase }, leader: { term: number; keyHex: string }, matchTerm = true, onAdmitted = true): Promise<AdmittedEntry> {
     if (entry.data.length === 0) return { index: entry.index, term: entry.term, tip: base.tip, state: base.state, block: undefined };
     const block: Block = decodeBlock(entry.data);
     const { header } = block;
@@ -192,7 +225,8 @@ export class BlockGate {
     if (header.timeMs < base.tip.timeMs) fail('the block time goes backwards');
     // Every message signature in the verifier pool at once, then the execution on the state before.
     const signaturesValid = await Promise.all(block.messages.map((committed) => this.options.verifier.verify(messageSigningHash(committed.message), committed.message.device, committed.message.signature)));
-    const { result, draft } = executeBlock(base.state, block, this.policy, signaturesValid);
+    const hashes = await this.recordHashes(block, base.tip, onAdmitted);
+    const { result, draft } = executeBlock(base.state, block, { ...this.policy, blockHashAt: (height) => hashes.get(height) }, signaturesValid);
     const hash = blockHash(header);
     const last = block.messages[block.messages.length - 1];
     const tip: TipRecord = {

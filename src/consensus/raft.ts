@@ -121,6 +121,8 @@ export interface RaftConfig {
 }
 
 const NONE = undefined;
+/** Election timeouts without a leader after which every bar lapses (see bar()). */
+const BAR_LAPSE_ELECTIONS = 4;
 
 export class Raft {
   readonly id: NodeId;
@@ -151,6 +153,10 @@ export class Raft {
   private rejoin: { maxTerm: number; probed: Map<NodeId, number> | undefined; target: number | undefined; ticks: number } | undefined;
   /** Votes are granted only in terms above this (set when a rejoining member has caught up). */
   private voteFloor = 0;
+  /** Voters barred from leading (validation nodes reported them), each through the term given. */
+  private readonly barred = new Map<NodeId, number>();
+  /** Ticks since this node last heard a leader's append or snapshot (or led): what lets bars lapse. */
+  private ticksWithoutLeader = 0;
   private ticksSinceHeartbeat = 0;
   /** Votes (or pre-votes) received in this election, by voter. */
   private votes = new Map<NodeId, boolean>();
@@ -324,6 +330,12 @@ export class Raft {
 
   /** One tick of logical time. */
   tick(): void {
+    if (this.role === 'leader') this.ticksWithoutLeader = 0;
+    else this.ticksWithoutLeader++;
+    // Bars only choose who may lead; should they ever leave no one able to (a master down, the
+    // others barred or behind), a long enough time without any leader lifts them all. Standing
+    // and voting do not count as hearing a leader.
+    if (this.barred.size > 0 && this.ticksWithoutLeader >= BAR_LAPSE_ELECTIONS * this.electionTicks) this.barred.clear();
     if (this.role === 'leader') {
       this.ticksSinceHeartbeat++;
       this.leaderTicks++;
@@ -350,7 +362,44 @@ export class Raft {
       for (const voter of this.voters) if (voter !== this.id && !this.rejoin.probed.has(voter)) this.send({ type: 'termProbe', from: this.id, to: voter, term: this.term });
     }
     // A rejoining member does not stand before it has caught up.
-    if (this.ticksSinceHeard >= this.randomizedElectionTicks && this.isVoter() && this.rejoin === undefined) this.startPreVote();
+    if (this.ticksSinceHeard >= this.randomizedElectionTicks && this.isVoter() && this.rejoin === undefined && !this.isBarred(this.id, this.term + 1)) this.startPreVote();
+  }
+
+  /**
+   * Bars voter `id` from leading through term `untilTerm` (a majority of the validation nodes
+   * reported it). A barred leader steps down; a follower stops taking its appends, and grants it no
+   * vote until the bar is over. Only who may lead changes, never what is committed. At most as
+   * many voters are barred at once as may fail (voters − quorum); the bar nearest its end makes
+   * room. Returns false when nothing changed.
+   */
+  bar(id: NodeId, untilTerm: number): boolean {
+    if (!this.voters.has(id)) return false;
+    for (const [other, until] of this.barred) if (until < this.term) this.barred.delete(other);
+    if ((this.barred.get(id) ?? -1) >= untilTerm || untilTerm < this.term) return false;
+    const room = this.voters.size - this.quorum();
+    if (room === 0) return false;
+    if (!this.barred.has(id) && this.barred.size >= room) {
+      const [soonest] = [...this.barred.entries()].sort((a, b) => a[1] - b[1])[0]!;
+      this.barred.delete(soonest);
+    }
+    this.barred.set(id, untilTerm);
+    if (id === this.id && this.role === 'leader') this.becomeFollower(this.term, NONE);
+    else if (id === this.leader) {
+      // Its lease ends here: this node may stand, or grant another's pre-vote, once its election timer runs out.
+      this.leader = NONE;
+    }
+    return true;
+  }
+
+  /** Whether `id` is barred from leading in `term`. */
+  isBarred(id: NodeId, term: number): boolean {
+    const until = this.barred.get(id);
+    return until !== undefined && term <= until;
+  }
+
+  /** The barred voters and the last term of each one's bar. */
+  get bars(): ReadonlyMap<NodeId, number> {
+    return this.barred;
   }
 
   /** Whether this node may vote in `term` (a rejoining member may not yet, see config.empty). */
@@ -416,13 +465,16 @@ export class Raft {
     // Until a quorum of the others has told it their terms, a rejoining member takes nothing from a
     // leader: a deposed leader of an older term (stalled, say) must not count it towards a commit.
     if (this.rejoin?.probed !== undefined && (message.type === 'append' || message.type === 'snapshot')) return;
+    // Nothing is taken from a barred leader (it was told to step down).
+    if ((message.type === 'append' || message.type === 'snapshot') && this.isBarred(message.from, message.term)) return;
+    if ((message.type === 'append' || message.type === 'snapshot') && message.term >= this.term) this.ticksWithoutLeader = 0;
 
     if (message.term > this.term) {
       const inLease = this.leader !== NONE && this.ticksSinceHeard < this.electionTicks;
       if (message.type === 'preVote') {
         // A pre-vote never changes a term. It is granted only if this node has no live leader
         // and the candidate's log is at least as up to date.
-        const granted = !inLease && this.role !== 'leader' && this.mayVoteIn(message.term) && this.upToDate(message.lastLogIndex, message.lastLogTerm);
+        const granted = !inLease && this.role !== 'leader' && this.mayVoteIn(message.term) && !this.isBarred(message.from, message.term) && this.upToDate(message.lastLogIndex, message.lastLogTerm);
         // A grant carries the term asked for; a refusal carries this node's own term, which tells
         // a pre-candidate from a higher term that it is behind.
         this.send({ type: 'preVoteResponse', from: this.id, to: message.from, term: granted ? message.term : this.term, granted });
@@ -458,7 +510,7 @@ export class Raft {
       }
       case 'vote': {
         const canVote = this.vote === message.from || (this.vote === NONE && this.leader === NONE);
-        const granted = canVote && this.mayVoteIn(message.term) && this.upToDate(message.lastLogIndex, message.lastLogTerm);
+        const granted = canVote && this.mayVoteIn(message.term) && !this.isBarred(message.from, message.term) && this.upToDate(message.lastLogIndex, message.lastLogTerm);
         if (granted) {
           this.vote = message.from;
           this.hardStateDirty = true;
@@ -579,6 +631,7 @@ export class Raft {
 
   private becomeLeader(): void {
     this.role = 'leader';
+    this.ticksWithoutLeader = 0;
     this.fetching = undefined;
     this.fetchRequested = false;
     this.leader = this.id;

@@ -3,7 +3,7 @@
 // callback. The order per Ready is the one raft.ts requires: persist (synced), then send, then
 // apply. One Ready is handled at a time.
 import { kalimaError } from '../errors.ts';
-import type { Logger, Scheduler } from '../ports.ts';
+import type { Clock, Logger, Scheduler } from '../ports.ts';
 import type { RaftLogStore } from '../store/raft-log.ts';
 import { decodeMessage, encodeMessage } from './codec.ts';
 import { type Entry, type Message, Raft, type RaftConfig, type SnapshotMeta } from './raft.ts';
@@ -31,7 +31,9 @@ export interface RuntimeOptions {
    * (the block gate). Called in log order with the entries this node does not already hold;
    * resolves with how many of them, as a prefix, are acceptable, and why the next one is not.
    */
-  admit?(entries: Entry[], sender: { id: string; term: number }): Promise<{ admitted: number; refusal?: unknown }>;
+  admit?(entries: Entry[], sender: AppendSender): Promise<{ admitted: number; refusal?: unknown }>;
+  /** Stamps when each append arrived (AppendSender.receivedAtMs); without it, the stamp is undefined. */
+  clock?: Clock;
   /** A snapshot fetch that has not resolved after this long is given up (the leader asks again). */
   fetchTimeoutMs?: number;
   /**
@@ -44,6 +46,19 @@ export interface RuntimeOptions {
   pauseWhileFetching?: boolean;
   /** Called after a Ready in which this node stopped leading. */
   onLeadershipLost?(): void;
+}
+
+/** Who sent the entries admit() is asked about, and how they came. */
+export interface AppendSender {
+  /** The leader of `term`, which sent them. */
+  id: string;
+  term: number;
+  /** The leader's commit index as the append carried it: entries at or below it were committed before they were sent (resent). */
+  commit: number;
+  /** When the append reached this node (before it waited for the appends ahead of it), by the runtime's clock. */
+  receivedAtMs: number | undefined;
+  /** This node's log holds the entry the append follows (prevLogIndex, prevLogTerm), as Raft will require. */
+  follows: boolean;
 }
 
 /** What a fetch may ask of the runtime (pauseWhileFetching). */
@@ -118,7 +133,8 @@ export class RaftRuntime {
     }
     if (message.type === 'append' && this.options.admit !== undefined) {
       const append = message;
-      this.inbound = this.inbound.then(() => this.admitThenStep(append, bytes)).catch((error: unknown) => this.fail(error, 'checking replicated entries failed'));
+      const receivedAtMs = this.options.clock?.nowMs();
+      this.inbound = this.inbound.then(() => this.admitThenStep(append, bytes, receivedAtMs)).catch((error: unknown) => this.fail(error, 'checking replicated entries failed'));
       return;
     }
     if (message.type === 'snapshot' && this.options.admit !== undefined) {
@@ -140,14 +156,15 @@ export class RaftRuntime {
   }
 
   /** Steps an append with only the entries the gate accepts: the rest are never acknowledged. */
-  private async admitThenStep(message: Extract<Message, { type: 'append' }>, bytes: Uint8Array): Promise<void> {
+  private async admitThenStep(message: Extract<Message, { type: 'append' }>, bytes: Uint8Array, receivedAtMs?: number): Promise<void> {
     if (this.stopped) return;
     // The entries this node already holds (same index and term) were checked when they came.
     let held = 0;
     while (held < message.entries.length && this.raft.termAt(message.entries[held]!.index) === message.entries[held]!.term) held++;
     let accepted = message.entries.length;
     if (held < message.entries.length && message.term >= this.raft.term) {
-      const { admitted, refusal } = await this.options.admit!(message.entries.slice(held), { id: message.from, term: message.term });
+      const follows = message.prevLogIndex === 0 || this.raft.termAt(message.prevLogIndex) === message.prevLogTerm;
+      const { admitted, refusal } = await this.options.admit!(message.entries.slice(held), { id: message.from, term: message.term, commit: message.commit, receivedAtMs, follows });
       accepted = held + admitted;
       if (refusal !== undefined) this.options.logger.warn({ leader: message.from, term: message.term, index: message.entries[accepted]?.index, refusal: String((refusal as { message?: string }).message ?? refusal), details: (refusal as { details?: unknown }).details }, 'raft: refused a replicated entry');
     }
@@ -160,6 +177,14 @@ export class RaftRuntime {
     }
     this.raft.step(accepted === message.entries.length ? message : { ...message, entries: message.entries.slice(0, accepted) });
     this.kick();
+  }
+
+  /** Bars voter `id` from leading through term `untilTerm` (Raft.bar): a majority of the validation nodes reported it. */
+  bar(id: string, untilTerm: number): boolean {
+    if (this.stopped) return false;
+    const changed = this.raft.bar(id, untilTerm);
+    if (changed && !this.paused) this.kick();
+    return changed;
   }
 
   /** Proposes an entry; resolves once it is committed (just before it is applied here), rejects if another replaced it. */

@@ -74,6 +74,11 @@ export function decodeHeader(bytes: Uint8Array): BlockHeader {
   return header;
 }
 
+/** The header at the start of an encoded block (the rest is not read). */
+export function decodeBlockHeader(bytes: Uint8Array): BlockHeader {
+  return readHeader(new Reader(bytes));
+}
+
 export function blockHash(header: BlockHeader): Uint8Array {
   return taggedHash(TAG.block, encodeHeader(header));
 }

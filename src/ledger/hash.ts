@@ -63,6 +63,7 @@ export const TAG = {
   stateDigest: 'kalima/state/v1',
   request: 'kalima/request/v1',
   onboarding: 'kalima/onboarding/v1',
+  leaderReport: 'kalima/leader-report/v1',
 } as const;
 
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {

@@ -25,6 +25,8 @@ import type { Clock, Logger, Rng, Scheduler } from '../ports.ts';
 import { PeerRpc, type PeerTransport, RPC_BODY_BYTES_MAX } from '../net/rpc.ts';
 import { type Message, decodeMessage as decodeSignedMessage, encodeMessage as encodeSignedMessage } from '../ledger/message.ts';
 import type { CommitReceipt } from './node.ts';
+import { openReport } from '../consensus/leader-report.ts';
+import { ValidationDuty, type ValidatorStatus } from './validator.ts';
 
 /** How masters reach each other (net/rpc.ts): Raft's messages and the masters' requests share it. */
 export type ClusterTransport = PeerTransport;
@@ -47,6 +49,13 @@ const CATCH_UP_KEY = keys.meta('catchUp');
 /** This master started empty without the new-chain mark and has not caught up yet (raft.ts, config.empty). */
 const REJOIN_KEY = keys.meta('rejoining');
 const CATCH_UP_RETRY_MS = 500;
+/** A validation node's signed report of a leader (consensus/leader-report.ts), to every master. */
+const METHOD_REPORT = 4;
+const REPORT_CALL_MS = 2_000;
+const REPORT_TRIES = 10;
+const REPORT_RETRY_MS = 1_000;
+/** Reports are counted for the latest terms only. */
+const REPORT_TERMS_KEPT = 16;
 
 /** A master's view of its cluster, for /status and `kalima status`. */
 export interface ConsensusStatus {
@@ -59,8 +68,16 @@ export interface ConsensusStatus {
   masters: number;
   /** It started with an empty store and no mark of a new chain, and has not caught up yet: it neither votes nor stands. */
   rejoining: boolean;
-  /** Every master by id (x-only key, hex), with its API URL if the configuration names it. */
-  peers: Array<{ id: string; api: string | null }>;
+  /** Every master, then every validation node, by id (x-only key, hex), with its API URL if the configuration names it. */
+  peers: Array<{ id: string; api: string | null; member: 'master' | 'validator' }>;
+  /** What this node is: a master (votes, may lead) or a validation node (a non-voting follower that checks and validates every block). */
+  member: 'master' | 'validator';
+  /** The validation nodes of the genesis file (x-only keys, hex). */
+  validators: string[];
+  /** Masters barred from leading, as a majority of the validation nodes reported them, each through the term given. */
+  barred: Array<{ id: string; untilTerm: number }>;
+  /** A validation node's own record: the height its last validation on the chain covers, the blocks it validated, the reports it sent. */
+  validation?: ValidatorStatus;
 }
 
 export interface ClusterOptions extends Omit<NodeOptions, 'replicator' | 'store'> {
@@ -117,7 +134,14 @@ export class ClusterMaster {
     /** The store held nothing when this master opened it. */
     readonly startedEmpty: boolean,
     private readonly kv: KvStore,
+    private readonly validators: ReadonlySet<string>,
+    private readonly barTerms: number,
   ) {}
+
+  /** This node's duties as a validation node, if it is one. */
+  private duty: ValidationDuty | undefined;
+  /** Reports of leaders by `leader:term`: the validation nodes that sent one. */
+  private readonly reports = new Map<string, Set<string>>();
 
   /** Messages this follower is handing to the leader now. */
   private forwardingNow = 0;
@@ -169,8 +193,10 @@ export class ClusterMaster {
   static async open(options: ClusterOptions): Promise<ClusterMaster> {
     const { genesis } = options;
     const ids = genesis.masters.map(toHex);
+    const validatorIds = genesis.validators.map(toHex);
     const id = toHex(options.nodeKey.publicKey);
-    if (!ids.includes(id)) throw kalimaError('KALIMA_ERR_CONFIG_INVALID', { reason: 'the node key is not one of the genesis masters', node: id });
+    const isValidator = validatorIds.includes(id);
+    if (!ids.includes(id) && !isValidator) throw kalimaError('KALIMA_ERR_CONFIG_INVALID', { reason: 'the node key is not one of the genesis masters or validation nodes', node: id });
     const { store: raftStore, snapshot, hardState, log } = await RaftLogStore.open(options.kv);
     const chainStore = new ChainStore(options.kv);
     const tip = await chainStore.readTip();
@@ -192,16 +218,21 @@ export class ClusterMaster {
     const rpc = new PeerRpc({ transport: options.transport, scheduler: options.scheduler, logger: options.logger, rng: options.rng, inFlightPerPeerMax: options.pendingMessagesMax ?? 20_000 });
     const runtime = new RaftRuntime({
       raft: {
-        id, voters: ids, electionTicks: options.electionTicks ?? 10, heartbeatTicks: options.heartbeatTicks ?? 2, rng: options.rng,
+        // Validation nodes follow as learners: they get every entry, and neither vote nor stand.
+        id, voters: ids, learners: validatorIds, electionTicks: options.electionTicks ?? 10, heartbeatTicks: options.heartbeatTicks ?? 2, rng: options.rng,
         snapshot, hardState, log, applied: applied.index, appliedTerm: applied.term,
         // Nothing stored: a new chain's member, or one whose disk was lost (see newMember).
         empty: empty || rejoinMarked,
         newMember: options.newMember === true && !rejoinMarked,
       },
-      store: raftStore, scheduler: options.scheduler, logger: options.logger, tickMs: options.tickMs ?? 50,
+      store: raftStore, scheduler: options.scheduler, logger: options.logger, clock: options.clock, tickMs: options.tickMs ?? 50,
       send: (to, bytes) => rpc.raft.send(to, bytes),
       // A block of the current term must be its leader's; the sender is the leader of the append's term.
-      admit: (entries, sender) => master.gate.admit(entries, { term: sender.term, keyHex: sender.id }),
+      admit: async (entries, sender) => {
+        const admission = await master.gate.admit(entries, { term: sender.term, keyHex: sender.id });
+        master.duty?.observe(entries, sender, admission);
+        return admission;
+      },
       // Handed to the master's apply queue, not awaited: an own block's apply waits for the node's
       // chain-store write, and the Raft loop (heartbeats included) must not wait for a disk.
       apply: (entries) => master.enqueueApply(entries),
@@ -217,11 +248,22 @@ export class ClusterMaster {
       genesis, verifier: options.verifier, cache: node.cache, applied: { index: applied.index, tip: node.tipRecord },
       held: (from, to) => (to < from ? [] : runtime.raft.entries(Math.max(from, runtime.raft.firstIndex()), to)),
       stored: { tip: () => node.tipRecord, bytesAt: (height) => chainStore.getBlockBytes(height) },
+      hashAt: (height) => node.knownHashAt(height),
     });
     const tickMs = options.tickMs ?? 50;
     master = new ClusterMaster(node, runtime, replicator, gate, rpc, options.logRetention ?? 10_000, {
       timeoutMs: options.forwardTimeoutMs ?? 10_000, max: options.pendingMessagesMax ?? 20_000, scheduler: options.scheduler, clock: options.clock, retryMs: 2 * tickMs, logger: options.logger,
-    }, empty, options.kv);
+    }, empty, options.kv, new Set(validatorIds), genesis.params.leaderBarTerms);
+    if (!isValidator && (validatorIds.length === 1 || validatorIds.length === 2)) {
+      options.logger.warn({ validators: validatorIds.length }, 'this chain has fewer than three validation nodes: a majority of them is one or two, so one faulty validation node can bar any leader from leading for a while');
+    }
+    if (isValidator) {
+      master.duty = new ValidationDuty({
+        node, nodeKey: options.nodeKey, clock: options.clock, rng: options.rng, scheduler: options.scheduler, logger: options.logger,
+        lateMs: genesis.params.validationLateMs,
+        sendReport: (bytes) => master.sendReport(bytes),
+      });
+    }
     if (runtime.raft.rejoining && !rejoinMarked) await options.kv.batch([{ type: 'put', key: REJOIN_KEY, value: Uint8Array.of(1) }], { sync: true });
     master.rejoinMarked = runtime.raft.rejoining || rejoinMarked;
     rpc.raft.onMessage((from, bytes) => runtime.receive(from, bytes));
@@ -229,11 +271,13 @@ export class ClusterMaster {
     rpc.handle(METHOD_SUBMIT, async (_from, body) => encodeReceipt(await node.submit(decodeSignedMessage(body), { forwarded: true })));
     rpc.handle(METHOD_POINT, async (_from, body) => encodeJson(await master.pointAt(integerField(body, 'index'))));
     rpc.handle(METHOD_BLOCKS, async (_from, body) => master.blocksFrom(integerField(body, 'from'), integerField(body, 'to')));
+    rpc.handle(METHOD_REPORT, async (from, body) => encodeJson(master.takeReport(from, body)));
     return master;
   }
 
   start(): void {
     this.runtime.start();
+    this.duty?.start();
   }
 
   /** Where this master stands in its cluster, for /status and `kalima status`. */
@@ -248,8 +292,60 @@ export class ClusterMaster {
       appliedIndex: this.gate.appliedIndex,
       masters: raft.voters.size,
       rejoining: raft.rejoining,
-      peers: [...raft.voters].map((id) => ({ id, api: this.replicator.apiOf(id) ?? null })),
+      peers: [
+        ...[...raft.voters].map((id) => ({ id, api: this.replicator.apiOf(id) ?? null, member: 'master' as const })),
+        ...[...this.validators].map((id) => ({ id, api: this.replicator.apiOf(id) ?? null, member: 'validator' as const })),
+      ],
+      member: this.duty === undefined ? 'master' : 'validator',
+      validators: [...this.validators],
+      barred: [...raft.bars].filter(([, untilTerm]) => untilTerm >= raft.term).map(([id, untilTerm]) => ({ id, untilTerm })),
+      ...(this.duty === undefined ? {} : { validation: this.duty.status() }),
     };
+  }
+
+  /** A validation node's report, sent to every master; each is asked again, a second apart, until it answers (REPORT_TRIES). */
+  private sendReport(bytes: Uint8Array): void {
+    const { scheduler, logger } = this.context;
+    const send = (id: string, tries: number): void => {
+      this.rpc.call(id, METHOD_REPORT, bytes, REPORT_CALL_MS).catch((error: unknown) => {
+        if (this.closing) return;
+        if (tries + 1 >= REPORT_TRIES || isKalimaError(error, 'KALIMA_ERR_CONSENSUS_BAD_REPORT')) {
+          logger.warn({ master: id, error: String((error as { message?: string }).message ?? error) }, 'validation: a master did not take the report');
+          return;
+        }
+        scheduler.setTimeout(() => send(id, tries + 1), REPORT_RETRY_MS);
+      });
+    };
+    for (const id of this.runtime.raft.voters) send(id, 0);
+  }
+
+  /**
+   * A report of a leader from a validation node (its own, signed). Once a majority of the
+   * validation nodes reported the same leader for the same term, it is barred from leading for the
+   * genesis file's leaderBarTerms terms after it: as the leader it steps down; as a follower this
+   * master stops taking its appends and refuses it votes.
+   */
+  private takeReport(from: string, body: Uint8Array): { barred: boolean; reports: number; needed: number } {
+    if (this.duty !== undefined) throw kalimaError('KALIMA_ERR_CONSENSUS_BAD_REPORT', { reason: 'reports go to the masters, not to a validation node' });
+    const report = openReport(body, this.node.chain, this.validators);
+    if (report.validator !== from) throw kalimaError('KALIMA_ERR_CONSENSUS_BAD_REPORT', { reason: 'a validation node reports only for itself' });
+    const { raft } = this.runtime;
+    if (!raft.voters.has(report.leader)) throw kalimaError('KALIMA_ERR_CONSENSUS_BAD_REPORT', { reason: 'the reported leader is not a master' });
+    // A term this master has not reached cannot have had a leader yet (and its bar would outlast every real one).
+    if (report.term > raft.term) throw kalimaError('KALIMA_ERR_CONSENSUS_BAD_REPORT', { reason: 'the report is for a term this master has not reached', term: report.term, current: raft.term });
+    const key = `${report.leader}:${report.term}`;
+    const reporters = this.reports.get(key) ?? new Set<string>();
+    reporters.add(report.validator);
+    this.reports.set(key, reporters);
+    for (const old of [...this.reports.keys()]) if (Number(old.split(':')[1]) < raft.term - REPORT_TERMS_KEPT) this.reports.delete(old);
+    const needed = Math.floor(this.validators.size / 2) + 1;
+    this.context.logger.warn({ leader: report.leader, term: report.term, height: report.height, reason: report.reason, detail: report.detail, validator: report.validator, reports: reporters.size, needed }, 'a validation node reported a leader');
+    let barred = false;
+    if (reporters.size >= needed) {
+      barred = this.runtime.bar(report.leader, report.term + this.barTerms);
+      if (barred) this.context.logger.warn({ leader: report.leader, term: report.term, untilTerm: report.term + this.barTerms, self: report.leader === this.id }, 'a leader reported by the validation nodes is barred from leading');
+    }
+    return { barred, reports: reporters.size, needed };
   }
 
   /**
@@ -556,6 +652,7 @@ export class ClusterMaster {
 
   async close(): Promise<void> {
     this.closing = true;
+    this.duty?.stop();
     this.runtime.stop();
     await this.applying;
     // The links go first: a catch-up waiting for an answer hears at once, and stops.

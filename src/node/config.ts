@@ -36,6 +36,8 @@ export interface ClusterConfig {
   linkPort: number;
   /** Every master of the genesis file: its key (x-only, hex), where its links listen, its API (for redirects), its client listener's port (for client nodes). */
   masters: Array<{ key: string; host: string; port: number; api?: string; clientPort?: number }>;
+  /** Every validation node of the genesis file, in the same form (none by default). */
+  validators: Array<{ key: string; host: string; port: number; api?: string; clientPort?: number }>;
   /** Milliseconds per Raft tick (an election timeout is 10–20 ticks). */
   tickMs: number;
   /** Applied Raft entries kept for followers that fall behind (older ones are compacted; a follower further behind catches up on blocks). */
@@ -61,7 +63,10 @@ export interface NodeConfigJson {
   logLevel?: NodeConfig['logLevel'];
   verifierThreads?: number;
   signerThread?: boolean;
-  cluster?: { linkHost?: string; linkPort?: number; masters?: Array<{ key?: string; host?: string; port?: number; api?: string; clientPort?: number }>; tickMs?: number; logRetention?: number };
+  cluster?: {
+    linkHost?: string; linkPort?: number; masters?: Array<{ key?: string; host?: string; port?: number; api?: string; clientPort?: number }>;
+    validators?: Array<{ key?: string; host?: string; port?: number; api?: string; clientPort?: number }>; tickMs?: number; logRetention?: number;
+  };
   clientPort?: number;
   clientHost?: string;
 }
@@ -105,19 +110,22 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
     const linkPort = raw.linkPort ?? 9218;
     if (!Number.isInteger(linkPort) || linkPort < 0 || linkPort > 65_535) invalid(file, 'cluster.linkPort must be a whole number from 0 to 65535');
     if (!Array.isArray(raw.masters) || raw.masters.length === 0) invalid(file, 'cluster.masters must list every master: { key, host, port }');
-    const masters = raw.masters.map((master, index) => {
-      if (typeof master?.key !== 'string' || !/^[0-9a-f]{64}$/.test(master.key)) invalid(file, `cluster.masters[${index}].key must be a master's x-only key in hex (64 characters)`);
-      if (typeof master.host !== 'string' || master.host.length === 0) invalid(file, `cluster.masters[${index}].host must be a host name or address`);
-      if (!Number.isInteger(master.port) || master.port! < 1 || master.port! > 65_535) invalid(file, `cluster.masters[${index}].port must be a port number`);
-      if (master.api !== undefined && typeof master.api !== 'string') invalid(file, `cluster.masters[${index}].api must be a URL`);
-      if (master.clientPort !== undefined && (!Number.isInteger(master.clientPort) || master.clientPort < 1 || master.clientPort > 65_535)) invalid(file, `cluster.masters[${index}].clientPort must be a port number`);
-      return { key: master.key, host: master.host, port: master.port!, api: master.api, ...(master.clientPort === undefined ? {} : { clientPort: master.clientPort }) };
+    const members = (list: NonNullable<typeof raw.masters>, field: string, what: string) => list.map((member, index) => {
+      if (typeof member?.key !== 'string' || !/^[0-9a-f]{64}$/.test(member.key)) invalid(file, `cluster.${field}[${index}].key must be a ${what}'s x-only key in hex (64 characters)`);
+      if (typeof member.host !== 'string' || member.host.length === 0) invalid(file, `cluster.${field}[${index}].host must be a host name or address`);
+      if (!Number.isInteger(member.port) || member.port! < 1 || member.port! > 65_535) invalid(file, `cluster.${field}[${index}].port must be a port number`);
+      if (member.api !== undefined && typeof member.api !== 'string') invalid(file, `cluster.${field}[${index}].api must be a URL`);
+      if (member.clientPort !== undefined && (!Number.isInteger(member.clientPort) || member.clientPort < 1 || member.clientPort > 65_535)) invalid(file, `cluster.${field}[${index}].clientPort must be a port number`);
+      return { key: member.key, host: member.host, port: member.port!, api: member.api, ...(member.clientPort === undefined ? {} : { clientPort: member.clientPort }) };
     });
+    const masters = members(raw.masters, 'masters', 'master');
+    if (raw.validators !== undefined && !Array.isArray(raw.validators)) invalid(file, 'cluster.validators must list every validation node: { key, host, port }');
+    const validators = members(raw.validators ?? [], 'validators', 'validation node');
     const tickMs = raw.tickMs ?? 50;
     if (!Number.isInteger(tickMs) || tickMs < 1 || tickMs > 10_000) invalid(file, 'cluster.tickMs must be a whole number of milliseconds from 1 to 10000');
     const logRetention = raw.logRetention ?? 10_000;
     if (!Number.isInteger(logRetention) || logRetention < 1) invalid(file, 'cluster.logRetention must be a whole number of entries, at least 1');
-    cluster = { linkHost: raw.linkHost ?? '127.0.0.1', linkPort, masters, tickMs, logRetention };
+    cluster = { linkHost: raw.linkHost ?? '127.0.0.1', linkPort, masters, validators, tickMs, logRetention };
   }
   return {
     cluster,

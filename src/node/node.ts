@@ -22,6 +22,7 @@ import type { CacheEntry } from '../state/entry.ts';
 import { SYSTEM_REASON_PROP, SYSTEM_REASON_TTL, type ExecutionContext, checkMessage, executeMessage } from '../state/execute.ts';
 import { Draft, type DraftBase, type MemCache, type StateChanges } from '../state/memcache.ts';
 import type { ExpiryItem } from '../state/expiry-queue.ts';
+import { type Rewards, VALIDATIONS_ADDRESS, decodeValidationBody, rewardsOf } from '../state/validation.ts';
 import type { BlockWrite, ChainStore, LocatedMessage, TipRecord } from '../store/chain-store.ts';
 import { type BlockSigner, InlineBlockSigner } from './block-signer.ts';
 import { type VerifyProgress, openVerified } from '../store/verify.ts';
@@ -133,14 +134,18 @@ const BLOCKS_PER_WRITE_MAX = 8;
 /** Bytes a committed message adds beyond its message encoding, at most: version and three varints. */
 const COMMITTED_OVERHEAD_BYTES_MAX = 1 + 3 * 8;
 const TERM = 1;
+/** Block hashes kept by height for the check of validation records (older ones are looked up in the store). */
+const RECENT_HASHES = 4_096;
 /** Half the replay window, so a device's own writes in flight never push each other out of it. */
 export const DEVICE_IN_FLIGHT_MAX = NONCE_RECENT_MAX / 2;
 
 export class KalimaNode {
   readonly chain: string;
   readonly genesisHashHex: string;
-  readonly policy: AccessPolicy & { chain: string };
+  readonly policy: AccessPolicy & { chain: string; validators: ReadonlySet<string> };
   private readonly nodeKeyHex: string;
+  /** Hashes of the latest blocks applied here, by height (RECENT_HASHES of them), for the check of validations. */
+  private readonly recentHashes = new Map<number, Uint8Array>();
   private readonly queue: Pending[] = [];
   private readonly pendingByNonce = new Map<string, Pending>();
   private readonly blockListeners = new Set<(committed: CommittedBlock) => void>();
@@ -164,6 +169,8 @@ export class KalimaNode {
   private closing = false;
   private failure: unknown;
   private committedMessages = 0;
+  /** Callers of whenApplied(), each waiting for its height. */
+  private readonly appliedWaiters: Array<{ height: number; resolve: () => void }> = [];
 
   private constructor(
     private readonly options: NodeOptions,
@@ -172,7 +179,7 @@ export class KalimaNode {
   ) {
     this.chain = options.genesis.chain;
     this.genesisHashHex = toHex(genesisHash(options.genesis));
-    this.policy = { admins: adminSet(options.genesis.admins), chain: this.chain };
+    this.policy = { admins: adminSet(options.genesis.admins), chain: this.chain, validators: new Set(options.genesis.validators.map(toHex)) };
     this.nodeKeyHex = toHex(options.nodeKey.publicKey);
     this.pendingMessagesMax = options.pendingMessagesMax ?? 20_000;
     this.blockDelayMs = options.blockDelayMs ?? options.genesis.params.blockDelayMs;
@@ -183,8 +190,9 @@ export class KalimaNode {
 
   /** Opens the store, checks the whole chain and the MemCache, and starts serving. */
   static async open(options: NodeOptions): Promise<KalimaNode> {
-    const isMaster = options.genesis.masters.some((master) => bytesEqual(master, options.nodeKey.publicKey));
-    if (!isMaster) throw kalimaError('KALIMA_ERR_CONFIG_INVALID', { reason: 'the node key is not one of the genesis masters', node: toHex(options.nodeKey.publicKey) });
+    // A validation node opens its chain the same way; it never produces (it never leads).
+    const isMember = [...options.genesis.masters, ...options.genesis.validators].some((member) => bytesEqual(member, options.nodeKey.publicKey));
+    if (!isMember) throw kalimaError('KALIMA_ERR_CONFIG_INVALID', { reason: 'the node key is not one of the genesis masters or validation nodes', node: toHex(options.nodeKey.publicKey) });
     const { tip, cache } = await openVerified(options.store, options.genesis, options.onVerifyProgress);
     const node = new KalimaNode(options, tip, cache);
     node.scheduleExpiry();
@@ -245,7 +253,8 @@ export class KalimaNode {
     const deviceHex = toHex(message.device);
     // Refuse an unknown key before paying for a signature check (redemptions come from new keys).
     // Not when forwarding: a follower's state may be a block behind the leader's.
-    if (!forward && message.address !== ONBOARDING_ADDRESS && roleOf(this.cache, this.policy, deviceHex).kind === 'unknown') {
+    const isValidation = message.address === VALIDATIONS_ADDRESS && this.policy.validators.has(deviceHex);
+    if (!forward && message.address !== ONBOARDING_ADDRESS && !isValidation && roleOf(this.cache, this.policy, deviceHex).kind === 'unknown') {
       throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_DEVICE', { device: deviceHex });
     }
     const hash = signingHashOfEncoding(unsignedEncoding);
@@ -268,6 +277,7 @@ export class KalimaNode {
     if (inFlight >= DEVICE_IN_FLIGHT_MAX) throw kalimaError('KALIMA_ERR_API_OVERLOADED', { device: deviceHex, inFlight });
     try {
       // Fail fast against the committed state; the block producer checks again, in order.
+      if (isValidation) await this.checkValidationHash(message);
       checkMessage(this.cache, message, this.executionContext(this.options.clock.nowMs()));
     } catch (error) {
       throw await this.explain(error, hash);
@@ -333,9 +343,19 @@ export class KalimaNode {
 
   /** Resolves once the chain here reaches `height` (its own pipeline or a replicated block), or the node stops. */
   async whenApplied(height: number): Promise<void> {
-    while (this.tip.height < height && this.failure === undefined && !this.closing) {
-      if (this.writing !== undefined) await Promise.allSettled([this.writing]);
-      else await new Promise((resolve) => setTimeout(resolve, 1));
+    if (this.tip.height >= height || this.failure !== undefined || this.closing) return;
+    // Woken by the apply that reaches the height, or by a failure or the close (no timer: the
+    // node's time is the injected scheduler's, and a seeded simulation must not see real time).
+    await new Promise<void>((resolve) => this.appliedWaiters.push({ height, resolve }));
+  }
+
+  /** Wakes whenApplied() callers whose height is reached (all of them once the node stops). */
+  private wakeApplied(all = false): void {
+    if (this.appliedWaiters.length === 0) return;
+    const waiting = this.appliedWaiters.splice(0);
+    for (const waiter of waiting) {
+      if (all || waiter.height <= this.tip.height) waiter.resolve();
+      else this.appliedWaiters.push(waiter);
     }
   }
 
@@ -357,7 +377,32 @@ export class KalimaNode {
 
   /** The context a block at `height` (by default the next durable one) executes in. */
   private executionContext(blockTimeMs: number, height = this.tip.height + 1): ExecutionContext {
-    return { admins: this.policy.admins, chain: this.chain, height, blockTimeMs, leaderHex: this.nodeKeyHex };
+    return { admins: this.policy.admins, chain: this.chain, height, blockTimeMs, leaderHex: this.nodeKeyHex, validators: this.policy.validators, blockHashAt: (at) => this.knownHashAt(at) };
+  }
+
+  /** The rewards counted on the chain at its tip (state/validation.ts). */
+  rewards(): Rewards {
+    return rewardsOf(this.tip.height, this.options.genesis.masters.map(toHex), this.options.genesis.validators.map(toHex), (id) => this.cache.getEntry(VALIDATIONS_ADDRESS, id));
+  }
+
+  /** The hash of the block at `height` on this node's chain as produced (undurable blocks included), if it is one of the latest. */
+  knownHashAt(height: number): Uint8Array | undefined {
+    if (height === this.head.tip.height) return this.head.tip.hash;
+    for (const produced of this.undurable) if (produced.tip.height === height) return produced.tip.hash;
+    return this.recentHashes.get(height) ?? (height === this.tip.height ? this.tip.hash : undefined);
+  }
+
+  private rememberHash(tip: TipRecord): void {
+    this.recentHashes.set(tip.height, tip.hash);
+    this.recentHashes.delete(tip.height - RECENT_HASHES);
+  }
+
+  /** A validation names a block this node has (checked against the store when it is not one of the latest). */
+  private async checkValidationHash(message: Message): Promise<void> {
+    const record = decodeValidationBody(message.body);
+    const known = this.knownHashAt(record.height);
+    const matches = known !== undefined ? bytesEqual(known, record.hash) : (await this.options.store.heightOfHash(record.hash)) === record.height;
+    if (!matches) throw kalimaError('KALIMA_ERR_LEDGER_BAD_VALIDATION', { reason: 'the hash is not this chain\'s block at that height', height: record.height });
   }
 
   /** `afterWrite`: a write just finished, and the messages queued during it have waited long enough. */
@@ -597,6 +642,7 @@ export class KalimaNode {
   }
 
   private notifyListeners(event: CommittedBlock): void {
+    this.wakeApplied();
     for (const listener of this.blockListeners) {
       try {
         listener(event);
@@ -633,6 +679,7 @@ export class KalimaNode {
     const { header, messages } = block;
     this.cache.apply(changes);
     this.tip = tip;
+    this.rememberHash(tip);
     this.committedMessages += messages.length;
     const receiptBase = { height: header.height, timeMs: header.timeMs };
     const firstIncluded = messages.length - included.length;
@@ -662,6 +709,7 @@ export class KalimaNode {
     const { block, hash, messageHashes, changes, tip } = write;
     this.cache.apply(changes);
     this.tip = tip;
+    this.rememberHash(tip);
     this.head = { tip, state: this.cache };
     this.committedMessages += block.messages.length;
     block.messages.forEach((committed, index) => {
@@ -680,6 +728,7 @@ export class KalimaNode {
    */
   private stop(error: unknown, message: string, refusal: unknown, taken: Pending[], height = this.head.tip.height + 1): void {
     this.failure ??= error;
+    this.wakeApplied(true);
     this.options.logger.error({ err: error, height }, message);
     this.options.replicator?.nodeFailed?.(error);
     for (const pending of taken) this.settle(pending, { error: refusal });
@@ -721,6 +770,7 @@ export class KalimaNode {
 
   private async closeOnce(): Promise<void> {
     this.closing = true;
+    this.wakeApplied(true);
     if (this.blockTimer !== undefined) this.options.scheduler.clearTimeout(this.blockTimer);
     if (this.expiryTimer !== undefined) this.options.scheduler.clearTimeout(this.expiryTimer);
     this.blockTimer = undefined;

@@ -67,13 +67,13 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
     if (config.cluster === undefined) {
       node = await KalimaNode.open({ ...base, store });
     } else {
-      // A master of a cluster: Raft over encrypted links to the other masters.
+      // A master (or validation node) of a cluster: Raft over encrypted links to the other members.
       const { cluster } = config;
       transport = await linkTransport({
-        secretKey: nodeKey.secretKey, masters: cluster.masters.map((entry) => ({ key: Uint8Array.from(Buffer.from(entry.key, 'hex')), host: entry.host, port: entry.port })),
+        secretKey: nodeKey.secretKey, masters: [...cluster.masters, ...cluster.validators].map((entry) => ({ key: Uint8Array.from(Buffer.from(entry.key, 'hex')), host: entry.host, port: entry.port })),
         clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger,
       }, cluster.linkPort, cluster.linkHost);
-      const masterApis = new Map(cluster.masters.filter((entry) => entry.api !== undefined).map((entry) => [entry.key, entry.api!] as [string, string]));
+      const masterApis = new Map([...cluster.masters, ...cluster.validators].filter((entry) => entry.api !== undefined).map((entry) => [entry.key, entry.api!] as [string, string]));
       // `kalima init` marks a new chain's data directories; the mark goes once the store holds anything.
       const marker = join(config.dataDir, NEW_MEMBER_MARKER);
       const newMember = await fileExists(marker);

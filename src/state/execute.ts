@@ -14,6 +14,7 @@ import type { CacheEntry } from './entry.ts';
 import { expiresAtMs } from './entry.ts';
 import type { Draft, StateReader } from './memcache.ts';
 import { checkNonce, useNonce } from './nonce-window.ts';
+import { VALIDATIONS_ADDRESS, checkValidation } from './validation.ts';
 
 export interface ExecutionContext extends AccessPolicy {
   chain: string;
@@ -21,7 +22,13 @@ export interface ExecutionContext extends AccessPolicy {
   blockTimeMs: number;
   /** The block producer; the only device that may write TTL deletes. */
   leaderHex: string;
+  /** The validation nodes of the genesis file (x-only keys, hex): the only writers of /kalima/validations. */
+  validators?: ReadonlySet<string>;
+  /** A block's hash by height, where this node knows it: a validation of another hash is refused. */
+  blockHashAt?: (height: number) => Uint8Array | undefined;
 }
+
+const NO_VALIDATORS: ReadonlySet<string> = new Set();
 
 export const SYSTEM_REASON_PROP = 'reason';
 export const SYSTEM_REASON_TTL = 'ttl';
@@ -51,6 +58,10 @@ export function checkMessage(state: StateReader, message: Message, context: Exec
     return value;
   }
   checkNonce(state.nonceWindow(deviceHex), message.nonce);
+  if (message.address === VALIDATIONS_ADDRESS) {
+    checkValidation(message, existing, { height: context.height, validators: context.validators ?? NO_VALIDATORS, blockHashAt: context.blockHashAt });
+    return value;
+  }
   const role = roleOf(state, context, deviceHex);
   const isRedemption = message.address === ONBOARDING_ADDRESS && role.kind !== 'admin' && !isDelete(message);
   if (isRedemption) {

@@ -10,12 +10,15 @@ import type { AccessPolicy } from '../access/permissions.ts';
 import { executeMessage } from './execute.ts';
 import { Draft, type DraftBase, type MemCache, type StateChanges } from './memcache.ts';
 
+/** What a block executes under: the genesis file's admins, chain and validation nodes, and (where known) the chain's block hashes. */
+export type ChainPolicy = AccessPolicy & { chain: string; validators: ReadonlySet<string>; blockHashAt?: (height: number) => Uint8Array | undefined };
+
 export interface ReplayResult {
   changes: StateChanges;
   messageHashes: Uint8Array[];
 }
 
-export function replayBlock(cache: MemCache, block: Block, policy: AccessPolicy & { chain: string }): ReplayResult {
+export function replayBlock(cache: MemCache, block: Block, policy: ChainPolicy): ReplayResult {
   return executeBlock(cache, block, policy).result;
 }
 
@@ -24,13 +27,15 @@ export function replayBlock(cache: MemCache, block: Block, policy: AccessPolicy 
  * returning the Draft it leaves. `signaturesValid`, when given, holds each message's signature
  * check already made (in the verifier pool); otherwise they are checked here.
  */
-export function executeBlock(base: DraftBase, block: Block, policy: AccessPolicy & { chain: string }, signaturesValid?: readonly boolean[]): { result: ReplayResult; draft: Draft } {
+export function executeBlock(base: DraftBase, block: Block, policy: ChainPolicy, signaturesValid?: readonly boolean[]): { result: ReplayResult; draft: Draft } {
   const { header } = block;
   const fail = (reason: string, extra: Record<string, unknown> = {}): never => {
     throw kalimaError('KALIMA_ERR_LEDGER_BAD_BLOCK', { height: header.height, reason, ...extra });
   };
   const draft = new Draft(base);
-  const context = { admins: policy.admins, chain: policy.chain, height: header.height, blockTimeMs: header.timeMs, leaderHex: toHex(header.leader) };
+  const context = {
+    admins: policy.admins, chain: policy.chain, height: header.height, blockTimeMs: header.timeMs, leaderHex: toHex(header.leader), validators: policy.validators, blockHashAt: policy.blockHashAt,
+  };
   const messageHashes: Uint8Array[] = [];
   block.messages.forEach((committed, index) => {
     const hash = messageSigningHash(committed.message);

@@ -3,6 +3,7 @@
 // single node has no other copy (the cluster will fetch it from a peer).
 import { isKalimaError, kalimaError } from '../errors.ts';
 import { adminSet } from '../access/permissions.ts';
+import { toHex } from '../ledger/hash.ts';
 import type { Genesis } from '../access/genesis.ts';
 import { MemCache } from '../state/memcache.ts';
 import { replayBlock } from '../state/replay.ts';
@@ -12,7 +13,7 @@ import { type VerifyProgress, checkGenesis, verifyBlocks } from './verify.ts';
 export async function repairState(store: ChainStore, genesis: Genesis, onProgress?: (progress: VerifyProgress) => void): Promise<{ height: number; entries: number }> {
   await checkGenesis(store, genesis);
   const tip = await verifyBlocks(store, genesis, undefined, 'repair');
-  const policy = { admins: adminSet(genesis.admins), chain: genesis.chain };
+  const policy = { admins: adminSet(genesis.admins), chain: genesis.chain, validators: new Set(genesis.validators.map(toHex)) };
   let cache = new MemCache();
   for (let height = 1; height <= tip.height; height++) {
     const block = await store.getBlock(height);

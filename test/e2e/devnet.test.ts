@@ -1,6 +1,7 @@
-// `npm start` runs `kalima devnet`: five masters, each a process of its own, on 127.0.0.1. Within
-// 45 s (on a busy 2-core machine) they must serve their APIs, agree on one leader and term, and commit the demo device's
-// writes on every master; a restart resumes the same chain.
+// `npm start` runs `kalima devnet`: five masters and one validation node, each a process of its own,
+// on 127.0.0.1. Within 45 s (on a busy 2-core machine) they must serve their APIs, agree on one leader
+// and term, commit the demo device's writes on every node, and carry the validation node's
+// validations; a restart resumes the same chain.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../support/chain.ts';
@@ -16,7 +17,7 @@ interface Status {
   chain: string;
   subscribers: number;
   tipHash: string;
-  consensus: { role: string; term: number; leader: string | null; peers: Array<{ id: string; api: string | null }> };
+  consensus: { role: string; term: number; leader: string | null; member: string; peers: Array<{ id: string; api: string | null; member: string }>; validation?: { validatedHeight: number } };
 }
 
 async function status(url: string): Promise<Status> {
@@ -25,7 +26,7 @@ async function status(url: string): Promise<Status> {
 }
 
 describe('kalima devnet', () => {
-  it('runs five master processes that elect one leader and commit the demo device\'s writes everywhere, and resumes its chain after a restart', async () => {
+  it('runs five master processes and a validation node that elect one leader, commit the demo device\'s writes everywhere and validate them, and resumes its chain after a restart', async () => {
     const directory = await tempDir('kalima-devnet-');
     const start = (): { child: ChildProcess; urls: Promise<string[]> } => {
       const child = spawn(process.execPath, ['bin/kalima.mjs', 'devnet', '--dir', directory, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -34,8 +35,8 @@ describe('kalima devnet', () => {
       const urls = new Promise<string[]>((resolve, reject) => {
         child.stdout!.on('data', (chunk: Buffer) => {
           output += chunk.toString();
-          const found = [...output.matchAll(/m(\d) API\s+(http:\/\/127\.0\.0\.1:\d+)/g)].map((match) => match[2]!);
-          if (found.length === 5) resolve(found);
+          const found = [...output.matchAll(/[mv](\d) API\s+(http:\/\/127\.0\.0\.1:\d+)/g)].map((match) => match[2]!);
+          if (found.length === 6) resolve(found);
         });
         child.on('exit', (code) => reject(new Error(`devnet exited with ${code}: ${output}`)));
       });
@@ -48,16 +49,23 @@ describe('kalima devnet', () => {
     let statuses: Status[] = [];
     while (Date.now() - startedAt < 45_000) {
       statuses = await Promise.all(urls.map(status));
-      if (statuses.every((one) => one.height >= 3)) break;
+      if (statuses.every((one) => one.height >= 3) && (statuses[5]!.consensus.validation?.validatedHeight ?? 0) >= 3) break;
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
     expect(statuses.map((one) => one.height).every((height) => height >= 3)).toBe(true);
     expect(Date.now() - startedAt).toBeLessThan(45_000);
     expect(statuses.every((one) => one.chain === 'devnet')).toBe(true);
-    // One leader, named alike by all, in one term; the masters listed are these five.
+    // One leader, named alike by all, in one term; the nodes listed are these five masters and the validation node.
     expect(statuses.filter((one) => one.consensus.role === 'leader')).toHaveLength(1);
     expect(new Set(statuses.map((one) => `${one.consensus.term}:${one.consensus.leader}`)).size).toBe(1);
     expect(statuses[0]!.consensus.peers.map((peer) => peer.api).sort()).toEqual([...urls].sort());
+    expect(statuses.map((one) => one.consensus.member)).toEqual(['master', 'master', 'master', 'master', 'master', 'validator']);
+    // The validation node validated the chain, and the chain counts its rewards.
+    expect(statuses[5]!.consensus.validation!.validatedHeight).toBeGreaterThanOrEqual(3);
+    const rewards = (await (await fetch(`${urls[0]}/rewards`)).json()) as { masters: Array<{ blocks: number }>; validators: Array<{ validated: number; klx: string }> };
+    expect(rewards.masters).toHaveLength(5);
+    expect(rewards.validators).toHaveLength(1);
+    expect(rewards.validators[0]!.validated).toBeGreaterThanOrEqual(3);
     // The demo subscriber listens on the second master.
     expect(statuses[1]!.subscribers).toBeGreaterThanOrEqual(1);
     // `kalima status` through any master shows the cluster.
@@ -66,7 +74,7 @@ describe('kalima devnet', () => {
     cli.stdout!.on('data', (chunk: Buffer) => void (printed += chunk.toString()));
     await new Promise((resolve) => cli.once('exit', resolve));
     const view = JSON.parse(printed) as { rows: Array<{ status: { height: number } | undefined }>; leader: string; term: number; commitRate: number };
-    expect(view.rows).toHaveLength(5);
+    expect(view.rows).toHaveLength(6);
     expect(view.rows.every((row) => row.status !== undefined && row.status.height >= 3)).toBe(true);
     expect(view.leader).toBe(statuses[0]!.consensus.leader);
     expect(view.commitRate).toBeGreaterThan(0);

@@ -5,7 +5,7 @@ import { type Block, blockHash, signBlock } from '../../src/ledger/block.ts';
 import { messageSigningHash, signMessage } from '../../src/ledger/message.ts';
 import { adminSet } from '../../src/access/permissions.ts';
 import { MemCache } from '../../src/state/memcache.ts';
-import { replayBlock } from '../../src/state/replay.ts';
+import { type ChainPolicy, replayBlock } from '../../src/state/replay.ts';
 import { ManualClock } from '../../src/ports.ts';
 import { isKalimaError } from '../../src/errors.ts';
 import { generateKeyPair } from '../../src/ledger/signature.ts';
@@ -26,7 +26,7 @@ async function chainWithExpiry() {
 }
 
 /** The state after `count` blocks, rebuilt by replay. */
-function stateAfter(blocks: Block[], count: number, policy: { admins: ReadonlySet<string>; chain: string }): MemCache {
+function stateAfter(blocks: Block[], count: number, policy: ChainPolicy): MemCache {
   const cache = new MemCache();
   for (const block of blocks.slice(0, count)) cache.apply(replayBlock(cache, block, policy).changes);
   return cache;
@@ -35,7 +35,7 @@ function stateAfter(blocks: Block[], count: number, policy: { admins: ReadonlySe
 describe('replayBlock', () => {
   it('accepts the chain as produced, TTL delete included', async () => {
     const { chain, node, blocks } = await chainWithExpiry();
-    const policy = { admins: adminSet(chain.genesis.admins), chain: chain.genesis.chain };
+    const policy = { admins: adminSet(chain.genesis.admins), chain: chain.genesis.chain, validators: new Set<string>() };
     const last = blocks[blocks.length - 1]!;
     expect(last.messages[0]!.message.props).toEqual([['reason', 'ttl']]);
     expect(stateAfter(blocks, blocks.length, policy).digest()).toEqual(node.cache.digest());
@@ -47,7 +47,7 @@ describe('replayBlock', () => {
     { name: 'a state digest that does not follow', tamper: (block: Block) => ({ ...block.header, stateDigest: new Uint8Array(32) }), reason: /stateDigest/ },
   ])('refuses $name, even when the leader signs it', async ({ tamper, reason }) => {
     const { chain, node, blocks } = await chainWithExpiry();
-    const policy = { admins: adminSet(chain.genesis.admins), chain: chain.genesis.chain };
+    const policy = { admins: adminSet(chain.genesis.admins), chain: chain.genesis.chain, validators: new Set<string>() };
     const last = blocks[blocks.length - 1]!;
     const header = tamper(last);
     const forged = signBlock(header, last.messages, chain.nodeKey.secretKey, new Uint8Array(32));
@@ -66,7 +66,7 @@ describe('replayBlock', () => {
 
   it('refuses a TTL delete signed by a key that is not the block leader', async () => {
     const { chain, node, blocks } = await chainWithExpiry();
-    const policy = { admins: adminSet(chain.genesis.admins), chain: chain.genesis.chain };
+    const policy = { admins: adminSet(chain.genesis.admins), chain: chain.genesis.chain, validators: new Set<string>() };
     const last = blocks[blocks.length - 1]!;
     // A key with no right to delete there (an admin's delete would be an ordinary, valid admin write).
     const intruder = generateKeyPair(chain.rng);

@@ -4,120 +4,17 @@
 // All three end with the same blocks, the same state digest and the same entries.
 import { describe, expect, it } from 'vitest';
 import { ADDRESSES_ADDRESS, DEVICES_ADDRESS, encodeAddressRecord, encodeDeviceRecord } from '../../src/access/records.ts';
+import { ClusterMaster, linkKeyOfMaster, linkSecretOf, linkTransport } from '../../src/node/cluster.ts';
 import type { Genesis } from '../../src/access/genesis.ts';
-import { decodeMessage, encodeMessage } from '../../src/consensus/codec.ts';
-import type { Message } from '../../src/consensus/raft.ts';
-import { ClusterMaster, type ClusterTransport, linkKeyOfMaster, linkSecretOf, linkTransport } from '../../src/node/cluster.ts';
 import { getPublicKey } from '@noble/secp256k1';
+import { MemoryKvStore } from '../../src/store/memory-kv.ts';
+import { InlineVerifier } from '../../src/node/verifier.ts';
 import { freePort } from '../support/ports.ts';
 import { toHex } from '../../src/ledger/hash.ts';
 import { type KeyPair, generateKeyPair } from '../../src/ledger/signature.ts';
-import { InlineVerifier } from '../../src/node/verifier.ts';
-import { type Logger, silentLogger, systemClock, systemScheduler } from '../../src/ports.ts';
-import { MemoryKvStore } from '../../src/store/memory-kv.ts';
+import { silentLogger, systemClock, systemScheduler } from '../../src/ports.ts';
 import { type TestChain, makeChain, makeMessage, seededRng } from '../support/chain.ts';
-
-type Master = ClusterMaster & { refusals: unknown[] };
-
-/** What masters send each other: Raft's messages, and requests between them (a forwarded write), opaque here. */
-type Wire = Message | { type: 'rpc'; bytes: Uint8Array };
-
-/** Rewrites what one master sends another, as a faulty or forging leader would; undefined drops it. */
-type Tamper = (from: string, to: string, message: Wire) => Wire | undefined;
-
-/** The in-memory network: every message arrives a turn of the event loop later, unless tampered with. */
-function memoryNetwork(tamper: { current: Tamper | undefined }) {
-  const handlers = new Map<string, (from: string, bytes: Uint8Array) => void>();
-  return (self: string): ClusterTransport => ({
-    send(to, bytes) {
-      let rewritten: Uint8Array | undefined = bytes;
-      if (tamper.current !== undefined) {
-        // The first byte says which (net/rpc.ts): 0 for Raft.
-        const wire: Wire = bytes[0] === 0 ? decodeMessage(bytes.subarray(1)) : { type: 'rpc', bytes };
-        const message = tamper.current(self, to, wire);
-        rewritten = message === undefined ? undefined : message.type === 'rpc' ? message.bytes : Uint8Array.of(0, ...encodeMessage(message));
-      }
-      if (rewritten !== undefined) setImmediate(() => handlers.get(to)?.(self, rewritten));
-      // Handed to the network (which may lose it, as a link may).
-      return true;
-    },
-    onMessage(handler) {
-      handlers.set(self, handler);
-    },
-    async close() {
-      handlers.delete(self);
-    },
-  });
-}
-
-/** CLUSTER_LOG=1 prints the masters' logs, each line with its master's id. */
-function tagged(id: string): Logger {
-  const line = (level: string) => (object: object, message?: string) => console.log(level, id.slice(0, 6), message ?? '', JSON.stringify(object));
-  return { debug() {}, info: line('info'), warn: line('warn'), error: line('error') };
-}
-
-async function startCluster(size: number, tamper: { current: Tamper | undefined } = { current: undefined }, logRetention = 10_000): Promise<{ chain: TestChain; masters: Master[]; restart: (master: Master, options?: { empty?: boolean }) => Promise<Master> }> {
-  const base = makeChain('replicated-cluster');
-  const keys: KeyPair[] = Array.from({ length: size }, () => generateKeyPair(base.rng));
-  const genesis: Genesis = { ...base.genesis, masters: keys.map((key) => key.publicKey) };
-  const chain: TestChain = { ...base, genesis, nodeKey: keys[0]! };
-  const network = memoryNetwork(tamper);
-  const masters: Master[] = [];
-  const kvs = new Map<string, MemoryKvStore>();
-  const open = async (key: KeyPair, newMember: boolean): Promise<Master> => {
-    const id = toHex(key.publicKey);
-    if (!kvs.has(id)) kvs.set(id, new MemoryKvStore());
-    const master = await ClusterMaster.open({
-      genesis, kv: kvs.get(id)!, nodeKey: key, clock: systemClock, rng: seededRng(`node-${id}-${Math.random()}`), scheduler: systemScheduler,
-      verifier: new InlineVerifier(), logger: process.env.CLUSTER_LOG === undefined ? silentLogger : tagged(id), transport: network(id), tickMs: 5, logRetention, newMember,
-    }) as Master;
-    master.refusals = [];
-    // What the gate refused, for the tests to see (the runtime logs it too).
-    const admit = master.gate.admit.bind(master.gate);
-    master.gate.admit = async (entries, leader) => {
-      const admission = await admit(entries, leader);
-      if (admission.refusal !== undefined) master.refusals.push(admission.refusal);
-      return admission;
-    };
-    return master;
-  };
-  for (const key of keys) masters.push(await open(key, true));
-  for (const master of masters) master.start();
-  // A master's process ends; another starts on the same store (or on an empty one).
-  const restart = async (old: Master, options: { empty?: boolean } = {}): Promise<Master> => {
-    await old.close();
-    if (options.empty === true) kvs.set(old.id, new MemoryKvStore());
-    const key = keys.find((candidate) => toHex(candidate.publicKey) === old.id)!;
-    // Restarted on an empty store, it is not a new chain's member: it may have lost its disk.
-    const fresh = await open(key, false);
-    masters[masters.indexOf(old)] = fresh;
-    fresh.start();
-    return fresh;
-  };
-  return { chain, masters, restart };
-}
-
-async function until(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const started = Date.now();
-  while (!condition()) {
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
-/** Through `master`: the address /plant, and a device that may write and read it. */
-async function plantWithSensor(chain: TestChain, master: ClusterMaster): Promise<KeyPair> {
-  await master.node.submit(makeMessage(chain, chain.admin, { address: ADDRESSES_ADDRESS, key: '/plant', body: encodeAddressRecord({ description: '' }) }));
-  const device = generateKeyPair(chain.rng);
-  await master.node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(device.publicKey), body: encodeDeviceRecord({ name: 'sensor', pub: ['/plant'], sub: ['/plant'] }) }));
-  return device;
-}
-
-/** The master that may produce, once one may. */
-async function leaderOf<T extends ClusterMaster>(masters: readonly T[], timeoutMs = 10_000): Promise<T> {
-  await until('a leader that may produce', () => masters.some((master) => master.replicator.mayProduce()), timeoutMs);
-  return masters.find((master) => master.replicator.mayProduce())!;
-}
+import { type Master, type Tamper, leaderOf, plantWithSensor, startCluster, until } from '../support/memory-cluster.ts';
 
 describe('three masters with consensus in the loop', () => {
   it('the leader\'s blocks are checked by the followers, committed by a majority, and applied everywhere alike', async () => {

@@ -70,13 +70,14 @@ import { ADDRESSES_ADDRESS, DEVICES_ADDRESS, encodeAddressRecord, encodeDeviceRe
 import type { Genesis } from '../../src/access/genesis.ts';
 import { decodeMessage as decodeRaftMessage } from '../../src/consensus/codec.ts';
 import { isKalimaError, kalimaError } from '../../src/errors.ts';
-import { decodeBlock } from '../../src/ledger/block.ts';
+import { blockHash, decodeBlock, decodeBlockHeader } from '../../src/ledger/block.ts';
 import { bytesEqual, toHex } from '../../src/ledger/hash.ts';
 import { type Message as SignedMessage, messageSigningHash } from '../../src/ledger/message.ts';
 import { type KeyPair, generateKeyPair, verifySchnorr } from '../../src/ledger/signature.ts';
 import { ClusterMaster, type ClusterTransport } from '../../src/node/cluster.ts';
 import type { CommitReceipt } from '../../src/node/node.ts';
 import type { SignatureVerifier } from '../../src/node/verifier.ts';
+import { VALIDATIONS_ADDRESS } from '../../src/state/validation.ts';
 import type { BlockSigner } from '../../src/node/block-signer.ts';
 import type { Clock, Logger, Rng, Scheduler } from '../../src/ports.ts';
 import { type KvOperation, type KvRange, type KvStore, compareBytes } from '../../src/store/kv.ts';
@@ -108,6 +109,16 @@ export interface NodeSimOptions {
    * any other instead of failing the seed, so that a seed goes on past a known bug to what follows.
    */
   lenient?: boolean;
+  /**
+   * A validation node (v1, in the genesis file's validators) beside the three masters, under the same
+   * faults. Default: decided by the seed (VALIDATOR_SHARE of the seeds).
+   */
+  validator?: boolean;
+  /**
+   * Once healed, the validation node's last record must cover every block with news. By default a
+   * record carried by the tip is enough (the chain then takes no other before another block).
+   */
+  strictValidationLiveness?: boolean;
 }
 
 export interface NodeSimResult {
@@ -148,6 +159,27 @@ export interface NodeSimResult {
   errorLogCount: number;
   /** With `lenient`: the refusals that are not retryable, which were retried. */
   unexpectedRefusals: string[];
+  /** 1 when the seed ran a validation node. */
+  validatorSeeds: number;
+  /** The validation node's crashes (counted in crashes too), lost disks and graceful restarts. */
+  validatorCrashes: number;
+  validatorDiskLosses: number;
+  validatorRestarts: number;
+  /** Validation records in the final chain. */
+  validationRecords: number;
+  /** Blocks holding other messages than validations after the validation node's last record, at the end. */
+  validationLag: number;
+  /** 1 when such blocks were left at the end (the last record carried by the tip: the chain takes no other until another block). */
+  validationStalled: number;
+  /** Reports the validation node sent: "wrong" (always a failure here: every master is honest) and "late". */
+  wrongReports: number;
+  lateReports: number;
+  /** Late reports of a block whose way to the validation node crossed a fault of the validation node's own (see lateReportNotes). */
+  lateReportsOwnFault: number;
+  /** Each late report: when, of which block, how late, and the faults around it. */
+  lateReportNotes: string[];
+  /** Masters barred from leading (distinct leader and bar end, as the masters hold them). */
+  bars: number;
   settings: Record<string, number>;
 }
 
@@ -421,6 +453,7 @@ interface Fixture {
   chain: TestChain;
   masterKeys: KeyPair[];
   deviceKeys: KeyPair[];
+  validatorKey: KeyPair;
   messages: Map<string, SignedMessage>;
 }
 
@@ -432,8 +465,11 @@ function fixtureOf(): Fixture {
   const rng = seededRng('node-sim:keys');
   const masterKeys = Array.from({ length: MASTERS }, () => generateKeyPair(rng));
   const deviceKeys = Array.from({ length: DEVICES_MAX }, () => generateKeyPair(rng));
+  const validatorKey = generateKeyPair(rng);
+  // Without validators: a seed with a validation node lists it in its own copy (the messages do not
+  // depend on the genesis file's lists, only on the chain's name).
   const genesis: Genesis = { ...base.genesis, masters: masterKeys.map((key) => key.publicKey) };
-  fixture = { chain: { ...base, genesis, nodeKey: masterKeys[0]! }, masterKeys, deviceKeys, messages: new Map() };
+  fixture = { chain: { ...base, genesis, nodeKey: masterKeys[0]! }, masterKeys, deviceKeys, validatorKey, messages: new Map() };
   return fixture;
 }
 
@@ -556,6 +592,22 @@ function safeJson(value: unknown): string {
   }
 }
 
+/** The share of the seeds that run a validation node beside the masters. */
+export const VALIDATOR_SHARE = 0.3;
+
+/**
+ * A seed's validation node, if it has one, and the genesis parameters that judge it: how late a
+ * block may reach it (mostly well above the simulation's delays, so that a late report means a
+ * block held back by the faults for that long; sometimes within reach of a slow disk and a slow
+ * network), and how many terms a reported leader is barred for.
+ */
+function validationSettings(seed: number, wanted: boolean | undefined): { validationLateMs: number; leaderBarTerms: number } | undefined {
+  const random = new SeededRandom(`node-sim:${seed}:validation`);
+  const present = random.next() < VALIDATOR_SHARE;
+  if (!(wanted ?? present)) return undefined;
+  return { validationLateMs: [300, 1_000, 5_000][random.below(3)]!, leaderBarTerms: [0, 1, 3][random.below(3)]! };
+}
+
 const CLIENT_TIMEOUT_MS = 15_000;
 const CLOSE_MAX_MS = 30_000;
 const FAULT_STEP_MS = 100;
@@ -566,8 +618,13 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
   const random = new SeededRandom(`node-sim:${seed}`);
   const pick = <T>(values: readonly T[]): T => values[random.below(values.length)]!;
   const scale = options.faultScale ?? 1;
-  const { chain, masterKeys, deviceKeys } = fixtureOf();
-  const genesis = chain.genesis;
+  const { chain, masterKeys, deviceKeys, validatorKey } = fixtureOf();
+  // The validation node: whether the seed has one and its genesis parameters come from a stream of
+  // their own, so that a seed without one runs exactly as it did before validation nodes.
+  const validation = validationSettings(seed, options.validator);
+  const genesis: Genesis = validation === undefined ? chain.genesis : {
+    ...chain.genesis, validators: [validatorKey.publicKey], params: { ...chain.genesis.params, validationLateMs: validation.validationLateMs, leaderBarTerms: validation.leaderBarTerms },
+  };
   const time = new VirtualTime(genesis.timeMs + 60_000);
   const startedAt = time.now;
   // Whole milliseconds, as Date.now() gives them (block times are whole numbers).
@@ -596,6 +653,7 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
     healMs: options.healMs ?? 60_000,
     devices: Math.min(DEVICES_MAX, options.devices ?? 2 + random.below(2)),
     writesPerDevice: options.writesPerDevice ?? 4 + random.below(4),
+    ...(validation === undefined ? {} : { validator: 1, validationLateMs: validation.validationLateMs, leaderBarTerms: validation.leaderBarTerms }),
   };
   const faultEnd = startedAt + settings.faultMs;
   const deadline = faultEnd + settings.healMs;
@@ -610,7 +668,9 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
   };
   const stats = {
     retries: 0, crashes: 0, crashesInWrite: 0, recoveryCrashes: 0, gracefulRestarts: 0, diskLosses: 0, partitions: 0, oneWayPartitions: 0, messages: 0, dropped: 0, duplicated: 0, cutOff: 0, clientTimeouts: 0, acknowledgedByReplay: 0,
+    validatorCrashes: 0, validatorDiskLosses: 0, validatorRestarts: 0, wrongReports: 0, lateReports: 0, lateReportsOwnFault: 0, bars: 0, validationRecords: 0, validationLag: 0, validationStalled: 0,
   };
+  const lateReportNotes: string[] = [];
   const errorLogs: string[] = [];
   let errorLogCount = 0;
   const unexpectedRefusals: string[] = [];
@@ -622,11 +682,17 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
     trace(`FAILURE ${text}`);
   };
 
-  const slots: Slot[] = masterKeys.map((key, index) => ({
-    name: `m${index + 1}`, id: toHex(key.publicKey), key, state: 'down', master: undefined, process: undefined, newMemberMark: true, incarnations: 0, recoverTo: undefined,
+  const slotOf = (name: string, key: KeyPair): Slot => ({
+    name, id: toHex(key.publicKey), key, state: 'down', master: undefined, process: undefined, newMemberMark: true, incarnations: 0, recoverTo: undefined,
     disk: new SimDisk(time, random, () => (random.next() < 0.02 ? 20 : 1) * random.next() * settings.diskLatencyMaxMs, options.sabotage === 'lying-disk'),
-  }));
-  const slotById = new Map(slots.map((slot) => [slot.id, slot]));
+  });
+  /** The masters. */
+  const slots: Slot[] = masterKeys.map((key, index) => slotOf(`m${index + 1}`, key));
+  /** The validation node, if the seed has one: a ClusterMaster too (a Raft learner), under the same faults. */
+  const validator: Slot | undefined = validation === undefined ? undefined : slotOf('v1', validatorKey);
+  /** Every node: the masters, then the validation node. */
+  const members: Slot[] = validator === undefined ? slots : [...slots, validator];
+  const slotById = new Map(members.map((slot) => [slot.id, slot]));
   const nameOf = (id: string): string => slotById.get(id)?.name ?? id.slice(0, 8);
 
   // ---- network
@@ -675,7 +741,7 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
   });
 
   // Now and then a master dies while a synced write of its is in flight, before the write completes.
-  for (const slot of slots) {
+  for (const slot of members) {
     slot.disk.onSyncedWrite = (completeAt) => {
       if (healing || random.next() >= settings.crashInWriteRate) return;
       const process = slot.process;
@@ -692,6 +758,26 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
   const leaderOfTerm = new Map<number, string>();
   const committedAt = new Map<number, { term: number; data: Uint8Array; by: string }>();
   const blockAt = new Map<number, { hash: string; by: string }>();
+  /** The validation node's checker: the hash of the block each height holds in the masters' committed chain (committed entries, and blocks a master applied). */
+  const committedBlockAt = new Map<number, string>();
+  const masterCommitted = (height: number, hex: string, by: string): void => {
+    const known = committedBlockAt.get(height);
+    if (known === undefined) committedBlockAt.set(height, hex);
+    else if (known !== hex) fail(`two blocks committed at height ${height}: ${known.slice(0, 12)}, and ${hex.slice(0, 12)} on ${by}`);
+  };
+  /** The highest block with other messages than validations that a master applied: the validation node's records must come to cover it. */
+  let lastBusyHeight = 0;
+  /** The height the validation node's last record on a master's chain covers (0: none), and the block that carries it. */
+  const recordOn = (master: ClusterMaster): { height: number; carriedAt: number } => {
+    const entry = master.node.cache.getEntry(VALIDATIONS_ADDRESS, validator!.id);
+    if (entry === undefined) return { height: 0, carriedAt: 0 };
+    const height = (JSON.parse(new TextDecoder().decode(entry.value)) as { height?: unknown }).height;
+    return { height: typeof height === 'number' ? height : 0, carriedAt: entry.height };
+  };
+  /** Once healed: everything else converged, only the validation records lag behind (for the liveness failure's text). */
+  let recordsBehind = false;
+  /** Distinct bars the masters hold (leader:untilTerm), with the term reported and the highest commit when the first master held it. */
+  const bars = new Map<string, { id: string; reportTerm: number; commit: number; at: number }>();
 
   const checkLeaderCompleteness = (slot: Slot, master: ClusterMaster): void => {
     const { raft } = master.runtime;
@@ -731,7 +817,7 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
   };
 
   const observe = (): void => {
-    for (const slot of slots) {
+    for (const slot of members) {
       const { master, process } = slot;
       if (master === undefined || process === undefined || !process.alive) continue;
       const { runtime } = master;
@@ -740,21 +826,39 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
         if (slot.state === 'up') fail(`${slot.name} stopped taking part by itself: ${describeError(runtime.failureReason)}`);
         continue;
       }
-      if (raft.role === 'leader') becameLeader(slot, master);
+      if (raft.role === 'leader') {
+        if (slot === validator) fail(`${slot.name}, a validation node, leads term ${raft.term}`);
+        else becameLeader(slot, master);
+      }
       if (raft.commit > process.seenCommit) {
         for (let index = Math.max(process.seenCommit + 1, raft.firstIndex()); index <= raft.commit; index++) {
           const entry = raft.entries(index, index)[0]!;
           const known = committedAt.get(index);
           if (known === undefined) committedAt.set(index, { term: entry.term, data: entry.data, by: slot.name });
           else if (known.term !== entry.term || !bytesEqual(known.data, entry.data)) fail(`state machine safety: index ${index} committed as term ${known.term} on ${known.by} and as term ${entry.term} on ${slot.name}`);
+          if (validator !== undefined && slot !== validator && entry.data.length > 0) {
+            const header = decodeBlockHeader(entry.data);
+            masterCommitted(header.height, toHex(blockHash(header)), slot.name);
+          }
         }
         process.seenCommit = raft.commit;
+      }
+      if (validator !== undefined && slot !== validator) {
+        for (const [id, untilTerm] of raft.bars) {
+          const key = `${id}:${untilTerm}`;
+          if (bars.has(key)) continue;
+          const reportTerm = untilTerm - validation!.leaderBarTerms;
+          const commit = Math.max(...slots.map((other) => other.master?.runtime.raft.commit ?? 0));
+          bars.set(key, { id, reportTerm, commit, at: time.now });
+          stats.bars++;
+          trace(`${slot.name} bars ${nameOf(id)} from leading through term ${untilTerm} (reported for term ${reportTerm}; commit ${commit})`);
+        }
       }
     }
   };
 
   const checkLogMatching = (): void => {
-    const live = slots.filter((slot) => slot.master !== undefined && slot.process?.alive === true);
+    const live = members.filter((slot) => slot.master !== undefined && slot.process?.alive === true);
     for (let a = 0; a < live.length; a++) {
       for (let b = a + 1; b < live.length; b++) {
         const left = live[a]!.master!.runtime.raft;
@@ -780,10 +884,59 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
     }
   };
 
+  // ---- the validation node's reports
+  /** Spells when the validation node could not get the leader's blocks on time: down, cut off, catching up (`to` open while it lasts). */
+  const validatorFaults: Array<{ from: number; to: number; what: string }> = [];
+  const validatorFault = (what: string): { from: number; to: number; what: string } => {
+    const spell = { from: time.now, to: Number.POSITIVE_INFINITY, what };
+    validatorFaults.push(spell);
+    return spell;
+  };
+  const endFaults = (what: (text: string) => boolean): void => {
+    for (const spell of validatorFaults) if (spell.to === Number.POSITIVE_INFINITY && what(spell.what)) spell.to = time.now;
+  };
+  let reportsThisProcess = 0;
+  /** A report the validation node sends (its log line says so, with what it reports). */
+  const reported = (object: Record<string, unknown>): void => {
+    reportsThisProcess++;
+    const leader = typeof object.leader === 'string' ? nameOf(object.leader) : '?';
+    const { term, height, reason, detail } = object;
+    if (reason === 'wrong') {
+      stats.wrongReports++;
+      trace(`v1 reports ${leader} (term ${String(term)}, block ${String(height)}) wrong: ${String(detail)}`);
+      fail(`wrong report: the validation node reports ${leader}'s block ${String(height)} of term ${String(term)} as wrong, and every master is honest: ${String(detail)}`);
+      return;
+    }
+    stats.lateReports++;
+    const lateBy = Number(/(\d+) ms after/.exec(String(detail))?.[1] ?? Number.NaN);
+    const blockTime = time.now - (Number.isNaN(lateBy) ? 0 : lateBy);
+    // Its own spells down or catching up, and cuts of its links with the reported leader.
+    const crossed = validatorFaults.filter((spell) => spell.from <= time.now && spell.to >= blockTime && (!spell.what.startsWith('cut') || spell.what.includes(`${leader}>`) || spell.what.includes(`>${leader}`)));
+    if (crossed.length > 0) stats.lateReportsOwnFault++;
+    const at = (ms: number): string => (ms === Number.POSITIVE_INFINITY ? 'on' : `${(ms - startedAt).toFixed(0)}`);
+    const note = `seed ${seed} at ${(time.now - startedAt).toFixed(1)} ms: ${leader}'s block ${String(height)} of term ${String(term)} ${Number.isNaN(lateBy) ? '' : `${lateBy} ms late `}(limit ${validation!.validationLateMs} ms); `
+      + `${crossed.length === 0 ? 'no fault of the validation node\'s own meanwhile' : `meanwhile the validation node was ${crossed.map((spell) => `${spell.what} ${at(spell.from)}..${at(spell.to)} ms`).join(', ')}`}`;
+    lateReportNotes.push(note);
+    trace(`v1 reports ${leader} late: ${note}`);
+  };
+
+  /** What the validation node's own count of its reports says, against the reports seen in its log. */
+  const checkReportCount = (): void => {
+    const master = validator?.master;
+    if (master === undefined || validator?.process?.alive !== true) return;
+    const counted = master.status().validation?.reports;
+    if (counted !== reportsThisProcess) fail(`${validator.name} counts ${String(counted)} reports, and its log showed ${reportsThisProcess} (the simulation no longer sees its reports)`);
+  };
+
   // ---- masters
   const loggerFor = (slot: Slot, process: Process): Logger => {
     const line = (level: string) => (object: object, message?: string): void => {
       if (!process.alive) return;
+      if (slot === validator) {
+        if (message === 'validation: reporting the leader to the masters') reported(object as Record<string, unknown>);
+        else if (message === 'catching up: fetching committed blocks from the masters') validatorFault('catching up');
+        else if (message === 'caught up') endFaults((what) => what === 'catching up');
+      }
       if (level === 'error') {
         errorLogCount++;
         if (errorLogs.length < 5) errorLogs.push(`${slot.name} at ${(time.now - startedAt).toFixed(1)} ms: ${message ?? ''} ${safeJson(object)}`);
@@ -841,10 +994,25 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
       } else if (known.hash !== hex) {
         fail(`two blocks at height ${height}: ${known.hash.slice(0, 12)} on ${known.by}, ${hex.slice(0, 12)} on ${slot.name}`);
       }
+      if (validator === undefined) return;
+      if (slot !== validator) {
+        masterCommitted(height, hex, slot.name);
+        if (block.messages.some((committed) => committed.message.address !== VALIDATIONS_ADDRESS)) lastBusyHeight = Math.max(lastBusyHeight, height);
+      }
+      else {
+        // The validation node's chain is a prefix of the masters' committed chain.
+        const committed = committedBlockAt.get(height);
+        if (committed === undefined) fail(`validation prefix: ${slot.name} applied block ${height} (${hex.slice(0, 12)}), which no master has committed`);
+        else if (committed !== hex) fail(`validation prefix: ${slot.name} applied block ${height} ${hex.slice(0, 12)}, and the masters committed ${committed.slice(0, 12)} at that height`);
+      }
     });
     watchElections(slot, master, process);
     slot.master = master;
     slot.state = 'up';
+    if (slot === validator) {
+      endFaults((what) => what === 'down');
+      reportsThisProcess = 0;
+    }
     master.start();
     // A master recovering from a lost disk may well crash again before it has caught up (a crash loop).
     if (!healing && slot.recoverTo !== undefined && random.next() < settings.recoveryCrashRate) {
@@ -866,6 +1034,11 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
 
   const endProcess = (slot: Slot): void => {
     const process = slot.process!;
+    if (slot === validator) {
+      checkReportCount();
+      endFaults((what) => what === 'catching up');
+      validatorFault('down');
+    }
     process.alive = false;
     if (endpoints.get(slot.id)?.process === process) endpoints.delete(slot.id);
     for (const reset of [...process.onDeath]) reset();
@@ -876,8 +1049,10 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
 
   const crash = (slot: Slot, loseDisk: boolean): void => {
     stats.crashes++;
+    if (slot === validator) stats.validatorCrashes++;
     if (loseDisk) {
       stats.diskLosses++;
+      if (slot === validator) stats.validatorDiskLosses++;
       slot.recoverTo = Math.max(0, ...slots.map((other) => other.master?.node.height ?? 0));
       slot.disk.wipe();
       slot.newMemberMark = false;
@@ -892,6 +1067,7 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
   const gracefulRestart = async (slot: Slot): Promise<void> => {
     const master = slot.master!;
     stats.gracefulRestarts++;
+    if (slot === validator) stats.validatorRestarts++;
     slot.state = 'closing';
     trace(`${slot.name} shuts down`);
     master.beginClose();
@@ -917,13 +1093,13 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
     if (master !== undefined && slot.state === 'up' && master.node.height >= slot.recoverTo && !master.runtime.raft.rejoining) slot.recoverTo = undefined;
     return slot.recoverTo !== undefined;
   };
-  const mayLoseDisk = (): boolean => slots.every((other) => other.state === 'up' && other.master !== undefined && !other.master.runtime.raft.rejoining && !recovering(other));
+  const mayLoseDisk = (): boolean => members.every((other) => other.state === 'up' && other.master !== undefined && !other.master.runtime.raft.rejoining && !recovering(other));
   const faults = async (): Promise<void> => {
     let partitionEndsAt = 0;
     while (failure === undefined) {
       await time.sleep(FAULT_STEP_MS);
       if (healing || failure !== undefined) return;
-      for (const slot of slots) {
+      for (const slot of members) {
         if (slot.state !== 'up' && slot.state !== 'starting') continue;
         const draw = random.next();
         if (draw < settings.crashRate) {
@@ -938,13 +1114,15 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
       }
       if (cut.size > 0 && time.now >= partitionEndsAt) {
         cut = new Set();
+        endFaults((what) => what.startsWith('cut'));
         trace('partition heals');
       }
       if (cut.size === 0 && random.next() < settings.partitionRate) {
         stats.partitions++;
         partitionEndsAt = time.now + 100 + random.next() * 1_400;
-        const alone = pick(slots);
-        const others = slots.filter((slot) => slot !== alone);
+        // Any node alone, the validation node too (on the others' side when a master is alone).
+        const alone = pick(members);
+        const others = members.filter((slot) => slot !== alone);
         const kind = random.below(4);
         if (kind <= 1) {
           for (const other of others) cut.add(`${alone.id}>${other.id}`).add(`${other.id}>${alone.id}`);
@@ -956,6 +1134,11 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
           const outbound = kind === 2;
           for (const other of targets) cut.add(outbound ? `${alone.id}>${other.id}` : `${other.id}>${alone.id}`);
           trace(`one-way partition: ${outbound ? `${alone.name} cannot reach ${targets.map((slot) => slot.name).join(' ')}` : `${targets.map((slot) => slot.name).join(' ')} cannot reach ${alone.name}`}`);
+        }
+        if (validator !== undefined) {
+          const into = members.filter((slot) => cut.has(`${slot.id}>${validator.id}`)).map((slot) => slot.name);
+          const from = members.filter((slot) => cut.has(`${validator.id}>${slot.id}`)).map((slot) => slot.name);
+          if (into.length + from.length > 0) validatorFault(`cut off (${[...into.map((name) => `${name}>v1`), ...from.map((name) => `v1>${name}`)].join(' ')})`);
         }
       }
     }
@@ -1082,23 +1265,35 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
     const leader = leaders[0]!;
     const { commit, term } = leader.runtime.raft;
     if (leader.runtime.raft.lastIndex() !== commit) return false;
-    return masters.every((master) => {
+    // The validation node too, once it is back: every committed block applied.
+    if (validator !== undefined && (validator.state !== 'up' || validator.master === undefined)) return false;
+    const agreed = [...masters, ...(validator === undefined ? [] : [validator.master])].every((master) => {
       const { raft } = master!.runtime;
       return raft.term === term && raft.commit === commit && master!.gate.appliedIndex === commit && master!.node.height === leader.node.height && !raft.rejoining;
     });
+    if (!agreed || validator === undefined) return agreed;
+    // And the validation node's records have caught up: its last one on the chain covers every block
+    // with news, or (unless strictValidationLiveness) it is carried by the tip, so that the chain
+    // takes no record from it before another block comes (a record must cover a block after the
+    // one that carried the previous one), and the news between stay unvalidated (validationLag).
+    const record = recordOn(leader);
+    recordsBehind = record.height < lastBusyHeight && (options.strictValidationLiveness === true || record.carriedAt < leader.node.height);
+    return !recordsBehind;
   };
 
   const finalChecks = async (): Promise<number> => {
     checkLogMatching();
-    const masters = slots.map((slot) => slot.master!);
+    // The masters, and the validation node: the whole chain, the same state.
+    const masters = members.map((slot) => slot.master!);
     const reference = masters[0]!;
     const height = reference.node.height;
     const digest = toHex(reference.node.cache.digest());
     for (const [index, master] of masters.entries()) {
-      if (master.node.height !== height) fail(`${slots[index]!.name} is at height ${master.node.height}, ${slots[0]!.name} at ${height}`);
-      if (toHex(master.node.cache.digest()) !== digest) fail(`${slots[index]!.name}'s state digest differs from ${slots[0]!.name}'s`);
+      if (master.node.height !== height) fail(`${members[index]!.name} is at height ${master.node.height}, ${slots[0]!.name} at ${height}`);
+      if (toHex(master.node.cache.digest()) !== digest) fail(`${members[index]!.name}'s state digest differs from ${slots[0]!.name}'s`);
     }
     const located = new Map<string, Array<{ height: number; globalSequence: number; hashHex: string }>>();
+    const records = validationRecords();
     for (let blockHeight = 1; blockHeight <= height; blockHeight++) {
       const bytes = await reference.node.store.getBlockBytes(blockHeight);
       if (bytes === undefined) {
@@ -1108,9 +1303,10 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
       for (const [index, master] of masters.entries()) {
         if (index === 0) continue;
         const other = await master.node.store.getBlockBytes(blockHeight);
-        if (other === undefined || !bytesEqual(other, bytes)) fail(`block ${blockHeight} differs between ${slots[0]!.name} and ${slots[index]!.name}`);
+        if (other === undefined || !bytesEqual(other, bytes)) fail(`block ${blockHeight} differs between ${slots[0]!.name} and ${members[index]!.name}`);
       }
       const block = decodeBlock(bytes);
+      records.block(blockHeight, block);
       for (const committed of block.messages) {
         const id = `${toHex(committed.message.device)}:${committed.message.nonce}`;
         const list = located.get(id) ?? [];
@@ -1130,7 +1326,85 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
       if (at.hashHex !== write.hashHex) fail(`${write.label}'s nonce is in the chain with another message`);
       if (at.height !== receipt.height || at.globalSequence !== receipt.globalSequence) fail(`acknowledged ${write.label} was answered at height ${receipt.height}, global ${receipt.globalSequence}, and is at height ${at.height}, global ${at.globalSequence}`);
     }
+    if (validator !== undefined) {
+      records.end(masters);
+      checkReportCount();
+      checkBars();
+    }
     return height;
+  };
+
+  /**
+   * Every validation record on the chain, checked from the blocks alone (the chain checks them as it
+   * executes them; this is a second opinion): only the validation node writes at
+   * /kalima/validations, under its own id, with the height as nonce, a record for an earlier block
+   * that names that block's hash, and a count of the blocks validated that grows by the heights
+   * between its records. At the end, every node holds the last one.
+   */
+  const validationRecords = () => {
+    const hashes: string[] = [''];
+    let previous: { height: number; validated: number; body: Uint8Array | undefined } = { height: 0, validated: 0, body: undefined };
+    const busy = new Set<number>();
+    let count = 0;
+    return {
+      block: (height: number, block: ReturnType<typeof decodeBlock>): void => {
+        hashes[height] = toHex(blockHash(block.header));
+        if (block.messages.some((committed) => committed.message.address !== VALIDATIONS_ADDRESS)) busy.add(height);
+        for (const { message } of block.messages) {
+          if (message.address !== VALIDATIONS_ADDRESS) continue;
+          count++;
+          const where = `the validation record in block ${height} (nonce ${message.nonce})`;
+          const device = toHex(message.device);
+          if (validator === undefined || device !== validator.id) fail(`${where} is from ${nameOf(device)}, not from the validation node`);
+          if (message.key !== device) fail(`${where} is under the key ${message.key.slice(0, 12)}, not its writer's id`);
+          if (message.ttlSeconds !== -1) fail(`${where} expires`);
+          const text = new TextDecoder().decode(message.body);
+          let parsed: { height?: unknown; hash?: unknown; validated?: unknown } = {};
+          try {
+            parsed = JSON.parse(text) as typeof parsed;
+          } catch {
+            fail(`${where} is not JSON: ${text.slice(0, 80)}`);
+            continue;
+          }
+          const { height: validatedHeight, hash, validated } = parsed;
+          if (typeof validatedHeight !== 'number' || typeof hash !== 'string' || typeof validated !== 'number' || text !== `{"height":${validatedHeight},"hash":"${hash}","validated":${validated}}`) {
+            fail(`${where} is not {"height":H,"hash":"…","validated":N}: ${text.slice(0, 120)}`);
+            continue;
+          }
+          if (message.nonce !== validatedHeight) fail(`${where} validates height ${validatedHeight} with another nonce`);
+          if (validatedHeight >= height) fail(`${where} validates height ${validatedHeight}, not a block before the one that carries it`);
+          else if (hashes[validatedHeight] !== hash) fail(`${where} names ${hash.slice(0, 12)} for block ${validatedHeight}, which is ${hashes[validatedHeight]?.slice(0, 12)}`);
+          if (validatedHeight <= previous.height) fail(`${where} validates height ${validatedHeight}, not after the previous record's ${previous.height}`);
+          if (validated !== previous.validated + validatedHeight - previous.height) fail(`${where} counts ${validated} blocks validated; the previous record (height ${previous.height}) counted ${previous.validated}, so ${previous.validated + validatedHeight - previous.height} is due`);
+          previous = { height: validatedHeight, validated, body: message.body };
+        }
+      },
+      end: (nodes: readonly ClusterMaster[]): void => {
+        stats.validationRecords = count;
+        stats.validationLag = [...busy].filter((height) => height > previous.height).length;
+        stats.validationStalled = stats.validationLag > 0 ? 1 : 0;
+        for (const [index, node] of nodes.entries()) {
+          const entry = node.node.cache.getEntry(VALIDATIONS_ADDRESS, validator!.id);
+          if ((entry === undefined) !== (previous.body === undefined) || (entry !== undefined && !bytesEqual(entry.value, previous.body!))) fail(`${members[index]!.name} holds another validation record for v1 than the chain's last`);
+        }
+        trace(`validation: ${count} records on the chain, the last for height ${previous.height} (${previous.validated} validated) of ${hashes.length - 1}; ${stats.lateReports} late reports, ${stats.bars} bars`);
+      },
+    };
+  };
+
+  /** After a bar, a leader of a later term, and an entry of a later term committed; and no master bars the leader it follows. */
+  const checkBars = (): void => {
+    const leader = slots.find((slot) => slot.master?.runtime.raft.role === 'leader');
+    if (leader === undefined) return;
+    const { raft } = leader.master!.runtime;
+    for (const bar of bars.values()) {
+      if (raft.term <= bar.reportTerm || raft.termAt(raft.commit) <= bar.reportTerm) {
+        fail(`liveness after a bar: ${nameOf(bar.id)} was barred for term ${bar.reportTerm}, and the cluster converged in term ${raft.term} with commit ${raft.commit} of term ${raft.termAt(raft.commit)}`);
+      }
+    }
+    for (const slot of slots) {
+      if (slot.master!.runtime.raft.isBarred(leader.id, raft.term)) fail(`${leader.name} leads term ${raft.term}, and ${slot.name} bars it from leading that term`);
+    }
   };
 
   // ---- the run
@@ -1142,14 +1416,15 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
   let height = 0;
   try {
     trace(`settings ${safeJson(settings)}`);
-    for (const slot of slots) start(slot, 'new chain').catch((error: unknown) => fail(`start: ${describeError(error)}`));
+    for (const slot of members) start(slot, 'new chain').catch((error: unknown) => fail(`start: ${describeError(error)}`));
     faults().catch((error: unknown) => fail(`faults: ${describeError(error)}`));
     clients().catch((error: unknown) => fail(`clients: ${describeError(error)}`));
     time.after(settings.faultMs, () => {
       healing = true;
       cut = new Set();
+      endFaults((what) => what.startsWith('cut'));
       trace('the faults stop: the network heals, every master comes back');
-      for (const slot of slots) if (slot.state === 'down') start(slot, 'heal').catch((error: unknown) => fail(`heal: ${describeError(error)}`));
+      for (const slot of members) if (slot.state === 'down') start(slot, 'heal').catch((error: unknown) => fail(`heal: ${describeError(error)}`));
     });
     let nextLogMatching = time.now + LOG_MATCHING_EVERY_MS;
     const hop = (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve));
@@ -1173,13 +1448,20 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
         break;
       }
       if (timer.at > deadline) {
-        const describe = slots.map((slot) => {
+        const describe = members.map((slot) => {
           const master = slot.master;
           if (master === undefined) return `${slot.name} ${slot.state}`;
           const { raft } = master.runtime;
           return `${slot.name} ${slot.state} ${raft.role} term ${raft.term} leader ${raft.leader === undefined ? '-' : nameOf(raft.leader)} log ${raft.firstIndex()}..${raft.lastIndex()} commit ${raft.commit} applied ${master.gate.appliedIndex} height ${master.node.height}${raft.rejoining ? ' rejoining' : ''}${master.runtime.isStopped ? ' STOPPED' : ''}`;
         }).join('; ');
-        fail(`liveness: ${settings.healMs} ms after the faults stopped, ${writes.length - acknowledged} of ${writes.length} writes are not acknowledged or the masters disagree: ${describe}`);
+        if (recordsBehind) {
+          const leader = slots.find((slot) => slot.master?.runtime.raft.role === 'leader')!;
+          const record = recordOn(leader.master!);
+          fail(`validation liveness: ${settings.healMs} ms after the faults stopped, every node agrees, and the validation node's last record on the chain covers height ${record.height} (carried in block ${record.carriedAt}) while blocks up to ${lastBusyHeight} hold news: ${describe}`);
+          break;
+        }
+        const barred = [...bars.values()].map((bar) => `${nameOf(bar.id)} barred for term ${bar.reportTerm}`).join(', ');
+        fail(`liveness: ${settings.healMs} ms after the faults stopped, ${writes.length - acknowledged} of ${writes.length} writes are not acknowledged or the ${validator === undefined ? 'masters' : 'nodes'} disagree: ${describe}${barred === '' ? '' : `; ${barred}`}`);
         break;
       }
       time.now = Math.max(time.now, timer.at);
@@ -1197,7 +1479,7 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
   const globalTimers = activeTime.count;
   activeTime = undefined;
   traceHash.update(`deliveries ${deliveryHash}`);
-  const disks = slots.map((slot) => slot.disk);
+  const disks = members.map((slot) => slot.disk);
   return {
     seed,
     ok: failure === undefined,
@@ -1215,6 +1497,8 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
     errorLogs,
     errorLogCount,
     unexpectedRefusals,
+    validatorSeeds: validator === undefined ? 0 : 1,
+    lateReportNotes,
     settings: Object.fromEntries(Object.entries(settings).map(([key, value]) => [key, Math.round(value * 1000) / 1000])),
     ...stats,
   };

@@ -4,10 +4,13 @@
 // duplication. Throughout: one leader per term, one entry committed per index, leader completeness,
 // one block per height, no master stopping by itself. Once healed: every write acknowledged, each
 // exactly once in the chain at its receipt, identical blocks and state digests everywhere, log
-// matching. `npm run sim -- --node --seeds N` runs more seeds; `--node --profile P --seed N --trace`
-// replays one.
+// matching. A share of the seeds (VALIDATOR_SHARE) adds a validation node, under the same faults:
+// its chain a prefix of the masters' committed chain throughout and the whole of it once healed,
+// every validation record on the chain checked from the blocks, no "wrong" report of an honest
+// leader, and a leader elected and commits made after any bar. `npm run sim -- --node --seeds N`
+// runs more seeds; `--node --profile P --seed N --trace` replays one.
 import { describe, expect, it } from 'vitest';
-import { NODE_SIM_PROFILES, type NodeSimProfile, type NodeSimResult, runNodeSimulation } from './node-sim.ts';
+import { NODE_SIM_PROFILES, type NodeSimProfile, type NodeSimResult, VALIDATOR_SHARE, runNodeSimulation } from './node-sim.ts';
 
 /** Seeds per profile (2,000 in all), run in chunks of 500. */
 const SEEDS: Record<NodeSimProfile, number> = { cluster: 1_500, hostile: 500 };
@@ -19,7 +22,10 @@ describe('three masters under a seeded simulation of crashes, lost disks, partit
       const to = Math.min(SEEDS[profile], from + CHUNK - 1);
       it(`profile "${profile}", seeds ${from} to ${to}: safe throughout, and once healed every acknowledged write is in every master's chain at its receipt`, async () => {
         const failures: NodeSimResult[] = [];
-        const totals = { terms: 0, acknowledged: 0, crashes: 0, crashesInWrite: 0, inFlightLost: 0, diskLosses: 0, gracefulRestarts: 0, partitions: 0, oneWayPartitions: 0, dropped: 0, duplicated: 0, retries: 0 };
+        const totals = {
+          terms: 0, acknowledged: 0, crashes: 0, crashesInWrite: 0, inFlightLost: 0, diskLosses: 0, gracefulRestarts: 0, partitions: 0, oneWayPartitions: 0, dropped: 0, duplicated: 0, retries: 0,
+          validatorSeeds: 0, validationRecords: 0, validatorCrashes: 0, validatorRestarts: 0, wrongReports: 0, lateReports: 0, lateReportsOwnFault: 0, bars: 0,
+        };
         for (let seed = from; seed <= to; seed++) {
           const result = await runNodeSimulation({ seed, ...NODE_SIM_PROFILES[profile] });
           if (!result.ok) failures.push(result);
@@ -42,6 +48,15 @@ describe('three masters under a seeded simulation of crashes, lost disks, partit
         expect(totals.retries).toBeGreaterThan(seeds * 2);
         expect(totals.terms).toBeGreaterThan(seeds * 1.5);
         expect(totals.acknowledged).toBeGreaterThan(seeds * 15);
+        // The validation node was there, wrote records, and went through the faults.
+        const { validatorSeeds } = totals;
+        console.log(`node sim, profile "${profile}", seeds ${from} to ${to}: a validation node in ${validatorSeeds} seeds, ${totals.validationRecords} validation records, `
+          + `${totals.validatorCrashes} crashes and ${totals.validatorRestarts} graceful restarts of it, reports: ${totals.wrongReports} wrong, ${totals.lateReports} late (${totals.lateReportsOwnFault} across its own faults), ${totals.bars} bars`);
+        expect(validatorSeeds).toBeGreaterThan(seeds * VALIDATOR_SHARE * 0.7);
+        expect(totals.validationRecords).toBeGreaterThan(validatorSeeds * 2);
+        expect(totals.validatorCrashes).toBeGreaterThan(validatorSeeds / 5);
+        expect(totals.validatorRestarts).toBeGreaterThan(validatorSeeds / 10);
+        expect(totals.wrongReports).toBe(0);
       }, 600_000);
     }
   }
@@ -55,6 +70,12 @@ describe('three masters under a seeded simulation of crashes, lost disks, partit
     let seed = 1;
     let result = await runNodeSimulation({ seed });
     while (!(result.settings.verifierPool === 1 && result.diskLosses > 0 && result.inFlightLost + result.inFlightKept > 0) && seed < 400) result = await runNodeSimulation({ seed: ++seed });
+    expect(seed).toBeLessThan(400);
+    expect(await runNodeSimulation({ seed })).toEqual(result);
+    // And the first with a validation node that crashed and wrote records.
+    seed = 1;
+    result = await runNodeSimulation({ seed });
+    while (!(result.validatorSeeds === 1 && result.validatorCrashes > 0 && result.validationRecords > 1) && seed < 400) result = await runNodeSimulation({ seed: ++seed });
     expect(seed).toBeLessThan(400);
     expect(await runNodeSimulation({ seed })).toEqual(result);
   });
@@ -73,6 +94,6 @@ describe('three masters under a seeded simulation of crashes, lost disks, partit
       if (!result.ok) failures.push(result.failure!);
     }
     expect(failures.length).toBeGreaterThan(0);
-    for (const failure of failures) expect(failure).toMatch(/election safety|leader completeness|state machine safety|log matching|two blocks at height|acknowledged|differs|is at height|stopped taking part|could not open|not retryable|liveness/);
+    for (const failure of failures) expect(failure).toMatch(/election safety|leader completeness|state machine safety|log matching|two blocks (committed )?at height|acknowledged|differs|is at height|stopped taking part|could not open|not retryable|liveness|validation prefix|validation record|wrong report|holds another validation record/);
   }, 120_000);
 });

@@ -3,12 +3,13 @@
 // Runs the seeded Raft simulation over many seeds, or replays one; prints each failure with the
 // command that replays it, and exits non-zero if any seed failed.
 //
-// npm run sim -- --node [--profile cluster|hostile|all] [--seeds N] [--from S] [--jobs J] [--lenient] | --node [--profile P] --seed N [--trace]
+// npm run sim -- --node [--profile cluster|hostile|all] [--seeds N] [--from S] [--jobs J] [--lenient] [--validator on|off] | --node [--profile P] --seed N [--trace]
 // The seeded simulation of three real masters (test/sim/node-sim.ts). `--seed N` replays one seed
 // and prints its result; with --trace (or NODE_SIM_TRACE=1) its trace, each event on its own line
 // with its virtual time, and the masters' log lines; NODE_SIM_TRACE=2 adds every message delivered.
 // `--jobs J` runs the seeds in J processes. `--lenient` retries refusals that should not happen
-// (and lists them) instead of failing the seed, to look past a known bug.
+// (and lists them) instead of failing the seed, to look past a known bug. `--validator on|off` runs
+// every seed with a validation node, or none (by default the seed decides, as in `npm test`).
 import { fork } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { SIM_PROFILES, type SimProfile, runRaftSimulation } from './raft-sim.ts';
@@ -18,7 +19,7 @@ const { values } = parseArgs({
   options: {
     profile: { type: 'string', default: 'all' }, seeds: { type: 'string', default: '1000' }, from: { type: 'string', default: '1' }, seed: { type: 'string' },
     node: { type: 'boolean', default: false }, trace: { type: 'boolean', default: false }, jobs: { type: 'string', default: '1' }, child: { type: 'boolean', default: false },
-    lenient: { type: 'boolean', default: false },
+    lenient: { type: 'boolean', default: false }, validator: { type: 'string' },
   },
 });
 const first = values.seed !== undefined ? Number(values.seed) : Number(values.from);
@@ -73,8 +74,8 @@ async function runNode(): Promise<number> {
 }
 
 async function runNodeProfile(profile: NodeSimProfile): Promise<number> {
-  const options = { ...NODE_SIM_PROFILES[profile], ...(values.lenient ? { lenient: true } : {}) };
-  const replay = (seed: number): string => `npm run sim -- --node --profile ${profile} --seed ${seed}`;
+  const options = { ...NODE_SIM_PROFILES[profile], ...(values.lenient ? { lenient: true } : {}), ...(values.validator === undefined ? {} : { validator: values.validator === 'on' }) };
+  const replay = (seed: number): string => `npm run sim -- --node --profile ${profile} --seed ${seed}${values.validator === undefined ? '' : ` --validator ${values.validator}`}`;
   const traceLevel = values.trace ? Math.max(1, Number(process.env.NODE_SIM_TRACE ?? 1)) : Number(process.env.NODE_SIM_TRACE ?? 0);
   if (values.seed !== undefined) {
     const result = await runNodeSimulation({
@@ -106,6 +107,7 @@ async function runNodeProfile(profile: NodeSimProfile): Promise<number> {
     for (const refusal of result.unexpectedRefusals) console.log(`UNEXPECTED seed ${result.seed} ${refusal}\n  replay: ${replay(result.seed)} --lenient --trace`);
     // Not a failure by itself, but worth a look.
     for (const line of result.errorLogs) console.log(`ERROR LOG seed ${result.seed}: ${line}`);
+    for (const note of result.lateReportNotes) console.log(`LATE REPORT ${note}\n  replay: ${replay(result.seed)} --trace`);
     if (performance.now() - lastReport > 5_000) {
       lastReport = performance.now();
       console.log(`node ${profile}: ${done}/${count} seeds, ${failed} failed`);
@@ -120,7 +122,7 @@ async function runNodeProfile(profile: NodeSimProfile): Promise<number> {
       const seeds = Math.min(per, first + count - from);
       if (seeds <= 0) return Promise.resolve();
       return new Promise<void>((resolve, reject) => {
-        const args = ['--node', '--child', '--profile', profile, '--from', String(from), '--seeds', String(seeds), ...(values.lenient ? ['--lenient'] : [])];
+        const args = ['--node', '--child', '--profile', profile, '--from', String(from), '--seeds', String(seeds), ...(values.lenient ? ['--lenient'] : []), ...(values.validator === undefined ? [] : ['--validator', values.validator])];
         const child = fork(process.argv[1]!, args, { execArgv: process.execArgv });
         child.on('message', (result) => take(result as NodeSimResult));
         child.on('error', reject);
@@ -136,5 +138,13 @@ async function runNodeProfile(profile: NodeSimProfile): Promise<number> {
     + `${mean('partitions', 2)} partitions (${mean('oneWayPartitions', 2)} one-way), ${mean('messages', 0)} messages `
     + `(${mean('dropped')} dropped, ${mean('duplicated')} duplicated, ${mean('cutOff')} cut off), `
     + `${mean('inFlightLost', 2)} writes in flight lost at a crash, ${mean('virtualMs', 0)} virtual ms`);
+  const total = (key: string): number => totals.get(key) ?? 0;
+  const validatorSeeds = total('validatorSeeds');
+  if (validatorSeeds > 0) {
+    const per = (key: string, digits = 2): string => (total(key) / validatorSeeds).toFixed(digits);
+    console.log(`  validation node in ${validatorSeeds} seeds; per such seed: ${per('validationRecords')} records on the chain (${per('validationLag')} busy blocks after the last one at the end), `
+      + `${per('validatorCrashes')} crashes (${per('validatorDiskLosses')} with the disk lost), ${per('validatorRestarts')} graceful restarts; `
+      + `reports in all: ${total('wrongReports')} wrong, ${total('lateReports')} late (${total('lateReportsOwnFault')} across a fault of the validation node's own); ${total('bars')} bars`);
+  }
   return failed;
 }

@@ -43,7 +43,7 @@ export function makeChain(seed: string | number = 1, chain = 'testchain'): TestC
   const rng = seededRng(seed);
   const admin = generateKeyPair(rng);
   const nodeKey = generateKeyPair(rng);
-  const genesis: Genesis = { chain, timeMs: 1_700_000_000_000, admins: [admin.publicKey], masters: [nodeKey.publicKey], params: { ...DEFAULT_PARAMS, blockDelayMs: 1 } };
+  const genesis: Genesis = { chain, timeMs: 1_700_000_000_000, admins: [admin.publicKey], masters: [nodeKey.publicKey], validators: [], params: { ...DEFAULT_PARAMS, blockDelayMs: 1 } };
   return { genesis, admin, nodeKey, rng };
 }
 

@@ -563,3 +563,95 @@ describe('Raft with a member that lost its disk', () => {
     expect(() => lost.elect(20 * ELECTION)).toThrow('no leader');
   });
 });
+
+describe('Raft bars (a leader the validation nodes reported)', () => {
+  it('a barred leader steps down, no one takes its appends or votes for it, and it does not stand until its bar is over', () => {
+    const cluster = new Cluster(['a', 'b', 'c', 'd', 'e'], ['v']);
+    const first = cluster.elect();
+    const term = first.term;
+    for (const id of ['a', 'b', 'c', 'd', 'e']) expect(cluster.node(id).bar(first.id, term + 2)).toBe(true);
+    expect(first.role).toBe('follower');
+    expect(first.leader).toBeUndefined();
+    // Alone and leaderless, a barred master does not stand.
+    cluster.isolate(first.id);
+    cluster.tick(3 * ELECTION, [first.id]);
+    expect(first.role).toBe('follower');
+    expect(first.term).toBe(term);
+    cluster.heal();
+    const second = cluster.elect();
+    expect(second.id).not.toBe(first.id);
+    expect(second.term).toBeGreaterThan(term);
+    // Two more elections (the new leaders cut off in turn): terms term+1 .. term+2 never have the barred one as leader.
+    const leadersByTerm = new Map<number, string>([[second.term, second.id]]);
+    let current = second;
+    while (current.term < term + 3) {
+      cluster.isolate(current.id);
+      cluster.tick(3 * ELECTION);
+      cluster.heal();
+      current = cluster.elect();
+      leadersByTerm.set(current.term, current.id);
+      cluster.tick(2);
+    }
+    for (const [leaderTerm, id] of leadersByTerm) if (leaderTerm <= term + 2) expect(id).not.toBe(first.id);
+    // Its bar over, it stands again once its timeout runs out and it hears no leader.
+    cluster.isolate(first.id);
+    cluster.tick(3 * ELECTION, [first.id]);
+    expect(first.role).toBe('preCandidate');
+  });
+
+  it('bars lapse on masters that keep standing, when a bar and a failure together leave no one electable', () => {
+    const cluster = new Cluster(['a', 'b', 'c']);
+    const leader = cluster.elect();
+    const [down, behind] = ['a', 'b', 'c'].filter((id) => id !== leader.id) as [string, string];
+    // An entry committed by the leader and `down`, which `behind` never got.
+    cluster.cut.add(`${leader.id}>${behind}`);
+    leader.propose(bytes('block 1'));
+    cluster.flush();
+    expect(cluster.appliedData(leader.id)).toEqual(['block 1']);
+    cluster.heal();
+    // The leader is barred everywhere, and `down` goes away: `behind` may not win (its log lacks a
+    // committed entry) and the leader may not stand; without the lapse nobody ever leads.
+    for (const id of ['a', 'b', 'c']) cluster.node(id).bar(leader.id, leader.term + 5);
+    cluster.isolate(down);
+    const next = cluster.elect(8 * ELECTION);
+    expect(next.id).toBe(leader.id);
+    expect(cluster.node(behind).bars.size).toBe(0);
+  });
+
+  it('a follower ignores appends from a barred leader, and refuses it pre-votes and votes for the barred terms', () => {
+    const voter = new Raft({ id: 'c', voters: ['a', 'b', 'c'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('c') });
+    expect(voter.bar('a', 4)).toBe(true);
+    voter.step({ type: 'append', from: 'a', to: 'c', term: 3, prevLogIndex: 0, prevLogTerm: 0, entries: [{ index: 1, term: 3, data: bytes('x') }], commit: 0 });
+    expect(voter.lastIndex()).toBe(0);
+    voter.step({ type: 'preVote', from: 'a', to: 'c', term: 4, lastLogIndex: 5, lastLogTerm: 3 });
+    voter.step({ type: 'vote', from: 'a', to: 'c', term: 4, lastLogIndex: 5, lastLogTerm: 3 });
+    voter.step({ type: 'vote', from: 'b', to: 'c', term: 5, lastLogIndex: 5, lastLogTerm: 3 });
+    const answers = voter.ready().messages.map((message) => [message.type, message.to, 'granted' in message ? message.granted : undefined]);
+    expect(answers).toEqual([['preVoteResponse', 'a', false], ['voteResponse', 'a', false], ['voteResponse', 'b', true]]);
+    // Past its bar, a vote for it counts again.
+    const later = new Raft({ id: 'c', voters: ['a', 'b', 'c'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('c2') });
+    later.bar('a', 4);
+    later.step({ type: 'vote', from: 'a', to: 'c', term: 5, lastLogIndex: 0, lastLogTerm: 0 });
+    expect(later.ready().messages).toMatchObject([{ type: 'voteResponse', to: 'a', granted: true }]);
+  });
+
+  it('bars at most as many voters as may fail, makes room by lifting the bar nearest its end, and lets every bar lapse in a long silence', () => {
+    const single = new Raft({ id: 'a', voters: ['a'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('s') });
+    expect(single.bar('a', 10)).toBe(false);
+    const five = new Raft({ id: 'e', voters: ['a', 'b', 'c', 'd', 'e'], electionTicks: ELECTION, heartbeatTicks: HEARTBEAT, rng: seededRng('e') });
+    expect(five.bar('x', 10)).toBe(false); // not a voter
+    expect(five.bar('a', 5)).toBe(true);
+    expect(five.bar('b', 9)).toBe(true);
+    expect(five.bar('b', 7)).toBe(false); // barred longer already
+    expect(five.bar('c', 8)).toBe(true); // room for two: a (ends soonest) is lifted
+    expect([...five.bars.keys()].sort()).toEqual(['b', 'c']);
+    // A barred node does not stand; after 4 election timeouts without a leader every bar lapses, and it does.
+    expect(five.bar('e', 9)).toBe(true);
+    for (let tick = 0; tick < 3 * ELECTION; tick++) five.tick();
+    expect(five.role).toBe('follower');
+    for (let tick = 0; tick < 2 * ELECTION + 1; tick++) five.tick();
+    expect(five.bars.size).toBe(0);
+    for (let tick = 0; tick < 2 * ELECTION; tick++) five.tick();
+    expect(five.role).toBe('preCandidate');
+  });
+});
