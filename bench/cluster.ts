@@ -443,7 +443,7 @@ async function startKalima(count: number): Promise<KalimaCluster> {
   const directory = init.masters.map((_, index) => ({ key: keys[index]!, host: '127.0.0.1', port: ports[2 * index + 1]!, api: urls[index]! }));
   for (const [index, master] of init.masters.entries()) {
     const config = JSON.parse(await readFile(master.configFile, 'utf8')) as Record<string, unknown>;
-    Object.assign(config, { port: ports[2 * index]!, logLevel: 'warn', verifierThreads: 1 });
+    Object.assign(config, { port: ports[2 * index]!, clientPort: 0, logLevel: 'warn', verifierThreads: 1 });
     config.cluster = { linkHost: '127.0.0.1', linkPort: ports[2 * index + 1]!, masters: directory, tickMs: 50 };
     await writeFile(master.configFile, `${JSON.stringify(config, null, 2)}\n`);
   }

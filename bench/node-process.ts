@@ -61,7 +61,7 @@ export async function startNodeProcess(options: { chain: string; logLevel: strin
   // For investigations: KALIMA_BENCH_NODE_ARGS="--trace-gc" adds V8 flags, KALIMA_BENCH_NODE_LOG=FILE keeps the node's stdout.
   if (process.env.KALIMA_BENCH_NODE_ARGS) nodeArgs.push(...process.env.KALIMA_BENCH_NODE_ARGS.split(' ').filter(Boolean));
   const logFile = process.env.KALIMA_BENCH_NODE_LOG;
-  const child = spawn(process.execPath, [...nodeArgs, bin, 'node', '--config', configFile, '--port', '0'], {
+  const child = spawn(process.execPath, [...nodeArgs, bin, 'node', '--config', configFile, '--port', '0', '--client-port', '0'], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env },

@@ -75,6 +75,14 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_NET_LINK_CLOSED: { status: 503, message: 'the link to the peer is closed' },
   KALIMA_ERR_NET_UNREACHABLE: { status: 503, message: 'the peer could not be reached' },
   KALIMA_ERR_NET_TIMEOUT: { status: 504, message: 'the peer did not answer in time; what was asked may or may not have been done' },
+  // client nodes: the sync protocol between a client and a master (api/sync-server.ts, sdk/sync.ts)
+  KALIMA_ERR_SYNC_BAD_MESSAGE: { status: 400, message: 'a sync protocol message does not decode; the connection is closed and the peer penalised' },
+  KALIMA_ERR_SYNC_TOO_SLOW: { status: 503, message: 'the client reads too slowly: too much waits unsent for it; it is disconnected and may reconnect and resync' },
+  KALIMA_ERR_SYNC_NOT_SUBSCRIBED: { status: 409, message: 'this connection has no subscription yet' },
+  KALIMA_ERR_SYNC_BAD_BLOCK: { status: 502, message: 'a master sent a filtered block or snapshot that does not verify (signature, hashchain, Merkle proof or digest)' },
+  KALIMA_ERR_SYNC_GAP: { status: 502, message: 'a gap in the stream of blocks or in an address\'s sequence; the client resyncs from a snapshot' },
+  KALIMA_ERR_SYNC_NO_MASTER: { status: 503, message: 'no master is connected; the client keeps reconnecting' },
+  KALIMA_ERR_SYNC_CLOSED: { status: 503, message: 'the sync client is closed' },
   // sdk / transport
   KALIMA_ERR_SDK_UNREACHABLE: { status: 503, message: 'the node could not be reached' },
   KALIMA_ERR_SDK_BAD_RESPONSE: { status: 502, message: 'the node sent a response the SDK cannot read' },

@@ -10,12 +10,13 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isKalimaError } from '../errors.ts';
 import { KalimaClient, generateDeviceKey, loadDeviceKey, saveDeviceKey } from '../sdk/client.ts';
-import { fileExists, type NodeConfigJson } from '../node/config.ts';
+import { fileExists, loadGenesis, type NodeConfigJson } from '../node/config.ts';
 import { toHex } from '../ledger/hash.ts';
 import { initCluster } from './init.ts';
 import { RETRYABLE_CODES, retrying } from '../sdk/retry.ts';
 import { readCluster } from './cluster-status.ts';
 import { freePort, portIsFree } from './free-port.ts';
+import { SyncClient } from '../sdk/sync.ts';
 
 const DEMO_ADDRESS = '/sensors/plant1';
 const DEMO_PERIOD_MS = 500;
@@ -73,25 +74,26 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
   const configFiles = NODE_NAMES.map((name) => join(directory, name, 'config.json'));
   const configs = await Promise.all(configFiles.map(async (file) => JSON.parse(await readFile(file, 'utf8')) as NodeConfigJson));
 
-  // Ports: m1's API on the base port and the others after it, node links 100 above; free ports if
-  // any of those is taken (or with --port 0).
+  // Ports: m1's API on the base port and the others after it, node links 100 above, client nodes
+  // 200 above; free ports if any of those is taken (or with --port 0).
   const base = options.port ?? 9118;
-  const preferred = configs.map((_, index) => ({ api: base + index, link: base + 100 + index }));
+  const preferred = configs.map((_, index) => ({ api: base + index, link: base + 100 + index, client: base + 200 + index }));
   let ports = preferred;
-  const available = base !== 0 && (await Promise.all(preferred.flatMap((pair) => [portIsFree(pair.api), portIsFree(pair.link)]))).every(Boolean);
+  const available = base !== 0 && (await Promise.all(preferred.flatMap((ports) => [portIsFree(ports.api), portIsFree(ports.link), portIsFree(ports.client)]))).every(Boolean);
   if (!available) {
-    if (base !== 0) out.write(`kalima devnet: some of ports ${base}–${base + NODE_NAMES.length - 1} or ${base + 100}–${base + 100 + NODE_NAMES.length - 1} are in use; using free ports instead\n`);
+    if (base !== 0) out.write(`kalima devnet: some of ports ${base}–${base + NODE_NAMES.length - 1}, ${base + 100}–${base + 100 + NODE_NAMES.length - 1} or ${base + 200}–${base + 200 + NODE_NAMES.length - 1} are in use; using free ports instead\n`);
     ports = [];
-    for (let index = 0; index < NODE_NAMES.length; index++) ports.push({ api: await freePort(), link: await freePort() });
+    for (let index = 0; index < NODE_NAMES.length; index++) ports.push({ api: await freePort(), link: await freePort(), client: await freePort() });
   }
   const urls = ports.map((pair) => `http://127.0.0.1:${pair.api}`);
   const keyOf = (index: number): string => (index < MASTERS ? configs[0]!.cluster!.masters![index]!.key! : configs[0]!.cluster!.validators![index - MASTERS]!.key!);
-  const members = NODE_NAMES.map((_, index) => ({ key: keyOf(index), host: '127.0.0.1', port: ports[index]!.link, api: urls[index]! }));
+  // Client nodes follow the masters: only they get a client listener.
+  const members = NODE_NAMES.map((_, index) => ({ key: keyOf(index), host: '127.0.0.1', port: ports[index]!.link, api: urls[index]!, ...(index < MASTERS ? { clientPort: ports[index]!.client } : {}) }));
   const masters = members.slice(0, MASTERS);
   const validators = members.slice(MASTERS);
   for (const [index, config] of configs.entries()) {
     const next: NodeConfigJson = {
-      ...config, port: ports[index]!.api, verifierThreads: 1,
+      ...config, port: ports[index]!.api, ...(index < MASTERS ? { clientPort: ports[index]!.client } : {}), verifierThreads: 1,
       cluster: { ...config.cluster, linkHost: '127.0.0.1', linkPort: ports[index]!.link, masters, validators },
     };
     await writeFile(configFiles[index]!, `${JSON.stringify(next, null, 2)}\n`);
@@ -162,13 +164,14 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
   out.write([
     '',
     `Kalima devnet "devnet" is running: ${MASTERS} masters and ${VALIDATORS} validation node, each its own process.`,
-    ...urls.map((url, index) => `  ${NODE_NAMES[index]} API  ${url}   log ${join(directory, NODE_NAMES[index]!, 'node.log')}`),
+    ...urls.map((url, index) => `  ${NODE_NAMES[index]} API  ${url}   ${index < MASTERS ? `client nodes 127.0.0.1:${ports[index]!.client}   ` : ''}log ${join(directory, NODE_NAMES[index]!, 'node.log')}`),
     `  OpenAPI  ${urls[0]}/docs`,
     `  admin key ${join(directory, 'keys', 'admin.json')}`,
     `  try      npx kalima status --url ${urls[0]}`,
     `           npx kalima get --url ${urls[1]} --key ${demoKey} ${DEMO_ADDRESS} temp-1`,
     `           npx kalima watch --url ${urls[2]} --key ${demoKey} /sensors`,
     `           curl ${urls[0]}/rewards`,
+    '  client   a client node (the SDK\'s sync mode) keeps a verified copy of /sensors from all five masters',
     'Ctrl-C stops it; the chain stays in the data directories.',
     '',
   ].join('\n') + '\n');
@@ -198,6 +201,16 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     }
   })();
 
+  // A demo client node: linked to all five masters over BOLT 8, it keeps a verified copy of /sensors.
+  const clientNode = new SyncClient({
+    genesis: await loadGenesis(join(directory, 'genesis.json')), key: deviceKey, prefixes: ['/sensors'],
+    masters: masters.map((master) => ({ key: master.key, host: master.host, port: master.clientPort! })),
+  });
+  clientNode.on('rejected', (event: { code: string }) => {
+    if (!stopping) out.write(`\ndemo client node: ${event.code}\n`);
+  });
+  void clientNode.start().catch(() => undefined);
+
   const intervalMs = options.statusIntervalMs ?? (out.isTTY ? 1000 : 5000);
   let previous: { sequence: number; at: number } | undefined;
   let reporting = false;
@@ -212,7 +225,7 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
       const leader = view.rows.findIndex((row) => row.id === view.leader);
       const heights = view.rows.map((row, index) => `${NODE_NAMES[index] ?? `n${index + 1}`}:${row.status?.height ?? '-'}`).join(' ');
       const validated = view.rows.filter((row) => row.member === 'validator').map((row) => row.status?.consensus?.validation?.validatedHeight ?? 0);
-      const line = `leader ${leader < 0 ? 'none' : NODE_NAMES[leader]} | term ${view.term ?? '-'} | heights ${heights} | validated ${validated.join(',') || '-'} | ${rate.toFixed(1)} msg/s | events received ${received}`;
+      const line = `leader ${leader < 0 ? 'none' : NODE_NAMES[leader]} | term ${view.term ?? '-'} | heights ${heights} | validated ${validated.join(',') || '-'} | ${rate.toFixed(1)} msg/s | events received ${received} | client node h${clientNode.height} via ${clientNode.connectedMasters.length}`;
       if (!stopping) out.write(out.isTTY ? `\r${line}   ` : `${line}\n`);
     }).catch((error: unknown) => {
       if (!stopping) out.write(`\nstatus: ${String((error as { message?: string }).message ?? error)}\n`);
@@ -227,6 +240,7 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     clearInterval(writer);
     clearInterval(status);
     subscription.abort();
+    await clientNode.close();
     await stopChildren();
     out.write('\nkalima devnet stopped\n');
   };

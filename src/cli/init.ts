@@ -20,7 +20,10 @@ export interface InitResult {
   node: KeyPair;
 }
 
-export async function initChain(options: { directory: string; chain: string; port?: number; force?: boolean; clock?: Clock; rng?: Rng }): Promise<InitResult> {
+/** The client listener's port (client nodes, sdk/sync.ts) is the API port plus this, unless given. */
+export const CLIENT_PORT_OFFSET = 200;
+
+export async function initChain(options: { directory: string; chain: string; port?: number; clientPort?: number; force?: boolean; clock?: Clock; rng?: Rng }): Promise<InitResult> {
   checkChainName(options.chain);
   const rng = options.rng ?? systemRng;
   const clock = options.clock ?? systemClock;
@@ -39,7 +42,8 @@ export async function initChain(options: { directory: string; chain: string; por
   await writeFile(genesisFile, `${JSON.stringify(genesisToJson(genesis), null, 2)}\n`);
   await saveDeviceKey(adminKeyFile, admin);
   await saveDeviceKey(nodeKeyFile, node);
-  const config: NodeConfigJson = { dataDir: 'data', genesis: 'genesis.json', nodeKey: 'keys/node.json', host: '127.0.0.1', port: options.port ?? DEFAULT_PORT, logLevel: 'info' };
+  const port = options.port ?? DEFAULT_PORT;
+  const config: NodeConfigJson = { dataDir: 'data', genesis: 'genesis.json', nodeKey: 'keys/node.json', host: '127.0.0.1', port, clientPort: options.clientPort ?? (port === 0 ? 0 : port + CLIENT_PORT_OFFSET), logLevel: 'info' };
   await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
   return { directory, configFile, genesisFile, adminKeyFile, nodeKeyFile, admin, node };
 }
@@ -50,8 +54,8 @@ export interface ClusterInitResult {
   adminKeyFile: string;
   admin: KeyPair;
   /** One directory per master, each with its config.json, node key and a copy of the genesis file. */
-  masters: Array<{ directory: string; configFile: string; key: KeyPair; apiPort: number; linkPort: number }>;
-  /** One directory per validation node (v1 … vN), laid out as the masters'. */
+  masters: Array<{ directory: string; configFile: string; key: KeyPair; apiPort: number; linkPort: number; clientPort: number }>;
+  /** One directory per validation node (v1 … vN), laid out as the masters' (without a client listener: client nodes follow the masters). */
   validators: Array<{ directory: string; configFile: string; key: KeyPair; apiPort: number; linkPort: number }>;
 }
 
@@ -60,9 +64,10 @@ export interface ClusterInitResult {
  * this machine, for a local cluster. The root holds the genesis file and the admin key; m1 … mN
  * each hold a master's config and node key, v1 … vV a validation node's. Node i (the masters
  * first, then the validation nodes) serves its API on port + i - 1 and its node links on
- * linkPort + i - 1.
+ * linkPort + i - 1; master i serves client nodes on clientPort + i - 1 (port + 100 and port + 200
+ * unless given).
  */
-export async function initCluster(options: { directory: string; chain: string; masters: number; validators?: number; port?: number; linkPort?: number; force?: boolean; clock?: Clock; rng?: Rng }): Promise<ClusterInitResult> {
+export async function initCluster(options: { directory: string; chain: string; masters: number; validators?: number; port?: number; linkPort?: number; clientPort?: number; force?: boolean; clock?: Clock; rng?: Rng }): Promise<ClusterInitResult> {
   checkChainName(options.chain);
   if (!Number.isInteger(options.masters) || options.masters < 1 || options.masters > 64) throw kalimaError('KALIMA_ERR_CONFIG_INVALID', { reason: '--masters must be a whole number from 1 to 64' });
   const validatorCount = options.validators ?? 0;
@@ -87,19 +92,20 @@ export async function initCluster(options: { directory: string; chain: string; m
   await saveDeviceKey(adminKeyFile, admin);
   const apiBase = options.port ?? DEFAULT_PORT;
   const linkBase = options.linkPort ?? apiBase + 100;
+  const clientBase = options.clientPort ?? apiBase + CLIENT_PORT_OFFSET;
   const host = '127.0.0.1';
   const layout = (name: string, key: KeyPair, index: number) => ({ directory: join(directory, name), configFile: join(directory, name, 'config.json'), key, apiPort: apiBase + index, linkPort: linkBase + index });
-  const masters = keys.map((key, index) => layout(`m${index + 1}`, key, index));
+  const masters = keys.map((key, index) => ({ ...layout(`m${index + 1}`, key, index), clientPort: clientBase + index }));
   const validators = validatorKeys.map((key, index) => layout(`v${index + 1}`, key, keys.length + index));
-  const directoryOf = (nodes: typeof masters) => nodes.map((node) => ({ key: toHex(node.key.publicKey), host, port: node.linkPort, api: `http://${host}:${node.apiPort}` }));
-  const directoryOfMasters = directoryOf(masters);
-  const directoryOfValidators = directoryOf(validators);
-  for (const master of [...masters, ...validators]) {
+  const directoryOfMasters = masters.map((master) => ({ key: toHex(master.key.publicKey), host, port: master.linkPort, api: `http://${host}:${master.apiPort}`, clientPort: master.clientPort }));
+  const directoryOfValidators = validators.map((node) => ({ key: toHex(node.key.publicKey), host, port: node.linkPort, api: `http://${host}:${node.apiPort}` }));
+  const nodes: Array<(typeof validators)[number] & { clientPort?: number }> = [...masters, ...validators];
+  for (const master of nodes) {
     await mkdir(join(master.directory, 'keys'), { recursive: true });
     await writeFile(join(master.directory, 'genesis.json'), genesisText);
     await saveDeviceKey(join(master.directory, 'keys', 'node.json'), master.key);
     const config: NodeConfigJson = {
-      dataDir: 'data', genesis: 'genesis.json', nodeKey: 'keys/node.json', host, port: master.apiPort, logLevel: 'info',
+      dataDir: 'data', genesis: 'genesis.json', nodeKey: 'keys/node.json', host, port: master.apiPort, ...(master.clientPort === undefined ? {} : { clientPort: master.clientPort }), logLevel: 'info',
       cluster: { linkHost: host, linkPort: master.linkPort, masters: directoryOfMasters, ...(validators.length > 0 ? { validators: directoryOfValidators } : {}) },
     };
     await writeFile(master.configFile, `${JSON.stringify(config, null, 2)}\n`);

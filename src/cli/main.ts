@@ -19,7 +19,7 @@ const USAGE = `kalima — a Kalima PrivaChain node
   kalima init [--dir DIR] [--chain NAME] [--port N] [--force]   genesis file, admin and node keys, config
   kalima init --masters N [--validators V] [--dir DIR] [--chain NAME] [--port N]
                                                                 a chain of N masters (m1 … mN) and V validation nodes (v1 … vV) on this machine
-  kalima node [--config FILE]                                   run a node (default ./config.json)
+  kalima node [--config FILE] [--port N] [--client-port N]     run a node (default ./config.json)
   kalima devnet [--dir DIR] [--port N] [--fresh]                a local chain of 5 masters and 1 validation node (processes) with a demo device (npm start)
   kalima status [--url URL] [--json]                           a node's status; for a cluster, every node's (leader, term, heights, validations, commit rate)
   kalima put --key KEYFILE [--url URL] [--ttl S] ADDRESS KEY VALUE
@@ -73,11 +73,13 @@ export async function main(argv: string[]): Promise<number> {
       dir: { type: 'string' }, chain: { type: 'string' }, port: { type: 'string' }, force: { type: 'boolean' },
       config: { type: 'string' }, url: { type: 'string' }, key: { type: 'string' }, ttl: { type: 'string' },
       from: { type: 'string' }, out: { type: 'string' }, pub: { type: 'string' }, sub: { type: 'string' }, name: { type: 'string' },
-      fresh: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, masters: { type: 'string' }, validators: { type: 'string' }, json: { type: 'boolean' },
+      fresh: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, masters: { type: 'string' }, validators: { type: 'string' }, json: { type: 'boolean' }, 'client-port': { type: 'string' },
     },
   });
   const port = values.port === undefined ? undefined : Number(values.port);
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65_535)) throw new UsageError('--port must be a whole number from 0 to 65535');
+  const clientPort = values['client-port'] === undefined ? undefined : Number(values['client-port']);
+  if (clientPort !== undefined && (!Number.isInteger(clientPort) || clientPort < 0 || clientPort > 65_535)) throw new UsageError('--client-port must be a whole number from 0 to 65535');
   const configFile = resolve(values.config ?? 'config.json');
 
   switch (command) {
@@ -118,8 +120,10 @@ export async function main(argv: string[]): Promise<number> {
     case 'node': {
       const config = await loadConfig(configFile);
       if (port !== undefined) config.port = port;
+      if (clientPort !== undefined) config.clientPort = clientPort;
       const running = await startNode(config, { onVerifyProgress: progress });
-      process.stderr.write(`kalima node: chain ${running.node.chain} at height ${running.node.height}, API on ${running.url}\n`);
+      const clients = running.sync === undefined ? '' : `, client nodes on ${running.sync.host}:${running.sync.port}`;
+      process.stderr.write(`kalima node: chain ${running.node.chain} at height ${running.node.height}, API on ${running.url}${clients}\n`);
       await waitForSignal();
       process.stderr.write('kalima node: stopping\n');
       // A stop that takes long says what it is waiting for.

@@ -71,6 +71,14 @@ export function decodeBlockHeader(bytes: Uint8Array): BlockHeader {
   return readHeader(new Reader(bytes));
 }
 
+/** A header alone (a client node's filtered block carries the header, not the whole block). */
+export function decodeHeader(bytes: Uint8Array): BlockHeader {
+  const reader = new Reader(bytes);
+  const header = readHeader(reader);
+  reader.end();
+  return header;
+}
+
 export function blockHash(header: BlockHeader): Uint8Array {
   return taggedHash(TAG.block, encodeHeader(header));
 }

@@ -100,6 +100,24 @@ export class Link extends EventEmitter {
     this.emit('close', reason);
   }
 
+  /**
+   * Sends one last message past the queue bound (a coded refusal or "too slow"), then ends the
+   * connection once it is written; a peer that does not read it within `lingerMs` is cut off.
+   */
+  closeAfter(message: Uint8Array, reason: CloseReason, lingerMs = 10_000): void {
+    if (this.closed) return;
+    const frame = new Uint8Array(message.length + 1);
+    frame[0] = FRAME_DATA;
+    frame.set(message, 1);
+    this.write(frame);
+    this.closed = true;
+    if (this.timer !== undefined) this.options.scheduler.clearTimeout(this.timer);
+    this.socket.end();
+    const cutOff = this.options.scheduler.setTimeout(() => this.socket.destroy(), lingerMs);
+    this.socket.once('close', () => this.options.scheduler.clearTimeout(cutOff));
+    this.emit('close', reason);
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }
@@ -186,12 +204,22 @@ function readExactly(socket: Socket, length: number, timeoutMs: number, schedule
 
 export interface ListenerOptions extends LinkOptions {
   key: StaticKey;
-  /** The static keys (hex, compressed) that may connect: the genesis file's nodes. */
-  allowed: ReadonlySet<string>;
+  /**
+   * The static keys (hex, compressed) that may connect: the genesis file's nodes. A function decides
+   * per key instead (the client listener takes every key and refuses unknown devices itself, with a
+   * coded message over the link).
+   */
+  allowed: ReadonlySet<string> | ((remoteHex: string) => boolean);
   /** How long a peer that sent an undecodable frame is refused. */
   penaltyMs?: number;
   /** Handshakes in progress at once; more connections are closed at once (each costs ECDH work). */
   maxHandshakes?: number;
+  /**
+   * A new link from a key closes the older one from the same key (default: a node has one link to
+   * each peer, and the old one may be half-open). False for the client listener, where one device
+   * may run several client nodes; heartbeats still close the half-open ones.
+   */
+  onePerPeer?: boolean;
 }
 
 /**
@@ -256,15 +284,18 @@ export class LinkListener extends EventEmitter {
       const actThree = await readExactly(socket, ACT_THREE_BYTES, timeoutMs, this.options.scheduler, 'act3');
       const { remoteStatic, transport } = responder.actThree(actThree.bytes);
       remoteHex = toHex(remoteStatic);
-      if (!this.options.allowed.has(remoteHex)) throw kalimaError('KALIMA_ERR_NET_UNKNOWN_PEER', { peer: remoteHex });
+      const allowed = this.options.allowed;
+      if (!(typeof allowed === 'function' ? allowed(remoteHex) : allowed.has(remoteHex))) throw kalimaError('KALIMA_ERR_NET_UNKNOWN_PEER', { peer: remoteHex });
       const until = this.penaltyUntil(remoteHex);
       if (until !== undefined) throw kalimaError('KALIMA_ERR_NET_PEER_PENALISED', { peer: remoteHex, untilMs: until });
       if (this.closing) throw kalimaError('KALIMA_ERR_NET_LINK_CLOSED', { peer: remoteHex, reason: 'the listener is closing' });
       handshakeOver();
       const link = new Link(socket, transport, remoteStatic, this.options, actThree.rest);
       this.links.add(link);
-      this.byPeer.get(link.remoteHex)?.close({ kind: 'closed' });
-      this.byPeer.set(link.remoteHex, link);
+      if (this.options.onePerPeer !== false) {
+        this.byPeer.get(link.remoteHex)?.close({ kind: 'closed' });
+        this.byPeer.set(link.remoteHex, link);
+      }
       link.once('close', (reason: CloseReason) => {
         this.links.delete(link);
         if (this.byPeer.get(link.remoteHex) === link) this.byPeer.delete(link.remoteHex);

@@ -22,15 +22,22 @@ export interface NodeConfig {
   signerThread: boolean;
   /** A master of a cluster: where its node links listen, and every master's key and link address. */
   cluster: ClusterConfig | undefined;
+  /**
+   * Where client nodes (the SDK's sync mode) connect over BOLT 8 with their device keys
+   * (api/sync-server.ts). Left out: no client listener. 0: any free port (the log names it).
+   * `kalima init` writes the API port + 200 (9318 for the default 9118).
+   */
+  clientPort: number | undefined;
+  clientHost: string;
 }
 
 export interface ClusterConfig {
   linkHost: string;
   linkPort: number;
-  /** Every master of the genesis file: its key (x-only, hex), where its links listen, its API (for redirects). */
-  masters: Array<{ key: string; host: string; port: number; api?: string }>;
+  /** Every master of the genesis file: its key (x-only, hex), where its links listen, its API (for redirects), its client listener's port (for client nodes). */
+  masters: Array<{ key: string; host: string; port: number; api?: string; clientPort?: number }>;
   /** Every validation node of the genesis file, in the same form (none by default). */
-  validators: Array<{ key: string; host: string; port: number; api?: string }>;
+  validators: Array<{ key: string; host: string; port: number; api?: string; clientPort?: number }>;
   /** Milliseconds per Raft tick (an election timeout is 10–20 ticks). */
   tickMs: number;
   /** Applied Raft entries kept for followers that fall behind (older ones are compacted; a follower further behind catches up on blocks). */
@@ -57,9 +64,11 @@ export interface NodeConfigJson {
   verifierThreads?: number;
   signerThread?: boolean;
   cluster?: {
-    linkHost?: string; linkPort?: number; masters?: Array<{ key?: string; host?: string; port?: number; api?: string }>;
-    validators?: Array<{ key?: string; host?: string; port?: number; api?: string }>; tickMs?: number; logRetention?: number;
+    linkHost?: string; linkPort?: number; masters?: Array<{ key?: string; host?: string; port?: number; api?: string; clientPort?: number }>;
+    validators?: Array<{ key?: string; host?: string; port?: number; api?: string; clientPort?: number }>; tickMs?: number; logRetention?: number;
   };
+  clientPort?: number;
+  clientHost?: string;
 }
 
 function invalid(file: string, reason: string): never {
@@ -92,6 +101,8 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
     invalid(file, 'verifierThreads must be a whole number from 0 (one per core) to 256');
   }
   if (json.signerThread !== undefined && typeof json.signerThread !== 'boolean') invalid(file, 'signerThread must be true or false');
+  if (json.clientPort !== undefined && (!Number.isInteger(json.clientPort) || json.clientPort < 0 || json.clientPort > 65_535)) invalid(file, 'clientPort must be a whole number from 0 (any free port) to 65535; leave it out for no client listener');
+  if (json.clientHost !== undefined && (typeof json.clientHost !== 'string' || json.clientHost.length === 0)) invalid(file, 'clientHost must be a host name or address');
   let cluster: ClusterConfig | undefined;
   if (json.cluster !== undefined) {
     const raw = json.cluster;
@@ -104,7 +115,8 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
       if (typeof member.host !== 'string' || member.host.length === 0) invalid(file, `cluster.${field}[${index}].host must be a host name or address`);
       if (!Number.isInteger(member.port) || member.port! < 1 || member.port! > 65_535) invalid(file, `cluster.${field}[${index}].port must be a port number`);
       if (member.api !== undefined && typeof member.api !== 'string') invalid(file, `cluster.${field}[${index}].api must be a URL`);
-      return { key: member.key, host: member.host, port: member.port!, api: member.api };
+      if (member.clientPort !== undefined && (!Number.isInteger(member.clientPort) || member.clientPort < 1 || member.clientPort > 65_535)) invalid(file, `cluster.${field}[${index}].clientPort must be a port number`);
+      return { key: member.key, host: member.host, port: member.port!, api: member.api, ...(member.clientPort === undefined ? {} : { clientPort: member.clientPort }) };
     });
     const masters = members(raw.masters, 'masters', 'master');
     if (raw.validators !== undefined && !Array.isArray(raw.validators)) invalid(file, 'cluster.validators must list every validation node: { key, host, port }');
@@ -125,6 +137,8 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
     logLevel: json.logLevel ?? 'info',
     verifierThreads: json.verifierThreads ?? 0,
     signerThread: json.signerThread ?? false,
+    clientPort: json.clientPort,
+    clientHost: json.clientHost ?? json.host ?? '127.0.0.1',
   };
 }
 

@@ -16,6 +16,7 @@ import { ClusterMaster, type ClusterTransport, linkTransport } from './cluster.t
 import { WorkerPoolVerifier } from './verifier.ts';
 import { InlineBlockSigner, WorkerBlockSigner } from './block-signer.ts';
 import type { VerifyProgress } from '../store/verify.ts';
+import { SyncServer } from '../api/sync-server.ts';
 
 export const VERSION = '0.1.0';
 
@@ -24,6 +25,8 @@ export interface RunningNode {
   app: FastifyInstance;
   events: EventHub;
   url: string;
+  /** The client listener (client nodes, sdk/sync.ts), if the config has a clientPort. */
+  sync: SyncServer | undefined;
   logger: PinoLogger;
   close(): Promise<void>;
 }
@@ -100,13 +103,26 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
   const port = typeof address === 'object' && address !== null ? address.port : config.port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info({ url, chain: node.chain, height: node.height }, 'api listening');
+  let sync: SyncServer | undefined;
+  if (config.clientPort !== undefined) {
+    try {
+      sync = await SyncServer.start({ node, nodeKey, clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger }, config.clientPort, config.clientHost);
+    } catch (error) {
+      await app.close();
+      if (master !== undefined) await master.close();
+      else await node.close();
+      throw error;
+    }
+    logger.info({ host: sync.host, port: sync.port }, 'client listener (BOLT 8) listening');
+  }
   master?.start();
   let closed = false;
   return {
-    node, app, events, url, logger,
+    node, app, events, url, logger, sync,
     async close() {
       if (closed) return;
       closed = true;
+      await sync?.close();
       // Forwards in progress answer at once, so the API's close does not wait for them.
       master?.beginClose();
       // The server's close waits for every connection to end, and a keep-alive connection that was

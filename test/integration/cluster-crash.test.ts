@@ -79,6 +79,7 @@ it('three master processes: SIGKILL the leader under a stream of writes; every a
   for (const [index, master] of cluster.masters.entries()) {
     const config = JSON.parse(await readFile(master.configFile, 'utf8')) as Record<string, unknown>;
     config.port = ports[index]!.api;
+    config.clientPort = 0;
     config.logLevel = 'warn';
     config.cluster = { linkHost: '127.0.0.1', linkPort: ports[index]!.link, masters: directory, tickMs: 20 };
     await writeFile(master.configFile, JSON.stringify(config));

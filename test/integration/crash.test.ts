@@ -71,7 +71,7 @@ async function cli(args: string[]): Promise<{ code: number | null; stdout: strin
 
 async function startNode(): Promise<RunningNode> {
   const port = await freePort();
-  const child = spawn(process.execPath, [BIN, 'node', '--config', configFile, '--port', String(port)], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'node', '--config', configFile, '--port', String(port), '--client-port', '0'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   // Keep the tail of the output for a failure message; drain the rest so the node never blocks on a pipe.
   let tail = '';

@@ -23,7 +23,7 @@ it('marks a new chain\'s data directories, drops the mark once the store holds s
   const directory = cluster.masters.map((master, index) => ({ key: Buffer.from(master.key.publicKey).toString('hex'), host: '127.0.0.1', port: ports[index]!.link, api: `http://127.0.0.1:${ports[index]!.api}` }));
   for (const [index, master] of cluster.masters.entries()) {
     const config = JSON.parse(await readFile(master.configFile, 'utf8')) as Record<string, unknown>;
-    Object.assign(config, { port: ports[index]!.api, logLevel: 'warn', verifierThreads: 1, cluster: { linkHost: '127.0.0.1', linkPort: ports[index]!.link, masters: directory, tickMs: 20 } });
+    Object.assign(config, { port: ports[index]!.api, clientPort: 0, logLevel: 'warn', verifierThreads: 1, cluster: { linkHost: '127.0.0.1', linkPort: ports[index]!.link, masters: directory, tickMs: 20 } });
     await writeFile(master.configFile, JSON.stringify(config));
   }
   const logger = createLogger('warn', join(root, 'log.json'));

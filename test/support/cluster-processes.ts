@@ -35,7 +35,7 @@ export class MasterProcess {
   /** Where the current run's output starts in `output` (which is trimmed from the front). */
   private runStart = 0;
 
-  constructor(readonly name: string, readonly configFile: string, readonly url: string, readonly key: string, readonly dataDir: string) {}
+  constructor(readonly name: string, readonly configFile: string, readonly url: string, readonly key: string, readonly dataDir: string, readonly clientPort = 0) {}
 
   get running(): boolean {
     return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
@@ -183,7 +183,7 @@ export interface ProcessCluster {
 export async function createProcessCluster(options: { chain: string; masters: number; tickMs: number; proxied?: boolean; logLevel?: string; logRetention?: number }): Promise<ProcessCluster> {
   const root = await tempDir('kalima-cluster-');
   const cluster = await initCluster({ directory: root, chain: options.chain, masters: options.masters });
-  const ports = await Promise.all(cluster.masters.map(async () => ({ api: await freePort(), link: await freePort() })));
+  const ports = await Promise.all(cluster.masters.map(async () => ({ api: await freePort(), link: await freePort(), client: await freePort() })));
   const keys = cluster.masters.map((master) => toHex(master.key.publicKey));
   const urls = ports.map((port) => `http://127.0.0.1:${port.api}`);
   const proxies: Array<Array<FaultProxy | undefined>> = [];
@@ -194,12 +194,14 @@ export async function createProcessCluster(options: { chain: string; masters: nu
   for (const [index, master] of cluster.masters.entries()) {
     const config = JSON.parse(await readFile(master.configFile, 'utf8')) as Record<string, unknown>;
     config.port = ports[index]!.api;
+    // The client listener (client nodes), on a free port as well: init's fixed ones may be taken.
+    config.clientPort = ports[index]!.client;
     config.logLevel = options.logLevel ?? 'warn';
-    const directory = ports.map((port, to) => ({ key: keys[to]!, host: '127.0.0.1', port: proxies[index]![to]?.port ?? port.link, api: urls[to]! }));
+    const directory = ports.map((port, to) => ({ key: keys[to]!, host: '127.0.0.1', port: proxies[index]![to]?.port ?? port.link, api: urls[to]!, clientPort: port.client }));
     config.cluster = { linkHost: '127.0.0.1', linkPort: ports[index]!.link, masters: directory, tickMs: options.tickMs, ...(options.logRetention === undefined ? {} : { logRetention: options.logRetention }) };
     await writeFile(master.configFile, JSON.stringify(config));
     const dataDir = resolve(dirname(master.configFile), typeof config.dataDir === 'string' ? config.dataDir : 'data');
-    masters.push(new MasterProcess(`m${index + 1}`, master.configFile, urls[index]!, keys[index]!, dataDir));
+    masters.push(new MasterProcess(`m${index + 1}`, master.configFile, urls[index]!, keys[index]!, dataDir, ports[index]!.client));
   }
   return {
     root,

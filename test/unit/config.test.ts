@@ -31,6 +31,14 @@ describe('loadConfig', () => {
     expect((await loadConfig(other.file)).cluster).toMatchObject({ logRetention: 50 });
   });
 
+  it('has no client listener unless clientPort is set; clientHost defaults to host', async () => {
+    expect(await loadConfig((await configFile({})).file)).toMatchObject({ clientPort: undefined, clientHost: '127.0.0.1' });
+    expect(await loadConfig((await configFile({ host: '0.0.0.0', clientPort: 9318 })).file)).toMatchObject({ clientPort: 9318, clientHost: '0.0.0.0' });
+    expect(await loadConfig((await configFile({ clientPort: 0, clientHost: '::1' })).file)).toMatchObject({ clientPort: 0, clientHost: '::1' });
+    const masters = [{ ...CLUSTER.masters[0], clientPort: 9318 }];
+    expect((await loadConfig((await configFile({ cluster: { ...CLUSTER, masters } })).file)).cluster!.masters[0]).toMatchObject({ clientPort: 9318 });
+  });
+
   it('takes the thread settings', async () => {
     const { file } = await configFile({ verifierThreads: 3, signerThread: true });
     expect(await loadConfig(file)).toMatchObject({ verifierThreads: 3, signerThread: true });
@@ -45,6 +53,10 @@ describe('loadConfig', () => {
     ['text that is not JSON', '{ port: ', 'not valid JSON'],
     ['a log retention of 0', { cluster: { ...CLUSTER, logRetention: 0 } }, 'cluster.logRetention'],
     ['a fractional log retention', { cluster: { ...CLUSTER, logRetention: 2.5 } }, 'cluster.logRetention'],
+    ['a client port out of range', { clientPort: 65_536 }, 'clientPort'],
+    ['a client port that is not a number', { clientPort: '9318' }, 'clientPort'],
+    ['an empty client host', { clientHost: '' }, 'clientHost'],
+    ['a master\'s client port of 0', { cluster: { ...CLUSTER, masters: [{ ...CLUSTER.masters[0], clientPort: 0 }] } }, 'cluster.masters[0].clientPort'],
   ])('refuses %s with KALIMA_ERR_CONFIG_INVALID', async (_name, json, reason) => {
     const { file } = await configFile(json);
     await expect(loadConfig(file)).rejects.toMatchObject({ code: 'KALIMA_ERR_CONFIG_INVALID', details: { reason: expect.stringContaining(reason) } });
