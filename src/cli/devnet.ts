@@ -77,19 +77,19 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
   // Ports: m1's API on the base port and the others after it, node links 100 above, client nodes
   // 200 above; free ports if any of those is taken (or with --port 0).
   const base = options.port ?? 9118;
-  const preferred = configs.map((_, index) => ({ api: base + index, link: base + 100 + index, client: index < MASTERS ? base + 200 + index : 0 }));
+  const preferred = configs.map((_, index) => ({ api: base + index, link: base + 100 + index, client: base + 200 + index }));
   let ports = preferred;
-  const available = base !== 0 && (await Promise.all(preferred.flatMap((ports) => [portIsFree(ports.api), portIsFree(ports.link), ...(ports.client === 0 ? [] : [portIsFree(ports.client)])]))).every(Boolean);
+  const available = base !== 0 && (await Promise.all(preferred.flatMap((ports) => [portIsFree(ports.api), portIsFree(ports.link), portIsFree(ports.client)]))).every(Boolean);
   if (!available) {
-    if (base !== 0) out.write(`kalima devnet: some of ports ${base}–${base + NODE_NAMES.length - 1}, ${base + 100}–${base + 100 + NODE_NAMES.length - 1} or ${base + 200}–${base + 200 + MASTERS - 1} are in use; using free ports instead\n`);
+    if (base !== 0) out.write(`kalima devnet: some of ports ${base}–${base + NODE_NAMES.length - 1}, ${base + 100}–${base + 100 + NODE_NAMES.length - 1} or ${base + 200}–${base + 200 + NODE_NAMES.length - 1} are in use; using free ports instead\n`);
     ports = [];
-    for (let index = 0; index < NODE_NAMES.length; index++) ports.push({ api: await freePort(), link: await freePort(), client: index < MASTERS ? await freePort() : 0 });
+    for (let index = 0; index < NODE_NAMES.length; index++) ports.push({ api: await freePort(), link: await freePort(), client: await freePort() });
   }
   const urls = ports.map((pair) => `http://127.0.0.1:${pair.api}`);
   const keyOf = (index: number): string => (index < MASTERS ? configs[0]!.cluster!.masters![index]!.key! : configs[0]!.cluster!.validators![index - MASTERS]!.key!);
-  const members = NODE_NAMES.map((_, index) => ({ key: keyOf(index), host: '127.0.0.1', port: ports[index]!.link, api: urls[index]! }));
-  // Client nodes connect to the masters only.
-  const masters = members.slice(0, MASTERS).map((master, index) => ({ ...master, clientPort: ports[index]!.client }));
+  // Client nodes follow the masters: only they get a client listener.
+  const members = NODE_NAMES.map((_, index) => ({ key: keyOf(index), host: '127.0.0.1', port: ports[index]!.link, api: urls[index]!, ...(index < MASTERS ? { clientPort: ports[index]!.client } : {}) }));
+  const masters = members.slice(0, MASTERS);
   const validators = members.slice(MASTERS);
   for (const [index, config] of configs.entries()) {
     const next: NodeConfigJson = {
@@ -204,7 +204,7 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
   // A demo client node: linked to all five masters over BOLT 8, it keeps a verified copy of /sensors.
   const clientNode = new SyncClient({
     genesis: await loadGenesis(join(directory, 'genesis.json')), key: deviceKey, prefixes: ['/sensors'],
-    masters: masters.map((master) => ({ key: master.key, host: master.host, port: master.clientPort })),
+    masters: masters.map((master) => ({ key: master.key, host: master.host, port: master.clientPort! })),
   });
   clientNode.on('rejected', (event: { code: string }) => {
     if (!stopping) out.write(`\ndemo client node: ${event.code}\n`);

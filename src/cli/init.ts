@@ -55,7 +55,7 @@ export interface ClusterInitResult {
   admin: KeyPair;
   /** One directory per master, each with its config.json, node key and a copy of the genesis file. */
   masters: Array<{ directory: string; configFile: string; key: KeyPair; apiPort: number; linkPort: number; clientPort: number }>;
-  /** One directory per validation node (v1 … vN), laid out as the masters' (without a client listener: client nodes connect to masters). */
+  /** One directory per validation node (v1 … vN), laid out as the masters' (without a client listener: client nodes follow the masters). */
   validators: Array<{ directory: string; configFile: string; key: KeyPair; apiPort: number; linkPort: number }>;
 }
 
@@ -64,7 +64,7 @@ export interface ClusterInitResult {
  * this machine, for a local cluster. The root holds the genesis file and the admin key; m1 … mN
  * each hold a master's config and node key, v1 … vV a validation node's. Node i (the masters
  * first, then the validation nodes) serves its API on port + i - 1 and its node links on
- * linkPort + i - 1; master i takes client nodes on clientPort + i - 1 (port + 100 and port + 200
+ * linkPort + i - 1; master i serves client nodes on clientPort + i - 1 (port + 100 and port + 200
  * unless given).
  */
 export async function initCluster(options: { directory: string; chain: string; masters: number; validators?: number; port?: number; linkPort?: number; clientPort?: number; force?: boolean; clock?: Clock; rng?: Rng }): Promise<ClusterInitResult> {
@@ -97,12 +97,10 @@ export async function initCluster(options: { directory: string; chain: string; m
   const layout = (name: string, key: KeyPair, index: number) => ({ directory: join(directory, name), configFile: join(directory, name, 'config.json'), key, apiPort: apiBase + index, linkPort: linkBase + index });
   const masters = keys.map((key, index) => ({ ...layout(`m${index + 1}`, key, index), clientPort: clientBase + index }));
   const validators = validatorKeys.map((key, index) => layout(`v${index + 1}`, key, keys.length + index));
-  const directoryOf = (nodes: ReadonlyArray<ReturnType<typeof layout> & { clientPort?: number }>) => nodes.map((node) => ({
-    key: toHex(node.key.publicKey), host, port: node.linkPort, api: `http://${host}:${node.apiPort}`, ...(node.clientPort === undefined ? {} : { clientPort: node.clientPort }),
-  }));
-  const directoryOfMasters = directoryOf(masters);
-  const directoryOfValidators = directoryOf(validators);
-  for (const master of [...masters, ...validators] as Array<ReturnType<typeof layout> & { clientPort?: number }>) {
+  const directoryOfMasters = masters.map((master) => ({ key: toHex(master.key.publicKey), host, port: master.linkPort, api: `http://${host}:${master.apiPort}`, clientPort: master.clientPort }));
+  const directoryOfValidators = validators.map((node) => ({ key: toHex(node.key.publicKey), host, port: node.linkPort, api: `http://${host}:${node.apiPort}` }));
+  const nodes: Array<(typeof validators)[number] & { clientPort?: number }> = [...masters, ...validators];
+  for (const master of nodes) {
     await mkdir(join(master.directory, 'keys'), { recursive: true });
     await writeFile(join(master.directory, 'genesis.json'), genesisText);
     await saveDeviceKey(join(master.directory, 'keys', 'node.json'), master.key);

@@ -66,17 +66,17 @@ function readHeader(reader: Reader): BlockHeader {
   };
 }
 
+/** The header at the start of an encoded block (the rest is not read). */
+export function decodeBlockHeader(bytes: Uint8Array): BlockHeader {
+  return readHeader(new Reader(bytes));
+}
+
 /** A header alone (a client node's filtered block carries the header, not the whole block). */
 export function decodeHeader(bytes: Uint8Array): BlockHeader {
   const reader = new Reader(bytes);
   const header = readHeader(reader);
   reader.end();
   return header;
-}
-
-/** The header at the start of an encoded block (the rest is not read). */
-export function decodeBlockHeader(bytes: Uint8Array): BlockHeader {
-  return readHeader(new Reader(bytes));
 }
 
 export function blockHash(header: BlockHeader): Uint8Array {

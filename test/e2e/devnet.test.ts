@@ -49,7 +49,7 @@ describe('kalima devnet', () => {
     let statuses: Status[] = [];
     while (Date.now() - startedAt < 45_000) {
       statuses = await Promise.all(urls.map(status));
-      if (statuses.every((one) => one.height >= 3) && (statuses[5]!.consensus.validation?.validatedHeight ?? 0) >= 3) break;
+      if (statuses.every((one) => one.height >= 3) && (statuses[5]!.consensus.validation?.validatedHeight ?? 0) >= 3 && statuses[1]!.subscribers >= 1) break;
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
     expect(statuses.map((one) => one.height).every((height) => height >= 3)).toBe(true);

@@ -61,6 +61,25 @@
 // in the chain, at its receipt's height and global sequence, and no message twice; every master
 // with identical block bytes at every height and the same state digest; log matching.
 //
+// Validation node. In a share of the seeds (VALIDATOR_SHARE, drawn from a stream of its own, so that
+// a seed without one runs exactly as before), a fourth ClusterMaster, v1, is the genesis file's one
+// validation node (a Raft learner that runs the block gate, writes validation records through the
+// leader and reports leaders), with validationLateMs and leaderBarTerms drawn per seed. It has a
+// SimDisk and a link to each master like theirs, and the same faults: crashes (in a write too),
+// graceful restarts, a lost disk, partitions (alone, or on the majority's side cut from a master),
+// loss, delay and duplication. Its checkers: every block it applies is the one the masters
+// committed at that height (its chain is a prefix of theirs); its commits match theirs (state
+// machine safety, log matching); it never leads; every report it sends is seen (its log line, and
+// its own count at each process's end): a "wrong" report fails the seed (every master is honest),
+// a "late" one is counted and described, with the faults of its own (down, catching up, cut off
+// from that leader) between the block's time and the report. Once healed: it holds every block
+// and the same state digest; every validation record on the chain is checked from the blocks (its
+// writer, key, nonce, exact body, the hash of the block at its height, the count); every master
+// holds the last one; after every bar a leader of a later term leads, and an entry of a later term
+// is committed, and no master bars the leader it follows; and the last record covers every block
+// with news, or is carried by the tip (the chain takes no other record from it before another
+// block comes, so the news between stay unvalidated: validationLag, validationStalled).
+//
 // Profiles (NODE_SIM_PROFILES): "cluster", the default mix, and "hostile", three times the fault
 // rates for longer, with more lost disks. `sabotage: 'lying-disk'` (a disk that acknowledges
 // writes before they are durable) shows that the checkers catch what that breaks.
@@ -70,7 +89,7 @@ import { ADDRESSES_ADDRESS, DEVICES_ADDRESS, encodeAddressRecord, encodeDeviceRe
 import type { Genesis } from '../../src/access/genesis.ts';
 import { decodeMessage as decodeRaftMessage } from '../../src/consensus/codec.ts';
 import { isKalimaError, kalimaError } from '../../src/errors.ts';
-import { blockHash, decodeBlock, decodeBlockHeader } from '../../src/ledger/block.ts';
+import { blockHash, decodeBlock } from '../../src/ledger/block.ts';
 import { bytesEqual, toHex } from '../../src/ledger/hash.ts';
 import { type Message as SignedMessage, messageSigningHash } from '../../src/ledger/message.ts';
 import { type KeyPair, generateKeyPair, verifySchnorr } from '../../src/ledger/signature.ts';
@@ -593,7 +612,7 @@ function safeJson(value: unknown): string {
 }
 
 /** The share of the seeds that run a validation node beside the masters. */
-export const VALIDATOR_SHARE = 0.3;
+export const VALIDATOR_SHARE = 0.25;
 
 /**
  * A seed's validation node, if it has one, and the genesis parameters that judge it: how late a
@@ -758,7 +777,11 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
   const leaderOfTerm = new Map<number, string>();
   const committedAt = new Map<number, { term: number; data: Uint8Array; by: string }>();
   const blockAt = new Map<number, { hash: string; by: string }>();
-  /** The validation node's checker: the hash of the block each height holds in the masters' committed chain (committed entries, and blocks a master applied). */
+  /**
+   * The validation node's checker: the block each height holds in the masters' committed chain
+   * (committed entries, and blocks a master applied), as its hash and signature (the hash covers
+   * the header, whose txRoot covers the messages: the two stand for the block's bytes).
+   */
   const committedBlockAt = new Map<number, string>();
   const masterCommitted = (height: number, hex: string, by: string): void => {
     const known = committedBlockAt.get(height);
@@ -837,8 +860,8 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
           if (known === undefined) committedAt.set(index, { term: entry.term, data: entry.data, by: slot.name });
           else if (known.term !== entry.term || !bytesEqual(known.data, entry.data)) fail(`state machine safety: index ${index} committed as term ${known.term} on ${known.by} and as term ${entry.term} on ${slot.name}`);
           if (validator !== undefined && slot !== validator && entry.data.length > 0) {
-            const header = decodeBlockHeader(entry.data);
-            masterCommitted(header.height, toHex(blockHash(header)), slot.name);
+            const block = decodeBlock(entry.data);
+            masterCommitted(block.header.height, `${toHex(blockHash(block.header))}:${toHex(block.signature)}`, slot.name);
           }
         }
         process.seenCommit = raft.commit;
@@ -995,15 +1018,15 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
         fail(`two blocks at height ${height}: ${known.hash.slice(0, 12)} on ${known.by}, ${hex.slice(0, 12)} on ${slot.name}`);
       }
       if (validator === undefined) return;
+      const id = `${hex}:${toHex(block.signature)}`;
       if (slot !== validator) {
-        masterCommitted(height, hex, slot.name);
+        masterCommitted(height, id, slot.name);
         if (block.messages.some((committed) => committed.message.address !== VALIDATIONS_ADDRESS)) lastBusyHeight = Math.max(lastBusyHeight, height);
-      }
-      else {
+      } else {
         // The validation node's chain is a prefix of the masters' committed chain.
         const committed = committedBlockAt.get(height);
         if (committed === undefined) fail(`validation prefix: ${slot.name} applied block ${height} (${hex.slice(0, 12)}), which no master has committed`);
-        else if (committed !== hex) fail(`validation prefix: ${slot.name} applied block ${height} ${hex.slice(0, 12)}, and the masters committed ${committed.slice(0, 12)} at that height`);
+        else if (committed !== id) fail(`validation prefix: ${slot.name} applied block ${height} ${hex.slice(0, 12)}, and the masters committed ${committed.slice(0, 12)} (or another signature) at that height`);
       }
     });
     watchElections(slot, master, process);
