@@ -37,7 +37,8 @@ describe('client nodes on a cluster of three master processes', () => {
 
   beforeAll(async () => {
     cluster = await createProcessCluster({ chain: 'clients', masters: 3, tickMs: 50 });
-    await Promise.all(cluster.masters.map((master) => master.start()));
+    // Generous: on a loaded machine three processes starting at once take a while.
+    await Promise.all(cluster.masters.map((master) => master.start(60_000)));
     const admin = new KalimaClient({ url: cluster.masters[0]!.url, key: cluster.admin });
     const setup = { deadlineMs: 30_000, pauseMs: 100 };
     for (const address of ['/plant', '/plant/public', '/plant/private']) await retrying(() => admin.createAddress(address), setup);
@@ -87,7 +88,7 @@ describe('client nodes on a cluster of three master processes', () => {
     expect(view.getMemCache('/plant/public').map((entry) => [entry.key, text(entry.value)])).toEqual(sync.getMemCache('/plant/public').map((entry) => [entry.key, text(entry.value)]));
 
     // The killed master comes back; the client reconnects to it and it agrees once it has caught up.
-    await leader.start();
+    await leader.start(60_000);
     await waitUntil('the client linked to all three again', () => sync.connectedMasters.length === 3, 30_000);
     await sync.put('/plant/public', 'k0', 'last');
     await waitUntil('the restarted master at the client\'s height', async () => (await statusOf(leader.url))?.height === sync.height, 30_000);

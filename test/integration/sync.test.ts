@@ -202,14 +202,15 @@ describe('a client node on one master', () => {
   });
 
   it('tells a client that reads too slowly KALIMA_ERR_SYNC_TOO_SLOW and disconnects it, instead of queueing without bound', async () => {
-    const { wire, write, server } = await setup({ outputBytesMax: 64 * 1024 });
+    // The keep-alive would otherwise close the link first: a client that reads nothing answers no ping.
+    const { wire, write, server } = await setup({ outputBytesMax: 64 * 1024, deadAfterMs: 120_000 });
     const connection = await wire();
     connection.send({ type: 'subscribe', requestId: 1, prefixes: ['/plant'], snapshot: false });
     await connection.waitFor((frame) => frame.type === 'subscribed');
     connection.pause();
     const body = 'x'.repeat(6_000);
     // Far more than the socket buffers and the bound hold, while the client reads nothing.
-    for (let round = 0; round < 40 && server.connectionCount > 0; round++) {
+    for (let round = 0; round < 100 && server.connectionCount > 0; round++) {
       await Promise.all(Array.from({ length: 50 }, (_, index) => write('/plant', `k-${round}-${index}`, body)));
     }
     expect(server.connectionCount).toBe(0);
