@@ -612,7 +612,7 @@ function safeJson(value: unknown): string {
 }
 
 /** The share of the seeds that run a validation node beside the masters. */
-export const VALIDATOR_SHARE = 0.25;
+export const VALIDATOR_SHARE = 0.2;
 
 /**
  * A seed's validation node, if it has one, and the genesis parameters that judge it: how late a

@@ -142,7 +142,7 @@ async function runNodeProfile(profile: NodeSimProfile): Promise<number> {
   const validatorSeeds = total('validatorSeeds');
   if (validatorSeeds > 0) {
     const per = (key: string, digits = 2): string => (total(key) / validatorSeeds).toFixed(digits);
-    console.log(`  validation node in ${validatorSeeds} seeds; per such seed: ${per('validationRecords')} records on the chain (${per('validationLag')} busy blocks after the last one at the end), `
+    console.log(`  validation node in ${validatorSeeds} seeds; per such seed: ${per('validationRecords')} records on the chain (at the end, ${total('validationStalled')} seeds with blocks of news after the last record, ${per('validationLag')} such blocks a seed), `
       + `${per('validatorCrashes')} crashes (${per('validatorDiskLosses')} with the disk lost), ${per('validatorRestarts')} graceful restarts; `
       + `reports in all: ${total('wrongReports')} wrong, ${total('lateReports')} late (${total('lateReportsOwnFault')} across a fault of the validation node's own); ${total('bars')} bars`);
   }
