@@ -85,6 +85,10 @@ describe('three masters under a seeded simulation of crashes, lost disks, partit
     expect(result).toMatchObject({ ok: true, terms: 1, crashes: 0, gracefulRestarts: 0, partitions: 0, dropped: 0, duplicated: 0, inFlightLost: 0 });
     expect(result.acknowledged).toBe(result.writes);
     expect(result.height).toBeGreaterThan(5);
+    // With a validation node: it follows, its records keep up with every block of news, and it reports no one.
+    const validated = await runNodeSimulation({ seed: 11, faultScale: 0, validator: true });
+    expect(validated).toMatchObject({ ok: true, terms: 1, crashes: 0, validatorSeeds: 1, wrongReports: 0, lateReports: 0, bars: 0, validationLag: 0 });
+    expect(validated.validationRecords).toBeGreaterThan(2);
   });
 
   it('the checkers catch what a disk that acknowledges writes before they are durable breaks', async () => {
