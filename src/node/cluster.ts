@@ -257,6 +257,12 @@ export class ClusterMaster {
     if (!isValidator && (validatorIds.length === 1 || validatorIds.length === 2)) {
       options.logger.warn({ validators: validatorIds.length }, 'this chain has fewer than three validation nodes: a majority of them is one or two, so one faulty validation node can bar any leader from leading for a while');
     }
+    // A leader cut off from a majority keeps its uncommitted blocks until check-quorum deposes it
+    // (an election timeout, at most 2 × electionTicks ticks); sent again after a heal, they look late.
+    const electionMs = 2 * (options.electionTicks ?? 10) * tickMs;
+    if (isValidator && genesis.params.validationLateMs < 2 * electionMs) {
+      options.logger.warn({ validationLateMs: genesis.params.validationLateMs, electionTimeoutMs: electionMs }, 'validationLateMs is under twice the longest election timeout: blocks a leader sends again after a short partition may be reported late');
+    }
     if (isValidator) {
       master.duty = new ValidationDuty({
         node, nodeKey: options.nodeKey, clock: options.clock, rng: options.rng, scheduler: options.scheduler, logger: options.logger,
