@@ -28,8 +28,6 @@
 //   --no-etcd          run the Kalima half only
 //   --wait-quiet S     before each timed run, wait up to S seconds for other work on the machine to
 //                      drop below 0.25 cores (for shared machines; default 0)
-//   --verifier-threads checks signatures on one verifier thread per master (verifierThreads 1)
-//                      instead of on the event loop (verifyInline, the default here)
 //
 // Both clusters run side by side, and the runs alternate (Kalima, then etcd the same way), so each
 // pair is measured back to back on this shared machine; the system not under load idles. The load
@@ -435,7 +433,7 @@ interface KalimaCluster {
   describe(): string;
 }
 
-async function startKalima(count: number, verifyInline: boolean): Promise<KalimaCluster> {
+async function startKalima(count: number): Promise<KalimaCluster> {
   const root = await mkdtemp(join(tmpdir(), 'kalima-bench-cluster-'));
   temporaryDirectories.add(root);
   const init = await initCluster({ directory: root, chain: CHAIN, masters: count });
@@ -445,7 +443,7 @@ async function startKalima(count: number, verifyInline: boolean): Promise<Kalima
   const directory = init.masters.map((_, index) => ({ key: keys[index]!, host: '127.0.0.1', port: ports[2 * index + 1]!, api: urls[index]! }));
   for (const [index, master] of init.masters.entries()) {
     const config = JSON.parse(await readFile(master.configFile, 'utf8')) as Record<string, unknown>;
-    Object.assign(config, { port: ports[2 * index]!, logLevel: 'warn', verifierThreads: 1, verifyInline });
+    Object.assign(config, { port: ports[2 * index]!, logLevel: 'warn', verifierThreads: 1 });
     config.cluster = { linkHost: '127.0.0.1', linkPort: ports[2 * index + 1]!, masters: directory, tickMs: 50 };
     await writeFile(master.configFile, `${JSON.stringify(config, null, 2)}\n`);
   }
@@ -640,7 +638,7 @@ interface EtcdSide {
 
 /** Starts the masters, registers the devices, and returns the runs it can make. Adds its pids to `allPids`. */
 async function setUpKalima(config: BenchConfig, allPids: number[], beforeRun: BeforeRun): Promise<KalimaSide> {
-  const cluster = await startKalima(config.masters, config.verifyInline);
+  const cluster = await startKalima(config.masters);
   const stop = async (): Promise<void> => {
     await Promise.all(cluster.masters.map((master) => master.process.stop()));
     removeDirectory(cluster.root);
@@ -784,7 +782,6 @@ const OPTIONS = {
   etcd: { type: 'string' },
   'no-etcd': { type: 'boolean', default: false },
   'wait-quiet': { type: 'string' },
-  'verifier-threads': { type: 'boolean', default: false },
 } as const;
 
 function benchConfig(argv: string[]) {
@@ -808,8 +805,6 @@ function benchConfig(argv: string[]) {
     maxMessages: quick ? 10_000 : 40_000,
     openLoopConnections: 256,
     verifierThreads: 1,
-    /** Signatures checked on each master's event loop (verifyInline) rather than on its one verifier thread. */
-    verifyInline: values['verifier-threads'] !== true,
     tickMs: 50,
   };
 }
@@ -912,9 +907,7 @@ async function clusterBench(argv: string[], config: BenchConfig): Promise<void> 
   const threadSplit = (run: RunResult, which: 'leader' | 'follower'): string => {
     const split = run.cpu.threads?.[which];
     if (split === undefined) return '-';
-    return config.verifyInline
-      ? `${fmt(usPerWrite(split.total, run))} (event loop, with the signature checks, ${fmt(usPerWrite(split.main, run))}, other threads ${fmt(usPerWrite(split.otherThreads, run))})`
-      : `${fmt(usPerWrite(split.total, run))} (event loop ${fmt(usPerWrite(split.main, run))}, verifier thread ${fmt(usPerWrite(split.busiestOthers, run))}, other threads ${fmt(usPerWrite(split.otherThreads - split.busiestOthers, run))})`;
+    return `${fmt(usPerWrite(split.total, run))} (event loop ${fmt(usPerWrite(split.main, run))}, verifier thread ${fmt(usPerWrite(split.busiestOthers, run))}, other threads ${fmt(usPerWrite(split.otherThreads - split.busiestOthers, run))})`;
   };
   const leaderCell = (run: RunResult): string => `${run.server.leader}${run.server.leaderAfter === 'changed' ? ' (lost it)' : ''}`;
   const row = (system: string, run: RunResult, disk: string): string[] => [
@@ -937,7 +930,7 @@ async function clusterBench(argv: string[], config: BenchConfig): Promise<void> 
   const maxOther = Math.max(...[leader, spread, halfLoad, ...(etcdResult === undefined ? [] : [etcdResult.leader, etcdResult.spread])].map((run) => run.cpu.otherUser + (Number.isFinite(run.cpu.steal) ? run.cpu.steal : 0)));
   const output = [
     '',
-    `Cluster on loopback (${machine.cores} cores, ${machine.cpuModel}, node ${machine.node}): ${config.masters} Kalima masters (${config.verifyInline ? 'verifyInline' : 'verifierThreads 1'}, tickMs ${config.tickMs}) and ${etcdResult === undefined ? 'no etcd' : `etcd ${etcdResult.version} with ${config.members} members`}`,
+    `Cluster on loopback (${machine.cores} cores, ${machine.cpuModel}, node ${machine.node}): ${config.masters} Kalima masters (verifierThreads 1, tickMs ${config.tickMs}) and ${etcdResult === undefined ? 'no etcd' : `etcd ${etcdResult.version} with ${config.members} members`}`,
     `${config.bodyBytes}-byte payloads, ${config.concurrency} writes in flight (closed loop), ${config.durationMs / 1000} s per run; latency = request sent → commit acknowledged, as the client sees it`,
     table(rows, ['l', 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l', 'r', 'r', 'r', 'r', 'l']),
     `  Before the runs, other work kept ${fmt(background, 2)} cores busy (load average ${loadAverageAtStart} at the start). "other user" is other programs; "other kernel" is kernel time no measured process is charged for:`,

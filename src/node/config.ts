@@ -16,13 +16,6 @@ export interface NodeConfig {
   /** Verification threads; 0 means one per core. */
   verifierThreads: number;
   /**
-   * Check signatures on the event loop instead of on verifier threads (verifierThreads is then
-   * unused). With native libsecp256k1 a check takes about 65 µs; on a machine with fewer cores than
-   * busy processes (the 2-core cluster bench runs five masters) the threads' wake-ups and result
-   * messages cost more than they save (BENCHMARKS.md, Cluster).
-   */
-  verifyInline: boolean;
-  /**
    * Sign blocks on a worker thread of their own instead of the event loop. On the 2-core bench
    * machine it raised single-message throughput and did not help the latency tail (BENCHMARKS.md).
    */
@@ -60,7 +53,6 @@ export interface NodeConfigJson {
   port?: number;
   logLevel?: NodeConfig['logLevel'];
   verifierThreads?: number;
-  verifyInline?: boolean;
   signerThread?: boolean;
   cluster?: { linkHost?: string; linkPort?: number; masters?: Array<{ key?: string; host?: string; port?: number; api?: string }>; tickMs?: number; logRetention?: number };
 }
@@ -94,7 +86,6 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
   if (json.verifierThreads !== undefined && (!Number.isInteger(json.verifierThreads) || json.verifierThreads < 0 || json.verifierThreads > 256)) {
     invalid(file, 'verifierThreads must be a whole number from 0 (one per core) to 256');
   }
-  if (json.verifyInline !== undefined && typeof json.verifyInline !== 'boolean') invalid(file, 'verifyInline must be true or false');
   if (json.signerThread !== undefined && typeof json.signerThread !== 'boolean') invalid(file, 'signerThread must be true or false');
   let cluster: ClusterConfig | undefined;
   if (json.cluster !== undefined) {
@@ -125,7 +116,6 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
     port,
     logLevel: json.logLevel ?? 'info',
     verifierThreads: json.verifierThreads ?? 0,
-    verifyInline: json.verifyInline ?? false,
     signerThread: json.signerThread ?? false,
   };
 }

@@ -13,7 +13,7 @@ import { LevelKvStore } from '../store/level-kv.ts';
 import { NEW_MEMBER_MARKER, type NodeConfig, fileExists, loadGenesis } from './config.ts';
 import { KalimaNode } from './node.ts';
 import { ClusterMaster, type ClusterTransport, linkTransport } from './cluster.ts';
-import { InlineVerifier, WorkerPoolVerifier } from './verifier.ts';
+import { WorkerPoolVerifier } from './verifier.ts';
 import { InlineBlockSigner, WorkerBlockSigner } from './block-signer.ts';
 import type { VerifyProgress } from '../store/verify.ts';
 
@@ -54,7 +54,7 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
   const nodeKey = await loadDeviceKey(config.nodeKeyFile);
   const kv = await LevelKvStore.open(config.dataDir);
   const store = new ChainStore(kv);
-  const verifier = config.verifyInline ? new InlineVerifier() : new WorkerPoolVerifier(config.verifierThreads > 0 ? config.verifierThreads : availableParallelism());
+  const verifier = new WorkerPoolVerifier(config.verifierThreads > 0 ? config.verifierThreads : availableParallelism());
   const signer = config.signerThread ? new WorkerBlockSigner(nodeKey, systemRng) : new InlineBlockSigner(nodeKey, systemRng);
   let node: KalimaNode;
   let master: ClusterMaster | undefined;

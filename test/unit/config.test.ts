@@ -20,7 +20,7 @@ describe('loadConfig', () => {
     const config = await loadConfig(file);
     expect(config).toMatchObject({
       dataDir: join(directory, 'data'), genesisFile: join(directory, 'genesis.json'), nodeKeyFile: join(directory, 'keys/node.json'),
-      host: '127.0.0.1', port: DEFAULT_PORT, logLevel: 'info', verifierThreads: 0, verifyInline: false, signerThread: false,
+      host: '127.0.0.1', port: DEFAULT_PORT, logLevel: 'info', verifierThreads: 0, signerThread: false,
     });
   });
 
@@ -32,8 +32,8 @@ describe('loadConfig', () => {
   });
 
   it('takes the thread settings', async () => {
-    const { file } = await configFile({ verifierThreads: 3, verifyInline: true, signerThread: true });
-    expect(await loadConfig(file)).toMatchObject({ verifierThreads: 3, verifyInline: true, signerThread: true });
+    const { file } = await configFile({ verifierThreads: 3, signerThread: true });
+    expect(await loadConfig(file)).toMatchObject({ verifierThreads: 3, signerThread: true });
   });
 
   it.each([
@@ -42,7 +42,6 @@ describe('loadConfig', () => {
     ['a negative verifier count', { verifierThreads: -1 }, 'verifierThreads'],
     ['a fractional verifier count', { verifierThreads: 1.5 }, 'verifierThreads'],
     ['a signerThread that is not a boolean', { signerThread: 'yes' }, 'signerThread'],
-    ['a verifyInline that is not a boolean', { verifyInline: 1 }, 'verifyInline'],
     ['text that is not JSON', '{ port: ', 'not valid JSON'],
     ['a log retention of 0', { cluster: { ...CLUSTER, logRetention: 0 } }, 'cluster.logRetention'],
     ['a fractional log retention', { cluster: { ...CLUSTER, logRetention: 2.5 } }, 'cluster.logRetention'],
