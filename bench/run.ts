@@ -25,6 +25,7 @@ import { type CpuSplit, REPO_ROOT, cpuBetween, removeDirectory, startNodeProcess
 import { type ProfileSummary, summarizeProfileFile } from './profile-summary.ts';
 import { MessageSigner } from './signer.ts';
 import { type VerifyRate, coreCount, libsecpVerifyRate, makeSignatures, nobleVerifyRate } from './verify.ts';
+import { backend as verifyBackend } from '../src/ledger/bip340.js';
 
 const INGEST_RATIO_GOAL = 0.5;
 const HALF_LOAD_P99_GOAL_MS = 50;
@@ -241,6 +242,7 @@ async function main(): Promise<void> {
   log(`verification ceiling: libsecp256k1 on 1 thread, then ${cores}; @noble/secp256k1 on ${config.verify.nobleSample} signatures`);
   const libsecpOne = await verifyPhase('the 1-thread verify run', () => libsecpVerifyRate(signatures, 1, config.verify));
   const libsecpAllBefore = await verifyPhase('the all-core verify run', () => libsecpVerifyRate(signatures, cores, config.verify));
+  const wasmOne = await verifyPhase('the 1-thread WASM verify run', () => libsecpVerifyRate(signatures, 1, config.verify, 'wasm'));
   const noble = await verifyPhase('the noble verify run', () => nobleVerifyRate(signatures, config.verify.nobleSample));
 
   // The disk's part of a commit: one synced block-sized LevelDB write.
@@ -370,9 +372,10 @@ async function main(): Promise<void> {
     `BIP-340 verification ceiling (${machine.cores} cores, ${machine.cpuModel}, node ${machine.node})`,
     table([
       ['implementation', 'threads', 'verified', 'verifies/s', 'per CPU-second', 'other load'],
-      verifyRow('libsecp256k1 (tiny-secp256k1 WASM)', libsecpOne),
-      verifyRow('libsecp256k1 (tiny-secp256k1 WASM), all cores', libsecpAllBefore),
+      verifyRow(`libsecp256k1 (the node's backend: ${verifyBackend})`, libsecpOne),
+      verifyRow(`libsecp256k1 (${verifyBackend}), all cores`, libsecpAllBefore),
       verifyRow('  the same, after the ingest runs', libsecpAllAfter),
+      verifyRow('libsecp256k1 (tiny-secp256k1 WASM alone)', wasmOne),
       verifyRow('@noble/secp256k1 schnorr.verify', noble),
     ], ['l', 'r', 'r', 'r', 'r', 'r']),
     '',
@@ -423,7 +426,7 @@ async function main(): Promise<void> {
     ceilingScaling,
     config,
     disk: { syncedBlockWrite: disk },
-    verify: { libsecpOneThread: libsecpOne, libsecpAllCores: libsecpAllBefore, libsecpAllCoresAfterIngest: libsecpAllAfter, nobleOneThread: noble },
+    verify: { backend: verifyBackend, libsecpOneThread: libsecpOne, libsecpAllCores: libsecpAllBefore, libsecpAllCoresAfterIngest: libsecpAllAfter, wasmOneThread: wasmOne, nobleOneThread: noble },
     ingest: phases,
     signing: { messagesPerSecond: Math.round(signingRate) },
     goals,

@@ -1,10 +1,11 @@
 // A thread of the signature-verification ceiling: verifies its share of pre-made BIP-340
-// signatures with libsecp256k1 (tiny-secp256k1, WASM) in a loop until the deadline. Plain
+// signatures with libsecp256k1 in a loop until the deadline: the node's own backend (native, else
+// WASM: src/ledger/bip340.js) or, with backend 'wasm', tiny-secp256k1's WASM build alone. Plain
 // JavaScript, like the node's own verify worker, so it needs no TypeScript loader.
 // Item layout: hash(32) pubkey(32) sig(64).
 import { readFileSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import * as libsecp from 'tiny-secp256k1';
+import { verifyBip340, verifyWasm } from '../src/ledger/bip340.js';
 
 /** This thread's CPU time in ms (Linux; 10 ms resolution), or NaN: the rate per CPU-second holds up when other work shares the cores. */
 function threadCpuMs() {
@@ -18,7 +19,8 @@ function threadCpuMs() {
 }
 
 const ITEM_BYTES = 128;
-const { items, warmupMs } = workerData;
+const { items, warmupMs, backend } = workerData;
+const verify = backend === 'wasm' ? verifyWasm : verifyBip340;
 const count = items.length / ITEM_BYTES;
 const hashes = [];
 const keys = [];
@@ -32,7 +34,7 @@ for (let item = 0; item < count; item++) {
 
 let failures = 0;
 function verifyOne(item) {
-  if (!libsecp.verifySchnorr(hashes[item], keys[item], signatures[item])) failures++;
+  if (!verify(hashes[item], keys[item], signatures[item])) failures++;
 }
 
 // Warm up: every item once (checks them all), then until warmupMs has passed.

@@ -1,5 +1,6 @@
-// The machine's raw BIP-340 verification ceiling: libsecp256k1 (tiny-secp256k1's WASM build) on
-// one thread and on every core, and @noble/secp256k1 on one thread for comparison.
+// The machine's raw BIP-340 verification ceiling: libsecp256k1 as the node runs it (native, else
+// WASM: src/ledger/bip340.js) on one thread and on every core, and tiny-secp256k1's WASM build and
+// @noble/secp256k1 on one thread for comparison.
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -37,13 +38,16 @@ export function makeSignatures(count: number, keyCount = 16): Uint8Array {
   return items;
 }
 
-/** `threads` worker threads, each verifying its share of `items` until `durationMs` has passed. */
-export async function libsecpVerifyRate(items: Uint8Array, threads: number, options: { durationMs: number; warmupMs: number }): Promise<VerifyRate> {
+/**
+ * `threads` worker threads, each verifying its share of `items` until `durationMs` has passed, with
+ * the node's backend ('node') or tiny-secp256k1's WASM build alone ('wasm').
+ */
+export async function libsecpVerifyRate(items: Uint8Array, threads: number, options: { durationMs: number; warmupMs: number }, backend: 'node' | 'wasm' = 'node'): Promise<VerifyRate> {
   const count = items.length / ITEM_BYTES;
   const share = Math.floor(count / threads);
   const workerUrl = new URL('./verify-worker.mjs', import.meta.url);
   const workers = Array.from({ length: threads }, (_, index) => new Worker(workerUrl, {
-    workerData: { items: items.slice(index * share * ITEM_BYTES, (index + 1) * share * ITEM_BYTES), warmupMs: options.warmupMs },
+    workerData: { items: items.slice(index * share * ITEM_BYTES, (index + 1) * share * ITEM_BYTES), warmupMs: options.warmupMs, backend },
   }));
   try {
     const next = (worker: Worker): Promise<{ type: string; verified: number; elapsedMs: number; cpuMs: number; failures: number }> =>

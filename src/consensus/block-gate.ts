@@ -224,9 +224,10 @@ export class BlockGate {
     if (entry.term === leader.term && leaderHex !== leader.keyHex) fail('the block of this term was not signed by this term\'s leader');
     if (header.timeMs < base.tip.timeMs) fail('the block time goes backwards');
     // Every message signature in the verifier pool at once, then the execution on the state before.
-    const signaturesValid = await Promise.all(block.messages.map((committed) => this.options.verifier.verify(messageSigningHash(committed.message), committed.message.device, committed.message.signature)));
+    const signingHashes = block.messages.map((committed) => messageSigningHash(committed.message));
+    const signaturesValid = await Promise.all(block.messages.map((committed, index) => this.options.verifier.verify(signingHashes[index]!, committed.message.device, committed.message.signature)));
     const hashes = await this.recordHashes(block, base.tip, onAdmitted);
-    const { result, draft } = executeBlock(base.state, block, { ...this.policy, blockHashAt: (height) => hashes.get(height) }, signaturesValid);
+    const { result, draft } = executeBlock(base.state, block, { ...this.policy, blockHashAt: (height) => hashes.get(height) }, signaturesValid, signingHashes);
     const hash = blockHash(header);
     const last = block.messages[block.messages.length - 1];
     const tip: TipRecord = {

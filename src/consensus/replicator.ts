@@ -88,6 +88,11 @@ export class RaftReplicator implements BlockReplicator {
     return { committed, lost };
   }
 
+  /** Proposes a block ahead of its replicate() call (the node's pipelining). */
+  propose(block: BlockWrite): void {
+    this.proposalOf(block);
+  }
+
   private proposalOf(block: BlockWrite): Proposal {
     const known = this.proposals.get(block.bytes);
     if (known !== undefined) return known;

@@ -1,11 +1,14 @@
 // BIP-340 Schnorr signatures over secp256k1. A device id is its 32-byte x-only public key.
 //
-// Backends: libsecp256k1 through tiny-secp256k1 (WASM) signs and verifies on the hot path, since
-// verification is this node's throughput ceiling; @noble/secp256k1 derives keys and serves as an
-// independent cross-check in the tests. Every signature is verified right after it is made.
+// Backends: verification, this node's throughput ceiling, runs on native libsecp256k1 (the prebuilt
+// `secp256k1` addon, see bip340.js) and falls back to tiny-secp256k1's WASM build of it when the
+// addon does not load or for the rare inputs the native path leaves undecided; tiny-secp256k1 signs;
+// @noble/secp256k1 derives keys and serves as an independent cross-check in the tests. Every
+// signature is verified right after it is made.
 import * as noble from '@noble/secp256k1';
 import * as libsecp from 'tiny-secp256k1';
 import { assert } from '../errors.ts';
+import { verifyBip340 } from './bip340.js';
 import { sha256 } from './hash.ts';
 import type { Rng } from '../ports.ts';
 
@@ -56,9 +59,19 @@ export function signSchnorr(messageHash: Uint8Array, secretKey: Uint8Array, auxR
 export function verifySchnorr(messageHash: Uint8Array, publicKey: Uint8Array, signature: Uint8Array): boolean {
   if (messageHash.length !== 32 || publicKey.length !== PUBLIC_KEY_BYTES || signature.length !== SIGNATURE_BYTES) return false;
   try {
-    return libsecp.verifySchnorr(messageHash, publicKey, signature);
+    return verifyBip340(messageHash, publicKey, signature);
   } catch {
     // tiny-secp256k1 throws on a public key that is not on the curve; that is a failed verification.
+    return false;
+  }
+}
+
+/** tiny-secp256k1's WASM build alone, to cross-check the native path in the tests. */
+export function verifySchnorrWasm(messageHash: Uint8Array, publicKey: Uint8Array, signature: Uint8Array): boolean {
+  if (messageHash.length !== 32 || publicKey.length !== PUBLIC_KEY_BYTES || signature.length !== SIGNATURE_BYTES) return false;
+  try {
+    return libsecp.verifySchnorr(messageHash, publicKey, signature);
+  } catch {
     return false;
   }
 }

@@ -90,6 +90,11 @@ export interface BlockReplicator {
    * leadership). The rest, neither, come again in the next call.
    */
   replicate(blocks: readonly BlockWrite[]): Promise<{ committed: number; lost: boolean }>;
+  /**
+   * Proposes a block now, ahead of the write that will replicate() it (each block is proposed once,
+   * in the order given): followers check it while the blocks before it finish.
+   */
+  propose?(block: BlockWrite): void;
   /** Blocks this node produced and will not apply itself (it lost its leadership): if they commit after all, they come back as anyone else's. */
   abandon(blocks: readonly BlockWrite[]): void;
   /** The node stopped producing after a failure: it must not go on leading (or standing), so another master takes over. */
@@ -124,6 +129,8 @@ interface ProducedBlock {
   included: Pending[];
   /** The expiries its TTL deletes took from the MemCache's queue: put back if the block is dropped. */
   expiries: ExpiryItem[];
+  /** Proposed to the cluster ahead of its write (proposeAhead): it may commit even if this node stops. */
+  proposed?: boolean;
 }
 
 /** Blocks that may be built ahead of the disk; beyond this the producer waits for a write. */
@@ -559,12 +566,29 @@ export class KalimaNode {
     produced.signing = this.signer.sign(hash).then((signature) => {
       produced.block = { header, messages, signature };
       produced.bytes = assembleBlock(headerEncoding, encodings, signature);
+      this.proposeAhead();
     });
     // The writer takes the failure up in order; until then it is not an unhandled rejection.
     produced.signing.catch(() => undefined);
     this.head = { tip, state: draft };
     this.undurable.push(produced);
     this.startWriting();
+  }
+
+  /**
+   * In a cluster: proposes the signed blocks at the front that are not proposed yet, in height
+   * order, without waiting for the write in progress, so that Raft pipelines them (the followers
+   * check a block while the one before it commits). The writer still commits them in order.
+   */
+  private proposeAhead(): void {
+    const propose = this.options.replicator?.propose;
+    if (propose === undefined || this.failure !== undefined || this.closing) return;
+    for (const produced of this.undurable) {
+      if (produced.block === undefined || produced.bytes === undefined) break;
+      if (produced.proposed === true) continue;
+      produced.proposed = true;
+      propose.call(this.options.replicator, produced as ProducedBlock & BlockWrite);
+    }
   }
 
   /** The single writer: takes the blocks ready now, writes them in one synced batch, repeats. */
@@ -734,7 +758,9 @@ export class KalimaNode {
     for (const pending of taken) this.settle(pending, { error: refusal });
     // A synced write in progress may yet succeed: its blocks wait for its outcome (writeReady).
     const writing = this.writingBatch ?? [];
-    for (const produced of this.undurable.splice(writing.length)) for (const pending of produced.included) this.settle(pending, { error: refusal });
+    // A block proposed ahead of its write may still commit in the cluster.
+    const unknown = kalimaError('KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', { reason: 'this node stopped before the block committed; it may still commit; a retry with the same nonce is safe' });
+    for (const produced of this.undurable.splice(writing.length)) for (const pending of produced.included) this.settle(pending, { error: produced.proposed === true ? unknown : refusal });
     for (const pending of this.queue.splice(0)) this.settle(pending, { error: refusal });
     this.queuedBytes = 0;
     this.head = { tip: this.tip, state: this.cache };

@@ -1,5 +1,5 @@
 // Signature verification is this node's throughput ceiling, so it runs off the event loop, on a pool
-// of worker threads (libsecp256k1 through tiny-secp256k1's WASM build) that share one queue.
+// of worker threads (libsecp256k1, native or WASM: src/ledger/bip340.js) that share one queue.
 //
 // The queue is a ring in a SharedArrayBuffer. The event loop writes an item into the next slot and
 // publishes it by advancing `tail`; any idle worker claims the item at `head` with a compare-and-swap,

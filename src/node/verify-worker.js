@@ -1,9 +1,9 @@
 // A worker thread of WorkerPoolVerifier (verifier.ts, which sends the layout): claims items from
-// the shared ring, verifies each BIP-340 signature with libsecp256k1, writes the result into the
-// item's slot and reports the finished slots. Plain JavaScript so that it loads without a TypeScript
-// loader. Item layout: hash(32) pubkey(32) sig(64).
+// the shared ring, verifies each BIP-340 signature with libsecp256k1 (native, else WASM: see
+// src/ledger/bip340.js), writes the result into the item's slot and reports the finished slots.
+// Plain JavaScript so that it loads without a TypeScript loader. Item layout: hash(32) pubkey(32) sig(64).
 import { parentPort, workerData } from 'node:worker_threads';
-import * as libsecp from 'tiny-secp256k1';
+import { verifyBip340 } from '../ledger/bip340.js';
 
 const { shared, index, layout } = workerData;
 const { slots: SLOTS, itemBytes: ITEM_BYTES, controlWords, tail: TAIL, head: HEAD, stop: STOP, reportItems: REPORT_ITEMS, pending: PENDING, valid: VALID, invalid: INVALID } = layout;
@@ -21,7 +21,7 @@ const report = () => {
 
 const verify = (offset) => {
   try {
-    return libsecp.verifySchnorr(items.subarray(offset, offset + 32), items.subarray(offset + 32, offset + 64), items.subarray(offset + 64, offset + ITEM_BYTES));
+    return verifyBip340(items.subarray(offset, offset + 32), items.subarray(offset + 32, offset + 64), items.subarray(offset + 64, offset + ITEM_BYTES));
   } catch (error) {
     // tiny-secp256k1 refuses a public key that is not on the curve (or an out-of-range signature)
     // with a TypeError: a failed verification. Anything else is this thread's fault, not the

@@ -25,9 +25,10 @@ export function replayBlock(cache: MemCache, block: Block, policy: ChainPolicy):
 /**
  * The same check on any state (the MemCache, or the sealed Draft of a block not yet applied),
  * returning the Draft it leaves. `signaturesValid`, when given, holds each message's signature
- * check already made (in the verifier pool); otherwise they are checked here.
+ * check already made (in the verifier pool); otherwise they are checked here. `signingHashes`,
+ * when given, are the messages' signing hashes (messageSigningHash) computed for those checks.
  */
-export function executeBlock(base: DraftBase, block: Block, policy: ChainPolicy, signaturesValid?: readonly boolean[]): { result: ReplayResult; draft: Draft } {
+export function executeBlock(base: DraftBase, block: Block, policy: ChainPolicy, signaturesValid?: readonly boolean[], signingHashes?: readonly Uint8Array[]): { result: ReplayResult; draft: Draft } {
   const { header } = block;
   const fail = (reason: string, extra: Record<string, unknown> = {}): never => {
     throw kalimaError('KALIMA_ERR_LEDGER_BAD_BLOCK', { height: header.height, reason, ...extra });
@@ -38,7 +39,7 @@ export function executeBlock(base: DraftBase, block: Block, policy: ChainPolicy,
   };
   const messageHashes: Uint8Array[] = [];
   block.messages.forEach((committed, index) => {
-    const hash = messageSigningHash(committed.message);
+    const hash = signingHashes?.[index] ?? messageSigningHash(committed.message);
     const valid = signaturesValid !== undefined ? signaturesValid[index] === true : verifySchnorr(hash, committed.message.device, committed.message.signature);
     if (!valid) fail('a message signature does not verify', { index });
     let result;

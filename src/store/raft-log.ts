@@ -1,6 +1,11 @@
 // Raft's durable state in the node's key-value store: the hard state (term, vote, commit) and the
-// log entries by index. Each Ready is persisted with one synced batch, before anything it carries
-// is sent: the truncation of a replaced suffix, the new entries and the hard state together.
+// log entries by index. Each Ready is persisted with one batch, before anything it carries is sent:
+// the truncation of a replaced suffix, the new entries and the hard state together. The batch is
+// synced unless all it changes is the commit index: Raft's commit index is volatile state (a
+// restarted node learns it again from the leader, and one whose chain store is ahead of the stored
+// commit starts from what it applied, see raft.ts), and the node's next synced write, in the same
+// key-value store, makes it durable anyway. That saves a synced write on the leader's commit path
+// (the Ready after the acknowledgements) and on every follower when the commit reaches it.
 import type { Entry, HardState, SnapshotMeta } from '../consensus/raft.ts';
 import { decodeEntry, decodeHardState, decodeSnapshotMeta, encodeEntry, encodeHardState, encodeSnapshotMeta } from '../consensus/codec.ts';
 import { kalimaError } from '../errors.ts';
@@ -13,6 +18,9 @@ export class RaftLogStore {
   /** The log holds entries firstIndex .. lastIndex. */
   private firstIndex = 1;
   private lastIndex = 0;
+  /** The term and vote as last written: a batch that changes either is synced. */
+  private term = 0;
+  private vote: string | undefined;
 
   private constructor(private readonly kv: KvStore) {}
 
@@ -38,6 +46,8 @@ export class RaftLogStore {
     if (hardState !== undefined && hardState.commit > last) throw kalimaError('KALIMA_ERR_STORE_CORRUPT', { what: 'raft log', commit: hardState.commit, entries: last });
     store.firstIndex = start;
     store.lastIndex = last;
+    store.term = hardState?.term ?? 0;
+    store.vote = hardState?.vote;
     return { store, snapshot, hardState, log };
   }
 
@@ -65,8 +75,13 @@ export class RaftLogStore {
       lastIndex = entries[entries.length - 1]!.index;
     }
     if (hardState !== undefined) operations.push({ type: 'put', key: keys.meta('raftHardState'), value: encodeHardState(hardState) });
-    await this.kv.batch(operations, { sync: true });
+    const sync = snapshot !== undefined || entries.length > 0 || (hardState !== undefined && (hardState.term !== this.term || hardState.vote !== this.vote));
+    await this.kv.batch(operations, { sync });
     this.firstIndex = firstIndex;
     this.lastIndex = lastIndex;
+    if (hardState !== undefined) {
+      this.term = hardState.term;
+      this.vote = hardState.vote;
+    }
   }
 }

@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeEntry, decodeHardState, decodeMessage, encodeEntry, encodeHardState, encodeMessage } from '../../src/consensus/codec.ts';
 import type { Entry, Message } from '../../src/consensus/raft.ts';
+import type { KvStore } from '../../src/store/kv.ts';
 import { MemoryKvStore } from '../../src/store/memory-kv.ts';
 import { RaftLogStore } from '../../src/store/raft-log.ts';
 import { TABLE, tableKey, u64 } from '../../src/store/keys.ts';
@@ -87,6 +88,36 @@ describe('raft log store', () => {
     await reopened.store.persist(undefined, [entry(10, 2)]);
     expect((await RaftLogStore.open(kv)).log.map((item) => item.index)).toEqual([10]);
     await expect(reopened.store.persist(undefined, [entry(8, 2)])).rejects.toMatchObject({ code: 'KALIMA_ERR_NODE_INTERNAL' });
+  });
+
+  it('syncs every batch that holds entries, a snapshot, a term or a vote, and not one that only moves the commit', async () => {
+    const memory = new MemoryKvStore();
+    const synced: boolean[] = [];
+    const kv: KvStore = {
+      get: (key) => memory.get(key),
+      batch: async (operations, options) => {
+        synced.push(options.sync);
+        await memory.batch(operations);
+      },
+      entries: (range) => memory.entries(range),
+      close: () => memory.close(),
+    };
+    const { store } = await RaftLogStore.open(kv);
+    await store.persist({ term: 1, vote: 'a', commit: 0 }, []);
+    await store.persist(undefined, [entry(1, 1), entry(2, 1)]);
+    await store.persist({ term: 1, vote: 'a', commit: 1 }, []);
+    await store.persist({ term: 1, vote: 'a', commit: 2 }, [entry(3, 1)]);
+    await store.persist({ term: 2, vote: undefined, commit: 2 }, []);
+    await store.persist({ term: 2, vote: 'b', commit: 2 }, []);
+    await store.persist({ term: 2, vote: 'b', commit: 3 }, []);
+    await store.persist(undefined, [], { index: 2, term: 1, discardLog: false });
+    expect(synced).toEqual([true, true, false, true, true, true, false, true]);
+    // After a restart the stored term and vote are known: a commit-only batch is still not synced.
+    const reopened = await RaftLogStore.open(kv);
+    expect(reopened.hardState).toEqual({ term: 2, vote: 'b', commit: 3 });
+    await reopened.store.persist({ term: 2, vote: 'b', commit: 3 }, []);
+    await reopened.store.persist({ term: 3, vote: 'b', commit: 3 }, []);
+    expect(synced.slice(-2)).toEqual([false, true]);
   });
 
   it('refuses a log with a hole, or a commit beyond its entries', async () => {

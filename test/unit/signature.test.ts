@@ -1,9 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import * as noble from '@noble/secp256k1';
 import {
-  generateKeyPair, isValidPublicKey, isValidSecretKey, publicKeyOf, signSchnorr, verifySchnorr, verifySchnorrNoble,
+  generateKeyPair, isValidPublicKey, isValidSecretKey, publicKeyOf, signSchnorr, verifySchnorr, verifySchnorrNoble, verifySchnorrWasm,
   type KeyPair,
 } from '../../src/ledger/signature.ts';
+import { backend, nativeCommitment, nativeError, verifyNative } from '../../src/ledger/bip340.js';
+import { taggedHash } from '../../src/ledger/hash.ts';
 import type { Rng } from '../../src/ports.ts';
 import { hex, seededRng, unhex } from './support/seeded-rng.ts';
 
@@ -42,9 +45,16 @@ function flipBit(bytes: Uint8Array, bit: number): Uint8Array {
 }
 
 describe('BIP-340 test vectors', () => {
-  it.each(BIP340_VECTORS)('vector $index verifies as $valid with both backends $comment', ({ publicKey, message, signature, valid }) => {
+  it.each(BIP340_VECTORS)('vector $index verifies as $valid with every backend $comment', ({ publicKey, message, signature, valid }) => {
     expect(verifySchnorr(unhex(message), unhex(publicKey), unhex(signature))).toBe(valid);
+    expect(verifySchnorrWasm(unhex(message), unhex(publicKey), unhex(signature))).toBe(valid);
     expect(verifySchnorrNoble(unhex(message), unhex(publicKey), unhex(signature))).toBe(valid);
+    // The native path either decides as the vector says or leaves it to the WASM one.
+    expect([valid, undefined]).toContain(verifyNative(unhex(message), unhex(publicKey), unhex(signature)));
+  });
+
+  it.each(BIP340_VECTORS.filter((vector) => vector.valid))('vector $index is decided by the native path itself', ({ publicKey, message, signature }) => {
+    expect(verifyNative(unhex(message), unhex(publicKey), unhex(signature))).toBe(true);
   });
 
   it.each(BIP340_VECTORS.filter((vector) => vector.secretKey !== ''))(
@@ -164,5 +174,75 @@ describe('sign and verify', () => {
     expect(hex(a)).not.toBe(hex(b));
     expect(verifySchnorr(messageHash, pair.publicKey, a)).toBe(true);
     expect(verifySchnorr(messageHash, pair.publicKey, b)).toBe(true);
+  });
+});
+
+const CURVE_ORDER = BigInt(`0x${SECP256K1_ORDER}`);
+const FIELD_SIZE = 0xfffffffffffffffffffffffffffffffffffffffffffffffffffffffefffffc2fn;
+const toBytes32 = (value: bigint): Uint8Array => unhex(value.toString(16).padStart(64, '0'));
+const toBig = (bytes: Uint8Array): bigint => BigInt(`0x${hex(bytes)}`);
+
+/** s·G − e·P with @noble/secp256k1's point arithmetic, compressed, or undefined for infinity. */
+function commitmentByNoble(messageHash: Uint8Array, publicKey: Uint8Array, signature: Uint8Array): string | undefined {
+  const e = toBig(taggedHash('BIP0340/challenge', signature.subarray(0, 32), publicKey, messageHash)) % CURVE_ORDER;
+  const point = noble.Point.fromHex(`02${hex(publicKey)}`);
+  const s = toBig(signature.subarray(32));
+  const sG = s === 0n ? noble.Point.ZERO : noble.Point.BASE.multiplyUnsafe(s);
+  const eP = e === 0n ? noble.Point.ZERO : point.multiplyUnsafe(e);
+  const r = sG.subtract(eP);
+  return r.is0() ? undefined : hex(r.toBytes(true));
+}
+
+describe('the native backend (libsecp256k1 ECDSA recovery computing BIP-340 R = s·G − e·P)', () => {
+  const keys: KeyPair[] = Array.from({ length: 4 }, (_, seed) => generateKeyPair(seededRng(`native-${seed}`)));
+  // x-only keys at or above the curve order n (recovery id 2), on the curve: a few exist just above n.
+  const highKeys: Uint8Array[] = [];
+  for (let x = CURVE_ORDER; highKeys.length < 3; x++) if (isValidPublicKey(toBytes32(x))) highKeys.push(toBytes32(x));
+  const bytes32 = fc.uint8Array({ minLength: 32, maxLength: 32 });
+
+  it('loads on this machine (a prebuilt addon; the WASM build is only the fallback)', () => {
+    expect(nativeError).toBeUndefined();
+    expect(backend).toBe('native');
+  });
+
+  it('decides valid signatures itself, and agrees with the WASM and noble backends on tampered ones', () => {
+    fc.assert(fc.property(fc.integer({ min: 0, max: keys.length - 1 }), bytes32, bytes32, fc.integer({ min: 0, max: 1023 }), (signer, messageHash, auxRand, bit) => {
+      const { secretKey, publicKey } = keys[signer]!;
+      const signature = signSchnorr(messageHash, secretKey, auxRand);
+      expect(verifyNative(messageHash, publicKey, signature)).toBe(true);
+      const inputs = [messageHash, publicKey, signature];
+      const target = bit < 256 ? 0 : bit < 512 ? 1 : 2;
+      inputs[target] = flipBit(inputs[target]!, bit % (inputs[target]!.length * 8));
+      const [m, p, sig] = inputs as [Uint8Array, Uint8Array, Uint8Array];
+      const expected = verifySchnorrWasm(m, p, sig);
+      expect(expected).toBe(false);
+      expect(verifySchnorrNoble(m, p, sig)).toBe(false);
+      expect([expected, undefined]).toContain(verifyNative(m, p, sig));
+      expect(verifySchnorr(m, p, sig)).toBe(false);
+    }), { numRuns: 300 });
+  });
+
+  it('computes R = s·G − e·P exactly as noble does, for keys below and above the curve order', () => {
+    const publicKeys = [...keys.map((pair) => pair.publicKey), ...highKeys];
+    fc.assert(fc.property(fc.integer({ min: 0, max: publicKeys.length - 1 }), bytes32, bytes32, fc.bigInt({ min: 0n, max: CURVE_ORDER - 1n }), (index, messageHash, r, s) => {
+      const publicKey = publicKeys[index]!;
+      const signature = new Uint8Array([...r, ...toBytes32(s)]);
+      const expected = commitmentByNoble(messageHash, publicKey, signature);
+      const native = nativeCommitment(messageHash, publicKey, signature);
+      if (native !== undefined) expect(hex(native)).toBe(expected);
+      else expect(expected === undefined || s === 0n || toBig(publicKey) % CURVE_ORDER === 0n).toBe(true);
+    }), { numRuns: 300 });
+  });
+
+  it('agrees with the WASM and noble backends on arbitrary bytes and on range edges', () => {
+    const edges = [0n, 1n, CURVE_ORDER - 1n, CURVE_ORDER, FIELD_SIZE - 1n, FIELD_SIZE, 2n ** 256n - 1n].map(toBytes32);
+    const edgeOr = (arbitrary: fc.Arbitrary<Uint8Array>) => fc.oneof(arbitrary, fc.constantFrom(...edges, ...highKeys, ...keys.map((pair) => pair.publicKey)));
+    fc.assert(fc.property(bytes32, edgeOr(bytes32), edgeOr(bytes32), edgeOr(bytes32), (messageHash, publicKey, r, s) => {
+      const signature = new Uint8Array([...r, ...s]);
+      const expected = verifySchnorrWasm(messageHash, publicKey, signature);
+      expect(verifySchnorrNoble(messageHash, publicKey, signature)).toBe(expected);
+      expect([expected, undefined]).toContain(verifyNative(messageHash, publicKey, signature));
+      expect(verifySchnorr(messageHash, publicKey, signature)).toBe(expected);
+    }), { numRuns: 400 });
   });
 });
