@@ -77,7 +77,7 @@ export async function startNodeProcess(options: { chain: string; logLevel: strin
     const timer = setTimeout(() => reject(new Error(`the node did not start within ${START_TIMEOUT_MS} ms:\n${stderr}`)), START_TIMEOUT_MS);
     child.stderr!.on('data', (chunk: Buffer) => {
       stderr = (stderr + chunk.toString()).slice(-20_000);
-      const match = /API on (http:\/\/\S+)/.exec(stderr);
+      const match = /API on (http:\/\/[^\s,]+)/.exec(stderr);
       if (match !== null) {
         clearTimeout(timer);
         resolvePromise(match[1]!);
