@@ -130,7 +130,7 @@ export class ValidationDuty {
     try {
       receipt = await node.submit(message);
     } catch (error) {
-      // Taken already (a retry after a lost answer): the receipt comes with the refusal.
+      // Taken already (a retry after a lost answer): wait for the next block, then read the record from the chain.
       if (!isKalimaError(error, 'KALIMA_ERR_LEDGER_NONCE_REPLAYED')) throw error;
       receipt = undefined;
     }
