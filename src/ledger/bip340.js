@@ -105,6 +105,10 @@ export function verifyNative(messageHash, publicKey, signature) {
 
 /** tiny-secp256k1's WASM libsecp256k1; a key off the curve or an out-of-range value is a failed check. */
 export function verifyWasm(messageHash, publicKey, signature) {
+  // Checked first: tiny-secp256k1 rejects a key off the curve inside the WASM with a TypeError that
+  // leaks some of its memory each time; a few thousand of them (sent by anyone, say as request
+  // signatures) would break every later call in the thread, signing included. isXOnlyPoint does not leak.
+  if (!wasm.isXOnlyPoint(publicKey)) return false;
   try {
     return wasm.verifySchnorr(messageHash, publicKey, signature);
   } catch (error) {

@@ -69,6 +69,8 @@ export function verifySchnorr(messageHash: Uint8Array, publicKey: Uint8Array, si
 /** tiny-secp256k1's WASM build alone, to cross-check the native path in the tests. */
 export function verifySchnorrWasm(messageHash: Uint8Array, publicKey: Uint8Array, signature: Uint8Array): boolean {
   if (messageHash.length !== 32 || publicKey.length !== PUBLIC_KEY_BYTES || signature.length !== SIGNATURE_BYTES) return false;
+  // A key off the curve is refused before the WASM sees it (see bip340.js, verifyWasm).
+  if (!libsecp.isXOnlyPoint(publicKey)) return false;
   try {
     return libsecp.verifySchnorr(messageHash, publicKey, signature);
   } catch {

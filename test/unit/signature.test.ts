@@ -5,7 +5,7 @@ import {
   generateKeyPair, isValidPublicKey, isValidSecretKey, publicKeyOf, signSchnorr, verifySchnorr, verifySchnorrNoble, verifySchnorrWasm,
   type KeyPair,
 } from '../../src/ledger/signature.ts';
-import { backend, nativeCommitment, nativeError, verifyNative } from '../../src/ledger/bip340.js';
+import { backend, nativeCommitment, nativeError, verifyNative, verifyWasm } from '../../src/ledger/bip340.js';
 import { taggedHash } from '../../src/ledger/hash.ts';
 import type { Rng } from '../../src/ports.ts';
 import { hex, seededRng, unhex } from './support/seeded-rng.ts';
@@ -244,5 +244,24 @@ describe('the native backend (libsecp256k1 ECDSA recovery computing BIP-340 R = 
       expect([expected, undefined]).toContain(verifyNative(messageHash, publicKey, signature));
       expect(verifySchnorr(messageHash, publicKey, signature)).toBe(expected);
     }), { numRuns: 400 });
+  });
+});
+
+describe('keys off the curve', () => {
+  it('are refused without harming the WASM backend: after 5,000 of them, signing and verifying still work (each used to leak WASM memory until every call failed)', () => {
+    // x = 5 is not the x coordinate of a point on secp256k1 (BIP-340 test vector 5 uses it).
+    const offCurve = unhex('0000000000000000000000000000000000000000000000000000000000000005');
+    const rng = seededRng('off-curve');
+    const key = generateKeyPair(rng);
+    const hash = rng.bytes(32);
+    const signature = signSchnorr(hash, key.secretKey, rng.bytes(32));
+    for (let index = 0; index < 5_000; index++) {
+      expect(verifySchnorrWasm(hash, offCurve, signature)).toBe(false);
+      expect(verifyWasm(hash, offCurve, signature)).toBe(false);
+    }
+    expect(verifySchnorr(hash, offCurve, signature)).toBe(false);
+    expect(verifySchnorrWasm(hash, key.publicKey, signature)).toBe(true);
+    expect(verifyWasm(hash, key.publicKey, signature)).toBe(true);
+    expect(verifySchnorr(hash, key.publicKey, signSchnorr(hash, key.secretKey, rng.bytes(32)))).toBe(true);
   });
 });
