@@ -52,7 +52,7 @@ import { type RawResponse, RawHttpPool } from './http-client.ts';
 import { type LoadResult, openLoop } from './ingest.ts';
 import { loadAverage, machineInfo } from './machine.ts';
 import { type CpuSplit, REPO_ROOT, type ThreadCpu, cpuBetween, threadCpu } from './node-process.ts';
-import { MessageSigner } from './signer.ts';
+import { MessageSigner, PresignedQueue } from './signer.ts';
 import { type LatencySummary, summarize } from './stats.ts';
 
 const THROUGHPUT_RATIO_GOAL = 1.0;
@@ -657,20 +657,8 @@ async function setUpKalima(config: BenchConfig, allPids: number[], beforeRun: Be
     }
     const setup = await waitReplicated(cluster);
     const signer = new MessageSigner({ chain: CHAIN, address: ADDRESS, devices, bodyBytes: config.bodyBytes, keysPerDevice: config.keysPerDevice });
-    let queue: string[] = [];
-    let signingMs = 0;
-    let signed = 0;
-    const take = async (count: number): Promise<string[]> => {
-      if (queue.length < count) {
-        const need = count - queue.length;
-        log(`  signing ${fmt(need)} messages`);
-        const start = performance.now();
-        queue = queue.concat(await signer.sign(need));
-        signingMs += performance.now() - start;
-        signed += need;
-      }
-      return queue.splice(0, count);
-    };
+    const presigned = new PresignedQueue(signer, log);
+    const take = (count: number): Promise<string[]> => presigned.take(count);
     /** One timed run against the leader of the moment (`toLeader`) or every master. */
     const measured = async (label: string, toLeader: boolean, run: (targets: string[]) => Promise<LoopResult>): Promise<RunResult> => {
       await beforeRun(pids, label);
@@ -697,7 +685,7 @@ async function setUpKalima(config: BenchConfig, allPids: number[], beforeRun: Be
         const bodies = messages.map((message) => Buffer.from(message, 'utf8'));
         const result = await measured(label, toLeader, (targets) => closedLoopMany(targets, '/transaction', bodies, { concurrency: config.concurrency, durationMs: config.durationMs, check: kalimaCheck }));
         // What a run did not send goes back to the front of the queue, in nonce order.
-        queue = messages.slice(result.sent).concat(queue);
+        presigned.giveBack(messages.slice(result.sent));
         return result;
       },
       async open(rate) {
@@ -715,7 +703,7 @@ async function setUpKalima(config: BenchConfig, allPids: number[], beforeRun: Be
         const acknowledged = runs.reduce((sum, run) => sum + run.committed, 0);
         return { setupMessages: setup.nextGlobalSequence, messagesOnChain: end.nextGlobalSequence, benchMessagesOnChain: end.nextGlobalSequence - setup.nextGlobalSequence, acknowledged, height: end.height, mastersInStepAfterMs: end.inStepMs };
       },
-      signingPerSecond: () => Math.round((signed * 1000) / Math.max(1, signingMs)),
+      signingPerSecond: () => Math.round(presigned.signingPerSecond),
       async stop() {
         await signer.close();
         await stop();

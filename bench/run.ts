@@ -23,7 +23,7 @@ import { type LoadResult, closedLoop, openLoop } from './ingest.ts';
 import { loadAverage, machineCpu, machineInfo } from './machine.ts';
 import { type CpuSplit, REPO_ROOT, cpuBetween, removeDirectory, startNodeProcess, threadCpu } from './node-process.ts';
 import { type ProfileSummary, summarizeProfileFile } from './profile-summary.ts';
-import { MessageSigner } from './signer.ts';
+import { MessageSigner, PresignedQueue } from './signer.ts';
 import { type VerifyRate, coreCount, libsecpVerifyRate, makeSignatures, nobleVerifyRate } from './verify.ts';
 import { backend as verifyBackend } from '../src/ledger/bip340.js';
 
@@ -266,24 +266,12 @@ async function main(): Promise<void> {
     // Messages are pre-signed before each run; what a run does not send goes back to the front of
     // the queue for the next one, in nonce order.
     const signer = new MessageSigner({ chain: CHAIN, address: ADDRESS, devices, bodyBytes: config.ingest.bodyBytes, keysPerDevice: config.ingest.keysPerDevice });
-    let queue: string[] = [];
-    let signingMs = 0;
-    let signed = 0;
-    const take = async (count: number): Promise<string[]> => {
-      if (queue.length < count) {
-        const need = count - queue.length;
-        log(`  signing ${fmt(need)} messages`);
-        const start = performance.now();
-        queue = queue.concat(await signer.sign(need));
-        signingMs += performance.now() - start;
-        signed += need;
-      }
-      return queue.splice(0, count);
-    };
+    const presigned = new PresignedQueue(signer, log);
+    const take = (count: number): Promise<string[]> => presigned.take(count);
     const closed = async (label: string, count: number, concurrency: number, batchSize: number): Promise<PhaseResult> => {
       const messages = await take(count);
       const result = await ingestPhase(label, node.pid, height, () => closedLoop(node.url, messages, { concurrency, batchSize, durationMs: config.ingest.durationMs }));
-      queue = messages.slice(result.sent).concat(queue);
+      presigned.giveBack(messages.slice(result.sent));
       return result;
     };
 
@@ -301,7 +289,7 @@ async function main(): Promise<void> {
       const halfLoad = await ingestPhase(`POST /transaction, open loop at ${fmt(rate)}/s`, node.pid, height, () =>
         openLoop(node.url, openMessages, { ratePerSecond: rate, connections: config.ingest.openLoopConnections, drainTimeoutMs: 30_000 }));
       phases = { warmup: [warmSingle, warmBatch], single, batch, halfLoad };
-      signingRate = (signed * 1000) / Math.max(1, signingMs);
+      signingRate = presigned.signingPerSecond;
     } finally {
       await signer.close();
     }

@@ -64,3 +64,36 @@ export class MessageSigner {
     await Promise.all(this.workers.map((worker) => worker.terminate()));
   }
 }
+
+/**
+ * Pre-signed messages for the timed runs, in nonce order: take() signs what is missing (before
+ * the run starts), giveBack() puts what a run did not send back at the front for the next one.
+ */
+export class PresignedQueue {
+  private queue: string[] = [];
+  private signingMs = 0;
+  private signed = 0;
+
+  constructor(private readonly signer: MessageSigner, private readonly log: (line: string) => void) {}
+
+  async take(count: number): Promise<string[]> {
+    if (this.queue.length < count) {
+      const need = count - this.queue.length;
+      this.log(`  signing ${need.toLocaleString('en-US')} messages`);
+      const start = performance.now();
+      this.queue = this.queue.concat(await this.signer.sign(need));
+      this.signingMs += performance.now() - start;
+      this.signed += need;
+    }
+    return this.queue.splice(0, count);
+  }
+
+  giveBack(messages: string[]): void {
+    this.queue = messages.concat(this.queue);
+  }
+
+  /** Messages signed per second of signing so far. */
+  get signingPerSecond(): number {
+    return (this.signed * 1000) / Math.max(1, this.signingMs);
+  }
+}
