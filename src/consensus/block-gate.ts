@@ -72,7 +72,7 @@ export class BlockGate {
 
   constructor(private readonly options: GateOptions) {
     this.masters = new Set(options.genesis.masters.map(toHex));
-    this.policy = { admins: adminSet(options.genesis.admins), chain: options.genesis.chain, validators: new Set(options.genesis.validators.map(toHex)) };
+    this.policy = { admins: adminSet(options.genesis.admins), chain: options.genesis.chain, validators: new Set(options.genesis.validators.map(toHex)), masters: new Set(options.genesis.masters.map(toHex)) };
     this.durableIndex = options.applied.index;
     this.durableTip = options.applied.tip;
   }

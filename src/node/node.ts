@@ -16,6 +16,7 @@ import { BLOCK_BYTES_MAX, BLOCK_MESSAGES_MAX, EXPIRIES_PER_BLOCK_MAX, NONCE_RECE
 import { merkleLeafHash, merkleRoot } from '../ledger/merkle.ts';
 import { type CommittedMessage, type Message, type UnsignedMessage, encodeCommittedFrom, encodeUnsignedMessage, signingHashOfEncoding } from '../ledger/message.ts';
 import { mmrAppend, mmrRoot } from '../ledger/mmr.ts';
+import { ANCHORS_ADDRESS } from '../state/anchor-record.ts';
 import { type KeyPair, SIGNATURE_BYTES, signSchnorr } from '../ledger/signature.ts';
 import type { Clock, Logger, Rng, Scheduler } from '../ports.ts';
 import type { CacheEntry } from '../state/entry.ts';
@@ -149,7 +150,7 @@ export const DEVICE_IN_FLIGHT_MAX = NONCE_RECENT_MAX / 2;
 export class KalimaNode {
   readonly chain: string;
   readonly genesisHashHex: string;
-  readonly policy: AccessPolicy & { chain: string; validators: ReadonlySet<string> };
+  readonly policy: AccessPolicy & { chain: string; validators: ReadonlySet<string>; masters: ReadonlySet<string> };
   private readonly nodeKeyHex: string;
   /** Hashes of the latest blocks applied here, by height (RECENT_HASHES of them), for the check of validations. */
   private readonly recentHashes = new Map<number, Uint8Array>();
@@ -186,7 +187,7 @@ export class KalimaNode {
   ) {
     this.chain = options.genesis.chain;
     this.genesisHashHex = toHex(genesisHash(options.genesis));
-    this.policy = { admins: adminSet(options.genesis.admins), chain: this.chain, validators: new Set(options.genesis.validators.map(toHex)) };
+    this.policy = { admins: adminSet(options.genesis.admins), chain: this.chain, validators: new Set(options.genesis.validators.map(toHex)), masters: new Set(options.genesis.masters.map(toHex)) };
     this.nodeKeyHex = toHex(options.nodeKey.publicKey);
     this.pendingMessagesMax = options.pendingMessagesMax ?? 20_000;
     this.blockDelayMs = options.blockDelayMs ?? options.genesis.params.blockDelayMs;
@@ -261,7 +262,8 @@ export class KalimaNode {
     // Refuse an unknown key before paying for a signature check (redemptions come from new keys).
     // Not when forwarding: a follower's state may be a block behind the leader's.
     const isValidation = message.address === VALIDATIONS_ADDRESS && this.policy.validators.has(deviceHex);
-    if (!forward && message.address !== ONBOARDING_ADDRESS && !isValidation && roleOf(this.cache, this.policy, deviceHex).kind === 'unknown') {
+    const isAnchorRecord = message.address === ANCHORS_ADDRESS && this.policy.masters.has(deviceHex);
+    if (!forward && message.address !== ONBOARDING_ADDRESS && !isValidation && !isAnchorRecord && roleOf(this.cache, this.policy, deviceHex).kind === 'unknown') {
       throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_DEVICE', { device: deviceHex });
     }
     const hash = signingHashOfEncoding(unsignedEncoding);
@@ -384,7 +386,7 @@ export class KalimaNode {
 
   /** The context a block at `height` (by default the next durable one) executes in. */
   private executionContext(blockTimeMs: number, height = this.tip.height + 1): ExecutionContext {
-    return { admins: this.policy.admins, chain: this.chain, height, blockTimeMs, leaderHex: this.nodeKeyHex, validators: this.policy.validators, blockHashAt: (at) => this.knownHashAt(at) };
+    return { admins: this.policy.admins, chain: this.chain, height, blockTimeMs, leaderHex: this.nodeKeyHex, validators: this.policy.validators, masters: this.policy.masters, blockHashAt: (at) => this.knownHashAt(at) };
   }
 
   /** The rewards counted on the chain at its tip (state/validation.ts). */

@@ -15,6 +15,7 @@ import { expiresAtMs } from './entry.ts';
 import type { Draft, StateReader } from './memcache.ts';
 import { checkNonce, useNonce } from './nonce-window.ts';
 import { VALIDATIONS_ADDRESS, checkValidation } from './validation.ts';
+import { ANCHORS_ADDRESS, checkAnchorRecord } from './anchor-record.ts';
 
 export interface ExecutionContext extends AccessPolicy {
   chain: string;
@@ -24,11 +25,13 @@ export interface ExecutionContext extends AccessPolicy {
   leaderHex: string;
   /** The validation nodes of the genesis file (x-only keys, hex): the only writers of /kalima/validations. */
   validators?: ReadonlySet<string>;
+  /** The masters of the genesis file (x-only keys, hex): the only writers of /kalima/anchors. */
+  masters?: ReadonlySet<string>;
   /** A block's hash by height, where this node knows it: a validation of another hash is refused. */
   blockHashAt?: (height: number) => Uint8Array | undefined;
 }
 
-const NO_VALIDATORS: ReadonlySet<string> = new Set();
+const NO_KEYS: ReadonlySet<string> = new Set();
 
 export const SYSTEM_REASON_PROP = 'reason';
 export const SYSTEM_REASON_TTL = 'ttl';
@@ -59,7 +62,11 @@ export function checkMessage(state: StateReader, message: Message, context: Exec
   }
   checkNonce(state.nonceWindow(deviceHex), message.nonce);
   if (message.address === VALIDATIONS_ADDRESS) {
-    checkValidation(message, existing, { height: context.height, validators: context.validators ?? NO_VALIDATORS, blockHashAt: context.blockHashAt });
+    checkValidation(message, existing, { height: context.height, validators: context.validators ?? NO_KEYS, blockHashAt: context.blockHashAt });
+    return value;
+  }
+  if (message.address === ANCHORS_ADDRESS) {
+    checkAnchorRecord(message, { chain: context.chain, height: context.height, masters: context.masters ?? NO_KEYS, blockHashAt: context.blockHashAt });
     return value;
   }
   const role = roleOf(state, context, deviceHex);

@@ -11,7 +11,7 @@ import { executeMessage } from './execute.ts';
 import { Draft, type DraftBase, type MemCache, type StateChanges } from './memcache.ts';
 
 /** What a block executes under: the genesis file's admins, chain and validation nodes, and (where known) the chain's block hashes. */
-export type ChainPolicy = AccessPolicy & { chain: string; validators: ReadonlySet<string>; blockHashAt?: (height: number) => Uint8Array | undefined };
+export type ChainPolicy = AccessPolicy & { chain: string; validators: ReadonlySet<string>; masters?: ReadonlySet<string>; blockHashAt?: (height: number) => Uint8Array | undefined };
 
 export interface ReplayResult {
   changes: StateChanges;
@@ -35,7 +35,7 @@ export function executeBlock(base: DraftBase, block: Block, policy: ChainPolicy,
   };
   const draft = new Draft(base);
   const context = {
-    admins: policy.admins, chain: policy.chain, height: header.height, blockTimeMs: header.timeMs, leaderHex: toHex(header.leader), validators: policy.validators, blockHashAt: policy.blockHashAt,
+    admins: policy.admins, chain: policy.chain, height: header.height, blockTimeMs: header.timeMs, leaderHex: toHex(header.leader), validators: policy.validators, masters: policy.masters, blockHashAt: policy.blockHashAt,
   };
   const messageHashes: Uint8Array[] = [];
   block.messages.forEach((committed, index) => {

@@ -13,7 +13,7 @@ import { type VerifyProgress, checkGenesis, verifyBlocks } from './verify.ts';
 export async function repairState(store: ChainStore, genesis: Genesis, onProgress?: (progress: VerifyProgress) => void): Promise<{ height: number; entries: number }> {
   await checkGenesis(store, genesis);
   const tip = await verifyBlocks(store, genesis, undefined, 'repair');
-  const policy = { admins: adminSet(genesis.admins), chain: genesis.chain, validators: new Set(genesis.validators.map(toHex)) };
+  const policy = { admins: adminSet(genesis.admins), chain: genesis.chain, validators: new Set(genesis.validators.map(toHex)), masters: new Set(genesis.masters.map(toHex)) };
   let cache = new MemCache();
   for (let height = 1; height <= tip.height; height++) {
     const block = await store.getBlock(height);
