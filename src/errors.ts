@@ -88,6 +88,24 @@ export const ERROR_CATALOGUE = {
   // sdk / transport
   KALIMA_ERR_SDK_UNREACHABLE: { status: 503, message: 'the node could not be reached' },
   KALIMA_ERR_SDK_BAD_RESPONSE: { status: 502, message: 'the node sent a response the SDK cannot read' },
+  // bitcoin
+  KALIMA_ERR_BITCOIN_UNKNOWN_NETWORK: { status: 400, message: 'unknown Bitcoin network: use mainnet, testnet, signet, regtest or bcoin-regtest' },
+  KALIMA_ERR_BITCOIN_WRONG_NETWORK: { status: 502, message: 'the Bitcoin RPC endpoint serves another network than the one configured' },
+  KALIMA_ERR_BITCOIN_UNREACHABLE: { status: 503, message: 'the Bitcoin RPC endpoint could not be reached' },
+  KALIMA_ERR_BITCOIN_TIMEOUT: { status: 504, message: 'the Bitcoin RPC endpoint did not answer in time; what was asked may or may not have been done' },
+  KALIMA_ERR_BITCOIN_UNAUTHORIZED: { status: 502, message: 'the Bitcoin RPC endpoint refused the credentials (user and password, or the cookie file)' },
+  KALIMA_ERR_BITCOIN_WARMING_UP: { status: 503, message: 'the Bitcoin node is still starting (RPC in warm-up)' },
+  KALIMA_ERR_BITCOIN_NOT_FOUND: { status: 404, message: 'the Bitcoin node has no such block, transaction or entry' },
+  KALIMA_ERR_BITCOIN_BAD_PARAMETER: { status: 400, message: 'the Bitcoin node refused a parameter of the call' },
+  KALIMA_ERR_BITCOIN_METHOD_NOT_FOUND: { status: 502, message: 'the Bitcoin node does not have this RPC method' },
+  KALIMA_ERR_BITCOIN_TX_REJECTED: { status: 409, message: 'the Bitcoin node did not accept the transaction into its mempool' },
+  KALIMA_ERR_BITCOIN_TX_ALREADY_CONFIRMED: { status: 409, message: 'the transaction is already in a block' },
+  KALIMA_ERR_BITCOIN_RPC: { status: 502, message: 'the Bitcoin RPC call failed' },
+  KALIMA_ERR_BITCOIN_BAD_RESPONSE: { status: 502, message: 'the Bitcoin RPC endpoint sent a response that cannot be read' },
+  KALIMA_ERR_BITCOIN_INSUFFICIENT_FUNDS: { status: 503, message: 'the anchor wallet cannot pay the fee and a change output above dust; fund it' },
+  KALIMA_ERR_BITCOIN_BAD_REPLACEMENT: { status: 400, message: 'a replacement must pay a higher fee rate than the transaction it replaces' },
+  KALIMA_ERR_BITCOIN_KEYSTORE_WRONG_NETWORK: { status: 500, message: 'the anchor wallet file belongs to another Bitcoin network' },
+  KALIMA_ERR_BITCOIN_KEYSTORE_CORRUPT: { status: 500, message: 'the anchor wallet file is unreadable or malformed' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type KalimaErrorCode = keyof typeof ERROR_CATALOGUE;
