@@ -52,6 +52,10 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_API_OVERLOADED: { status: 503, message: 'the node is overloaded; retry with backoff' },
   KALIMA_ERR_API_CURSOR_AHEAD: { status: 409, message: 'the event cursor is beyond this chain\'s newest message: it belongs to another chain or a lost history' },
   KALIMA_ERR_API_PAYLOAD_TOO_LARGE: { status: 413, message: 'the request body is too large' },
+  // anchors
+  KALIMA_ERR_ANCHOR_NOT_CONFIGURED: { status: 404, message: 'this node does not anchor its chain into Bitcoin (no bitcoin section in its config)' },
+  KALIMA_ERR_ANCHOR_NOT_ANCHORED: { status: 404, message: 'no recorded anchor covers this block yet' },
+  KALIMA_ERR_ANCHOR_REORG_TOO_DEEP: { status: 500, message: 'Bitcoin reorganised deeper than the blocks the anchor wallet keeps; start it again with an earlier birth height' },
   KALIMA_ERR_NODE_INTERNAL: { status: 500, message: 'internal error; the node log has the details' },
   // node and store
   KALIMA_ERR_NODE_NOT_READY: { status: 503, message: 'the node is not serving' },

@@ -25,6 +25,14 @@ export interface ApiOptions {
   consensus?: () => ConsensusStatus;
   logger: PinoLogger | false;
   version: string;
+  /** A node that anchors its chain into Bitcoin (anchors/service.ts): GET /anchors and GET /anchors/proof/:height. */
+  anchors?: AnchorsApi;
+}
+
+export interface AnchorsApi {
+  status(): unknown;
+  /** The proof of a block (anchors/proof.ts JSON); throws KALIMA_ERR_ANCHOR_NOT_ANCHORED when no recorded anchor covers it yet. */
+  proof(height: number): Promise<unknown>;
 }
 
 const PAGE_SIZE_MAX = 1_000;
@@ -305,6 +313,20 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
   });
 
   app.get('/rewards', { schema: { tags: ['node'], summary: 'The rewards the chain has counted: 1 KLX per block for each master, 0.1 KLX per validated block for each validation node (public)' } }, async () => node.rewards());
+
+  // ---- anchors ----
+  const anchors = (): AnchorsApi => {
+    if (options.anchors === undefined) throw kalimaError('KALIMA_ERR_ANCHOR_NOT_CONFIGURED', {});
+    return options.anchors;
+  };
+  app.get('/anchors', { schema: { tags: ['anchors'], summary: 'Anchoring into Bitcoin: the wallet, the Bitcoin node, each commitment and its state (pending, in the mempool, confirmed at depth N, recorded), and why an anchor is late (public)' } }, async () => anchors().status());
+  app.get('/anchors/proof/:height', { schema: { tags: ['anchors'], summary: 'The proof that a block existed before a Bitcoin block: block hash, MMR path, tip header, aggregation path, anchor transaction, Bitcoin Merkle branch and header (public; kalima verify-proof checks it)' } }, async (request) => {
+    const raw = (request.params as { height: string }).height;
+    const height = /^[1-9][0-9]{0,15}$/.test(raw) ? Number(raw) : Number.NaN;
+    if (!Number.isSafeInteger(height)) throw kalimaError('KALIMA_ERR_API_BAD_REQUEST', { field: 'height', reason: 'a block height: a whole number from 1' });
+    if (height > node.height) throw kalimaError('KALIMA_ERR_LEDGER_NOT_FOUND', { height });
+    return anchors().proof(height);
+  });
 
   // ---- events ----
   app.get('/events', { schema: { tags: ['events'], summary: 'Server-sent events: committed messages under an address prefix, filtered by SUB. Resume with Last-Event-ID or ?from=<globalSequence>.', headers: signedHeaders } }, async (request, reply) => {

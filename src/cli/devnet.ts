@@ -38,7 +38,27 @@ export interface DevnetOptions {
   /** Print the status line this often. */
   statusIntervalMs?: number;
   out?: NodeJS.WriteStream;
+  /**
+   * A regtest Bitcoin node to anchor into (regtest/devnet-bitcoin.ts starts bcoin for `npm start`):
+   * m1 anchors the chain, and the devnet mines a block every few seconds. Left out: no anchoring.
+   */
+  bitcoin?: DevnetBitcoin;
 }
+
+export interface DevnetBitcoin {
+  network: string;
+  rpcUrl: string;
+  rpcUser: string;
+  rpcPassword: string;
+  mine(blocks: number, address: string): Promise<unknown>;
+  stop(): Promise<void>;
+}
+
+/** The devnet's anchoring: every few seconds a Bitcoin block, an anchor at most every ten seconds, recorded at depth 2. */
+const DEVNET_MINE_MS = 4_000;
+const DEVNET_ANCHOR = { intervalSeconds: 10, minBlocks: 1, confirmations: 2, feeTargetBlocks: 2, pollSeconds: 1 };
+/** Coinbase outputs mature after 100 blocks: the first anchor can be paid once 101 are mined to the wallet. */
+const DEVNET_FUNDING_BLOCKS = 101;
 
 export interface Devnet {
   /** Each master's API URL, m1 first. */
@@ -96,6 +116,14 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
       ...config, port: ports[index]!.api, ...(index < MASTERS ? { clientPort: ports[index]!.client } : {}), verifierThreads: 1,
       cluster: { ...config.cluster, linkHost: '127.0.0.1', linkPort: ports[index]!.link, masters, validators },
     };
+    // m1 anchors the chain; the others do not (one anchor wallet per chain).
+    delete next.bitcoin;
+    delete next.anchor;
+    if (index === 0 && options.bitcoin !== undefined) {
+      const { network, rpcUrl, rpcUser, rpcPassword } = options.bitcoin;
+      next.bitcoin = { network, rpcUrl, rpcUser, rpcPassword, walletFile: 'keys/anchor-wallet.json', addressKind: 'p2wpkh', birthHeight: 0 };
+      next.anchor = DEVNET_ANCHOR;
+    }
     await writeFile(configFiles[index]!, `${JSON.stringify(next, null, 2)}\n`);
   }
 
@@ -160,6 +188,16 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     throw error;
   }
 
+  let miner: NodeJS.Timeout | undefined;
+  if (options.bitcoin !== undefined) {
+    try {
+      miner = await startAnchoring(urls[0]!, options.bitcoin, out, () => stopping);
+    } catch (error) {
+      await stopChildren();
+      throw error;
+    }
+  }
+
   const demoKey = join(directory, 'keys', 'demo-device.json');
   out.write([
     '',
@@ -171,6 +209,10 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     `           npx kalima get --url ${urls[1]} --key ${demoKey} ${DEMO_ADDRESS} temp-1`,
     `           npx kalima watch --url ${urls[2]} --key ${demoKey} /sensors`,
     `           curl ${urls[0]}/rewards`,
+    ...(options.bitcoin === undefined ? [] : [
+      `  bitcoin  bcoin (regtest) at ${options.bitcoin.rpcUrl}, a block every ${DEVNET_MINE_MS / 1000} s; m1 anchors the chain: curl ${urls[0]}/anchors`,
+      `           npx kalima proof --url ${urls[0]} <height>   then   npx kalima verify-proof <height>.proof.json --rpc ${options.bitcoin.rpcUrl} --rpc-user ${options.bitcoin.rpcUser} --rpc-password ${options.bitcoin.rpcPassword}`,
+    ]),
     '  client   a client node (the SDK\'s sync mode) keeps a verified copy of /sensors from all five masters',
     'Ctrl-C stops it; the chain stays in the data directories.',
     '',
@@ -212,6 +254,14 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
   void clientNode.start().catch(() => undefined);
 
   const intervalMs = options.statusIntervalMs ?? (out.isTTY ? 1000 : 5000);
+  let anchorLine = 'anchors: starting';
+  const anchorReader = options.bitcoin === undefined ? undefined : setInterval(() => {
+    void fetch(`${urls[0]}/anchors`, { signal: AbortSignal.timeout(1_000) }).then(async (response) => {
+      anchorLine = describeAnchors((await response.json()) as DevnetAnchorStatus);
+    }).catch(() => {
+      anchorLine = 'anchors: m1 not answering';
+    });
+  }, intervalMs);
   let previous: { sequence: number; at: number } | undefined;
   let reporting = false;
   const status = setInterval(() => {
@@ -225,7 +275,8 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
       const leader = view.rows.findIndex((row) => row.id === view.leader);
       const heights = view.rows.map((row, index) => `${NODE_NAMES[index] ?? `n${index + 1}`}:${row.status?.height ?? '-'}`).join(' ');
       const validated = view.rows.filter((row) => row.member === 'validator').map((row) => row.status?.consensus?.validation?.validatedHeight ?? 0);
-      const line = `leader ${leader < 0 ? 'none' : NODE_NAMES[leader]} | term ${view.term ?? '-'} | heights ${heights} | validated ${validated.join(',') || '-'} | ${rate.toFixed(1)} msg/s | events received ${received} | client node h${clientNode.height} via ${clientNode.connectedMasters.length}`;
+      const anchor = options.bitcoin === undefined ? '' : ` | ${anchorLine}`;
+      const line = `leader ${leader < 0 ? 'none' : NODE_NAMES[leader]} | term ${view.term ?? '-'} | heights ${heights} | validated ${validated.join(',') || '-'} | ${rate.toFixed(1)} msg/s | events received ${received} | client node h${clientNode.height} via ${clientNode.connectedMasters.length}${anchor}`;
       if (!stopping) out.write(out.isTTY ? `\r${line}   ` : `${line}\n`);
     }).catch((error: unknown) => {
       if (!stopping) out.write(`\nstatus: ${String((error as { message?: string }).message ?? error)}\n`);
@@ -239,10 +290,60 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     stopping = true;
     clearInterval(writer);
     clearInterval(status);
+    clearInterval(anchorReader);
+    clearInterval(miner);
     subscription.abort();
     await clientNode.close();
     await stopChildren();
+    await options.bitcoin?.stop();
     out.write('\nkalima devnet stopped\n');
   };
   return { urls, children, stop };
+}
+
+interface DevnetAnchorStatus {
+  bitcoin: { tip?: number; scannedHeight: number; reachable: boolean };
+  wallet: { fundingAddress: string; spendable: number; immature: number };
+  late?: string;
+  commitments: Array<{ seq: number; state: string; depth: number }>;
+}
+
+/** The newest commitment's state, as the status line shows it: pending, in the mempool, confirmed at depth N, recorded. */
+function describeAnchors(status: DevnetAnchorStatus): string {
+  const newest = status.commitments.at(-1);
+  const words: Record<string, string> = { signed: 'pending', mempool: 'in mempool', confirmed: 'confirmed', recorded: 'recorded' };
+  const state = newest === undefined ? 'none yet' : `#${newest.seq} ${words[newest.state] ?? newest.state}${newest.depth > 0 ? ` at depth ${newest.depth}` : ''}`;
+  return `btc h${status.bitcoin.tip ?? '-'} | anchor ${state}${status.late === undefined ? '' : ' (late)'}`;
+}
+
+/**
+ * Waits for m1's anchor engine to catch up with Bitcoin, funds its wallet by mining to it if it has
+ * nothing, then mines a block every few seconds to the same address.
+ */
+async function startAnchoring(url: string, bitcoin: DevnetBitcoin, out: NodeJS.WriteStream, stopping: () => boolean): Promise<NodeJS.Timeout> {
+  const deadline = Date.now() + 60_000;
+  let status: DevnetAnchorStatus | undefined;
+  for (;;) {
+    try {
+      const response = await fetch(`${url}/anchors`, { signal: AbortSignal.timeout(2_000) });
+      if (response.ok) {
+        status = (await response.json()) as DevnetAnchorStatus;
+        if (status.bitcoin.reachable && status.bitcoin.tip !== undefined && status.bitcoin.scannedHeight >= status.bitcoin.tip) break;
+      }
+    } catch {
+      // m1 is busy starting
+    }
+    if (Date.now() > deadline) throw new Error(`m1's anchoring did not catch up with bcoin within 60 s (last: ${JSON.stringify(status?.bitcoin)}); see m1/node.log`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  const address = status.wallet.fundingAddress;
+  if (status.wallet.spendable + status.wallet.immature === 0) {
+    out.write(`kalima devnet: mining ${DEVNET_FUNDING_BLOCKS} regtest blocks to m1's anchor wallet ${address}\n`);
+    await bitcoin.mine(DEVNET_FUNDING_BLOCKS, address);
+  }
+  return setInterval(() => {
+    bitcoin.mine(1, address).catch((error: unknown) => {
+      if (!stopping()) out.write(`\nbitcoin miner: ${String((error as { message?: string }).message ?? error)}\n`);
+    });
+  }, DEVNET_MINE_MS);
 }

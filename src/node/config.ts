@@ -3,6 +3,7 @@ import { access, readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { kalimaError } from '../errors.ts';
 import { type Genesis, parseGenesis } from '../access/genesis.ts';
+import { type AnchorConfig, parseAnchorConfig } from '../../anchors/config.ts';
 
 export interface NodeConfig {
   /** Where the chain lives (LevelDB). */
@@ -29,6 +30,8 @@ export interface NodeConfig {
    */
   clientPort: number | undefined;
   clientHost: string;
+  /** Anchoring into Bitcoin (the `bitcoin` and `anchor` sections, anchors/config.ts); undefined: this node does not anchor. */
+  anchoring: AnchorConfig | undefined;
 }
 
 export interface ClusterConfig {
@@ -69,6 +72,8 @@ export interface NodeConfigJson {
   };
   clientPort?: number;
   clientHost?: string;
+  bitcoin?: unknown;
+  anchor?: unknown;
 }
 
 function invalid(file: string, reason: string): never {
@@ -127,8 +132,10 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
     if (!Number.isInteger(logRetention) || logRetention < 1) invalid(file, 'cluster.logRetention must be a whole number of entries, at least 1');
     cluster = { linkHost: raw.linkHost ?? '127.0.0.1', linkPort, masters, validators, tickMs, logRetention };
   }
+  const anchoring = parseAnchorConfig(file, base, json.bitcoin, json.anchor);
   return {
     cluster,
+    anchoring,
     dataDir: resolve(base, json.dataDir ?? 'data'),
     genesisFile: resolve(base, json.genesis ?? 'genesis.json'),
     nodeKeyFile: resolve(base, json.nodeKey ?? 'keys/node.json'),
