@@ -325,6 +325,8 @@ export class AnchorEngine {
       try {
         await bitcoin.broadcast(latest.hex);
       } catch (error) {
+        // In a block the scan has not reached yet: the next pass finds it there.
+        if (isKalimaError(error, 'KALIMA_ERR_BITCOIN_TX_ALREADY_CONFIRMED')) continue;
         if (!isKalimaError(error, 'KALIMA_ERR_BITCOIN_TX_REJECTED')) throw error;
         commitment.lastError = errorSummary(error, clock);
         const reason = (error.details as { reason?: string }).reason;

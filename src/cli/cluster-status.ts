@@ -1,6 +1,7 @@
 // `kalima status`: one node's /status names every master and validation node and its API; each is
 // asked in turn, twice a second apart, for the leader, the term, each node's height and the commit rate.
 import type { ConsensusStatus } from '../node/cluster.ts';
+import type { AnchorStatus } from '../../anchors/engine.ts';
 
 export interface NodeStatus {
   chain: string;
@@ -19,6 +20,8 @@ export interface ClusterRow {
   /** The status, or why it could not be read. */
   status: NodeStatus | undefined;
   error: string | undefined;
+  /** GET /anchors, for a node that anchors the chain into Bitcoin. */
+  anchors?: AnchorStatus;
 }
 
 export interface ClusterView {
@@ -36,20 +39,50 @@ async function fetchStatus(url: string, timeoutMs: number): Promise<NodeStatus> 
   return (await response.json()) as NodeStatus;
 }
 
+/** A node's anchoring status; undefined for a node that does not anchor (404) or does not answer. */
+export async function fetchAnchors(url: string, timeoutMs: number): Promise<AnchorStatus | undefined> {
+  try {
+    const response = await fetch(`${url.replace(/\/$/, '')}/anchors`, { signal: AbortSignal.timeout(timeoutMs) });
+    return response.ok ? ((await response.json()) as AnchorStatus) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function sample(url: string, timeoutMs: number): Promise<{ first: NodeStatus; rows: ClusterRow[] }> {
   const first = await fetchStatus(url, timeoutMs);
   const peers = first.consensus?.peers ?? [];
-  if (peers.length === 0) return { first, rows: [{ id: '', member: 'master', api: url, status: first, error: undefined }] };
+  const withAnchors = async (row: ClusterRow): Promise<ClusterRow> => {
+    const anchors = row.status === undefined || row.api === null ? undefined : await fetchAnchors(row.api, timeoutMs);
+    return anchors === undefined ? row : { ...row, anchors };
+  };
+  if (peers.length === 0) return { first, rows: [await withAnchors({ id: '', member: 'master', api: url, status: first, error: undefined })] };
   const rows = await Promise.all(peers.map(async (peer): Promise<ClusterRow> => {
     const member = peer.member ?? 'master';
     if (peer.api === null) return { id: peer.id, member, api: null, status: undefined, error: 'no API in the configuration' };
     try {
-      return { id: peer.id, member, api: peer.api, status: await fetchStatus(peer.api, timeoutMs), error: undefined };
+      return await withAnchors({ id: peer.id, member, api: peer.api, status: await fetchStatus(peer.api, timeoutMs), error: undefined });
     } catch (error) {
       return { id: peer.id, member, api: peer.api, status: undefined, error: (error as { message?: string }).message ?? String(error) };
     }
   }));
   return { first, rows };
+}
+
+const STATE_WORDS: Record<string, string> = { signed: 'pending', mempool: 'in the mempool', confirmed: 'confirmed', recorded: 'recorded' };
+
+/** A node's anchoring in a few lines: Bitcoin, the wallet, the newest anchors and why one is late. */
+export function formatAnchors(anchors: AnchorStatus, who = ''): string[] {
+  const bitcoin = anchors.bitcoin.reachable ? `tip ${anchors.bitcoin.tip ?? '-'}, scanned to ${anchors.bitcoin.scannedHeight}` : `unreachable${anchors.bitcoin.lastError === undefined ? '' : ` (${anchors.bitcoin.lastError.code})`}`;
+  const lines = [`anchoring${who === '' ? '' : ` by ${who}`}: bitcoin ${anchors.network} ${bitcoin}; wallet ${anchors.wallet.spendable} sats spendable${anchors.wallet.immature > 0 ? `, ${anchors.wallet.immature} immature` : ''} (fund ${anchors.wallet.fundingAddress})`];
+  for (const commitment of anchors.commitments.slice(-3)) {
+    const where = commitment.confirmed === undefined ? '' : ` at depth ${commitment.depth} (bitcoin block ${commitment.confirmed.height}, tx ${commitment.confirmed.txid.slice(0, 12)})`;
+    const tips = commitment.tips.map((tip) => `${tip.chain}@${tip.height}`).join(', ');
+    lines.push(`  anchor #${commitment.seq} of ${tips}: ${STATE_WORDS[commitment.state] ?? commitment.state}${where}${commitment.txs.length > 1 ? `, ${commitment.txs.length} versions` : ''}`);
+  }
+  if (anchors.commitments.length === 0) lines.push('  no anchor yet');
+  if (anchors.late !== undefined) lines.push(`  late: ${anchors.late}`);
+  return lines;
 }
 
 const highest = (rows: ClusterRow[]): number => Math.max(0, ...rows.map((row) => row.status?.nextGlobalSequence ?? 0));
@@ -100,5 +133,6 @@ export function formatCluster(view: ClusterView): string {
   const barred = new Map<string, number>();
   for (const row of view.rows) for (const bar of row.status?.consensus?.barred ?? []) barred.set(bar.id, Math.max(barred.get(bar.id) ?? 0, bar.untilTerm));
   for (const [id, untilTerm] of barred) lines.push(`barred from leading through term ${untilTerm} (reported by the validation nodes): ${id.slice(0, 12)}`);
+  for (const row of view.rows) if (row.anchors !== undefined) lines.push(...formatAnchors(row.anchors, row.id.slice(0, 12)));
   return lines.join('\n');
 }

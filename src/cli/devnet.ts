@@ -39,10 +39,11 @@ export interface DevnetOptions {
   statusIntervalMs?: number;
   out?: NodeJS.WriteStream;
   /**
-   * A regtest Bitcoin node to anchor into (regtest/devnet-bitcoin.ts starts bcoin for `npm start`):
-   * m1 anchors the chain, and the devnet mines a block every few seconds. Left out: no anchoring.
+   * Starts a regtest Bitcoin node to anchor into (regtest/devnet-bitcoin.ts starts bcoin for `npm
+   * start`), once the devnet's directory is ready: m1 anchors the chain, and the devnet mines a block
+   * every few seconds. Left out, or if it fails: no anchoring.
    */
-  bitcoin?: DevnetBitcoin;
+  bitcoin?: (directory: string) => Promise<DevnetBitcoin>;
 }
 
 export interface DevnetBitcoin {
@@ -91,6 +92,14 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     await initCluster({ directory, chain: 'devnet', masters: MASTERS, validators: VALIDATORS });
     await saveDeviceKey(join(directory, 'keys', 'demo-device.json'), generateDeviceKey());
   }
+  let bitcoin: DevnetBitcoin | undefined;
+  if (options.bitcoin !== undefined) {
+    try {
+      bitcoin = await options.bitcoin(directory);
+    } catch (error) {
+      out.write(`kalima devnet: the regtest Bitcoin node did not start, so the devnet runs without anchoring: ${String((error as { message?: string }).message ?? error).split('\n')[0]}\n`);
+    }
+  }
   const configFiles = NODE_NAMES.map((name) => join(directory, name, 'config.json'));
   const configs = await Promise.all(configFiles.map(async (file) => JSON.parse(await readFile(file, 'utf8')) as NodeConfigJson));
 
@@ -119,8 +128,8 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     // m1 anchors the chain; the others do not (one anchor wallet per chain).
     delete next.bitcoin;
     delete next.anchor;
-    if (index === 0 && options.bitcoin !== undefined) {
-      const { network, rpcUrl, rpcUser, rpcPassword } = options.bitcoin;
+    if (index === 0 && bitcoin !== undefined) {
+      const { network, rpcUrl, rpcUser, rpcPassword } = bitcoin;
       next.bitcoin = { network, rpcUrl, rpcUser, rpcPassword, walletFile: 'keys/anchor-wallet.json', addressKind: 'p2wpkh', birthHeight: 0 };
       next.anchor = DEVNET_ANCHOR;
     }
@@ -150,6 +159,7 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
       await exited;
       clearTimeout(timer);
     }));
+    await bitcoin?.stop();
   };
   try {
     out.write(`kalima devnet: starting ${MASTERS} masters and ${VALIDATORS} validation node\n`);
@@ -189,9 +199,9 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
   }
 
   let miner: NodeJS.Timeout | undefined;
-  if (options.bitcoin !== undefined) {
+  if (bitcoin !== undefined) {
     try {
-      miner = await startAnchoring(urls[0]!, options.bitcoin, out, () => stopping);
+      miner = await startAnchoring(urls[0]!, bitcoin, out, () => stopping);
     } catch (error) {
       await stopChildren();
       throw error;
@@ -209,9 +219,9 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     `           npx kalima get --url ${urls[1]} --key ${demoKey} ${DEMO_ADDRESS} temp-1`,
     `           npx kalima watch --url ${urls[2]} --key ${demoKey} /sensors`,
     `           curl ${urls[0]}/rewards`,
-    ...(options.bitcoin === undefined ? [] : [
-      `  bitcoin  bcoin (regtest) at ${options.bitcoin.rpcUrl}, a block every ${DEVNET_MINE_MS / 1000} s; m1 anchors the chain: curl ${urls[0]}/anchors`,
-      `           npx kalima proof --url ${urls[0]} <height>   then   npx kalima verify-proof <height>.proof.json --rpc ${options.bitcoin.rpcUrl} --rpc-user ${options.bitcoin.rpcUser} --rpc-password ${options.bitcoin.rpcPassword}`,
+    ...(bitcoin === undefined ? [] : [
+      `  bitcoin  bcoin (regtest) at ${bitcoin.rpcUrl}, a block every ${DEVNET_MINE_MS / 1000} s; m1 anchors the chain: curl ${urls[0]}/anchors`,
+      `           npx kalima proof --url ${urls[0]} <height>   then   npx kalima verify-proof <height>.proof.json --rpc ${bitcoin.rpcUrl} --rpc-user ${bitcoin.rpcUser} --rpc-password ${bitcoin.rpcPassword}`,
     ]),
     '  client   a client node (the SDK\'s sync mode) keeps a verified copy of /sensors from all five masters',
     'Ctrl-C stops it; the chain stays in the data directories.',
@@ -255,7 +265,7 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
 
   const intervalMs = options.statusIntervalMs ?? (out.isTTY ? 1000 : 5000);
   let anchorLine = 'anchors: starting';
-  const anchorReader = options.bitcoin === undefined ? undefined : setInterval(() => {
+  const anchorReader = bitcoin === undefined ? undefined : setInterval(() => {
     void fetch(`${urls[0]}/anchors`, { signal: AbortSignal.timeout(1_000) }).then(async (response) => {
       anchorLine = describeAnchors((await response.json()) as DevnetAnchorStatus);
     }).catch(() => {
@@ -275,7 +285,7 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
       const leader = view.rows.findIndex((row) => row.id === view.leader);
       const heights = view.rows.map((row, index) => `${NODE_NAMES[index] ?? `n${index + 1}`}:${row.status?.height ?? '-'}`).join(' ');
       const validated = view.rows.filter((row) => row.member === 'validator').map((row) => row.status?.consensus?.validation?.validatedHeight ?? 0);
-      const anchor = options.bitcoin === undefined ? '' : ` | ${anchorLine}`;
+      const anchor = bitcoin === undefined ? '' : ` | ${anchorLine}`;
       const line = `leader ${leader < 0 ? 'none' : NODE_NAMES[leader]} | term ${view.term ?? '-'} | heights ${heights} | validated ${validated.join(',') || '-'} | ${rate.toFixed(1)} msg/s | events received ${received} | client node h${clientNode.height} via ${clientNode.connectedMasters.length}${anchor}`;
       if (!stopping) out.write(out.isTTY ? `\r${line}   ` : `${line}\n`);
     }).catch((error: unknown) => {
@@ -295,7 +305,6 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     subscription.abort();
     await clientNode.close();
     await stopChildren();
-    await options.bitcoin?.stop();
     out.write('\nkalima devnet stopped\n');
   };
   return { urls, children, stop };

@@ -11,8 +11,8 @@ import { openVerified } from '../store/verify.ts';
 import { repairState } from '../store/repair.ts';
 import { toHex } from '../ledger/hash.ts';
 import { initChain, initCluster } from './init.ts';
-import { runDevnet } from './devnet.ts';
-import { formatCluster, readCluster } from './cluster-status.ts';
+import { type DevnetBitcoin, runDevnet } from './devnet.ts';
+import { fetchAnchors, formatAnchors, formatCluster, readCluster } from './cluster-status.ts';
 
 const USAGE = `kalima — a Kalima PrivaChain node
 
@@ -20,7 +20,7 @@ const USAGE = `kalima — a Kalima PrivaChain node
   kalima init --masters N [--validators V] [--dir DIR] [--chain NAME] [--port N]
                                                                 a chain of N masters (m1 … mN) and V validation nodes (v1 … vV) on this machine
   kalima node [--config FILE] [--port N] [--client-port N]     run a node (default ./config.json)
-  kalima devnet [--dir DIR] [--port N] [--fresh]                a local chain of 5 masters and 1 validation node (processes) with a demo device (npm start)
+  kalima devnet [--dir DIR] [--port N] [--fresh] [--no-bitcoin] a local chain of 5 masters and 1 validation node (processes) with a demo device, anchored into a regtest bcoin (npm start)
   kalima status [--url URL] [--json]                           a node's status; for a cluster, every node's (leader, term, heights, validations, commit rate)
   kalima put --key KEYFILE [--url URL] [--ttl S] ADDRESS KEY VALUE
   kalima get --key KEYFILE [--url URL] ADDRESS KEY
@@ -64,7 +64,13 @@ const progress = ({ height, tipHeight }: { height: number; tipHeight: number }):
   if (height === tipHeight) process.stderr.write('\n');
 };
 
-export async function main(argv: string[]): Promise<number> {
+/** What the executable composes into the CLI from outside the core (bin/kalima.mjs). */
+export interface CliExtensions {
+  /** Starts the devnet's regtest Bitcoin node (regtest/devnet-bitcoin.ts). */
+  devnetBitcoin?: (directory: string, basePort: number, out: NodeJS.WriteStream) => Promise<DevnetBitcoin>;
+}
+
+export async function main(argv: string[], extensions: CliExtensions = {}): Promise<number> {
   const [command, ...rest] = argv;
   const { values, positionals } = parseArgs({
     args: rest,
@@ -73,7 +79,7 @@ export async function main(argv: string[]): Promise<number> {
       dir: { type: 'string' }, chain: { type: 'string' }, port: { type: 'string' }, force: { type: 'boolean' },
       config: { type: 'string' }, url: { type: 'string' }, key: { type: 'string' }, ttl: { type: 'string' },
       from: { type: 'string' }, out: { type: 'string' }, pub: { type: 'string' }, sub: { type: 'string' }, name: { type: 'string' },
-      fresh: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, masters: { type: 'string' }, validators: { type: 'string' }, json: { type: 'boolean' }, 'client-port': { type: 'string' },
+      fresh: { type: 'boolean' }, 'no-bitcoin': { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, masters: { type: 'string' }, validators: { type: 'string' }, json: { type: 'boolean' }, 'client-port': { type: 'string' },
     },
   });
   const port = values.port === undefined ? undefined : Number(values.port);
@@ -136,7 +142,11 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'devnet': {
-      const { stop } = await runDevnet({ directory: values.dir ?? join('.kalima', 'devnet'), port, fresh: values.fresh });
+      const devnetBitcoin = values['no-bitcoin'] === true ? undefined : extensions.devnetBitcoin;
+      const { stop } = await runDevnet({
+        directory: values.dir ?? join('.kalima', 'devnet'), port, fresh: values.fresh,
+        bitcoin: devnetBitcoin === undefined ? undefined : (directory) => devnetBitcoin(directory, port ?? 9118, process.stdout),
+      });
       await waitForSignal();
       await stop();
       return 0;
@@ -145,7 +155,12 @@ export async function main(argv: string[]): Promise<number> {
       const url = values.url ?? `http://127.0.0.1:${DEFAULT_PORT}`;
       const status = await new KalimaClient({ url, key: generateDeviceKey() }).status();
       if (status.consensus === undefined) {
-        print(status);
+        const anchors = await fetchAnchors(url, 2_000);
+        if (values.json === true || anchors === undefined) print(anchors === undefined ? status : { ...status, anchors });
+        else {
+          print(status);
+          process.stdout.write(`${formatAnchors(anchors).join('\n')}\n`);
+        }
         return 0;
       }
       // A cluster master: every master's status, twice a second apart for the commit rate.
@@ -253,9 +268,9 @@ function waitForSignal(): Promise<void> {
   });
 }
 
-export async function runCli(argv: string[]): Promise<void> {
+export async function runCli(argv: string[], extensions: CliExtensions = {}): Promise<void> {
   try {
-    process.exitCode = await main(argv);
+    process.exitCode = await main(argv, extensions);
   } catch (error) {
     if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`kalima: ${(error as Error).message}\n\n${USAGE}\n`);
