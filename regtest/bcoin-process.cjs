@@ -14,6 +14,9 @@ const node = new FullNode({
   logFile: false,
   logConsole: true,
   loader: require,
+  // No peers to dial (regtest's seed is 127.0.0.1:48444, which could be another engineer's bcoin).
+  // The pool is still connected: bcoin's invalidateblock asserts it is.
+  seeds: [],
 });
 
 let closing = false;
@@ -42,8 +45,8 @@ process.on('unhandledRejection', (error) => {
 
 (async () => {
   await node.ensure();
-  // Not connected: a stand-in has no peers (regtest's seed, 127.0.0.1:48444, could be another's).
   await node.open();
+  await node.connect();
   console.log(`[kalima] bcoin ready, pid ${process.pid}`);
 })().catch((error) => {
   console.error(error && error.stack);

@@ -27,6 +27,14 @@ export interface StartBcoinOptions {
   startTimeoutMs?: number;
 }
 
+/**
+ * bcoin's regtest activates segwit by BIP-9 signalling (lib/protocol/networks.js: windows of 144
+ * blocks, threshold 108): its mempool takes a witness spend once the tip is at this height, and
+ * refuses it before ("no-witness-yet"); Core's regtest has segwit from block 1. bcoin 1.0.2
+ * predates Taproot and bech32m: no P2TR at all.
+ */
+export const BCOIN_SEGWIT_HEIGHT = 432;
+
 const SCRIPT = fileURLToPath(new URL('./bcoin-process.cjs', import.meta.url));
 const STOP_TIMEOUT_MS = 20_000;
 const LOG_TAIL_LINES = 40;
@@ -56,7 +64,8 @@ export class BcoinNode {
     private readonly startTimeoutMs: number,
   ) {
     this.rpcUrl = `http://127.0.0.1:${port}/`;
-    this.rpc = new BitcoinRpc({ url: this.rpcUrl, auth: { user: 'kalima', password: apiKey }, dialect: 'bcoin' });
+    // bcoin adds a broadcast transaction to its mempool within milliseconds, or never.
+    this.rpc = new BitcoinRpc({ url: this.rpcUrl, auth: { user: 'kalima', password: apiKey }, dialect: 'bcoin', mempoolAcceptanceWaitMs: 1_000 });
   }
 
   static async start(options: StartBcoinOptions = {}): Promise<BcoinNode> {

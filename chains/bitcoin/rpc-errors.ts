@@ -40,7 +40,8 @@ const BCOIN_NOT_FOUND_PATTERN = /not found|not in mempool/i;
 function codeFor(rpcCode: number, rpcMessage: string, dialect: RpcDialect): KalimaErrorCode {
   switch (rpcCode) {
     case RPC_CODE.inWarmup: return 'KALIMA_ERR_BITCOIN_WARMING_UP';
-    case RPC_CODE.invalidAddressOrKey: return 'KALIMA_ERR_BITCOIN_NOT_FOUND';
+    // -5 is "invalid address or key": a txid or block that is not there, or an address that does not parse.
+    case RPC_CODE.invalidAddressOrKey: return /invalid address/i.test(rpcMessage) ? 'KALIMA_ERR_BITCOIN_BAD_PARAMETER' : 'KALIMA_ERR_BITCOIN_NOT_FOUND';
     // A parameter of the wrong type (-3, -32602), out of range (-8) or that does not decode (-22).
     case RPC_CODE.typeError:
     case RPC_CODE.invalidParameter:
