@@ -110,6 +110,18 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_BITCOIN_BAD_REPLACEMENT: { status: 400, message: 'a replacement must pay a higher fee rate than the transaction it replaces' },
   KALIMA_ERR_BITCOIN_KEYSTORE_WRONG_NETWORK: { status: 500, message: 'the anchor wallet file belongs to another Bitcoin network' },
   KALIMA_ERR_BITCOIN_KEYSTORE_CORRUPT: { status: 500, message: 'the anchor wallet file is unreadable or malformed' },
+  // proofs: anchor proofs, their .ots form and the verifier (anchors/)
+  KALIMA_ERR_PROOF_MALFORMED: { status: 400, message: 'the proof is malformed: a field is missing, of the wrong type or shape, or unknown' },
+  KALIMA_ERR_PROOF_INVALID: { status: 422, message: 'the proof does not verify: a commitment along it does not match' },
+  KALIMA_ERR_PROOF_NOT_IN_CHAIN: { status: 409, message: 'the Bitcoin block the proof ends in is not in the best chain of the header source (reorganised away, or not reached yet)' },
+  KALIMA_ERR_PROOF_WRONG_NETWORK: { status: 400, message: 'the header source is on another Bitcoin network than the proof' },
+  KALIMA_ERR_PROOF_OTS_TRUNCATED: { status: 400, message: 'the .ots file ends before the value it announces' },
+  KALIMA_ERR_PROOF_OTS_BAD_MAGIC: { status: 400, message: 'not an OpenTimestamps file: it does not start with the OpenTimestamps magic bytes' },
+  KALIMA_ERR_PROOF_OTS_UNSUPPORTED: { status: 400, message: 'the .ots file uses a version, hash, operation, attestation or fork this verifier does not support (one path ending in a Bitcoin block header attestation)' },
+  KALIMA_ERR_PROOF_OTS_TRAILING_BYTES: { status: 400, message: 'bytes follow the end of the .ots timestamp' },
+  KALIMA_ERR_PROOF_OTS_MALFORMED: { status: 400, message: 'the .ots file is malformed (an empty or oversized operation argument, or a value out of range)' },
+  KALIMA_ERR_PROOF_HEADERS_MALFORMED: { status: 400, message: 'the Bitcoin headers file is malformed, or its headers do not link or lack their proof of work' },
+  KALIMA_ERR_PROOF_RPC_FAILED: { status: 502, message: 'the Bitcoin RPC could not be reached, refused the request or answered something unexpected' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type KalimaErrorCode = keyof typeof ERROR_CATALOGUE;

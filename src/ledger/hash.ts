@@ -34,7 +34,8 @@ export function sha256(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
 
 const tagPrefixes = new Map<string, Uint8Array>();
 
-function tagPrefix(tag: string): Uint8Array {
+/** SHA256(tag) || SHA256(tag): the 64 bytes a tagged hash starts with (an anchor proof's ops prepend them). */
+export function tagPrefix(tag: string): Uint8Array {
   let prefix = tagPrefixes.get(tag);
   if (prefix === undefined) {
     const tagHash = sha256(new TextEncoder().encode(tag));
@@ -64,6 +65,10 @@ export const TAG = {
   request: 'kalima/request/v1',
   onboarding: 'kalima/onboarding/v1',
   leaderReport: 'kalima/leader-report/v1',
+  /** Inner nodes of the anchor aggregation tree over chain tips (anchors/aggregate.ts). */
+  anchorNode: 'kalima/anchor-node/v1',
+  /** The anchored root: the tree's root with its leaf count (anchors/aggregate.ts). */
+  anchorRoot: 'kalima/anchor-root/v1',
 } as const;
 
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
