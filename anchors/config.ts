@@ -3,7 +3,7 @@
 //
 //   "bitcoin": { "network": "bcoin-regtest", "rpcUrl": "http://127.0.0.1:48332",
 //                "rpcUser": "kalima", "rpcPassword": "…"  |  "rpcCookieFile": "~/.bitcoin/regtest/.cookie",
-//                "walletFile": "keys/anchor-wallet.json", "addressKind": "p2wpkh", "birthHeight": 0 },
+//                "walletFile": "keys/anchor-wallet.json", "stateDir": "anchors", "addressKind": "p2wpkh", "birthHeight": 0 },
 //   "anchor":  { "intervalSeconds": 600, "minBlocks": 1, "confirmations": 6, "feeTargetBlocks": 6,
 //                "fallbackFeeRate": 2000, "maxFeeRate": 200000, "rbf": true, "pollSeconds": 15 }
 //
@@ -20,6 +20,8 @@ export interface BitcoinConfig {
   rpcUrl: string;
   auth: { user: string; password: string } | { cookieFile: string };
   walletFile: string;
+  /** The anchor engine's own LevelDB (its wallet outputs and commitments); beside the chain's data, not in it. */
+  stateDir: string;
   addressKind: 'p2wpkh' | 'p2tr';
   /** Where the wallet's scan starts; undefined: the Bitcoin tip when the wallet is first opened. */
   birthHeight: number | undefined;
@@ -32,7 +34,7 @@ export interface AnchorConfig {
 }
 
 interface RawBitcoin {
-  network?: unknown; rpcUrl?: unknown; rpcUser?: unknown; rpcPassword?: unknown; rpcCookieFile?: unknown; walletFile?: unknown; addressKind?: unknown; birthHeight?: unknown;
+  network?: unknown; rpcUrl?: unknown; rpcUser?: unknown; rpcPassword?: unknown; rpcCookieFile?: unknown; walletFile?: unknown; stateDir?: unknown; addressKind?: unknown; birthHeight?: unknown;
 }
 
 interface RawAnchor {
@@ -62,6 +64,7 @@ export function parseAnchorConfig(file: string, base: string, bitcoin: unknown, 
   }
   if (raw.addressKind !== undefined && raw.addressKind !== 'p2wpkh' && raw.addressKind !== 'p2tr') invalid('bitcoin.addressKind must be p2wpkh or p2tr');
   if (raw.walletFile !== undefined && (typeof raw.walletFile !== 'string' || raw.walletFile.length === 0)) invalid('bitcoin.walletFile must be a path');
+  if (raw.stateDir !== undefined && (typeof raw.stateDir !== 'string' || raw.stateDir.length === 0)) invalid('bitcoin.stateDir must be a path');
   if (raw.birthHeight !== undefined && (!Number.isSafeInteger(raw.birthHeight) || (raw.birthHeight as number) < 0)) invalid('bitcoin.birthHeight must be a whole number');
 
   if (anchor !== undefined && (typeof anchor !== 'object' || anchor === null)) invalid('anchor must be an object');
@@ -90,6 +93,7 @@ export function parseAnchorConfig(file: string, base: string, bitcoin: unknown, 
     bitcoin: {
       network: raw.network as NetworkName, rpcUrl: raw.rpcUrl as string, auth,
       walletFile: resolve(base, (raw.walletFile as string | undefined) ?? 'keys/anchor-wallet.json'),
+      stateDir: resolve(base, (raw.stateDir as string | undefined) ?? 'anchors'),
       addressKind: (raw.addressKind as BitcoinConfig['addressKind'] | undefined) ?? 'p2wpkh',
       birthHeight: raw.birthHeight as number | undefined,
     },

@@ -46,7 +46,7 @@ export interface ParsedBlock {
 }
 
 /** The anchor wallet: its scripts and how it signs (chains/bitcoin, through an adapter). */
-export interface AnchorWallet {
+export interface EngineWallet {
   /** Output scripts (hex) the scan credits to the wallet. */
   readonly scripts: ReadonlySet<string>;
   /** The address to fund the wallet with. */
@@ -102,7 +102,7 @@ export const DEFAULT_POLICY: AnchorPolicy = {
 export interface EngineOptions {
   store: AnchorStore;
   bitcoin: BitcoinSource;
-  wallet: AnchorWallet;
+  wallet: EngineWallet;
   chains: readonly AnchoredChain[];
   /** The aggregation root of the tips (anchors/aggregate.ts). */
   aggregate: (tips: ReadonlyArray<{ chain: string; height: number; hash: Uint8Array }>) => Uint8Array;
@@ -214,16 +214,24 @@ export class AnchorEngine {
       this.undoBlock();
       changed = true;
     }
-    const end = Math.min(tip, this.state.scan.height + policy.scanBatch);
-    for (let height = this.state.scan.height + 1; height <= end; height++) {
-      const hash = await bitcoin.getBlockHash(height);
-      const block = this.options.wallet.parseBlock(await bitcoin.getBlockHex(hash));
-      // A block that does not follow the last one scanned: the chain moved under the scan; the next pass finds the fork.
-      if (this.state.scan.hashes.length > 0 && block.prevHash !== this.state.scan.hashes.at(-1)) break;
-      this.applyBlock(height, hash, block);
-      changed = true;
-    }
     if (changed) await this.save();
+    // Scan up to the tip in batches, each saved, so a wallet born long ago shows its progress and
+    // keeps it over a restart.
+    while (this.state.scan.height < tip) {
+      const end = Math.min(tip, this.state.scan.height + policy.scanBatch);
+      for (let height = this.state.scan.height + 1; height <= end; height++) {
+        const hash = await bitcoin.getBlockHash(height);
+        const block = this.options.wallet.parseBlock(await bitcoin.getBlockHex(hash));
+        // A block that does not follow the last one scanned: the chain moved under the scan; the next pass finds the fork.
+        if (this.state.scan.hashes.length > 0 && block.prevHash !== this.state.scan.hashes.at(-1)) {
+          await this.save();
+          throw kalimaError('KALIMA_ERR_BITCOIN_RPC', { method: 'getblock', reason: 'the chain changed during the scan', height });
+        }
+        this.applyBlock(height, hash, block);
+      }
+      await this.save();
+      if (end < tip) this.options.logger.info({ scanned: end, tip }, 'anchors: scanning Bitcoin blocks for the wallet');
+    }
   }
 
   private applyBlock(height: number, hash: string, block: ParsedBlock): void {
@@ -451,6 +459,7 @@ export class AnchorEngine {
           if (existing !== undefined && toHex(existing.txid) === confirmed.txid && toHex(existing.bitcoinBlock) === confirmed.blockHash) continue;
           this.state.lastNonce = Math.max(this.state.lastNonce + 1, clock.nowMs() * 1_000);
           await this.save();
+          this.options.failpoint?.('anchor.before-record');
           await chain.writeRecord(record, this.state.lastNonce);
         }
       } catch (error) {

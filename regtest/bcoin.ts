@@ -176,6 +176,9 @@ export class BcoinNode {
       // No listening socket; bcoin-process.cjs never connects out either.
       '--listen=false',
       '--index-tx=true',
+      // Accept transactions that signal BIP-125 replaceability, as Bitcoin Core does: without this
+      // bcoin refuses them as non-standard (replace-by-fee). It still replaces none.
+      '--replace-by-fee=true',
       '--http-host=127.0.0.1',
       `--http-port=${this.port}`,
       `--api-key=${this.apiKey}`,

@@ -58,8 +58,12 @@ export interface DevnetBitcoin {
 /** The devnet's anchoring: every few seconds a Bitcoin block, an anchor at most every ten seconds, recorded at depth 2. */
 const DEVNET_MINE_MS = 4_000;
 const DEVNET_ANCHOR = { intervalSeconds: 10, minBlocks: 1, confirmations: 2, feeTargetBlocks: 2, pollSeconds: 1 };
-/** Coinbase outputs mature after 100 blocks: the first anchor can be paid once 101 are mined to the wallet. */
-const DEVNET_FUNDING_BLOCKS = 101;
+/**
+ * bcoin's regtest activates segwit (BIP 9, 144-block windows) at height 432, and the anchor wallet
+ * spends P2WPKH outputs: the devnet mines that many blocks to the wallet first, whose coinbases
+ * (mature after 100 blocks) then pay for the anchors.
+ */
+const DEVNET_FUNDING_BLOCKS = 432;
 
 export interface Devnet {
   /** Each master's API URL, m1 first. */

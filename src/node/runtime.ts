@@ -17,6 +17,7 @@ import { WorkerPoolVerifier } from './verifier.ts';
 import { InlineBlockSigner, WorkerBlockSigner } from './block-signer.ts';
 import type { VerifyProgress } from '../store/verify.ts';
 import { SyncServer } from '../api/sync-server.ts';
+import { AnchorService } from '../../anchors/service.ts';
 
 export const VERSION = '0.1.0';
 
@@ -90,10 +91,28 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
     await store.close();
     throw error;
   }
-  const { app, events } = await buildApi({ node, logger, version: VERSION, consensus: master === undefined ? undefined : () => master!.status() });
+  // Anchoring into Bitcoin, for a node with a bitcoin section: its own store beside the chain's.
+  let anchors: AnchorService | undefined;
+  let anchorKv: LevelKvStore | undefined;
+  if (config.anchoring !== undefined) {
+    try {
+      anchorKv = await LevelKvStore.open(config.anchoring.bitcoin.stateDir);
+      const failpoints = new Set((process.env.KALIMA_FAILPOINTS ?? '').split(',').filter((name) => name.length > 0));
+      anchors = await AnchorService.open({
+        config: config.anchoring, stateKv: anchorKv, nodeKv: kv, node, nodeKey, clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger, failpoints,
+      });
+    } catch (error) {
+      await anchorKv?.close();
+      if (master !== undefined) await master.close();
+      else await node.close();
+      throw error;
+    }
+  }
+  const { app, events } = await buildApi({ node, logger, version: VERSION, consensus: master === undefined ? undefined : () => master!.status(), anchors });
   try {
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {
+    await anchors?.close();
     // The master closes its links too.
     if (master !== undefined) await master.close();
     else await node.close();
@@ -109,6 +128,7 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
       sync = await SyncServer.start({ node, nodeKey, clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger }, config.clientPort, config.clientHost);
     } catch (error) {
       await app.close();
+      await anchors?.close();
       if (master !== undefined) await master.close();
       else await node.close();
       throw error;
@@ -136,6 +156,7 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
         clearInterval(idle);
         clearTimeout(grace);
       }
+      await anchors?.close();
       if (master !== undefined) await master.close();
       else await node.close();
     },

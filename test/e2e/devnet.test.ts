@@ -73,11 +73,26 @@ describe('kalima devnet', () => {
     let printed = '';
     cli.stdout!.on('data', (chunk: Buffer) => void (printed += chunk.toString()));
     await new Promise((resolve) => cli.once('exit', resolve));
-    const view = JSON.parse(printed) as { rows: Array<{ status: { height: number } | undefined }>; leader: string; term: number; commitRate: number };
+    const view = JSON.parse(printed) as { rows: Array<{ status: { height: number } | undefined; anchors?: { network: string } }>; leader: string; term: number; commitRate: number };
     expect(view.rows).toHaveLength(6);
     expect(view.rows.every((row) => row.status !== undefined && row.status.height >= 3)).toBe(true);
     expect(view.leader).toBe(statuses[0]!.consensus.leader);
     expect(view.commitRate).toBeGreaterThan(0);
+    // m1 anchors the chain into the devnet's bcoin (a block every few seconds): one anchor recorded at depth 2.
+    expect(view.rows.filter((row) => row.anchors !== undefined).map((row) => row.anchors!.network)).toEqual(['bcoin-regtest']);
+    let anchors: { commitments: Array<{ state: string; depth: number; tips: Array<{ height: number }> }> } = { commitments: [] };
+    const anchoringFrom = Date.now();
+    while (Date.now() - anchoringFrom < 60_000) {
+      anchors = (await (await fetch(`${urls[0]}/anchors`)).json()) as typeof anchors;
+      if (anchors.commitments.some((commitment) => commitment.state === 'recorded')) break;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    const recorded = anchors.commitments.find((commitment) => commitment.state === 'recorded');
+    expect(recorded, JSON.stringify(anchors).slice(0, 2_000)).toBeDefined();
+    expect(recorded!.depth).toBeGreaterThanOrEqual(2);
+    // m1 serves the proof of block 1.
+    const proof = await fetch(`${urls[0]}/anchors/proof/1`);
+    expect(proof.status).toBe(200);
 
     const height = Math.min(...statuses.map((one) => one.height));
     first.child.kill('SIGINT');
@@ -85,7 +100,10 @@ describe('kalima devnet', () => {
     const second = start();
     const resumed = await Promise.all((await second.urls).map(status));
     for (const one of resumed) expect(one.height).toBeGreaterThanOrEqual(height);
+    // The anchors and the Bitcoin chain are kept across the restart: the recorded anchor is still there.
+    const anchorsAgain = (await (await fetch(`${(await second.urls)[0]}/anchors`)).json()) as typeof anchors;
+    expect(anchorsAgain.commitments.some((commitment) => commitment.state === 'recorded')).toBe(true);
     second.child.kill('SIGINT');
     await new Promise((resolve) => second.child.once('exit', resolve));
-  }, 90_000);
+  }, 180_000);
 });

@@ -61,12 +61,12 @@ export class MasterProcess {
   }
 
   /** Spawns it and waits until its API answers GET /status. */
-  async start(timeoutMs = 20_000): Promise<void> {
+  async start(timeoutMs = 20_000, env: Record<string, string> = {}): Promise<void> {
     if (this.running) throw new Error(`${this.name} is running already`);
     this.runs++;
     this.keep(`\n[${this.name}: run ${this.runs}]\n`);
     this.runStart = this.output.length;
-    const child = spawn(process.execPath, [BIN, 'node', '--config', this.configFile], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'node', '--config', this.configFile], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     this.child = child;
     liveChildren.add(child);
     child.on('exit', () => liveChildren.delete(child));

@@ -1,0 +1,206 @@
+// Anchoring for a running node: the Bitcoin RPC client, the anchor wallet, the engine's store and
+// its timer, the chain's anchor records, GET /anchors and proofs. Started by src/node/runtime.ts
+// for a node whose config has a `bitcoin` section.
+import { kalimaError } from '../src/errors.ts';
+import { type Block, blockHash, decodeBlockHeader, encodeHeader } from '../src/ledger/block.ts';
+import { fromHex } from '../src/ledger/hash.ts';
+import type { KeyPair } from '../src/ledger/signature.ts';
+import type { Clock, Logger, Rng, Scheduler } from '../src/ports.ts';
+import type { KalimaNode } from '../src/node/node.ts';
+import type { AnchorsApi } from '../src/api/server.ts';
+import type { KvStore } from '../src/store/kv.ts';
+import { BitcoinRpc } from '../chains/bitcoin/rpc.ts';
+import { type BitcoinNetwork, parseBitcoinNetwork } from '../chains/bitcoin/network.ts';
+import { openAnchorWallet } from '../chains/bitcoin/keys.ts';
+import type { AnchorConfig } from './config.ts';
+import { AnchorEngine, type AnchorStatus, type BitcoinSource } from './engine.ts';
+import { AnchorStore } from './state.ts';
+import { LocalWallet } from './wallet.ts';
+import { NodeChain } from './node-chain.ts';
+import { aggregationRoot } from './aggregate.ts';
+import { MmrStore } from './mmr-store.ts';
+import { buildProof } from './proof.ts';
+import { encodeProofJson } from './proof-json.ts';
+
+/** The MMR nodes' table in the node's store (anchors/mmr-store.ts); see src/store/keys.ts for the other tables. */
+export const MMR_TABLE_PREFIX = Uint8Array.of(0x61, 0x6d); // 'am'
+
+/** The RPC client as the engine uses it; the network is checked once, at the first answer. */
+class RpcSource implements BitcoinSource {
+  readonly network: string;
+  private checked = false;
+
+  constructor(readonly rpc: BitcoinRpc, private readonly params: BitcoinNetwork) {
+    this.network = params.name;
+  }
+
+  async getBlockCount(): Promise<number> {
+    if (!this.checked) {
+      await this.rpc.checkNetwork(this.params);
+      this.checked = true;
+    }
+    return this.rpc.getBlockCount();
+  }
+
+  getBlockHash(height: number): Promise<string> {
+    return this.rpc.getBlockHash(height);
+  }
+
+  getBlockHex(hash: string): Promise<string> {
+    return this.rpc.getBlockHex(hash);
+  }
+
+  async inMempool(txid: string): Promise<boolean> {
+    return (await this.rpc.getMempoolEntry(txid)) !== undefined;
+  }
+
+  async broadcast(hex: string): Promise<void> {
+    await this.rpc.sendRawTransaction(hex);
+  }
+
+  async estimateFeeRate(targetBlocks: number): Promise<number | undefined> {
+    const estimate = await this.rpc.estimateSmartFee(targetBlocks);
+    return estimate === undefined ? undefined : Number(estimate);
+  }
+}
+
+export interface AnchorServiceOptions {
+  config: AnchorConfig;
+  /** Where the engine keeps its state (a LevelDB of its own). */
+  stateKv: KvStore;
+  /** The node's own store, for the MMR table. */
+  nodeKv: KvStore;
+  node: KalimaNode;
+  nodeKey: KeyPair;
+  clock: Clock;
+  rng: Rng;
+  scheduler: Scheduler;
+  logger: Logger;
+  /** Names of failpoints that end the process (crash tests; KALIMA_FAILPOINTS). */
+  failpoints?: ReadonlySet<string>;
+}
+
+export class AnchorService implements AnchorsApi {
+  private engine: AnchorEngine | undefined;
+  private openError: { code: string; message: string } | undefined;
+  private timer: unknown;
+  private stopped = false;
+  private readonly chain: NodeChain;
+  private readonly source: RpcSource;
+  private readonly store: AnchorStore;
+  private mmr: MmrStore | undefined;
+
+  private constructor(private readonly options: AnchorServiceOptions, private readonly wallet: LocalWallet, private readonly network: BitcoinNetwork) {
+    const { config, node, nodeKey, rng } = options;
+    const rpc = new BitcoinRpc({ url: config.bitcoin.rpcUrl, auth: config.bitcoin.auth, dialect: network.name === 'bcoin-regtest' ? 'bcoin' : 'core', timeoutMs: 15_000, maxAttempts: 3 });
+    this.source = new RpcSource(rpc, network);
+    this.chain = new NodeChain(node, nodeKey, rng);
+    this.store = new AnchorStore(options.stateKv);
+  }
+
+  static async open(options: AnchorServiceOptions): Promise<AnchorService> {
+    const network = parseBitcoinNetwork(options.config.bitcoin.network);
+    const keystore = await openAnchorWallet(options.config.bitcoin.walletFile, network, options.rng);
+    const wallet = new LocalWallet(keystore, options.config.bitcoin.addressKind, options.config.policy.rbf);
+    const service = new AnchorService(options, wallet, network);
+    options.logger.info({ network: network.name, rpc: options.config.bitcoin.rpcUrl, fundingAddress: wallet.fundingAddress }, 'anchors: anchoring into Bitcoin');
+    service.schedule(0);
+    return service;
+  }
+
+  /** One pass now (tests drive the engine with this; the timer calls it too). */
+  async tick(): Promise<void> {
+    const engine = await this.openEngine();
+    if (engine !== undefined) await engine.tick();
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    this.timer = this.options.scheduler.setTimeout(() => {
+      void this.tick().catch((error: unknown) => {
+        this.options.logger.error({ error: String((error as { message?: string }).message ?? error) }, 'anchors: a pass failed');
+      }).finally(() => this.schedule(this.options.config.pollMs));
+    }, delayMs);
+  }
+
+  /** The engine, once its store is open; a new store needs the Bitcoin tip for its birth height, so it waits for the node to answer. */
+  private async openEngine(): Promise<AnchorEngine | undefined> {
+    if (this.engine !== undefined || this.stopped) return this.engine;
+    const { config, clock, logger, failpoints } = this.options;
+    try {
+      const fresh = (await this.store.load()) === undefined;
+      const birthHeight = !fresh ? 0 : config.bitcoin.birthHeight ?? (await this.source.getBlockCount());
+      this.engine = await AnchorEngine.open({
+        store: this.store, bitcoin: this.source, wallet: this.wallet, chains: [this.chain], policy: config.policy, clock, logger, birthHeight,
+        aggregate: (tips) => aggregationRoot(tips.map((tip) => ({ chain: tip.chain, height: tip.height, blockHash: tip.hash }))),
+        failpoint: (name) => {
+          if (failpoints?.has(name)) {
+            logger.error({ failpoint: name }, 'anchors: failpoint reached; the process ends here');
+            process.kill(process.pid, 'SIGKILL');
+          }
+        },
+      });
+      this.openError = undefined;
+    } catch (error) {
+      this.openError = { code: (error as { code?: string }).code ?? 'KALIMA_ERR_NODE_INTERNAL', message: String((error as { message?: string }).message ?? error) };
+      logger.warn(this.openError, 'anchors: cannot start yet');
+    }
+    return this.engine;
+  }
+
+  status(): AnchorStatus | { network: string; starting: true; late: string; wallet: { fundingAddress: string } } {
+    if (this.engine !== undefined) return this.engine.status();
+    return {
+      network: this.network.name, starting: true, wallet: { fundingAddress: this.wallet.fundingAddress },
+      late: this.openError === undefined ? 'starting' : `waiting for the Bitcoin node (${this.openError.code}: ${this.openError.message})`,
+    };
+  }
+
+  /** The proof of block `height` under the first recorded anchor whose tip of this chain is at or above it. */
+  async proof(height: number): Promise<unknown> {
+    const engine = this.engine;
+    const { node } = this.options;
+    const candidates = (engine?.recorded() ?? [])
+      .map((commitment) => ({ commitment, tip: commitment.tips.find((tip) => tip.chain === node.chain) }))
+      .filter((candidate) => candidate.tip !== undefined && candidate.tip.height >= height && candidate.commitment.confirmed !== undefined)
+      .sort((a, b) => a.tip!.height - b.tip!.height);
+    const chosen = candidates[0];
+    if (chosen === undefined) throw kalimaError('KALIMA_ERR_ANCHOR_NOT_ANCHORED', { height, chain: node.chain });
+    const { commitment, tip } = chosen;
+    const confirmed = commitment.confirmed!;
+    const store = node.store;
+    const block = await store.getBlock(height);
+    const tipBlock = await store.getBlock(tip!.height);
+    if (block === undefined || tipBlock === undefined) throw kalimaError('KALIMA_ERR_LEDGER_NOT_FOUND', { height });
+    this.mmr ??= await MmrStore.open({
+      kv: this.options.nodeKv, prefix: MMR_TABLE_PREFIX,
+      blockHashAt: async (at) => {
+        const bytes = await store.getBlockBytes(at);
+        return bytes === undefined ? undefined : blockHash(decodeBlockHeader(bytes));
+      },
+    });
+    const { path } = await this.mmr.proof(height, tip!.height);
+    const anchorTx = commitment.txs.find((tx) => tx.txid === confirmed.txid)!;
+    const raw = fromHex(await this.source.getBlockHex(confirmed.blockHash))!;
+    const proof = buildProof({
+      network: this.network.name, chain: node.chain, height, blockHash: blockHashOf(block), blockHeader: encodeHeader(block.header), mmrPath: path,
+      tipHeader: encodeHeader(tipBlock.header),
+      aggregation: { tips: commitment.tips.map((entry) => ({ chain: entry.chain, height: entry.height, blockHash: fromHex(entry.hash)! })) },
+      anchorTx: fromHex(anchorTx.hex)!, bitcoinBlock: { raw }, bitcoinHeight: confirmed.height,
+    });
+    return JSON.parse(encodeProofJson(proof)) as unknown;
+  }
+
+  async close(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== undefined) this.options.scheduler.clearTimeout(this.timer);
+    await this.engine?.close();
+    this.chain.close();
+    this.source.rpc.close();
+    await this.store.close();
+  }
+}
+
+function blockHashOf(block: Block): Uint8Array {
+  return blockHash(block.header);
+}
