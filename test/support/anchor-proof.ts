@@ -56,6 +56,8 @@ export interface ProofFixtureOptions {
   /** Transactions in the Bitcoin block besides the coinbase and the anchor. */
   otherTxs?: number;
   bitcoinHeight?: number;
+  /** The Bitcoin block's parent (internal byte order); random by default. */
+  bitcoinPrevHash?: Uint8Array;
   withBlockHeader?: boolean;
 }
 
@@ -72,7 +74,7 @@ export function proofFixture(options: ProofFixtureOptions): ProofFixture {
   // The anchor in the middle of the block, so the branch has siblings on both sides.
   const middle = Math.floor(others.length / 2);
   const transactions = [coinbaseTx(bitcoinHeight, wallet.outputScript, 5_000_000_000n), ...others.slice(0, middle), tx, ...others.slice(middle)];
-  const block = mineBlock(rng.bytes(32), 1_780_000_100, transactions);
+  const block = mineBlock(options.bitcoinPrevHash ?? rng.bytes(32), 1_780_000_100, transactions);
   const proof = buildProof({
     network: 'regtest',
     chain: chain.chain,
