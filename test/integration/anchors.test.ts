@@ -17,7 +17,8 @@ import { aggregationRoot } from '../../anchors/aggregate.ts';
 import { DEFAULT_POLICY, type AnchorStatus } from '../../anchors/engine.ts';
 import type { AnchorConfig } from '../../anchors/config.ts';
 import { decodeProofJson } from '../../anchors/proof-json.ts';
-import { verifyProof } from '../../anchors/verify.ts';
+import { verifyOts, verifyProof } from '../../anchors/verify.ts';
+import { decodeOts, encodeOts, proofToOts } from '../../anchors/ots.ts';
 import { formatHeadersFile, parseHeadersFile } from '../../anchors/headers-file.ts';
 import { createAddress, makeChain, makeMessage, openNode, registerDevice, tempDir } from '../support/chain.ts';
 
@@ -126,6 +127,10 @@ describe('anchoring into bcoin', () => {
     expect(viaRpc.attestedTime).toBe(new Date(header.timestampSec * 1000).toISOString());
     const viaFile = await verifyProof(proof, { kind: 'headers', headers: parseHeadersFile(await headersFile()) });
     expect(viaFile).toMatchObject({ valid: true, confirmations: 2 });
+    // The same proof as an OpenTimestamps file: from the block hash, appends, prepends and SHA-256s to the Merkle root of that Bitcoin block.
+    const ots = decodeOts(encodeOts(proofToOts(proof.proof)));
+    expect(toHex(ots.fileDigest)).toBe(toHex(proof.proof.blockHash));
+    expect(await verifyOts(ots, { kind: 'rpc', rpc: bcoin.rpc })).toMatchObject({ valid: true, bitcoinHeight: recorded.confirmed!.height, confirmations: 2, bitcoinBlockHash: recorded.confirmed!.blockHash });
     // The same for the tip itself (an empty MMR path).
     const tipProof = decodeProofJson(JSON.stringify(await service.proof(commitment!.tips[0]!.height)));
     expect(tipProof.proof.mmrPath).toEqual([]);
