@@ -551,11 +551,6 @@ export class AnchorEngine {
     };
   }
 
-  /** The commitments whose anchor is recorded, oldest first. */
-  recorded(): readonly Commitment[] {
-    return this.state.commitments.filter((commitment) => commitment.state === 'recorded');
-  }
-
   private save(): Promise<void> {
     return this.options.store.save(this.state);
   }

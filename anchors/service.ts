@@ -2,8 +2,9 @@
 // its timer, the chain's anchor records, GET /anchors and proofs. Started by src/node/runtime.ts
 // for a node whose config has a `bitcoin` section.
 import { kalimaError } from '../src/errors.ts';
-import { type Block, blockHash, decodeBlockHeader, encodeHeader } from '../src/ledger/block.ts';
-import { fromHex } from '../src/ledger/hash.ts';
+import { blockHash, decodeBlockHeader, encodeHeader } from '../src/ledger/block.ts';
+import { fromHex, toHex } from '../src/ledger/hash.ts';
+import { parseBlock } from '../chains/bitcoin/block.ts';
 import type { KeyPair } from '../src/ledger/signature.ts';
 import type { Clock, Logger, Rng, Scheduler } from '../src/ports.ts';
 import type { KalimaNode } from '../src/node/node.ts';
@@ -156,39 +157,46 @@ export class AnchorService implements AnchorsApi {
     };
   }
 
-  /** The proof of block `height` under the first recorded anchor whose tip of this chain is at or above it. */
+  /**
+   * The proof of block `height` under the recorded anchor of this chain with the lowest tip at or
+   * above it, read from the chain's records (so proofs outlive the engine's history) and from the
+   * Bitcoin node: the record's block must still be in its best chain.
+   */
   async proof(height: number): Promise<unknown> {
-    const engine = this.engine;
     const { node } = this.options;
-    const candidates = (engine?.recorded() ?? [])
-      .map((commitment) => ({ commitment, tip: commitment.tips.find((tip) => tip.chain === node.chain) }))
-      .filter((candidate) => candidate.tip !== undefined && candidate.tip.height >= height && candidate.commitment.confirmed !== undefined)
+    const candidates = this.chain.records()
+      .map((record) => ({ record, tip: record.tips.find((tip) => tip.chain === node.chain) }))
+      .filter((candidate) => candidate.tip !== undefined && candidate.tip.height >= height && candidate.record.network === this.network.name)
       .sort((a, b) => a.tip!.height - b.tip!.height);
-    const chosen = candidates[0];
-    if (chosen === undefined) throw kalimaError('KALIMA_ERR_ANCHOR_NOT_ANCHORED', { height, chain: node.chain });
-    const { commitment, tip } = chosen;
-    const confirmed = commitment.confirmed!;
-    const store = node.store;
-    const block = await store.getBlock(height);
-    const tipBlock = await store.getBlock(tip!.height);
-    if (block === undefined || tipBlock === undefined) throw kalimaError('KALIMA_ERR_LEDGER_NOT_FOUND', { height });
-    this.mmr ??= await MmrStore.open({
-      kv: this.options.nodeKv, prefix: MMR_TABLE_PREFIX,
-      blockHashAt: async (at) => {
-        const bytes = await store.getBlockBytes(at);
-        return bytes === undefined ? undefined : blockHash(decodeBlockHeader(bytes));
-      },
-    });
-    const { path } = await this.mmr.proof(height, tip!.height);
-    const anchorTx = commitment.txs.find((tx) => tx.txid === confirmed.txid)!;
-    const raw = fromHex(await this.source.getBlockHex(confirmed.blockHash))!;
-    const proof = buildProof({
-      network: this.network.name, chain: node.chain, height, blockHash: blockHashOf(block), blockHeader: encodeHeader(block.header), mmrPath: path,
-      tipHeader: encodeHeader(tipBlock.header),
-      aggregation: { tips: commitment.tips.map((entry) => ({ chain: entry.chain, height: entry.height, blockHash: fromHex(entry.hash)! })) },
-      anchorTx: fromHex(anchorTx.hex)!, bitcoinBlock: { raw }, bitcoinHeight: confirmed.height,
-    });
-    return JSON.parse(encodeProofJson(proof)) as unknown;
+    for (const { record, tip } of candidates) {
+      const bitcoinBlock = toHex(record.bitcoinBlock);
+      // A reorg deeper than the record's depth took it out, and it is not recorded again yet.
+      if ((await this.source.getBlockHash(record.bitcoinHeight).catch(() => undefined)) !== bitcoinBlock) continue;
+      const raw = await this.source.getBlockHex(bitcoinBlock);
+      const parsed = parseBlock(raw);
+      const index = parsed.txids.indexOf(toHex(record.txid));
+      if (index < 0) continue;
+      const store = node.store;
+      const block = await store.getBlock(height);
+      const tipBlock = await store.getBlock(tip!.height);
+      if (block === undefined || tipBlock === undefined) throw kalimaError('KALIMA_ERR_LEDGER_NOT_FOUND', { height });
+      this.mmr ??= await MmrStore.open({
+        kv: this.options.nodeKv, prefix: MMR_TABLE_PREFIX,
+        blockHashAt: async (at) => {
+          const bytes = await store.getBlockBytes(at);
+          return bytes === undefined ? undefined : blockHash(decodeBlockHeader(bytes));
+        },
+      });
+      const { path } = await this.mmr.proof(height, tip!.height);
+      const proof = buildProof({
+        network: this.network.name, chain: node.chain, height, blockHash: blockHash(block.header), blockHeader: encodeHeader(block.header), mmrPath: path,
+        tipHeader: encodeHeader(tipBlock.header),
+        aggregation: { tips: record.tips.map((entry) => ({ chain: entry.chain, height: entry.height, blockHash: entry.hash })) },
+        anchorTx: new Uint8Array(parsed.transactions[index]!.toBuffer()), bitcoinBlock: { raw: fromHex(raw)! }, bitcoinHeight: record.bitcoinHeight,
+      });
+      return JSON.parse(encodeProofJson(proof)) as unknown;
+    }
+    throw kalimaError('KALIMA_ERR_ANCHOR_NOT_ANCHORED', { height, chain: node.chain });
   }
 
   async close(): Promise<void> {
@@ -199,8 +207,4 @@ export class AnchorService implements AnchorsApi {
     this.source.rpc.close();
     await this.store.close();
   }
-}
-
-function blockHashOf(block: Block): Uint8Array {
-  return blockHash(block.header);
 }
