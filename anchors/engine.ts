@@ -326,39 +326,46 @@ export class AnchorEngine {
   }
 
   private async sendUnconfirmed(): Promise<void> {
-    const { bitcoin, logger, clock } = this.options;
     for (const commitment of this.unconfirmed()) {
       if (commitment.state === 'mempool' && (await this.anyInMempool(commitment))) continue;
-      const latest = commitment.txs.at(-1)!;
-      try {
-        await bitcoin.broadcast(latest.hex);
-      } catch (error) {
-        // In a block the scan has not reached yet: the next pass finds it there.
-        if (isKalimaError(error, 'KALIMA_ERR_BITCOIN_TX_ALREADY_CONFIRMED')) continue;
-        if (!isKalimaError(error, 'KALIMA_ERR_BITCOIN_TX_REJECTED')) throw error;
-        commitment.lastError = errorSummary(error, clock);
-        const reason = (error.details as { reason?: string }).reason;
-        logger.warn({ seq: commitment.seq, txid: latest.txid, reason, error: error.message }, 'anchors: the Bitcoin node refused the anchor transaction');
-        this.late = `anchor ${commitment.seq} was refused by the Bitcoin node (${reason ?? 'other'}: ${error.message}); trying again`;
-        if (reason === 'fee') {
-          await this.addVersion(commitment, 'replace', Math.max(await this.feeRate(), Math.ceil(latest.feeRate * 1.5)));
-        } else if (this.inputsGoneFor(commitment) >= this.options.policy.confirmations) {
-          // An input was spent by a transaction that is not ours (or left the chain) and that is now
-          // as deep as an anchor must be: no version of this commitment can confirm any more.
-          await this.addVersion(commitment, 'rebuild', await this.feeRate());
-        } else {
-          if (commitment.inputGoneSince !== undefined) this.late = `an input of anchor ${commitment.seq} was spent elsewhere or left the chain; a new transaction is built once that is ${this.options.policy.confirmations} blocks deep`;
-          await this.save();
-        }
-        continue;
-      }
-      const firstSend = commitment.state === 'signed';
-      this.options.failpoint?.('anchor.after-broadcast');
-      commitment.state = 'mempool';
-      delete commitment.lastError;
-      await this.save();
-      logger.info({ seq: commitment.seq, txid: latest.txid, feeRate: latest.feeRate }, firstSend ? 'anchors: anchor transaction sent' : 'anchors: anchor transaction sent again');
+      // A refusal that leads to a new version sends that version at once (a few times at most).
+      for (let attempt = 0; attempt < 3 && (await this.sendLatest(commitment)) === 'new-version'; attempt++);
     }
+  }
+
+  /** Sends the commitment's latest transaction; on a refusal, builds a new version when that can help. */
+  private async sendLatest(commitment: Commitment): Promise<'sent' | 'new-version' | 'refused'> {
+    const { bitcoin, logger, clock, policy } = this.options;
+    const latest = commitment.txs.at(-1)!;
+    try {
+      await bitcoin.broadcast(latest.hex);
+    } catch (error) {
+      // In a block the scan has not reached yet: the next pass finds it there.
+      if (isKalimaError(error, 'KALIMA_ERR_BITCOIN_TX_ALREADY_CONFIRMED')) return 'sent';
+      if (!isKalimaError(error, 'KALIMA_ERR_BITCOIN_TX_REJECTED')) throw error;
+      commitment.lastError = errorSummary(error, clock);
+      const reason = (error.details as { reason?: string }).reason;
+      logger.warn({ seq: commitment.seq, txid: latest.txid, reason, error: error.message }, 'anchors: the Bitcoin node refused the anchor transaction');
+      this.late = `anchor ${commitment.seq} was refused by the Bitcoin node (${reason ?? 'other'}: ${error.message}); trying again`;
+      if (reason === 'fee') {
+        return (await this.addVersion(commitment, 'replace', Math.max(await this.feeRate(), Math.ceil(latest.feeRate * 1.5)))) ? 'new-version' : 'refused';
+      }
+      if (this.inputsGoneFor(commitment) >= policy.confirmations) {
+        // An input was spent by a transaction that is not ours (or left the chain) and that is now
+        // as deep as an anchor must be: no version of this commitment can confirm any more.
+        return (await this.addVersion(commitment, 'rebuild', await this.feeRate())) ? 'new-version' : 'refused';
+      }
+      if (commitment.inputGoneSince !== undefined) this.late = `an input of anchor ${commitment.seq} was spent elsewhere or left the chain; a new transaction is built once that is ${policy.confirmations} blocks deep`;
+      await this.save();
+      return 'refused';
+    }
+    const firstSend = commitment.state === 'signed';
+    this.options.failpoint?.('anchor.after-broadcast');
+    commitment.state = 'mempool';
+    delete commitment.lastError;
+    await this.save();
+    logger.info({ seq: commitment.seq, txid: latest.txid, feeRate: latest.feeRate }, firstSend ? 'anchors: anchor transaction sent' : 'anchors: anchor transaction sent again');
+    return 'sent';
   }
 
   private async anyInMempool(commitment: Commitment): Promise<boolean> {
@@ -387,25 +394,28 @@ export class AnchorEngine {
    * latest version was spent by a transaction that is not one of ours, so no earlier version can
    * confirm any more.
    */
-  private async addVersion(commitment: Commitment, how: 'replace' | 'rebuild', feeRate: number): Promise<void> {
+  private async addVersion(commitment: Commitment, how: 'replace' | 'rebuild', feeRate: number): Promise<boolean> {
     const { wallet, logger, clock, policy } = this.options;
     const latest = commitment.txs.at(-1)!;
     if (how === 'replace' && latest.feeRate >= policy.maxFeeRate) {
       this.late = `anchor ${commitment.seq} pays the highest fee rate allowed (${policy.maxFeeRate} sat/kvB) and is still refused`;
       await this.save();
-      return;
+      return false;
     }
+    let added = false;
     try {
       const built = how === 'replace'
         ? wallet.replace({ original: latest, utxos: this.state.utxos, feeRate: Math.min(feeRate, policy.maxFeeRate) })
         : wallet.build({ utxos: this.spendable(), commitment: fromHex(commitment.root)!, feeRate });
       commitment.txs.push({ ...built, builtAtHeight: this.state.scan.height });
       commitment.state = 'signed';
+      added = true;
       logger.info({ seq: commitment.seq, txid: built.txid, feeRate: built.feeRate, how }, 'anchors: new version of the anchor transaction');
     } catch (error) {
       commitment.lastError = errorSummary(error, clock);
     }
     await this.save();
+    return added;
   }
 
   private async bumpFees(): Promise<void> {

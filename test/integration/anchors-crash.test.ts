@@ -16,7 +16,8 @@ import { MemoryKvStore } from '../../src/store/memory-kv.ts';
 import { ANCHORS_ADDRESS } from '../../src/state/anchor-record.ts';
 import { type BcoinNode, startBcoin } from '../../regtest/bcoin.ts';
 import { parseBitcoinNetwork } from '../../chains/bitcoin/network.ts';
-import { openAnchorWallet, receiveAddress } from '../../chains/bitcoin/keys.ts';
+import { changeAddress, openAnchorWallet, receiveAddress, signerFor } from '../../chains/bitcoin/keys.ts';
+import { buildAnchorTx } from '../../chains/bitcoin/tx.ts';
 import { parseBlock } from '../../chains/bitcoin/block.ts';
 import { AnchorService } from '../../anchors/service.ts';
 import { type AnchorStatus, DEFAULT_POLICY } from '../../anchors/engine.ts';
@@ -106,7 +107,7 @@ describe('anchoring through crashes', () => {
     await node.kill('SIGTERM');
   });
 
-  it('with bcoin stopped the anchor waits and says why; restarted with an empty mempool, it gets the same transaction again and every commitment is recorded', async () => {
+  it('with bcoin stopped the anchor waits and says why; restarted with an empty mempool, it gets the same transaction again; an input spent by someone else leads to a new transaction; every commitment is recorded once', async () => {
     const bcoin = await startBcoin({ memory: false });
     bcoins.push(bcoin);
     const chain = makeChain('anchors-outage', 'outage');
@@ -116,7 +117,7 @@ describe('anchoring through crashes', () => {
     const service = await AnchorService.open({
       config: {
         bitcoin: { network: 'bcoin-regtest', rpcUrl: bcoin.rpcUrl, auth: { user: 'kalima', password: bcoin.apiKey }, walletFile: join(directory, 'wallet.json'), stateDir: directory, addressKind: 'p2wpkh', birthHeight: 0 },
-        policy: { ...DEFAULT_POLICY, intervalMs: 0, minBlocks: 1, confirmations: 1 }, pollMs: 3_600_000,
+        policy: { ...DEFAULT_POLICY, intervalMs: 0, minBlocks: 1, confirmations: 2 }, pollMs: 3_600_000,
       },
       stateKv: new MemoryKvStore(), nodeKv: new MemoryKvStore(), node, nodeKey: chain.nodeKey, clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger: silentLogger,
     });
@@ -142,7 +143,9 @@ describe('anchoring through crashes', () => {
       await service.tick();
       expect(await bcoin.rpc.getRawMempool()).toEqual([first.txs[0]!.txid]);
       await bcoin.mine(1, status().wallet.fundingAddress);
-      await service.tick(); // #1 recorded; #2 made for the blocks since, and sent
+      await service.tick(); // #1 confirmed; #2 made for the blocks since, and sent
+      await bcoin.mine(1, status().wallet.fundingAddress);
+      await service.tick(); // #1 recorded at depth 2
       await bcoin.mine(1, status().wallet.fundingAddress);
       await service.tick();
       const after = status();
@@ -151,9 +154,47 @@ describe('anchoring through crashes', () => {
       // The second commitment covers every block written while bcoin was away.
       expect(after.commitments[1]!.tips[0]!.height).toBeGreaterThanOrEqual(node.height - 2);
       for (const commitment of after.commitments) expect(await anchorsInChain(bcoin, commitment.root)).toEqual([commitment.confirmed!.txid]);
+
+      // The next anchor is lost with bcoin's mempool, and someone else spends its input meanwhile:
+      // once that spend is as deep as an anchor must be, the same commitment gets a transaction
+      // with other inputs, and only that one confirms.
+      await node.submit(makeMessage(chain, device, { address: '/sensors', key: 'k', body: '2' }));
+      await service.tick();
+      const third = status().commitments.at(-1)!;
+      expect([third.seq, third.state]).toEqual([3, 'mempool']);
+      const [spentTxid, spentVout] = third.txs[0]!.inputs[0]!.split(':') as [string, string];
+      await bcoin.restart();
+      const output = await bcoin.rpc.getTxOut(spentTxid, Number(spentVout), false);
+      const keystore = await openAnchorWallet(join(directory, 'wallet.json'), parseBitcoinNetwork('bcoin-regtest'), systemRng);
+      const change = receiveAddress(keystore, 'p2wpkh', 0);
+      const script = Uint8Array.from(Buffer.from(output!.scriptHex, 'hex'));
+      const derivation = toHex(script) === toHex(change.script) ? change.derivation : changeAddress(keystore, 'p2wpkh', 0).derivation;
+      const conflict = buildAnchorTx({
+        utxos: [{ txid: spentTxid, vout: Number(spentVout), valueSat: output!.valueSat, script, derivation }], commitment: new Uint8Array(32).fill(7),
+        feeRateSatPerKvB: 5_000n, change: { script: change.script, derivation: change.derivation }, signer: (utxo) => signerFor(keystore, utxo.derivation), rbf: false,
+      });
+      await bcoin.rpc.sendRawTransaction(conflict.hex);
+      await bcoin.mine(1, status().wallet.fundingAddress);
+      await service.tick();
+      const waiting = status();
+      expect(waiting.commitments.at(-1)!.txs).toHaveLength(1);
+      expect(waiting.late).toMatch(/spent elsewhere or left the chain/);
+      await bcoin.mine(1, status().wallet.fundingAddress);
+      await service.tick();
+      const rebuilt = status().commitments.at(-1)!;
+      expect(rebuilt.txs).toHaveLength(2);
+      expect(rebuilt.txs[1]!.inputs).not.toContain(third.txs[0]!.inputs[0]);
+      await bcoin.mine(1, status().wallet.fundingAddress);
+      await service.tick();
+      await bcoin.mine(1, status().wallet.fundingAddress);
+      await service.tick();
+      const done = status().commitments.at(-1)!;
+      expect(done.state).toBe('recorded');
+      expect(done.confirmed!.txid).toBe(rebuilt.txs[1]!.txid);
+      expect(await anchorsInChain(bcoin, done.root)).toEqual([rebuilt.txs[1]!.txid]);
     } finally {
       await service.close();
       await node.close();
     }
-  });
+  }, 60_000);
 });
