@@ -1,7 +1,7 @@
 // The `bitcoin` and `anchor` sections of a node's config file. A node with a `bitcoin` section
 // anchors the chains it serves; without one it does not (GET /anchors says so).
 //
-//   "bitcoin": { "network": "bcoin-regtest", "rpcUrl": "http://127.0.0.1:48332",
+//   "bitcoin": { "network": "bcoin-regtest", "rpcUrl": "http://127.0.0.1:48332", "rpcTimeoutSeconds": 15,
 //                "rpcUser": "kalima", "rpcPassword": "…"  |  "rpcCookieFile": "~/.bitcoin/regtest/.cookie",
 //                "walletFile": "keys/anchor-wallet.json", "stateDir": "anchors", "addressKind": "p2wpkh", "birthHeight": 0 },
 //   "anchor":  { "intervalSeconds": 600, "minBlocks": 1, "confirmations": 6, "feeTargetBlocks": 6,
@@ -19,6 +19,8 @@ export interface BitcoinConfig {
   network: NetworkName;
   rpcUrl: string;
   auth: { user: string; password: string } | { cookieFile: string };
+  /** Bound on one RPC attempt (three attempts per call, with backoff between them). */
+  rpcTimeoutMs: number;
   walletFile: string;
   /** The anchor engine's own LevelDB (its wallet outputs and commitments); beside the chain's data, not in it. */
   stateDir: string;
@@ -34,7 +36,7 @@ export interface AnchorConfig {
 }
 
 interface RawBitcoin {
-  network?: unknown; rpcUrl?: unknown; rpcUser?: unknown; rpcPassword?: unknown; rpcCookieFile?: unknown; walletFile?: unknown; stateDir?: unknown; addressKind?: unknown; birthHeight?: unknown;
+  network?: unknown; rpcUrl?: unknown; rpcTimeoutSeconds?: unknown; rpcUser?: unknown; rpcPassword?: unknown; rpcCookieFile?: unknown; walletFile?: unknown; stateDir?: unknown; addressKind?: unknown; birthHeight?: unknown;
 }
 
 interface RawAnchor {
@@ -64,6 +66,7 @@ export function parseAnchorConfig(file: string, base: string, bitcoin: unknown, 
   }
   if (raw.addressKind !== undefined && raw.addressKind !== 'p2wpkh' && raw.addressKind !== 'p2tr') invalid('bitcoin.addressKind must be p2wpkh or p2tr');
   if (raw.walletFile !== undefined && (typeof raw.walletFile !== 'string' || raw.walletFile.length === 0)) invalid('bitcoin.walletFile must be a path');
+  if (raw.rpcTimeoutSeconds !== undefined && (typeof raw.rpcTimeoutSeconds !== 'number' || !(raw.rpcTimeoutSeconds >= 0.1 && raw.rpcTimeoutSeconds <= 600))) invalid('bitcoin.rpcTimeoutSeconds must be a number of seconds from 0.1 to 600');
   if (raw.stateDir !== undefined && (typeof raw.stateDir !== 'string' || raw.stateDir.length === 0)) invalid('bitcoin.stateDir must be a path');
   if (raw.birthHeight !== undefined && (!Number.isSafeInteger(raw.birthHeight) || (raw.birthHeight as number) < 0)) invalid('bitcoin.birthHeight must be a whole number');
 
@@ -91,7 +94,7 @@ export function parseAnchorConfig(file: string, base: string, bitcoin: unknown, 
   if (policy.confirmations > policy.reorgWindow) invalid(`anchor.confirmations must be at most ${policy.reorgWindow}`);
   return {
     bitcoin: {
-      network: raw.network as NetworkName, rpcUrl: raw.rpcUrl as string, auth,
+      network: raw.network as NetworkName, rpcUrl: raw.rpcUrl as string, auth, rpcTimeoutMs: Math.round(((raw.rpcTimeoutSeconds as number | undefined) ?? 15) * 1_000),
       walletFile: resolve(base, (raw.walletFile as string | undefined) ?? 'keys/anchor-wallet.json'),
       stateDir: resolve(base, (raw.stateDir as string | undefined) ?? 'anchors'),
       addressKind: (raw.addressKind as BitcoinConfig['addressKind'] | undefined) ?? 'p2wpkh',

@@ -23,6 +23,9 @@ import { MmrStore } from './mmr-store.ts';
 import { buildProof } from './proof.ts';
 import { encodeProofJson } from './proof-json.ts';
 
+/** While the Bitcoin node does not answer, passes back off up to this far apart (or pollMs if that is longer). */
+const MAX_BACKOFF_MS = 300_000;
+
 /** The MMR nodes' table in the node's store (anchors/mmr-store.ts); see src/store/keys.ts for the other tables. */
 export const MMR_TABLE_PREFIX = Uint8Array.of(0x61, 0x6d); // 'am'
 
@@ -90,10 +93,12 @@ export class AnchorService implements AnchorsApi {
   private readonly source: RpcSource;
   private readonly store: AnchorStore;
   private mmr: MmrStore | undefined;
+  /** Passes in a row in which the Bitcoin node did not answer. */
+  private failures = 0;
 
   private constructor(private readonly options: AnchorServiceOptions, private readonly wallet: LocalWallet, private readonly network: BitcoinNetwork) {
     const { config, node, nodeKey, rng } = options;
-    const rpc = new BitcoinRpc({ url: config.bitcoin.rpcUrl, auth: config.bitcoin.auth, dialect: network.name === 'bcoin-regtest' ? 'bcoin' : 'core', timeoutMs: 15_000, maxAttempts: 3 });
+    const rpc = new BitcoinRpc({ url: config.bitcoin.rpcUrl, auth: config.bitcoin.auth, dialect: network.name === 'bcoin-regtest' ? 'bcoin' : 'core', timeoutMs: config.bitcoin.rpcTimeoutMs, maxAttempts: 3 });
     this.source = new RpcSource(rpc, network);
     this.chain = new NodeChain(node, nodeKey, rng);
     this.store = new AnchorStore(options.stateKv);
@@ -115,12 +120,23 @@ export class AnchorService implements AnchorsApi {
     if (engine !== undefined) await engine.tick();
   }
 
+  /**
+   * The next pass: after pollMs, or, while the Bitcoin node does not answer, after a delay that
+   * doubles with each failed pass (with jitter) up to MAX_BACKOFF_MS.
+   */
   private schedule(delayMs: number): void {
     if (this.stopped) return;
     this.timer = this.options.scheduler.setTimeout(() => {
       void this.tick().catch((error: unknown) => {
         this.options.logger.error({ error: String((error as { message?: string }).message ?? error) }, 'anchors: a pass failed');
-      }).finally(() => this.schedule(this.options.config.pollMs));
+      }).finally(() => {
+        const { pollMs } = this.options.config;
+        const failing = this.engine === undefined || !this.engine.status().bitcoin.reachable;
+        this.failures = failing ? this.failures + 1 : 0;
+        const backoff = Math.min(Math.max(pollMs, MAX_BACKOFF_MS), pollMs * 2 ** Math.min(this.failures, 16));
+        const jitter = 0.5 + (this.options.rng.bytes(1)[0]! / 255) * 0.5;
+        this.schedule(this.failures === 0 ? pollMs : Math.round(backoff * jitter));
+      });
     }, delayMs);
   }
 

@@ -116,7 +116,7 @@ describe('anchoring through crashes', () => {
     const directory = await tempDir('kalima-anchor-outage-');
     const service = await AnchorService.open({
       config: {
-        bitcoin: { network: 'bcoin-regtest', rpcUrl: bcoin.rpcUrl, auth: { user: 'kalima', password: bcoin.apiKey }, walletFile: join(directory, 'wallet.json'), stateDir: directory, addressKind: 'p2wpkh', birthHeight: 0 },
+        bitcoin: { network: 'bcoin-regtest', rpcUrl: bcoin.rpcUrl, auth: { user: 'kalima', password: bcoin.apiKey }, rpcTimeoutMs: 1_000, walletFile: join(directory, 'wallet.json'), stateDir: directory, addressKind: 'p2wpkh', birthHeight: 0 },
         policy: { ...DEFAULT_POLICY, intervalMs: 0, minBlocks: 1, confirmations: 2 }, pollMs: 3_600_000,
       },
       stateKv: new MemoryKvStore(), nodeKv: new MemoryKvStore(), node, nodeKey: chain.nodeKey, clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger: silentLogger,
@@ -192,6 +192,21 @@ describe('anchoring through crashes', () => {
       expect(done.state).toBe('recorded');
       expect(done.confirmed!.txid).toBe(rebuilt.txs[1]!.txid);
       expect(await anchorsInChain(bcoin, done.root)).toEqual([rebuilt.txs[1]!.txid]);
+
+      // A Bitcoin node that stops answering (SIGSTOP) times out, and the status says so; once it answers, all is well again.
+      await bcoin.kill('SIGSTOP');
+      try {
+        await service.tick();
+        const slow = status();
+        expect(slow.bitcoin.reachable).toBe(false);
+        expect(slow.bitcoin.lastError?.code).toBe('KALIMA_ERR_BITCOIN_TIMEOUT');
+        expect(slow.late).toMatch(/not answering/);
+      } finally {
+        await bcoin.kill('SIGCONT');
+      }
+      await service.tick();
+      expect(status().bitcoin.reachable).toBe(true);
+      expect(status().late).toBeUndefined();
     } finally {
       await service.close();
       await node.close();

@@ -30,7 +30,7 @@ const chain = makeChain('anchors-e2e', 'plant');
 function config(directory: string): AnchorConfig {
   return {
     bitcoin: {
-      network: 'bcoin-regtest', rpcUrl: bcoin.rpcUrl, auth: { user: 'kalima', password: bcoin.apiKey }, walletFile: join(directory, 'anchor-wallet.json'),
+      network: 'bcoin-regtest', rpcUrl: bcoin.rpcUrl, auth: { user: 'kalima', password: bcoin.apiKey }, rpcTimeoutMs: 15_000, walletFile: join(directory, 'anchor-wallet.json'),
       stateDir: join(directory, 'anchors'), addressKind: 'p2wpkh', birthHeight: 0,
     },
     // Every pass may anchor; recorded at depth 2; passes only when the test asks (the timer waits an hour).

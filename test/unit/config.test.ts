@@ -15,6 +15,35 @@ async function configFile(json: unknown): Promise<{ file: string; directory: str
 }
 
 describe('loadConfig', () => {
+  it('anchors only with a bitcoin section: defaults, paths against the file, and a coded refusal of bad values', async () => {
+    expect((await loadConfig((await configFile({})).file)).anchoring).toBeUndefined();
+    const bitcoin = { network: 'bcoin-regtest', rpcUrl: 'http://127.0.0.1:48332', rpcUser: 'u', rpcPassword: 'p' };
+    const { file, directory } = await configFile({ bitcoin });
+    expect((await loadConfig(file)).anchoring).toMatchObject({
+      bitcoin: { network: 'bcoin-regtest', auth: { user: 'u', password: 'p' }, rpcTimeoutMs: 15_000, walletFile: join(directory, 'keys/anchor-wallet.json'), stateDir: join(directory, 'anchors'), addressKind: 'p2wpkh', birthHeight: undefined },
+      policy: { intervalMs: 600_000, minBlocks: 1, confirmations: 6, feeTargetBlocks: 6, fallbackFeeRate: 2_000, rbf: true },
+      pollMs: 15_000,
+    });
+    const cookie = await configFile({ bitcoin: { network: 'mainnet', rpcUrl: 'http://127.0.0.1:8332', rpcCookieFile: 'cookie' }, anchor: { intervalSeconds: 60, confirmations: 3, rbf: false } });
+    expect((await loadConfig(cookie.file)).anchoring).toMatchObject({ bitcoin: { auth: { cookieFile: join(cookie.directory, 'cookie') } }, policy: { intervalMs: 60_000, confirmations: 3, rbf: false } });
+    const bad = [
+      { anchor: { intervalSeconds: 60 } },
+      { bitcoin: { ...bitcoin, network: 'litecoin' } },
+      { bitcoin: { ...bitcoin, rpcUrl: 'ftp://x' } },
+      { bitcoin: { network: 'mainnet', rpcUrl: 'http://x' } },
+      { bitcoin: { ...bitcoin, rpcCookieFile: 'c' } },
+      { bitcoin: { ...bitcoin, addressKind: 'p2pkh' } },
+      { bitcoin: { ...bitcoin, birthHeight: -1 } },
+      { bitcoin: { ...bitcoin, rpcTimeoutSeconds: 0 } },
+      { bitcoin, anchor: { confirmations: 0 } },
+      { bitcoin, anchor: { confirmations: 1000 } },
+      { bitcoin, anchor: { fallbackFeeRate: 500 } },
+      { bitcoin, anchor: { fallbackFeeRate: 5_000, maxFeeRate: 4_000 } },
+      { bitcoin, anchor: { rbf: 'yes' } },
+    ];
+    for (const json of bad) await expect(loadConfig((await configFile(json)).file), JSON.stringify(json)).rejects.toMatchObject({ code: 'KALIMA_ERR_CONFIG_INVALID' });
+  });
+
   it('fills defaults and resolves paths against the file', async () => {
     const { file, directory } = await configFile({});
     const config = await loadConfig(file);
