@@ -359,11 +359,13 @@ export class BitcoinRpc {
     const tx = Transaction.fromHex(txHex);
     const txid = asHash(await this.call('sendrawtransaction', [txHex]), 'sendrawtransaction');
     if (txid !== tx.getId()) throw badResponse('sendrawtransaction', { txid, expected: tx.getId() });
-    let pollMs = 25;
-    for (let waitedMs = 0; ; waitedMs += pollMs, pollMs *= 2) {
+    // Polls at 25, 50, 100 … ms, for mempoolAcceptanceWaitMs in all.
+    for (let waitedMs = 0, pollMs = 25; ; pollMs *= 2) {
       if ((await this.getMempoolEntry(txid)) !== undefined) return txid;
-      if (waitedMs >= this.options.mempoolAcceptanceWaitMs) break;
-      await this.sleep(pollMs);
+      const remainingMs = this.options.mempoolAcceptanceWaitMs - waitedMs;
+      if (remainingMs <= 0) break;
+      await this.sleep(Math.min(pollMs, remainingMs));
+      waitedMs += Math.min(pollMs, remainingMs);
     }
     throw await explainAbsenceFromMempool(this, tx);
   }

@@ -12,24 +12,12 @@ import { script as bitcoinScript, Transaction } from 'bitcoinjs-lib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KalimaError } from '../../src/errors.ts';
 import { sha256 } from '../../src/ledger/hash.ts';
-import type { Rng } from '../../src/ports.ts';
 import { merkleBranch, outputsPaying, parseBlock, spentOutpoints, verifyMerkleBranch, type ParsedBlock } from '../../chains/bitcoin/block.ts';
 import { type AddressKind, type AnchorWallet, changeAddress, openAnchorWallet, receiveAddress, signerFor } from '../../chains/bitcoin/keys.ts';
 import { buildReplacement } from '../../chains/bitcoin/replacement.ts';
 import { type AnchorTx, type Utxo, CHANGE_VOUT, buildAnchorTx, opReturnScript } from '../../chains/bitcoin/tx.ts';
+import { seededRng } from '../unit/support/seeded-rng.ts';
 import { BCOIN_SEGWIT_HEIGHT, type BcoinNode, startBcoin } from '../../regtest/bcoin.ts';
-
-/** Deterministic randomness, so a failure replays with the same keys. */
-function seededRng(seed: string): Rng {
-  let counter = 0;
-  return {
-    bytes(length) {
-      const out = new Uint8Array(length);
-      for (let offset = 0; offset < length; offset += 32) out.set(sha256(new TextEncoder().encode(`${seed}/${counter++}`)).subarray(0, Math.min(32, length - offset)), offset);
-      return out;
-    },
-  };
-}
 
 let bcoin: BcoinNode;
 let wallet: AnchorWallet;

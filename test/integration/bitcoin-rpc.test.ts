@@ -14,6 +14,8 @@ import { sha256 } from '../../src/ledger/hash.ts';
 import { BitcoinRpc, type BitcoinRpcOptions } from '../../chains/bitcoin/rpc.ts';
 import { parseBitcoinNetwork } from '../../chains/bitcoin/network.ts';
 import { type BcoinNode, startBcoin } from '../../regtest/bcoin.ts';
+import { buildAnchorTx } from '../../chains/bitcoin/tx.ts';
+import { request as anchorRequest, walletUtxo } from '../support/bitcoin-wallet.ts';
 import { freePort } from '../support/ports.ts';
 
 let bcoin: BcoinNode;
@@ -259,6 +261,33 @@ describe('BitcoinRpc transport failures', () => {
     expect(error.code).toBe('KALIMA_ERR_BITCOIN_WARMING_UP');
     expect(error.details).toMatchObject({ rpcCode: -28, rpcMessage: 'Verifying blocks…', attempts: 4 });
     expect(requests).toBe(4);
+    rpc.close();
+    server.close();
+  });
+
+  it('a Core refusal of a broadcast carries Core\'s reason; Core\'s "not in mempool" (-5) is undefined', async () => {
+    const tx = buildAnchorTx(anchorRequest('p2wpkh', [walletUtxo('p2wpkh', 100_000_000n)], 1000n));
+    const methods: string[] = [];
+    const server = createHttpServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => { body += chunk.toString(); });
+      req.on('end', () => {
+        const { method, id } = JSON.parse(body) as { method: string; id: number };
+        methods.push(method);
+        const error = method === 'sendrawtransaction'
+          ? { code: -26, message: 'min relay fee not met, 100 < 153' }
+          : { code: -5, message: 'Transaction not in mempool' };
+        res.writeHead(500).end(JSON.stringify({ result: null, error, id }));
+      });
+    }).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as { port: number };
+    const { rpc, sleeps } = recordingClient({ url: `http://127.0.0.1:${port}/`, dialect: 'core' });
+    expect(await rpc.getMempoolEntry(tx.txid)).toBeUndefined();
+    const error = await codeOf(rpc.sendRawTransaction(tx.hex));
+    expect(error).toEqual({ code: 'KALIMA_ERR_BITCOIN_TX_REJECTED', details: { method: 'sendrawtransaction', rpcCode: -26, rpcMessage: 'min relay fee not met, 100 < 153', reason: 'fee' } });
+    expect(methods).toEqual(['getmempoolentry', 'sendrawtransaction']);
+    expect(sleeps).toEqual([]);
     rpc.close();
     server.close();
   });
