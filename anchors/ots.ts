@@ -94,7 +94,8 @@ class OtsReader {
 
   take(count: number): Uint8Array {
     if (this.offset + count > this.bytes.length) throw kalimaError('KALIMA_ERR_PROOF_OTS_TRUNCATED', { offset: this.offset, needed: count });
-    const slice = this.bytes.slice(this.offset, this.offset + count);
+    // A copy, and a plain Uint8Array even when the input is a Buffer.
+    const slice = new Uint8Array(this.bytes.subarray(this.offset, this.offset + count));
     this.offset += count;
     return slice;
   }

@@ -102,6 +102,11 @@ function isoTime(header: Uint8Array): string {
 export async function verifyProof(input: AnchorProof | ShapedProof, source: HeaderSource): Promise<ProofVerdict> {
   const shaped = 'commitment' in input ? input : checkProofShape(input);
   const { proof, tip } = shaped;
+  // The network first: a proof put to a node of another network is told so, whatever else fails.
+  const view = source.kind === 'offline' ? undefined : await openSource(source);
+  if (view !== undefined && !view.networks.includes(proof.network)) {
+    throw kalimaError('KALIMA_ERR_PROOF_WRONG_NETWORK', { proofNetwork: proof.network, sourceNetworks: view.networks });
+  }
   const commitments = checkCommitments(shaped);
   const verdict: ProofVerdict = {
     valid: false,
@@ -128,12 +133,7 @@ export async function verifyProof(input: AnchorProof | ShapedProof, source: Head
     `the transaction is in Bitcoin block ${verdict.bitcoinBlockHash} (Merkle branch of ${proof.bitcoinMerkleBranch.length} hashes)`,
     'the Bitcoin header meets its proof of work',
   );
-  if (source.kind === 'offline') return { ...verdict, valid: true };
-
-  const view = await openSource(source);
-  if (!view.networks.includes(proof.network)) {
-    throw kalimaError('KALIMA_ERR_PROOF_WRONG_NETWORK', { proofNetwork: proof.network, sourceNetworks: view.networks });
-  }
+  if (view === undefined) return { ...verdict, valid: true };
   const found = await view.headerAt(proof.bitcoinHeight);
   if (found === undefined || !bytesEqual(found, proof.bitcoinHeader)) {
     const reason = found === undefined

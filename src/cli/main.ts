@@ -13,6 +13,7 @@ import { toHex } from '../ledger/hash.ts';
 import { initChain, initCluster } from './init.ts';
 import { type DevnetBitcoin, runDevnet } from './devnet.ts';
 import { fetchAnchors, formatAnchors, formatCluster, readCluster } from './cluster-status.ts';
+import { ProofUsageError, fetchProof, verifyProofFile, writeHeadersFile } from './proofs.ts';
 
 const USAGE = `kalima — a Kalima PrivaChain node
 
@@ -34,6 +35,11 @@ const USAGE = `kalima — a Kalima PrivaChain node
   kalima admin register-device --key ADMINKEY DEVICE_ID --pub P1,P2 --sub S1,S2 [--name NAME]
   kalima admin issue-code --key ADMINKEY --pub P1,P2 --sub S1,S2 [--name NAME]
   kalima redeem --key KEYFILE CODE                              join the chain with a one-time code
+  kalima proof HEIGHT [--url URL] [--out FILE] [--ots]          fetch a block's anchor proof (JSON; --ots adds FILE.ots and FILE.block)
+  kalima verify-proof FILE [--rpc URL [--rpc-user U --rpc-password P | --rpc-cookie FILE]] [--headers FILE] [--json]
+                                                                check a JSON or .ots proof: offline, against a Bitcoin RPC, or a headers file
+  kalima headers --rpc URL [--rpc-user U --rpc-password P | --rpc-cookie FILE] --out FILE [--from H] [--to H]
+                                                                write a Bitcoin headers file for verify-proof --headers
 
 URL defaults to http://127.0.0.1:${DEFAULT_PORT}. Errors print their KALIMA_ERR_* code; the exit code is 1 (2 for usage).`;
 
@@ -80,6 +86,8 @@ export async function main(argv: string[], extensions: CliExtensions = {}): Prom
       config: { type: 'string' }, url: { type: 'string' }, key: { type: 'string' }, ttl: { type: 'string' },
       from: { type: 'string' }, out: { type: 'string' }, pub: { type: 'string' }, sub: { type: 'string' }, name: { type: 'string' },
       fresh: { type: 'boolean' }, 'no-bitcoin': { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, masters: { type: 'string' }, validators: { type: 'string' }, json: { type: 'boolean' }, 'client-port': { type: 'string' },
+      ots: { type: 'boolean' }, rpc: { type: 'string' }, 'rpc-user': { type: 'string' }, 'rpc-password': { type: 'string' }, 'rpc-cookie': { type: 'string' },
+      headers: { type: 'string' }, to: { type: 'string' },
     },
   });
   const port = values.port === undefined ? undefined : Number(values.port);
@@ -250,9 +258,40 @@ export async function main(argv: string[], extensions: CliExtensions = {}): Prom
       else throw new UsageError('admin needs create-address ADDRESS, register-device DEVICE_ID or issue-code');
       return 0;
     }
+    case 'proof': {
+      const height = Number(positionals[0]);
+      if (!Number.isSafeInteger(height) || height < 1) throw new UsageError('proof needs the HEIGHT of a block (a whole number from 1)');
+      await fetchProof({ url: values.url ?? `http://127.0.0.1:${DEFAULT_PORT}`, height, out: values.out, ots: values.ots }, writeLine);
+      return 0;
+    }
+    case 'verify-proof': {
+      const [file] = positionals;
+      if (file === undefined) throw new UsageError('verify-proof needs FILE (a JSON or .ots proof)');
+      await verifyProofFile(file, { ...rpcOptions(values), headers: values.headers, json: values.json }, writeLine);
+      return 0;
+    }
+    case 'headers': {
+      if (values.out === undefined) throw new UsageError('headers needs --out FILE');
+      const height = (value: string | undefined, name: string): number | undefined => {
+        if (value === undefined) return undefined;
+        const parsed = Number(value);
+        if (!Number.isSafeInteger(parsed) || parsed < 0) throw new UsageError(`--${name} must be a block height`);
+        return parsed;
+      };
+      await writeHeadersFile({ ...rpcOptions(values), out: values.out, from: height(values.from, 'from'), to: height(values.to, 'to') }, writeLine);
+      return 0;
+    }
     default:
       throw new UsageError(`unknown command ${command}`);
   }
+}
+
+function writeLine(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
+function rpcOptions(values: { rpc?: string; 'rpc-user'?: string; 'rpc-password'?: string; 'rpc-cookie'?: string }) {
+  return { rpc: values.rpc, rpcUser: values['rpc-user'], rpcPassword: values['rpc-password'], rpcCookie: values['rpc-cookie'] };
 }
 
 /** What keeps the event loop alive (for a stop that takes long): kinds of handle, with sockets' ports. */
@@ -272,7 +311,7 @@ export async function runCli(argv: string[], extensions: CliExtensions = {}): Pr
   try {
     process.exitCode = await main(argv, extensions);
   } catch (error) {
-    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    if (error instanceof UsageError || error instanceof ProofUsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`kalima: ${(error as Error).message}\n\n${USAGE}\n`);
       process.exitCode = 2;
     } else if (isKalimaError(error)) {

@@ -110,3 +110,21 @@ export function mineBlock(prevHash: Uint8Array, timeS: number, transactions: rea
   const raw = Buffer.concat([header, Uint8Array.from(countBytes), ...transactions.map((tx) => tx.toBuffer())]);
   return { raw: new Uint8Array(raw), header, txids, hash: bitcoinBlockHash(header) };
 }
+
+/** Genesis headers from their published fields: version 1, no parent, the same coinbase Merkle root. */
+const GENESIS_MERKLE_ROOT = '3ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a';
+export const REGTEST_GENESIS = Uint8Array.from(Buffer.from(`01000000${'00'.repeat(32)}${GENESIS_MERKLE_ROOT}dae5494dffff7f2002000000`, 'hex'));
+export const MAINNET_GENESIS = Uint8Array.from(Buffer.from(`01000000${'00'.repeat(32)}${GENESIS_MERKLE_ROOT}29ab5f49ffff001d1dac2b7c`, 'hex'));
+
+/** Regtest headers from genesis, `count` of them. */
+export function regtestHeaders(count: number): Uint8Array[] {
+  return extendHeaders([REGTEST_GENESIS], count - 1, 0x01);
+}
+
+/** Mines `count` headers on top of `headers` (in place), their Merkle roots filled with `fill`. */
+export function extendHeaders(headers: Uint8Array[], count: number, fill: number): Uint8Array[] {
+  for (let added = 0; added < count; added++) {
+    headers.push(mineHeader({ prevHash: bitcoinBlockHash(headers[headers.length - 1]!), merkleRoot: new Uint8Array(32).fill(fill), timeS: 1_780_000_000 + headers.length }));
+  }
+  return headers;
+}

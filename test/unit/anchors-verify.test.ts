@@ -12,32 +12,14 @@ import { type BitcoinHeaderRpc, verifyOts, verifyProof } from '../../anchors/ver
 import { KalimaError, type KalimaErrorCode, isKalimaError } from '../../src/errors.ts';
 import { toHex } from '../../src/ledger/hash.ts';
 import { proofFixture } from '../support/anchor-proof.ts';
-import { mineHeader } from '../support/bitcoin.ts';
-import { seededRng, unhex } from './support/seeded-rng.ts';
+import { MAINNET_GENESIS, REGTEST_GENESIS, extendHeaders as extend, mineHeader, regtestHeaders as regtestChain } from '../support/bitcoin.ts';
+import { seededRng } from './support/seeded-rng.ts';
 
-/** Genesis headers, from their published fields: version 1, no parent, the same coinbase Merkle root. */
-const GENESIS_MERKLE_ROOT = '3ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a';
-const REGTEST_GENESIS = unhex(`01000000${'00'.repeat(32)}${GENESIS_MERKLE_ROOT}dae5494dffff7f2002000000`);
-const MAINNET_GENESIS = unhex(`01000000${'00'.repeat(32)}${GENESIS_MERKLE_ROOT}29ab5f49ffff001d1dac2b7c`);
 
 async function rejection(promise: Promise<unknown>): Promise<KalimaError> {
   const error = await promise.then(() => undefined, (caught: unknown) => caught);
   expect(error).toBeInstanceOf(KalimaError);
   return error as KalimaError;
-}
-
-/** Regtest headers from genesis: `count` of them, then each `extend` call adds more on top. */
-function regtestChain(count: number): Uint8Array[] {
-  const headers = [REGTEST_GENESIS];
-  extend(headers, count - 1, 0x01);
-  return headers;
-}
-
-function extend(headers: Uint8Array[], count: number, fill: number): Uint8Array[] {
-  for (let added = 0; added < count; added++) {
-    headers.push(mineHeader({ prevHash: bitcoinBlockHash(headers[headers.length - 1]!), merkleRoot: new Uint8Array(32).fill(fill), timeS: 1_780_000_000 + headers.length }));
-  }
-  return headers;
 }
 
 /** BitcoinHeaderRpc over a list of headers from height 0, as a node would answer. */

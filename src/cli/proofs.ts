@@ -1,0 +1,178 @@
+// The CLI's proof commands: `kalima proof` fetches a block's anchor proof from a node and writes it
+// (JSON, and with --ots the OpenTimestamps file and the .block file it timestamps);
+// `kalima verify-proof` checks a JSON or .ots proof offline, against a Bitcoin RPC or a headers
+// file; `kalima headers` writes a headers file from a Bitcoin RPC.
+import { readFile, writeFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { JsonRpcHeaderClient } from '../../anchors/header-rpc.ts';
+import { formatHeadersFile, parseHeadersFile } from '../../anchors/headers-file.ts';
+import { networksWithGenesis } from '../../anchors/bitcoin-networks.ts';
+import { OTS_MAGIC, blockFileBytes, decodeOts, encodeOts, proofToOts } from '../../anchors/ots.ts';
+import { decodeProofJson, encodeProofJson } from '../../anchors/proof-json.ts';
+import { type HeaderSource, type OtsVerdict, type ProofVerdict, verifyOts, verifyProof } from '../../anchors/verify.ts';
+import { KalimaError, isErrorCode, kalimaError } from '../errors.ts';
+
+export interface RpcOptions {
+  rpc?: string;
+  rpcUser?: string;
+  rpcPassword?: string;
+  rpcCookie?: string;
+}
+
+export class ProofUsageError extends Error {}
+
+async function rpcClient(options: RpcOptions): Promise<JsonRpcHeaderClient | undefined> {
+  if (options.rpc === undefined) {
+    if (options.rpcUser !== undefined || options.rpcPassword !== undefined || options.rpcCookie !== undefined) throw new ProofUsageError('--rpc-user, --rpc-password and --rpc-cookie go with --rpc URL');
+    return undefined;
+  }
+  if (options.rpcCookie !== undefined) {
+    if (options.rpcUser !== undefined || options.rpcPassword !== undefined) throw new ProofUsageError('give --rpc-cookie or --rpc-user/--rpc-password, not both');
+    return JsonRpcHeaderClient.fromCookieFile(options.rpc, options.rpcCookie);
+  }
+  return new JsonRpcHeaderClient({ url: options.rpc, user: options.rpcUser, password: options.rpcPassword });
+}
+
+async function headerSource(options: RpcOptions & { headers?: string }): Promise<HeaderSource> {
+  const rpc = await rpcClient(options);
+  if (rpc !== undefined && options.headers !== undefined) throw new ProofUsageError('give --rpc or --headers, not both');
+  if (rpc !== undefined) return { kind: 'rpc', rpc };
+  if (options.headers !== undefined) return { kind: 'headers', headers: parseHeadersFile(await readFile(options.headers, 'utf8')) };
+  return { kind: 'offline' };
+}
+
+const SOURCE_NAMES: Record<HeaderSource['kind'], string> = { offline: 'offline', rpc: 'Bitcoin RPC', headers: 'headers file' };
+
+function isOts(file: string, bytes: Uint8Array): boolean {
+  return file.endsWith('.ots') || bytes[0] === OTS_MAGIC[0];
+}
+
+function lines(rows: Array<[string, string]>): string {
+  const width = Math.max(...rows.map(([label]) => label.length));
+  return rows.map(([label, value]) => `${label.padEnd(width)}  ${value}`).join('\n');
+}
+
+function proofSummary(file: string, verdict: ProofVerdict): string {
+  const confirmations = verdict.confirmations === undefined ? 'unknown (offline: give --rpc or --headers to count them)' : `${verdict.confirmations} (${SOURCE_NAMES[verdict.source]})`;
+  return [
+    lines([
+      ['proof', `${basename(file)} (JSON proof, Bitcoin ${verdict.network})`],
+      ['block', `${verdict.chain} height ${verdict.height}, hash ${verdict.blockHash}`],
+      ['anchored tip', `height ${verdict.tipHeight}`],
+      ['anchor tx', verdict.anchorTxid],
+      ['bitcoin block', `height ${verdict.bitcoinHeight}, hash ${verdict.bitcoinBlockHash}`],
+      ['attested time', `${verdict.attestedTime} (the Bitcoin block's header time)`],
+      ['confirmations', confirmations],
+    ]),
+    'checked:',
+    ...verdict.checked.map((check) => `  - ${check}`),
+    verdict.valid ? 'VALID' : `NOT VALID: ${verdict.failure!.reason}`,
+  ].join('\n');
+}
+
+function otsSummary(file: string, verdict: OtsVerdict, source: HeaderSource['kind']): string {
+  return [
+    lines([
+      ['proof', `${basename(file)} (OpenTimestamps; it carries the operations and the Bitcoin height, not the Kalima pieces)`],
+      ['block hash', `${verdict.fileDigest} (the timestamped digest)`],
+      ['bitcoin block', `height ${verdict.bitcoinHeight}${verdict.bitcoinBlockHash === undefined ? '' : `, hash ${verdict.bitcoinBlockHash}`}${verdict.network === undefined ? '' : ` (${verdict.network})`}`],
+      ['attested time', verdict.attestedTime === undefined ? 'unknown' : `${verdict.attestedTime} (the Bitcoin block's header time)`],
+      ['confirmations', verdict.confirmations === undefined ? 'unknown' : `${verdict.confirmations} (${SOURCE_NAMES[source]})`],
+    ]),
+    'checked:',
+    ...verdict.checked.map((check) => `  - ${check}`),
+    '  (not checked from an .ots alone: which chain, height and tip the block hash belongs to; verify the JSON proof for those)',
+    verdict.valid ? 'VALID' : `NOT VALID: ${verdict.failure!.reason}`,
+  ].join('\n');
+}
+
+/** Verifies a proof file; prints the summary (or the verdict as JSON); a failed proof throws its code. */
+export async function verifyProofFile(file: string, options: RpcOptions & { headers?: string; json?: boolean }, write: (text: string) => void): Promise<void> {
+  const bytes = new Uint8Array(await readFile(file));
+  const source = await headerSource(options);
+  let verdict: ProofVerdict | OtsVerdict;
+  if (isOts(file, bytes)) {
+    const timestamp = decodeOts(bytes);
+    if (source.kind === 'offline') throw new ProofUsageError('an .ots file carries no Bitcoin header: give --rpc or --headers to check its attestation');
+    const otsVerdict = await verifyOts(timestamp, source);
+    write(options.json === true ? JSON.stringify(otsVerdict, null, 2) : otsSummary(file, otsVerdict, source.kind));
+    verdict = otsVerdict;
+  } else {
+    const proofVerdict = await verifyProof(decodeProofJson(new TextDecoder().decode(bytes)), source);
+    write(options.json === true ? JSON.stringify(proofVerdict, null, 2) : proofSummary(file, proofVerdict));
+    verdict = proofVerdict;
+  }
+  if (!verdict.valid) throw kalimaError(verdict.failure!.code, { step: verdict.failure!.step, reason: verdict.failure!.reason });
+}
+
+/** Fetches GET /anchors/proof/:height; a node's catalogue error keeps its code. */
+async function fetchProofText(url: string, height: number): Promise<string> {
+  let response: Response;
+  let text: string;
+  try {
+    response = await fetch(`${url.replace(/\/+$/, '')}/anchors/proof/${height}`, { signal: AbortSignal.timeout(30_000) });
+    text = await response.text();
+  } catch (error) {
+    throw kalimaError('KALIMA_ERR_SDK_UNREACHABLE', { url, cause: (error as Error).message });
+  }
+  if (response.ok) return text;
+  let body: { error?: { code?: unknown; message?: unknown; details?: unknown } } | undefined;
+  try {
+    body = JSON.parse(text) as typeof body;
+  } catch {
+    body = undefined;
+  }
+  const code = body?.error?.code;
+  if (typeof code === 'string' && isErrorCode(code)) {
+    throw new KalimaError(code, (body?.error?.details as Record<string, unknown>) ?? {}, typeof body?.error?.message === 'string' ? body.error.message : undefined);
+  }
+  throw kalimaError('KALIMA_ERR_SDK_BAD_RESPONSE', { status: response.status, body: text.slice(0, 200) });
+}
+
+/**
+ * Writes the proof of block `height` as `out` (JSON); with `ots`, also `<base>.ots` and, when the
+ * proof carries the block's header, `<base>.block` (the bytes whose SHA-256 is the block hash).
+ * The proof is checked offline before anything is written.
+ */
+export async function fetchProof(options: { url: string; height: number; out?: string; ots?: boolean }, write: (text: string) => void): Promise<void> {
+  const shaped = decodeProofJson(await fetchProofText(options.url, options.height));
+  const verdict = await verifyProof(shaped, { kind: 'offline' });
+  if (!verdict.valid) throw kalimaError(verdict.failure!.code, { step: verdict.failure!.step, reason: verdict.failure!.reason, height: options.height });
+  const { proof } = shaped;
+  if (proof.height !== options.height) throw kalimaError('KALIMA_ERR_SDK_BAD_RESPONSE', { reason: `asked for block ${options.height}, the node sent the proof of block ${proof.height}` });
+  const out = options.out ?? `${options.height}.json`;
+  const base = out.endsWith('.json') ? out.slice(0, -'.json'.length) : out;
+  await writeFile(out, `${encodeProofJson(proof)}\n`);
+  const written = [`${out}  JSON proof of ${proof.chain} block ${proof.height}, anchored in Bitcoin ${proof.network} block ${proof.bitcoinHeight}`];
+  if (options.ots === true) {
+    await writeFile(`${base}.ots`, encodeOts(proofToOts(proof)));
+    written.push(`${base}.ots  OpenTimestamps proof of the block hash`);
+    const header = proof.blockHeader ?? (shaped.tip.height === proof.height ? proof.tipHeader : undefined);
+    if (header !== undefined) {
+      await writeFile(`${base}.block`, blockFileBytes(header));
+      written.push(`${base}.block  the timestamped file: ots verify -f ${base}.block ${base}.ots`);
+    } else {
+      written.push(`(no ${base}.block: the node's proof does not carry the block's own header)`);
+    }
+  }
+  write(written.join('\n'));
+}
+
+/** Writes a headers file from heights `from` … `to` (default the tip) of a Bitcoin node. */
+export async function writeHeadersFile(options: RpcOptions & { out: string; from?: number; to?: number }, write: (text: string) => void): Promise<void> {
+  const rpc = await rpcClient(options);
+  if (rpc === undefined) throw new ProofUsageError('headers needs --rpc URL');
+  const genesis = await rpc.getBlockHash(0);
+  const network = networksWithGenesis(genesis)[0];
+  if (network === undefined) throw kalimaError('KALIMA_ERR_PROOF_WRONG_NETWORK', { reason: 'the node is on no network this verifier knows', genesis });
+  const from = options.from ?? 0;
+  const to = options.to ?? (await rpc.getBlockCount());
+  if (to < from) throw new ProofUsageError(`--to ${to} is below --from ${from}`);
+  const headers: Uint8Array[] = [];
+  for (let height = from; height <= to; height++) headers.push(new Uint8Array(Buffer.from(await rpc.getBlockHeaderHex(await rpc.getBlockHash(height)), 'hex')));
+  const text = formatHeadersFile(network, from, headers);
+  // What is written must load: linkage, proof of work and genesis are checked as the verifier will.
+  parseHeadersFile(text);
+  await writeFile(options.out, text);
+  write(`${options.out}  ${headers.length} ${network} headers, heights ${from} to ${to}`);
+}

@@ -1,0 +1,133 @@
+// `kalima verify-proof`, `kalima proof` and their files, run as the real command. A small fastify
+// server stands in for the node's GET /anchors/proof/:height (it is not the code under test).
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bitcoinBlockHash } from '../../anchors/bitcoin.ts';
+import { formatHeadersFile } from '../../anchors/headers-file.ts';
+import { decodeOts, encodeOts, proofToOts } from '../../anchors/ots.ts';
+import { encodeProofJson } from '../../anchors/proof-json.ts';
+import { sha256, toHex } from '../../src/ledger/hash.ts';
+import { proofFixture } from '../support/anchor-proof.ts';
+import { extendHeaders, regtestHeaders } from '../support/bitcoin.ts';
+import { seededRng } from '../unit/support/seeded-rng.ts';
+
+const KALIMA = resolve('bin/kalima.mjs');
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function kalima(args: string[], cwd: string): Promise<Run> {
+  return new Promise((done) => {
+    execFile(process.execPath, [KALIMA, ...args], { cwd, timeout: 60_000 }, (error, stdout, stderr) => {
+      done({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : 1, stdout, stderr });
+    });
+  });
+}
+
+const below = regtestHeaders(150);
+const fixture = proofFixture({ rng: seededRng('cli'), height: 12, tipHeight: 40, bitcoinHeight: 150, bitcoinPrevHash: bitcoinBlockHash(below[149]!), withBlockHeader: true });
+const chain = extendHeaders([...below, fixture.block.header], 5, 0xee);
+const proofJson = encodeProofJson(fixture.proof);
+
+let directory: string;
+let app: FastifyInstance;
+let nodeUrl: string;
+
+beforeAll(async () => {
+  directory = await mkdtemp(join(tmpdir(), 'kalima-proof-cli-'));
+  await writeFile(join(directory, '12.json'), proofJson);
+  await writeFile(join(directory, 'chain.headers'), formatHeadersFile('regtest', 0, chain));
+  await writeFile(join(directory, 'reorg.headers'), formatHeadersFile('regtest', 0, extendHeaders([...below], 6, 0x09)));
+  await writeFile(join(directory, '12.ots'), encodeOts(proofToOts(fixture.proof)));
+  app = Fastify();
+  app.get<{ Params: { height: string } }>('/anchors/proof/:height', async (request, reply) => {
+    if (request.params.height === '12') return reply.type('application/json').send(proofJson);
+    return reply.code(404).send({ error: { code: 'KALIMA_ERR_ANCHOR_NOT_ANCHORED', message: 'no confirmed anchor covers this block yet', details: { height: Number(request.params.height) } } });
+  });
+  nodeUrl = await app.listen({ host: '127.0.0.1', port: 0 });
+});
+
+afterAll(async () => {
+  await app.close();
+  await rm(directory, { recursive: true, force: true });
+});
+
+describe('kalima verify-proof', () => {
+  it('offline: valid, says what it checked, confirmations unknown', async () => {
+    const run = await kalima(['verify-proof', '12.json'], directory);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/block\s+privachain height 12, hash [0-9a-f]{64}/);
+    expect(run.stdout).toMatch(/bitcoin block\s+height 150, hash [0-9a-f]{64}/);
+    expect(run.stdout).toMatch(/attested time\s+2026-05-28T20:28:20\.000Z/);
+    expect(run.stdout).toMatch(/confirmations\s+unknown/);
+    expect(run.stdout).toMatch(/VALID$/m);
+  });
+
+  it('against a headers file: the confirmations', async () => {
+    const run = await kalima(['verify-proof', '12.json', '--headers', 'chain.headers'], directory);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/confirmations\s+6 \(headers file\)/);
+  });
+
+  it('--json prints the verdict', async () => {
+    const run = await kalima(['verify-proof', '12.json', '--headers', 'chain.headers', '--json'], directory);
+    expect(JSON.parse(run.stdout)).toMatchObject({ valid: true, height: 12, bitcoinHeight: 150, confirmations: 6, blockHash: toHex(fixture.proof.blockHash) });
+  });
+
+  it('a reorganised chain: NOT VALID, exit 1 with KALIMA_ERR_PROOF_NOT_IN_CHAIN', async () => {
+    const run = await kalima(['verify-proof', '12.json', '--headers', 'reorg.headers'], directory);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toMatch(/NOT VALID/);
+    expect(run.stderr).toMatch(/KALIMA_ERR_PROOF_NOT_IN_CHAIN/);
+  });
+
+  it('a malformed proof: exit 1 with KALIMA_ERR_PROOF_MALFORMED and the field', async () => {
+    await writeFile(join(directory, 'bad.json'), proofJson.replace('"height":12', '"height":"12"'));
+    const run = await kalima(['verify-proof', 'bad.json'], directory);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/KALIMA_ERR_PROOF_MALFORMED/);
+    expect(run.stderr).toMatch(/"field": "height"/);
+  });
+
+  it('an .ots against the headers file is valid; alone it is a usage error; truncated it is coded', async () => {
+    const valid = await kalima(['verify-proof', '12.ots', '--headers', 'chain.headers'], directory);
+    expect(valid.code).toBe(0);
+    expect(valid.stdout).toMatch(/OpenTimestamps/);
+    expect(valid.stdout).toMatch(/confirmations\s+6/);
+    expect(valid.stdout).toMatch(/not checked from an \.ots alone/);
+    const alone = await kalima(['verify-proof', '12.ots'], directory);
+    expect(alone.code).toBe(2);
+    expect(alone.stderr).toMatch(/give --rpc or --headers/);
+    await writeFile(join(directory, 'cut.ots'), (await readFile(join(directory, '12.ots'))).subarray(0, 100));
+    const cut = await kalima(['verify-proof', 'cut.ots', '--headers', 'chain.headers'], directory);
+    expect(cut.code).toBe(1);
+    expect(cut.stderr).toMatch(/KALIMA_ERR_PROOF_OTS_TRUNCATED/);
+  });
+});
+
+describe('kalima proof', () => {
+  it('writes the JSON, the .ots and the .block of a block the node has anchored', async () => {
+    const run = await kalima(['proof', '12', '--url', nodeUrl, '--out', 'fetched.json', '--ots'], directory);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect((await readFile(join(directory, 'fetched.json'), 'utf8')).trim()).toBe(proofJson);
+    const timestamp = decodeOts(await readFile(join(directory, 'fetched.ots')));
+    expect(timestamp).toEqual(proofToOts(fixture.proof));
+    expect(sha256(await readFile(join(directory, 'fetched.block')))).toEqual(fixture.proof.blockHash);
+    expect(run.stdout).toMatch(/ots verify -f fetched\.block fetched\.ots/);
+  });
+
+  it('a block no anchor covers yet: exit 1 with the node\'s KALIMA_ERR_ANCHOR_NOT_ANCHORED, nothing written', async () => {
+    const run = await kalima(['proof', '13', '--url', nodeUrl], directory);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/KALIMA_ERR_ANCHOR_NOT_ANCHORED/);
+    await expect(readFile(join(directory, '13.json'))).rejects.toThrow();
+  });
+});
