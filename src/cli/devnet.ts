@@ -225,7 +225,7 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     `           curl ${urls[0]}/rewards`,
     ...(bitcoin === undefined ? [] : [
       `  bitcoin  bcoin (regtest) at ${bitcoin.rpcUrl}, a block every ${DEVNET_MINE_MS / 1000} s; m1 anchors the chain: curl ${urls[0]}/anchors`,
-      `           npx kalima proof --url ${urls[0]} <height>   then   npx kalima verify-proof <height>.proof.json --rpc ${bitcoin.rpcUrl} --rpc-user ${bitcoin.rpcUser} --rpc-password ${bitcoin.rpcPassword}`,
+      `           npx kalima proof 1 --url ${urls[0]} --ots   then   npx kalima verify-proof 1.json --rpc ${bitcoin.rpcUrl} --rpc-user ${bitcoin.rpcUser} --rpc-password ${bitcoin.rpcPassword}`,
     ]),
     '  client   a client node (the SDK\'s sync mode) keeps a verified copy of /sensors from all five masters',
     'Ctrl-C stops it; the chain stays in the data directories.',
