@@ -43,6 +43,9 @@ interface RawAnchor {
   intervalSeconds?: unknown; minBlocks?: unknown; confirmations?: unknown; feeTargetBlocks?: unknown; fallbackFeeRate?: unknown; maxFeeRate?: unknown; rbf?: unknown; pollSeconds?: unknown;
 }
 
+const BITCOIN_KEYS = ['network', 'rpcUrl', 'rpcUser', 'rpcPassword', 'rpcCookieFile', 'rpcTimeoutSeconds', 'walletFile', 'stateDir', 'addressKind', 'birthHeight'] as const;
+const ANCHOR_KEYS = ['intervalSeconds', 'minBlocks', 'confirmations', 'feeTargetBlocks', 'fallbackFeeRate', 'maxFeeRate', 'rbf', 'pollSeconds'] as const;
+
 export function parseAnchorConfig(file: string, base: string, bitcoin: unknown, anchor: unknown): AnchorConfig | undefined {
   const invalid = (reason: string): never => {
     throw kalimaError('KALIMA_ERR_CONFIG_INVALID', { file, reason });
@@ -53,6 +56,11 @@ export function parseAnchorConfig(file: string, base: string, bitcoin: unknown, 
   }
   if (typeof bitcoin !== 'object' || bitcoin === null) invalid('bitcoin must be an object');
   const raw = bitcoin as RawBitcoin;
+  const unknown = (section: string, value: object, known: readonly string[]): void => {
+    const extra = Object.keys(value).find((key) => !known.includes(key));
+    if (extra !== undefined) invalid(`${section}.${extra} is not a setting (known: ${known.join(', ')})`);
+  };
+  unknown('bitcoin', raw, BITCOIN_KEYS);
   if (typeof raw.network !== 'string' || !(NETWORK_NAMES as readonly string[]).includes(raw.network)) invalid(`bitcoin.network must be one of ${NETWORK_NAMES.join(', ')}`);
   if (typeof raw.rpcUrl !== 'string' || !/^https?:\/\/[^\s]+$/.test(raw.rpcUrl)) invalid('bitcoin.rpcUrl must be an http:// or https:// URL');
   let auth: BitcoinConfig['auth'];
@@ -72,6 +80,7 @@ export function parseAnchorConfig(file: string, base: string, bitcoin: unknown, 
 
   if (anchor !== undefined && (typeof anchor !== 'object' || anchor === null)) invalid('anchor must be an object');
   const a = (anchor ?? {}) as RawAnchor;
+  unknown('anchor', a, ANCHOR_KEYS);
   const whole = (value: unknown, field: string, min: number, max: number, fallback: number): number => {
     if (value === undefined) return fallback;
     if (!Number.isSafeInteger(value) || (value as number) < min || (value as number) > max) invalid(`anchor.${field} must be a whole number from ${min} to ${max}`);

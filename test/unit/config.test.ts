@@ -1,5 +1,5 @@
 // The node's config file: defaults, paths relative to the file, and a coded refusal of bad values.
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -15,7 +15,9 @@ async function configFile(json: unknown): Promise<{ file: string; directory: str
 }
 
 describe('loadConfig', () => {
-  it('anchors only with a bitcoin section: defaults, paths against the file, and a coded refusal of bad values', async () => {
+  it('anchors only with a bitcoin section: defaults, paths against the file, and a coded refusal of bad values and unknown settings', async () => {
+    const compose = JSON.parse(await readFile(new URL('../../regtest/bitcoind.bitcoin.json', import.meta.url), 'utf8')) as unknown;
+    expect((await loadConfig((await configFile({ bitcoin: compose })).file)).anchoring?.bitcoin).toMatchObject({ network: 'regtest', rpcUrl: 'http://127.0.0.1:18443/' });
     expect((await loadConfig((await configFile({})).file)).anchoring).toBeUndefined();
     const bitcoin = { network: 'bcoin-regtest', rpcUrl: 'http://127.0.0.1:48332', rpcUser: 'u', rpcPassword: 'p' };
     const { file, directory } = await configFile({ bitcoin });
@@ -40,6 +42,8 @@ describe('loadConfig', () => {
       { bitcoin, anchor: { fallbackFeeRate: 500 } },
       { bitcoin, anchor: { fallbackFeeRate: 5_000, maxFeeRate: 4_000 } },
       { bitcoin, anchor: { rbf: 'yes' } },
+      { bitcoin: { ...bitcoin, zmqRawBlock: 'tcp://127.0.0.1:28332' } },
+      { bitcoin, anchor: { interval: 60 } },
     ];
     for (const json of bad) await expect(loadConfig((await configFile(json)).file), JSON.stringify(json)).rejects.toMatchObject({ code: 'KALIMA_ERR_CONFIG_INVALID' });
   });
