@@ -14,7 +14,7 @@ import { KalimaClient } from '../../src/sdk/client.ts';
 import { silentLogger, systemClock, systemRng, systemScheduler } from '../../src/ports.ts';
 import { MemoryKvStore } from '../../src/store/memory-kv.ts';
 import { ANCHORS_ADDRESS } from '../../src/state/anchor-record.ts';
-import { type BcoinNode, startBcoin } from '../../regtest/bcoin.ts';
+import { BCOIN_SEGWIT_HEIGHT, type BcoinNode, startBcoin } from '../../regtest/bcoin.ts';
 import { parseBitcoinNetwork } from '../../chains/bitcoin/network.ts';
 import { changeAddress, openAnchorWallet, receiveAddress, signerFor } from '../../chains/bitcoin/keys.ts';
 import { buildAnchorTx } from '../../chains/bitcoin/tx.ts';
@@ -24,8 +24,6 @@ import { type AnchorStatus, DEFAULT_POLICY } from '../../anchors/engine.ts';
 import { MasterProcess, killAll, sleep } from '../support/cluster-processes.ts';
 import { createAddress, makeChain, makeMessage, openNode, registerDevice, tempDir } from '../support/chain.ts';
 
-/** bcoin's regtest activates segwit by BIP 9 at height 432. */
-const SEGWIT_HEIGHT = 432;
 const bcoins: BcoinNode[] = [];
 
 afterAll(async () => {
@@ -74,7 +72,7 @@ describe('anchoring through crashes', () => {
     // The wallet is made here first, so it can be funded before the node starts.
     const keystore = await openAnchorWallet(join(directory, 'keys', 'anchor-wallet.json'), parseBitcoinNetwork('bcoin-regtest'), systemRng);
     const funding = receiveAddress(keystore, 'p2wpkh', 0).address;
-    await bcoin.mine(SEGWIT_HEIGHT, funding);
+    await bcoin.mine(BCOIN_SEGWIT_HEIGHT, funding);
 
     const url = `http://127.0.0.1:${port}`;
     const node = new MasterProcess('n1', init.configFile, url, toHex(init.node.publicKey), join(directory, 'data'));
@@ -124,7 +122,7 @@ describe('anchoring through crashes', () => {
     try {
       const status = (): AnchorStatus => service.status() as AnchorStatus;
       await service.tick();
-      await bcoin.mine(SEGWIT_HEIGHT, status().wallet.fundingAddress);
+      await bcoin.mine(BCOIN_SEGWIT_HEIGHT, status().wallet.fundingAddress);
       await service.tick();
       const first = status().commitments[0]!;
       expect(first.state).toBe('mempool');

@@ -10,7 +10,7 @@ import type { KalimaNode } from '../../src/node/node.ts';
 import { silentLogger, systemClock, systemRng, systemScheduler } from '../../src/ports.ts';
 import { MemoryKvStore } from '../../src/store/memory-kv.ts';
 import { ANCHORS_ADDRESS, decodeAnchorBody } from '../../src/state/anchor-record.ts';
-import { type BcoinNode, startBcoin } from '../../regtest/bcoin.ts';
+import { BCOIN_SEGWIT_HEIGHT, type BcoinNode, startBcoin } from '../../regtest/bcoin.ts';
 import { parseBlock } from '../../chains/bitcoin/block.ts';
 import { AnchorService } from '../../anchors/service.ts';
 import { aggregationRoot } from '../../anchors/aggregate.ts';
@@ -90,7 +90,7 @@ describe('anchoring into bcoin', () => {
     expect(unfunded.commitments).toEqual([]);
 
     // bcoin's regtest activates segwit by BIP 9 at height 432; the wallet's first coinbases are mature by then.
-    await bcoin.mine(432, unfunded.wallet.fundingAddress);
+    await bcoin.mine(BCOIN_SEGWIT_HEIGHT, unfunded.wallet.fundingAddress);
     await service.tick();
     const sent = anchorStatus();
     expect(sent.commitments).toHaveLength(1);
