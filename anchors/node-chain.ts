@@ -4,23 +4,45 @@ import { isKalimaError } from '../src/errors.ts';
 import { signMessage } from '../src/ledger/message.ts';
 import type { KeyPair } from '../src/ledger/signature.ts';
 import type { Rng } from '../src/ports.ts';
+import type { Block } from '../src/ledger/block.ts';
 import type { KalimaNode } from '../src/node/node.ts';
 import { ANCHORS_ADDRESS, type AnchorRecord, anchorRecordMessage, decodeAnchorBody } from '../src/state/anchor-record.ts';
 import type { AnchoredChain } from './engine.ts';
+
+/** How far back from the tip a node looks, when it starts, for the last block with news. */
+const NEWS_LOOKBACK_BLOCKS = 1_000;
+
+const hasNews = (block: Block): boolean => block.messages.some((message) => message.message.address !== ANCHORS_ADDRESS);
 
 export class NodeChain implements AnchoredChain {
   readonly chain: string;
   /** Heights of the blocks applied since this process started that hold more than anchor records, ascending. */
   private newsHeights: number[] = [];
-  private readonly startHeight: number;
   private readonly unsubscribe: () => void;
 
-  constructor(private readonly node: KalimaNode, private readonly nodeKey: KeyPair, private readonly rng: Rng) {
+  private constructor(private readonly node: KalimaNode, private readonly nodeKey: KeyPair, private readonly rng: Rng, private readonly lastNewsBeforeStart: number) {
     this.chain = node.chain;
-    this.startHeight = node.height;
     this.unsubscribe = node.onBlock((committed) => {
-      if (committed.block.messages.some((message) => message.message.address !== ANCHORS_ADDRESS)) this.newsHeights.push(committed.block.header.height);
+      if (hasNews(committed.block)) this.newsHeights.push(committed.block.header.height);
     });
+  }
+
+  /**
+   * Finds the last block with news before this process started (a block of anchor records only is
+   * not news), so a restart does not anchor the records of the last anchor. Further back than
+   * NEWS_LOOKBACK_BLOCKS, the block there counts as news.
+   */
+  static async open(node: KalimaNode, nodeKey: KeyPair, rng: Rng): Promise<NodeChain> {
+    const tip = node.height;
+    let lastNews = Math.max(0, tip - NEWS_LOOKBACK_BLOCKS);
+    for (let height = tip; height > Math.max(0, tip - NEWS_LOOKBACK_BLOCKS); height--) {
+      const block = await node.store.getBlock(height);
+      if (block === undefined || hasNews(block)) {
+        lastNews = height;
+        break;
+      }
+    }
+    return new NodeChain(node, nodeKey, rng, lastNews);
   }
 
   tip(): { height: number; hash: Uint8Array } {
@@ -28,10 +50,10 @@ export class NodeChain implements AnchoredChain {
     return { height: tip.height, hash: tip.hash };
   }
 
-  /** Blocks from before this process started are not looked at: each counts as news. */
+  /** Blocks with news above `height`; those from before this process started count as one at most. */
   newsSince(height: number): number {
     while (this.newsHeights.length > 0 && this.newsHeights[0]! <= height) this.newsHeights.shift();
-    return Math.max(0, this.startHeight - height) + this.newsHeights.length;
+    return (this.lastNewsBeforeStart > height ? 1 : 0) + this.newsHeights.length;
   }
 
   recordOf(root: string): AnchorRecord | undefined {

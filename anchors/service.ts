@@ -96,11 +96,11 @@ export class AnchorService implements AnchorsApi {
   /** Passes in a row in which the Bitcoin node did not answer. */
   private failures = 0;
 
-  private constructor(private readonly options: AnchorServiceOptions, private readonly wallet: LocalWallet, private readonly network: BitcoinNetwork) {
-    const { config, node, nodeKey, rng } = options;
+  private constructor(private readonly options: AnchorServiceOptions, private readonly wallet: LocalWallet, private readonly network: BitcoinNetwork, chain: NodeChain) {
+    const { config } = options;
     const rpc = new BitcoinRpc({ url: config.bitcoin.rpcUrl, auth: config.bitcoin.auth, dialect: network.name === 'bcoin-regtest' ? 'bcoin' : 'core', timeoutMs: config.bitcoin.rpcTimeoutMs, maxAttempts: 3 });
     this.source = new RpcSource(rpc, network);
-    this.chain = new NodeChain(node, nodeKey, rng);
+    this.chain = chain;
     this.store = new AnchorStore(options.stateKv);
   }
 
@@ -108,7 +108,7 @@ export class AnchorService implements AnchorsApi {
     const network = parseBitcoinNetwork(options.config.bitcoin.network);
     const keystore = await openAnchorWallet(options.config.bitcoin.walletFile, network, options.rng);
     const wallet = new LocalWallet(keystore, options.config.bitcoin.addressKind, options.config.policy.rbf);
-    const service = new AnchorService(options, wallet, network);
+    const service = new AnchorService(options, wallet, network, await NodeChain.open(options.node, options.nodeKey, options.rng));
     options.logger.info({ network: network.name, rpc: options.config.bitcoin.rpcUrl, fundingAddress: wallet.fundingAddress }, 'anchors: anchoring into Bitcoin');
     service.schedule(0);
     return service;

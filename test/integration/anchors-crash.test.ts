@@ -102,6 +102,11 @@ describe('anchoring through crashes', () => {
     const record = await admin.get(ANCHORS_ADDRESS, commitment!.root);
     expect(record).toBeDefined();
     expect(JSON.parse(new TextDecoder().decode(record!.body)).txid).toBe(mempool[0]);
+    // A restart with nothing new on the chain but the record makes no new anchor.
+    await node.kill('SIGTERM');
+    await node.start();
+    await sleep(3_000);
+    expect((await anchorsOf(url)).commitments).toHaveLength(1);
     await node.kill('SIGTERM');
   });
 
