@@ -12,7 +12,7 @@ import { type BlockHeader, decodeHeader } from '../src/ledger/block.ts';
 import { TAG, bytesEqual, concatBytes, tagPrefix, taggedHash, toHex } from '../src/ledger/hash.ts';
 import { type AggregationProof, type ChainTip, aggregationProof, aggregationProofLength, aggregationSteps } from './aggregate.ts';
 import {
-  type AnchorCommitment, BITCOIN_HEADER_BYTES, anchorCommitment, bitcoinBlockHash, bitcoinMerkleBranch, decodeBitcoinHeader, merkleBranchOps, proofOfWorkFailure, sha256d,
+  type AnchorCommitment, BITCOIN_HEADER_BYTES, anchorCommitment, bitcoinBlockHash, bitcoinMerkleBranch, decodeBitcoinHeader, merkleBranchOps, proofOfWorkFailure,
 } from './bitcoin.ts';
 import { BITCOIN_NETWORKS, type BitcoinNetworkName, isBitcoinNetworkName } from './bitcoin-networks.ts';
 import { mmrProofLength, mmrProofSteps } from './mmr.ts';
@@ -183,31 +183,33 @@ export function checkCommitments(shaped: ShapedProof): CommitmentResult {
   if (tip.chain !== proof.chain) return result({ step: 'tip', reason: `the tip header is of chain ${tip.chain}, the proof of chain ${proof.chain}` });
   let digest = proof.blockHash;
   for (const stage of proofStages(shaped)) {
-    digest = evaluateOps(digest, stage.ops);
+    const evaluated = evaluateStage(stage, digest);
+    if (evaluated.leftDuplicate) {
+      return result({ step: stage.name, reason: 'the branch pairs a node with itself from the left: Bitcoin only duplicates the last node of a level on its right, so the index is not canonical' });
+    }
+    digest = evaluated.digest;
     const failure = stageFailure(stage.name, digest, shaped, tipHash, header.merkleRoot);
     if (failure !== undefined) return result({ step: stage.name, reason: failure });
   }
-  const duplicate = leftDuplicateLevel(commitment.txid, proof.bitcoinTxIndex, proof.bitcoinMerkleBranch);
-  if (duplicate !== undefined) return result({ step: 'bitcoin-merkle', reason: `at level ${duplicate} the branch pairs a node with itself from the left: Bitcoin only duplicates the last node of a level, so the index is not canonical` });
   const powFailure = proofOfWorkFailure(proof.bitcoinHeader, BITCOIN_NETWORKS[proof.network].powLimit);
   if (powFailure !== undefined) return result({ step: 'bitcoin-header', reason: powFailure });
   return result(undefined);
 }
 
 /**
- * Bitcoin pairs the last node of an odd level with itself, on its right. A branch that pairs a node
- * with itself on its left claims a position past the end of the level (the CVE-2012-2459
- * ambiguity): the same root, another index. Refusing it leaves one index per transaction.
+ * Runs a stage's operations. In the Bitcoin branch it also refuses a node paired with itself from
+ * the left: Bitcoin pairs the last node of an odd level with itself on its right, so such a
+ * branch claims a position past the end of the level (the CVE-2012-2459 ambiguity: the same
+ * root, another index). Refusing it leaves one index per transaction.
  */
-function leftDuplicateLevel(txid: Uint8Array, index: number, branch: readonly Uint8Array[]): number | undefined {
-  let current = txid;
-  for (let level = 0; level < branch.length; level++) {
-    const sibling = branch[level]!;
-    const onLeft = Math.floor(index / 2 ** level) % 2 === 1;
-    if (onLeft && bytesEqual(sibling, current)) return level;
-    current = sha256d(onLeft ? concatBytes(sibling, current) : concatBytes(current, sibling));
+function evaluateStage(stage: ProofStage, start: Uint8Array): { digest: Uint8Array; leftDuplicate: boolean } {
+  if (stage.name !== 'bitcoin-merkle') return { digest: evaluateOps(start, stage.ops), leftDuplicate: false };
+  let digest = start;
+  for (const op of stage.ops) {
+    if (op.kind === 'prepend' && bytesEqual(op.data, digest)) return { digest, leftDuplicate: true };
+    digest = evaluateOps(digest, [op]);
   }
-  return undefined;
+  return { digest, leftDuplicate: false };
 }
 
 function stageFailure(stage: ProofStageName, digest: Uint8Array, { proof, tip, commitment }: ShapedProof, tipHash: Uint8Array, merkleRoot: Uint8Array): string | undefined {

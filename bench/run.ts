@@ -12,7 +12,8 @@
 //   --batch-concurrency N   batches in flight (default 8)
 //   --devices N             registered device keys signing the messages (default 64)
 //
-// `npm run bench -- cluster [options]` runs the cluster bench instead (bench/cluster.ts).
+// `npm run bench -- cluster [options]` runs the cluster bench instead (bench/cluster.ts), and
+// `npm run bench -- anchors [options]` the anchoring and proof bench (bench/anchors.ts).
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -40,8 +41,9 @@ const NODE_IDLE_CORES = 0.05;
 const NODE_SETTLE_MAX_MS = 30_000;
 
 const clusterBench = process.argv[2] === 'cluster';
+const anchorsBench = process.argv[2] === 'anchors';
 const { values } = parseArgs({
-  args: clusterBench ? [] : process.argv.slice(2),
+  args: clusterBench || anchorsBench ? [] : process.argv.slice(2),
   options: {
     quick: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
@@ -427,4 +429,5 @@ async function main(): Promise<void> {
 }
 
 if (clusterBench) await (await import('./cluster.ts')).runClusterBench(process.argv.slice(3));
+else if (anchorsBench) await (await import('./anchors.ts')).runAnchorsBench(process.argv.slice(3));
 else await main();
