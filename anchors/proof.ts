@@ -156,11 +156,9 @@ export interface CommitmentFailure {
 export interface CommitmentResult {
   /** The first commitment that does not match, if any. */
   failure: CommitmentFailure | undefined;
-  tipHash: Uint8Array;
-  aggregationRoot: Uint8Array;
   /** Internal byte order. */
   txid: Uint8Array;
-  merkleRoot: Uint8Array;
+  /** Internal byte order. */
   bitcoinBlockHash: Uint8Array;
 }
 
@@ -173,9 +171,7 @@ export function checkCommitments(shaped: ShapedProof): CommitmentResult {
   const { proof, tip, block, commitment } = shaped;
   const header = decodeBitcoinHeader(proof.bitcoinHeader);
   const tipHash = taggedHash(TAG.block, proof.tipHeader);
-  const result = (failure: CommitmentFailure | undefined, digests: Partial<CommitmentResult> = {}): CommitmentResult => ({
-    failure, tipHash, aggregationRoot: commitment.payload, txid: commitment.txid, merkleRoot: header.merkleRoot, bitcoinBlockHash: bitcoinBlockHash(proof.bitcoinHeader), ...digests,
-  });
+  const result = (failure: CommitmentFailure | undefined): CommitmentResult => ({ failure, txid: commitment.txid, bitcoinBlockHash: bitcoinBlockHash(proof.bitcoinHeader) });
   if (block !== undefined) {
     if (!bytesEqual(taggedHash(TAG.block, proof.blockHeader!), proof.blockHash)) return result({ step: 'block-header', reason: 'the block header does not hash to blockHash' });
     if (block.chain !== proof.chain || block.height !== proof.height) return result({ step: 'block-header', reason: `the block header is block ${block.height} of chain ${block.chain}` });
