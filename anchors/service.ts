@@ -10,6 +10,7 @@ import type { Clock, Logger, Rng, Scheduler } from '../src/ports.ts';
 import type { KalimaNode } from '../src/node/node.ts';
 import type { AnchorsApi } from '../src/api/server.ts';
 import type { KvStore } from '../src/store/kv.ts';
+import { TABLE } from '../src/store/keys.ts';
 import { BitcoinRpc } from '../chains/bitcoin/rpc.ts';
 import { type BitcoinNetwork, parseBitcoinNetwork } from '../chains/bitcoin/network.ts';
 import { openAnchorWallet } from '../chains/bitcoin/keys.ts';
@@ -26,8 +27,8 @@ import { encodeProofJson } from './proof-json.ts';
 /** While the Bitcoin node does not answer, passes back off up to this far apart (or pollMs if that is longer). */
 const MAX_BACKOFF_MS = 300_000;
 
-/** The MMR nodes' table in the node's store (anchors/mmr-store.ts); see src/store/keys.ts for the other tables. */
-export const MMR_TABLE_PREFIX = Uint8Array.of(0x61, 0x6d); // 'am'
+/** The MMR nodes' table in the node's store (anchors/mmr-store.ts). */
+export const MMR_TABLE_PREFIX = Uint8Array.of(TABLE.anchorMmr);
 
 /** The RPC client as the engine uses it; the network is checked once, at the first answer. */
 class RpcSource implements BitcoinSource {

@@ -15,6 +15,8 @@ export const TABLE = {
   addressHead: 0x09,
   nonceWindow: 0x0a,
   raftEntry: 0x0b,
+  /** The anchor MMR's nodes (anchors/mmr-store.ts), derived from the blocks and rebuilt lazily. */
+  anchorMmr: 0x0c,
 } as const;
 
 /** 8-byte big-endian of a non-negative safe integer. */
