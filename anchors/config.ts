@@ -62,7 +62,8 @@ export function parseAnchorConfig(file: string, base: string, bitcoin: unknown, 
   };
   unknown('bitcoin', raw, BITCOIN_KEYS);
   if (typeof raw.network !== 'string' || !(NETWORK_NAMES as readonly string[]).includes(raw.network)) invalid(`bitcoin.network must be one of ${NETWORK_NAMES.join(', ')}`);
-  if (typeof raw.rpcUrl !== 'string' || !/^https?:\/\/[^\s]+$/.test(raw.rpcUrl)) invalid('bitcoin.rpcUrl must be an http:// or https:// URL');
+  // The RPC client speaks plain HTTP, as bitcoind does; put a TLS tunnel in front for a remote node.
+  if (typeof raw.rpcUrl !== 'string' || !/^http:\/\/[^\s]+$/.test(raw.rpcUrl)) invalid('bitcoin.rpcUrl must be an http:// URL (bitcoind serves RPC over plain HTTP; reach a remote node through a tunnel)');
   let auth: BitcoinConfig['auth'];
   if (raw.rpcCookieFile !== undefined) {
     if (typeof raw.rpcCookieFile !== 'string' || raw.rpcCookieFile.length === 0) invalid('bitcoin.rpcCookieFile must be a path');

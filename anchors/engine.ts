@@ -130,6 +130,12 @@ function errorSummary(error: unknown, clock: Clock): { code: string; message: st
   return { code: typeof coded.code === 'string' ? coded.code : 'KALIMA_ERR_NODE_INTERNAL', message: String(coded.message ?? error), atMs: clock.nowMs() };
 }
 
+/** The newest version of a commitment's transaction that no node refused (the first one if all were). */
+function newestSendable(commitment: Commitment): AnchorTx {
+  for (let index = commitment.txs.length - 1; index >= 0; index--) if (commitment.txs[index]!.refused !== true) return commitment.txs[index]!;
+  return commitment.txs[0]!;
+}
+
 function outpoint(txid: string, vout: number): string {
   return `${txid}:${vout}`;
 }
@@ -169,6 +175,7 @@ export class AnchorEngine {
       this.reachable = true;
       this.bitcoinError = undefined;
     } catch (error) {
+      this.state = (await this.options.store.load().catch(() => undefined)) ?? this.state;
       this.reachable = false;
       this.bitcoinError = errorSummary(error, this.options.clock);
       this.late = `the Bitcoin node is not answering (${this.bitcoinError.code}: ${this.bitcoinError.message}); retrying`;
@@ -182,6 +189,8 @@ export class AnchorEngine {
       await this.recordDeep();
       await this.commitIfDue();
     } catch (error) {
+      // What is in memory may be ahead of the disk (a save that failed): go on from the disk.
+      this.state = (await this.options.store.load().catch(() => undefined)) ?? this.state;
       const summary = errorSummary(error, this.options.clock);
       if (summary.code.startsWith('KALIMA_ERR_BITCOIN_')) {
         this.reachable = !['KALIMA_ERR_BITCOIN_UNREACHABLE', 'KALIMA_ERR_BITCOIN_TIMEOUT'].includes(summary.code);
@@ -240,12 +249,25 @@ export class AnchorEngine {
     const undo = { height, created: [] as string[], spent: [] as Utxo[] };
     const ours = new Map<string, Commitment>();
     for (const commitment of state.commitments) for (const tx of commitment.txs) ours.set(tx.txid, commitment);
+    const createdHere = new Set<string>();
+    const inputsOf = new Map<string, Commitment[]>();
+    for (const commitment of state.commitments) {
+      if (commitment.confirmed !== undefined) continue;
+      for (const tx of commitment.txs) for (const input of tx.inputs) inputsOf.set(input, [...(inputsOf.get(input) ?? []), commitment]);
+    }
     for (const tx of block.txs) {
       for (const input of tx.inputs) {
         const spent = byOutpoint.get(input);
         if (spent !== undefined) {
           byOutpoint.delete(input);
-          undo.spent.push(spent);
+          // An output made and spent in this block is neither created nor spent by it, as undo sees it.
+          if (createdHere.has(input)) undo.created.splice(undo.created.indexOf(input), 1);
+          else undo.spent.push(spent);
+        }
+        // Spent by a transaction that is not one of the commitment's: none of its versions spending it can confirm.
+        for (const commitment of inputsOf.get(input) ?? []) {
+          if (commitment.txs.some((candidate) => candidate.txid === tx.txid)) continue;
+          commitment.foreignSpends = { ...commitment.foreignSpends, [input]: { txid: tx.txid, height } };
         }
       }
       tx.outputs.forEach((output, vout) => {
@@ -253,6 +275,7 @@ export class AnchorEngine {
         const utxo: Utxo = { txid: tx.txid, vout, value: output.value, script: output.script, height, coinbase: tx.coinbase };
         byOutpoint.set(outpoint(tx.txid, vout), utxo);
         undo.created.push(outpoint(tx.txid, vout));
+        createdHere.add(outpoint(tx.txid, vout));
       });
       const commitment = ours.get(tx.txid);
       if (commitment !== undefined && commitment.confirmed === undefined) {
@@ -280,6 +303,9 @@ export class AnchorEngine {
       state.utxos = [...state.utxos.filter((utxo) => !created.has(outpoint(utxo.txid, utxo.vout))), ...undo.spent];
     }
     for (const commitment of state.commitments) {
+      if (commitment.foreignSpends !== undefined) {
+        for (const [input, spend] of Object.entries(commitment.foreignSpends)) if (spend.height >= height) delete commitment.foreignSpends[input];
+      }
       if (commitment.confirmed !== undefined && commitment.confirmed.height >= height) {
         this.options.logger.warn({ seq: commitment.seq, txid: commitment.confirmed.txid, height }, 'anchors: a reorg took the anchor transaction out of the chain; sending it again');
         delete commitment.confirmed;
@@ -336,7 +362,7 @@ export class AnchorEngine {
   /** Sends the commitment's latest transaction; on a refusal, builds a new version when that can help. */
   private async sendLatest(commitment: Commitment): Promise<'sent' | 'new-version' | 'refused'> {
     const { bitcoin, logger, clock, policy } = this.options;
-    const latest = commitment.txs.at(-1)!;
+    const latest = newestSendable(commitment);
     try {
       await bitcoin.broadcast(latest.hex);
     } catch (error) {
@@ -350,12 +376,14 @@ export class AnchorEngine {
       if (reason === 'fee') {
         return (await this.addVersion(commitment, 'replace', Math.max(await this.feeRate(), Math.ceil(latest.feeRate * 1.5)))) ? 'new-version' : 'refused';
       }
-      if (this.inputsGoneFor(commitment) >= policy.confirmations) {
-        // An input was spent by a transaction that is not ours (or left the chain) and that is now
-        // as deep as an anchor must be: no version of this commitment can confirm any more.
+      const dead = this.deadFor(commitment);
+      if (dead !== undefined && dead >= policy.confirmations) {
+        // Every version spends an input that a transaction not of this commitment spent, and that
+        // spend is as deep as an anchor must be: no version can confirm any more.
         return (await this.addVersion(commitment, 'rebuild', await this.feeRate())) ? 'new-version' : 'refused';
       }
-      if (commitment.inputGoneSince !== undefined) this.late = `an input of anchor ${commitment.seq} was spent elsewhere or left the chain; a new transaction is built once that is ${policy.confirmations} blocks deep`;
+      if (dead !== undefined) this.late = `an input of anchor ${commitment.seq} was spent by another transaction; a new transaction is built once that spend is ${policy.confirmations} blocks deep`;
+      else if (!this.inputsUnspent(latest)) this.late = `an input of anchor ${commitment.seq} is not in Bitcoin's chain (its block left it); waiting for it to come back, or for a transaction that spends it`;
       await this.save();
       return 'refused';
     }
@@ -374,18 +402,27 @@ export class AnchorEngine {
   }
 
   /**
-   * For how many blocks an input of the commitment's latest transaction has not been an unspent
-   * output of the chain (0 while they all are). Its own transactions are unconfirmed, so a missing
-   * input was spent by someone else, or its block left the chain.
+   * How deep the shallowest of the foreign spends is that kill every version of the commitment
+   * (each version spends some input that a transaction not of this commitment spent in a scanned
+   * block); undefined while some version could still confirm.
    */
-  private inputsGoneFor(commitment: Commitment): number {
-    const unspent = new Set(this.state.utxos.map((utxo) => outpoint(utxo.txid, utxo.vout)));
-    if (commitment.txs.at(-1)!.inputs.every((input) => unspent.has(input))) {
-      delete commitment.inputGoneSince;
-      return 0;
+  private deadFor(commitment: Commitment): number | undefined {
+    const spends = commitment.foreignSpends ?? {};
+    let deepest: number | undefined;
+    for (const tx of commitment.txs) {
+      const killers = tx.inputs.map((input) => spends[input]).filter((spend) => spend !== undefined);
+      if (killers.length === 0) return undefined;
+      // This version dies with its deepest killer; the commitment with its youngest version's.
+      const depth = Math.max(...killers.map((spend) => this.state.scan.height - spend!.height + 1));
+      deepest = deepest === undefined ? depth : Math.min(deepest, depth);
     }
-    commitment.inputGoneSince ??= this.state.scan.height;
-    return this.state.scan.height - commitment.inputGoneSince + 1;
+    return deepest;
+  }
+
+  /** Whether every input of `tx` is an unspent output of the chain as scanned. */
+  private inputsUnspent(tx: AnchorTx): boolean {
+    const unspent = new Set(this.state.utxos.map((utxo) => outpoint(utxo.txid, utxo.vout)));
+    return tx.inputs.every((input) => unspent.has(input));
   }
 
   /**
@@ -396,7 +433,7 @@ export class AnchorEngine {
    */
   private async addVersion(commitment: Commitment, how: 'replace' | 'rebuild', feeRate: number): Promise<boolean> {
     const { wallet, logger, clock, policy } = this.options;
-    const latest = commitment.txs.at(-1)!;
+    const latest = newestSendable(commitment);
     if (how === 'replace' && latest.feeRate >= policy.maxFeeRate) {
       this.late = `anchor ${commitment.seq} pays the highest fee rate allowed (${policy.maxFeeRate} sat/kvB) and is still refused`;
       await this.save();
@@ -423,7 +460,7 @@ export class AnchorEngine {
     if (!policy.rbf) return;
     const commitment = this.unconfirmed().at(-1);
     if (commitment === undefined || commitment.state !== 'mempool') return;
-    const latest = commitment.txs.at(-1)!;
+    const latest = newestSendable(commitment);
     if (this.state.scan.height - latest.builtAtHeight < policy.bumpAfterBlocks) return;
     const rate = await this.feeRate();
     if (rate < latest.feeRate * policy.bumpFactor) return;
@@ -443,8 +480,9 @@ export class AnchorEngine {
       logger.info({ seq: commitment.seq, txid: replacement.txid, feeRate: replacement.feeRate, replaces: latest.txid }, 'anchors: fee bumped by replacement');
     } catch (error) {
       if (!isKalimaError(error, 'KALIMA_ERR_BITCOIN_TX_REJECTED')) throw error;
-      // Refused (a node without replacement, or a rule it applies): the replacement never entered a mempool; the original stands.
-      commitment.txs.pop();
+      // Refused (a node without replacement, or a rule it applies): the original stands. The
+      // replacement is kept, marked, in case a node took it after all and it confirms.
+      replacement.refused = true;
       latest.builtAtHeight = this.state.scan.height;
       commitment.lastError = errorSummary(error, clock);
       logger.warn({ seq: commitment.seq, error: error.message }, 'anchors: the fee bump was refused; keeping the original');
@@ -483,9 +521,10 @@ export class AnchorEngine {
       changed = true;
       this.options.logger.info({ seq: commitment.seq, txid: confirmed.txid, height: confirmed.height }, 'anchors: anchor recorded on the chain');
     }
+    // Recorded commitments are kept while a reorg the scan can still see could take them out.
     const recorded = this.state.commitments.filter((commitment) => commitment.state === 'recorded');
     if (recorded.length > policy.keepRecorded) {
-      const drop = new Set(recorded.slice(0, recorded.length - policy.keepRecorded));
+      const drop = new Set(recorded.slice(0, recorded.length - policy.keepRecorded).filter((commitment) => tip - commitment.confirmed!.height + 1 > policy.reorgWindow));
       this.state.commitments = this.state.commitments.filter((commitment) => !drop.has(commitment));
       changed = true;
     }

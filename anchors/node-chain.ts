@@ -1,9 +1,10 @@
 // The chain a running node serves, as the anchor engine sees it: its tip, whether it has news
 // since the last commitment, and its anchor records, written with the node's key.
-import { isKalimaError } from '../src/errors.ts';
+import { isKalimaError, kalimaError } from '../src/errors.ts';
 import { signMessage } from '../src/ledger/message.ts';
 import type { KeyPair } from '../src/ledger/signature.ts';
-import type { Rng } from '../src/ports.ts';
+import type { Rng, Scheduler } from '../src/ports.ts';
+import { VALIDATIONS_ADDRESS } from '../src/state/validation.ts';
 import type { Block } from '../src/ledger/block.ts';
 import type { KalimaNode } from '../src/node/node.ts';
 import { ANCHORS_ADDRESS, type AnchorRecord, anchorRecordMessage, decodeAnchorBody } from '../src/state/anchor-record.ts';
@@ -12,7 +13,14 @@ import type { AnchoredChain } from './engine.ts';
 /** How far back from the tip a node looks, when it starts, for the last block with news. */
 const NEWS_LOOKBACK_BLOCKS = 1_000;
 
-const hasNews = (block: Block): boolean => block.messages.some((message) => message.message.address !== ANCHORS_ADDRESS);
+/**
+ * News is what a device or an admin wrote: anchor records and validation records are not (a
+ * validation node validates the block of an anchor record, and anchoring that validation would
+ * anchor an idle chain forever).
+ */
+const hasNews = (block: Block): boolean => block.messages.some((message) => message.message.address !== ANCHORS_ADDRESS && message.message.address !== VALIDATIONS_ADDRESS);
+/** How long a record may take to be committed and applied here before the pass gives up (and tries again at the next). */
+const RECORD_TIMEOUT_MS = 60_000;
 
 export class NodeChain implements AnchoredChain {
   readonly chain: string;
@@ -20,7 +28,7 @@ export class NodeChain implements AnchoredChain {
   private newsHeights: number[] = [];
   private readonly unsubscribe: () => void;
 
-  private constructor(private readonly node: KalimaNode, private readonly nodeKey: KeyPair, private readonly rng: Rng, private readonly lastNewsBeforeStart: number) {
+  private constructor(private readonly node: KalimaNode, private readonly nodeKey: KeyPair, private readonly rng: Rng, private readonly scheduler: Scheduler, private readonly lastNewsBeforeStart: number) {
     this.chain = node.chain;
     this.unsubscribe = node.onBlock((committed) => {
       if (hasNews(committed.block)) this.newsHeights.push(committed.block.header.height);
@@ -32,7 +40,7 @@ export class NodeChain implements AnchoredChain {
    * not news), so a restart does not anchor the records of the last anchor. Further back than
    * NEWS_LOOKBACK_BLOCKS, the block there counts as news.
    */
-  static async open(node: KalimaNode, nodeKey: KeyPair, rng: Rng): Promise<NodeChain> {
+  static async open(node: KalimaNode, nodeKey: KeyPair, rng: Rng, scheduler: Scheduler): Promise<NodeChain> {
     const tip = node.height;
     let lastNews = Math.max(0, tip - NEWS_LOOKBACK_BLOCKS);
     for (let height = tip; height > Math.max(0, tip - NEWS_LOOKBACK_BLOCKS); height--) {
@@ -42,7 +50,7 @@ export class NodeChain implements AnchoredChain {
         break;
       }
     }
-    return new NodeChain(node, nodeKey, rng, lastNews);
+    return new NodeChain(node, nodeKey, rng, scheduler, lastNews);
   }
 
   tip(): { height: number; hash: Uint8Array } {
@@ -68,12 +76,23 @@ export class NodeChain implements AnchoredChain {
 
   async writeRecord(record: AnchorRecord, nonce: number): Promise<void> {
     const message = signMessage(anchorRecordMessage(this.chain, this.nodeKey.publicKey, record, nonce), this.nodeKey.secretKey, this.rng.bytes(32));
+    const write = async (): Promise<void> => {
+      try {
+        const receipt = await this.node.submit(message);
+        await this.node.whenApplied(receipt.height);
+      } catch (error) {
+        // Taken already (an answer lost on the way back from the leader): it is on the chain.
+        if (!isKalimaError(error, 'KALIMA_ERR_LEDGER_NONCE_REPLAYED')) throw error;
+      }
+    };
+    let timer: unknown;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = this.scheduler.setTimeout(() => reject(kalimaError('KALIMA_ERR_CONSENSUS_OUTCOME_UNKNOWN', { address: ANCHORS_ADDRESS, reason: `the record was not applied within ${RECORD_TIMEOUT_MS / 1000} s` })), RECORD_TIMEOUT_MS);
+    });
     try {
-      const receipt = await this.node.submit(message);
-      await this.node.whenApplied(receipt.height);
-    } catch (error) {
-      // Taken already (an answer lost on the way back from the leader): it is on the chain.
-      if (!isKalimaError(error, 'KALIMA_ERR_LEDGER_NONCE_REPLAYED')) throw error;
+      await Promise.race([write(), timeout]);
+    } finally {
+      this.scheduler.clearTimeout(timer);
     }
   }
 

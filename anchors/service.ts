@@ -1,7 +1,7 @@
 // Anchoring for a running node: the Bitcoin RPC client, the anchor wallet, the engine's store and
 // its timer, the chain's anchor records, GET /anchors and proofs. Started by src/node/runtime.ts
 // for a node whose config has a `bitcoin` section.
-import { kalimaError } from '../src/errors.ts';
+import { isKalimaError, kalimaError } from '../src/errors.ts';
 import { blockHash, decodeBlockHeader, encodeHeader } from '../src/ledger/block.ts';
 import { fromHex, toHex } from '../src/ledger/hash.ts';
 import { parseBlock } from '../chains/bitcoin/block.ts';
@@ -23,6 +23,12 @@ import { aggregationRoot } from './aggregate.ts';
 import { MmrStore } from './mmr-store.ts';
 import { buildProof } from './proof.ts';
 import { encodeProofJson } from './proof-json.ts';
+
+/** How long a stopping node waits for an anchor pass in progress. */
+const CLOSE_WAIT_MS = 5_000;
+
+/** Bitcoin blocks kept for proofs. */
+const BLOCK_CACHE_SIZE = 8;
 
 /** While the Bitcoin node does not answer, passes back off up to this far apart (or pollMs if that is longer). */
 const MAX_BACKOFF_MS = 300_000;
@@ -96,6 +102,7 @@ export class AnchorService implements AnchorsApi {
   private mmr: MmrStore | undefined;
   /** Passes in a row in which the Bitcoin node did not answer. */
   private failures = 0;
+  private readonly blocks = new Map<string, { raw: Uint8Array; parsed: ReturnType<typeof parseBlock> }>();
 
   private constructor(private readonly options: AnchorServiceOptions, private readonly wallet: LocalWallet, private readonly network: BitcoinNetwork, chain: NodeChain) {
     const { config } = options;
@@ -109,7 +116,7 @@ export class AnchorService implements AnchorsApi {
     const network = parseBitcoinNetwork(options.config.bitcoin.network);
     const keystore = await openAnchorWallet(options.config.bitcoin.walletFile, network, options.rng);
     const wallet = new LocalWallet(keystore, options.config.bitcoin.addressKind, options.config.policy.rbf);
-    const service = new AnchorService(options, wallet, network, await NodeChain.open(options.node, options.nodeKey, options.rng));
+    const service = new AnchorService(options, wallet, network, await NodeChain.open(options.node, options.nodeKey, options.rng, options.scheduler));
     options.logger.info({ network: network.name, rpc: options.config.bitcoin.rpcUrl, fundingAddress: wallet.fundingAddress }, 'anchors: anchoring into Bitcoin');
     service.schedule(0);
     return service;
@@ -188,9 +195,13 @@ export class AnchorService implements AnchorsApi {
     for (const { record, tip } of candidates) {
       const bitcoinBlock = toHex(record.bitcoinBlock);
       // A reorg deeper than the record's depth took it out, and it is not recorded again yet.
-      if ((await this.source.getBlockHash(record.bitcoinHeight).catch(() => undefined)) !== bitcoinBlock) continue;
-      const raw = await this.source.getBlockHex(bitcoinBlock);
-      const parsed = parseBlock(raw);
+      // (The Bitcoin node's errors pass through: "unreachable" is not "not anchored".)
+      const atHeight = await this.source.getBlockHash(record.bitcoinHeight).catch((error: unknown) => {
+        if (isKalimaError(error, 'KALIMA_ERR_BITCOIN_BAD_PARAMETER') || isKalimaError(error, 'KALIMA_ERR_BITCOIN_NOT_FOUND')) return undefined;
+        throw error;
+      });
+      if (atHeight !== bitcoinBlock) continue;
+      const { raw, parsed } = await this.bitcoinBlock(bitcoinBlock);
       const index = parsed.txids.indexOf(toHex(record.txid));
       if (index < 0) continue;
       const store = node.store;
@@ -205,21 +216,44 @@ export class AnchorService implements AnchorsApi {
         },
       });
       const { path } = await this.mmr.proof(height, tip!.height);
-      const proof = buildProof({
-        network: this.network.name, chain: node.chain, height, blockHash: blockHash(block.header), blockHeader: encodeHeader(block.header), mmrPath: path,
-        tipHeader: encodeHeader(tipBlock.header),
-        aggregation: { tips: record.tips.map((entry) => ({ chain: entry.chain, height: entry.height, blockHash: entry.hash })) },
-        anchorTx: new Uint8Array(parsed.transactions[index]!.toBuffer()), bitcoinBlock: { raw: fromHex(raw)! }, bitcoinHeight: record.bitcoinHeight,
-      });
+      let proof;
+      try {
+        proof = buildProof({
+          network: this.network.name, chain: node.chain, height, blockHash: blockHash(block.header), blockHeader: encodeHeader(block.header), mmrPath: path,
+          tipHeader: encodeHeader(tipBlock.header),
+          aggregation: { tips: record.tips.map((entry) => ({ chain: entry.chain, height: entry.height, blockHash: entry.hash })) },
+          anchorTx: new Uint8Array(parsed.transactions[index]!.toBuffer()), bitcoinBlock: { raw }, bitcoinHeight: record.bitcoinHeight,
+        });
+      } catch (error) {
+        // A record whose pieces do not fit together proves nothing; a later one may.
+        if (!isKalimaError(error, 'KALIMA_ERR_PROOF_INVALID')) throw error;
+        this.options.logger.warn({ root: toHex(record.root), height, error: error.message }, 'anchors: an anchor record does not give a valid proof; trying the next');
+        continue;
+      }
       return JSON.parse(encodeProofJson(proof)) as unknown;
     }
     throw kalimaError('KALIMA_ERR_ANCHOR_NOT_ANCHORED', { height, chain: node.chain });
   }
 
+  /** A Bitcoin block, raw and parsed, from a small cache: proofs of nearby blocks share their anchor's block. */
+  private async bitcoinBlock(hash: string): Promise<{ raw: Uint8Array; parsed: ReturnType<typeof parseBlock> }> {
+    let entry = this.blocks.get(hash);
+    if (entry === undefined) {
+      const hex = await this.source.getBlockHex(hash);
+      entry = { raw: fromHex(hex)!, parsed: parseBlock(hex) };
+      this.blocks.set(hash, entry);
+      if (this.blocks.size > BLOCK_CACHE_SIZE) this.blocks.delete(this.blocks.keys().next().value!);
+    }
+    return entry;
+  }
+
   async close(): Promise<void> {
     this.stopped = true;
     if (this.timer !== undefined) this.options.scheduler.clearTimeout(this.timer);
-    await this.engine?.close();
+    // A pass in progress may be waiting for a record to commit; the node stops without waiting long.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.engine?.close(), new Promise((resolve) => { timer = setTimeout(resolve, CLOSE_WAIT_MS); })]);
+    clearTimeout(timer);
     this.chain.close();
     this.source.rpc.close();
     await this.store.close();

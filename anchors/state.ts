@@ -43,6 +43,12 @@ export interface AnchorTx {
   change: { vout: number; value: number; script: string };
   /** The Bitcoin tip when it was built. */
   builtAtHeight: number;
+  /**
+   * Set when the Bitcoin node did not take it (a refused fee bump). It is kept all the same: a node
+   * may have taken it after all (a refusal is judged from the mempool a moment later), and the
+   * scan must know it if it confirms. The newest version not refused is the one sent again.
+   */
+  refused?: boolean;
 }
 
 export type CommitmentState = 'signed' | 'mempool' | 'confirmed' | 'recorded';
@@ -57,8 +63,8 @@ export interface Commitment {
   txs: AnchorTx[];
   /** Set while a transaction of this commitment is in a block of the best chain. */
   confirmed?: { txid: string; height: number; blockHash: string };
-  /** The Bitcoin height at which an input of the latest transaction was first missing from the chain's unspent outputs. */
-  inputGoneSince?: number;
+  /** Inputs of its transactions that a transaction not of this commitment spent, seen by the scan: outpoint → that spend. */
+  foreignSpends?: Record<string, { txid: string; height: number }>;
   /** The last failure of a step (broadcast, fee bump, record), for GET /anchors. */
   lastError?: { code: string; message: string; atMs: number };
 }

@@ -5,8 +5,9 @@ import { Transaction } from 'bitcoinjs-lib';
 import { fromHex, toHex } from '../src/ledger/hash.ts';
 import { type AnchorWallet as Keystore, type AddressKind, changeAddress, receiveAddress, signerFor } from '../chains/bitcoin/keys.ts';
 import { parseBlock as parseRawBlock } from '../chains/bitcoin/block.ts';
-import { type AnchorTx as LibAnchorTx, type Utxo as LibUtxo, type Derivation, CHANGE_VOUT, SEQUENCE_RBF, buildAnchorTx, feeRateOf } from '../chains/bitcoin/tx.ts';
-import { buildReplacement } from '../chains/bitcoin/replacement.ts';
+import { type AnchorTx as LibAnchorTx, type Utxo as LibUtxo, type Derivation, CHANGE_VOUT, SEQUENCE_RBF, assembleAnchorTx, buildAnchorTx, dustThresholdSat, feeRateOf } from '../chains/bitcoin/tx.ts';
+import { buildReplacement, replacementFeeSat } from '../chains/bitcoin/replacement.ts';
+import { kalimaError } from '../src/errors.ts';
 import type { EngineWallet, ParsedBlock } from './engine.ts';
 import type { AnchorTx, Utxo } from './state.ts';
 
@@ -49,9 +50,22 @@ export class LocalWallet implements EngineWallet {
     return this.engineTx(built);
   }
 
+  /**
+   * A version of `original` with a higher fee that spends the same inputs, so only one of them can
+   * ever confirm: a BIP-125 replacement when the original signals it; otherwise (rbf off, and only
+   * asked for when no node holds a version, after a refusal for its fee) the same inputs signed again.
+   */
   replace(input: { original: AnchorTx; utxos: readonly Utxo[]; feeRate: number }): Omit<AnchorTx, 'builtAtHeight'> {
-    const replacement = buildReplacement({ original: this.libTx(input.original, input.utxos), feeRateSatPerKvB: BigInt(input.feeRate), signer: (utxo) => signerFor(this.keystore, utxo.derivation) });
-    return this.engineTx(replacement);
+    const original = this.libTx(input.original, input.utxos);
+    const signer = (utxo: LibUtxo) => signerFor(this.keystore, utxo.derivation);
+    const feeRateSatPerKvB = BigInt(input.feeRate);
+    if (original.rbf) return this.engineTx(buildReplacement({ original, feeRateSatPerKvB, signer }));
+    const feeSat = replacementFeeSat(original, feeRateSatPerKvB);
+    const availableSat = original.inputs.reduce((sum, utxo) => sum + utxo.valueSat, 0n);
+    if (availableSat < feeSat + dustThresholdSat(original.change.script)) {
+      throw kalimaError('KALIMA_ERR_BITCOIN_INSUFFICIENT_FUNDS', { replacing: original.txid, neededSat: Number(feeSat + dustThresholdSat(original.change.script)), availableSat: Number(availableSat) });
+    }
+    return this.engineTx(assembleAnchorTx({ inputs: original.inputs, commitment: original.commitment, change: original.change, feeSat, signer, rbf: false, locktime: original.locktime }));
   }
 
   private libUtxo(utxo: Utxo): LibUtxo {

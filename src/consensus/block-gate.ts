@@ -18,6 +18,7 @@ import { isKalimaError, kalimaError, type KalimaError } from '../errors.ts';
 import { Draft, type DraftBase, type MemCache } from '../state/memcache.ts';
 import { type ChainPolicy, executeBlock } from '../state/replay.ts';
 import { VALIDATIONS_ADDRESS, decodeValidationBody } from '../state/validation.ts';
+import { ANCHORS_ADDRESS, decodeAnchorBody } from '../state/anchor-record.ts';
 import type { BlockWrite, TipRecord } from '../store/chain-store.ts';
 import type { SignatureVerifier } from '../node/verifier.ts';
 import type { Entry } from './raft.ts';
@@ -173,16 +174,21 @@ export class BlockGate {
    * admitted ancestors (`onAdmitted`: the block extends them), then what the node applied, then the
    * store. Every honest node finds every one of them, so a record is checked alike everywhere.
    */
+  /** The hashes of the blocks that the block's validation and anchor records name, where this node has them. */
   private async recordHashes(block: Block, tip: TipRecord, onAdmitted: boolean): Promise<Map<number, Uint8Array>> {
     const hashes = new Map<number, Uint8Array>();
     for (const committed of block.messages) {
-      if (committed.message.address !== VALIDATIONS_ADDRESS) continue;
+      const { address } = committed.message;
+      if (address !== VALIDATIONS_ADDRESS && address !== ANCHORS_ADDRESS) continue;
       let height: number;
       try {
-        height = decodeValidationBody(committed.message.body).height;
+        height = address === VALIDATIONS_ADDRESS
+          ? decodeValidationBody(committed.message.body).height
+          : decodeAnchorBody(committed.message.body).tips.find((tip) => tip.chain === block.header.chain)?.height ?? Number.NaN;
       } catch {
         continue; // the execution refuses it
       }
+      if (!Number.isSafeInteger(height)) continue;
       if (height > tip.height || hashes.has(height)) continue;
       let hash: Uint8Array | undefined = height === tip.height ? tip.hash : undefined;
       if (hash === undefined && onAdmitted) {

@@ -16,7 +16,7 @@ import { BLOCK_BYTES_MAX, BLOCK_MESSAGES_MAX, EXPIRIES_PER_BLOCK_MAX, NONCE_RECE
 import { merkleLeafHash, merkleRoot } from '../ledger/merkle.ts';
 import { type CommittedMessage, type Message, type UnsignedMessage, encodeCommittedFrom, encodeUnsignedMessage, signingHashOfEncoding } from '../ledger/message.ts';
 import { mmrAppend, mmrRoot } from '../ledger/mmr.ts';
-import { ANCHORS_ADDRESS } from '../state/anchor-record.ts';
+import { ANCHORS_ADDRESS, decodeAnchorBody } from '../state/anchor-record.ts';
 import { type KeyPair, SIGNATURE_BYTES, signSchnorr } from '../ledger/signature.ts';
 import type { Clock, Logger, Rng, Scheduler } from '../ports.ts';
 import type { CacheEntry } from '../state/entry.ts';
@@ -287,6 +287,7 @@ export class KalimaNode {
     try {
       // Fail fast against the committed state; the block producer checks again, in order.
       if (isValidation) await this.checkValidationHash(message);
+      if (isAnchorRecord) await this.checkAnchorTipHash(message);
       checkMessage(this.cache, message, this.executionContext(this.options.clock.nowMs()));
     } catch (error) {
       throw await this.explain(error, hash);
@@ -404,6 +405,15 @@ export class KalimaNode {
   private rememberHash(tip: TipRecord): void {
     this.recentHashes.set(tip.height, tip.hash);
     this.recentHashes.delete(tip.height - RECENT_HASHES);
+  }
+
+  /** An anchor record's tip of this chain is a block this node has (checked against the store when it is not one of the latest). */
+  private async checkAnchorTipHash(message: Message): Promise<void> {
+    const tip = decodeAnchorBody(message.body).tips.find((entry) => entry.chain === this.chain);
+    if (tip === undefined || tip.height > this.tip.height) return; // refused when it is executed
+    const known = this.knownHashAt(tip.height);
+    const matches = known !== undefined ? bytesEqual(known, tip.hash) : (await this.options.store.heightOfHash(tip.hash)) === tip.height;
+    if (!matches) throw kalimaError('KALIMA_ERR_LEDGER_BAD_ANCHOR', { reason: 'the tip is not this chain\'s block at that height', height: tip.height });
   }
 
   /** A validation names a block this node has (checked against the store when it is not one of the latest). */

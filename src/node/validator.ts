@@ -24,6 +24,7 @@ import type { Admission } from '../consensus/block-gate.ts';
 import type { AppendSender } from '../consensus/runtime.ts';
 import { type LeaderReport, type ReportReason, signReport } from '../consensus/leader-report.ts';
 import { VALIDATIONS_ADDRESS, decodeValidationBody, validationMessage } from '../state/validation.ts';
+import { ANCHORS_ADDRESS } from '../state/anchor-record.ts';
 import type { CommittedBlock, KalimaNode } from './node.ts';
 
 const RETRY_MS = 1_000;
@@ -83,7 +84,8 @@ export class ValidationDuty {
 
   /** A block applied here (checked by the gate first): worth a validation unless it holds only validations. */
   private onBlock(committed: CommittedBlock): void {
-    if (committed.block.messages.some((message) => message.message.address !== VALIDATIONS_ADDRESS)) {
+    // Anchor records are no news either: validating them would make an anchoring node anchor an idle chain forever.
+    if (committed.block.messages.some((message) => message.message.address !== VALIDATIONS_ADDRESS && message.message.address !== ANCHORS_ADDRESS)) {
       this.dirty = true;
       this.kick();
     }

@@ -7,11 +7,14 @@
 // in exactly that form (no spaces, tips sorted by chain name), so every client sees each anchor in
 // its event stream and can ask for a proof. A reorg that takes the anchor out of Bitcoin's chain
 // leads to a new record under the same key once the commitment is confirmed again; the address's
-// sequence keeps the history. Every master checks that the writer is a master of the genesis file
-// and that the tip this chain has in the record is this chain's block at that height.
+// sequence keeps the history. Every master checks that the writer is a master of the genesis file,
+// that the root is the aggregation root of the tips, and that the tip this chain has in the record
+// is this chain's block at that height (looked up in its store when it is not a recent block).
 import { kalimaError } from '../errors.ts';
 import { bytesEqual, fromHex, toHex } from '../ledger/hash.ts';
 import { checkChainName, type Message, type UnsignedMessage } from '../ledger/message.ts';
+// The aggregation tree is pure hashing (anchors/aggregate.ts); the chain checks a record's root with it.
+import { aggregationRoot } from '../../anchors/aggregate.ts';
 
 export const ANCHORS_ADDRESS = '/kalima/anchors';
 
@@ -103,6 +106,9 @@ export function checkAnchorRecord(message: Message, context: AnchorCheckContext)
   if (message.body.length === 0 || message.ttlSeconds !== -1 || message.props.length > 0) bad('an anchor record is a put with ttl -1 and no props');
   const record = decodeAnchorBody(message.body);
   if (message.key !== toHex(record.root)) bad('the key must be the root, hex', { key: message.key });
+  if (!bytesEqual(aggregationRoot(record.tips.map((tip) => ({ chain: tip.chain, height: tip.height, blockHash: tip.hash }))), record.root)) {
+    bad('the root is not the aggregation root of the tips');
+  }
   const own = record.tips.find((tip) => tip.chain === context.chain);
   if (own === undefined) bad('the record has no tip of this chain');
   if (own!.height >= context.height) bad('the tip must be a block before the one that carries the record', { height: own!.height, block: context.height });

@@ -167,4 +167,35 @@ describe('anchoring into bcoin', () => {
     expect(await verifyProof(newProof, { kind: 'rpc', rpc: bcoin.rpc })).toMatchObject({ valid: true, bitcoinHeight: again[0]!.confirmed!.height });
     expect(await anchorsInChain(before.root)).toEqual([before.confirmed!.txid]);
   });
+
+  it('two anchors, the second spending the first one\'s change, mined in one block after a reorg, then reorganised away together: the wallet is as before that block, and each anchor confirms once', async () => {
+    const device = await registerDevice(node, chain, { pub: ['/sensors'], sub: [] });
+    await node.submit(makeMessage(chain, device, { address: '/sensors', key: 'second', body: '2' }));
+    await service.tick();
+    const [first, second] = anchorStatus().commitments;
+    expect([first!.state, second!.state]).toEqual(['recorded', 'mempool']);
+    expect(second!.txs[0]!.inputs[0]).toBe(`${first!.confirmed!.txid}:${first!.txs.find((tx) => tx.txid === first!.confirmed!.txid)!.change.vout}`);
+
+    // Both out of Bitcoin's chain and its mempool; both sent again; mined together.
+    await bcoin.rpc.invalidateBlock(first!.confirmed!.blockHash);
+    await service.tick();
+    expect(await bcoin.rpc.getRawMempool()).toEqual(expect.arrayContaining([first!.confirmed!.txid, second!.txs[0]!.txid]));
+    const walletBefore = anchorStatus().wallet;
+    const [together] = await bcoin.mine(1, walletBefore.fundingAddress);
+    await service.tick();
+    const both = anchorStatus().commitments;
+    expect(both.map((commitment) => commitment.confirmed?.blockHash)).toEqual([together, together]);
+
+    // That block taken away: the first anchor's change, made and spent in it, is not left behind as an output.
+    await bcoin.rpc.invalidateBlock(together!);
+    await service.tick();
+    expect(anchorStatus().wallet).toMatchObject({ utxos: walletBefore.utxos, spendable: walletBefore.spendable, immature: walletBefore.immature });
+    expect(anchorStatus().commitments.map((commitment) => commitment.confirmed)).toEqual([undefined, undefined]);
+
+    await bcoin.mine(2, walletBefore.fundingAddress);
+    await service.tick();
+    const done = anchorStatus().commitments;
+    expect(done.map((commitment) => commitment.state)).toEqual(['recorded', 'recorded']);
+    for (const commitment of done) expect(await anchorsInChain(commitment.root)).toEqual([commitment.confirmed!.txid]);
+  });
 });

@@ -8,16 +8,17 @@ import {
   ANCHORS_ADDRESS, type AnchorRecord, anchorRecordMessage, checkAnchorRecord, decodeAnchorBody, encodeAnchorBody,
 } from '../../src/state/anchor-record.ts';
 import { createAddress, makeChain, makeMessage, openNode } from '../support/chain.ts';
+import { aggregationRoot } from '../../anchors/aggregate.ts';
 
 const fill = (byte: number) => new Uint8Array(32).fill(byte);
 const chain = makeChain('anchor-record', 'plant');
 const masters = new Set([toHex(chain.nodeKey.publicKey)]);
 
+/** A record whose root is its tips' aggregation root unless `overrides` says otherwise. */
 function record(overrides: Partial<AnchorRecord> = {}): AnchorRecord {
-  return {
-    root: fill(1), network: 'bcoin-regtest', txid: fill(2), bitcoinHeight: 105, bitcoinBlock: fill(3),
-    tips: [{ chain: 'other', height: 9, hash: fill(4) }, { chain: 'plant', height: 3, hash: fill(5) }], ...overrides,
-  };
+  const tips = overrides.tips ?? [{ chain: 'other', height: 9, hash: fill(4) }, { chain: 'plant', height: 3, hash: fill(5) }];
+  const root = aggregationRoot(tips.map((tip) => ({ chain: tip.chain, height: tip.height, blockHash: tip.hash })));
+  return { root, network: 'bcoin-regtest', txid: fill(2), bitcoinHeight: 105, bitcoinBlock: fill(3), ...overrides, tips };
 }
 
 function unsigned(value: AnchorRecord, device = chain.nodeKey.publicKey): Message {
@@ -35,10 +36,10 @@ const code = (run: () => unknown): string | undefined => {
 
 describe('anchor records', () => {
   it('have one canonical body, and every other text is refused with a stable code', () => {
-    const body = encodeAnchorBody(record());
+    const body = encodeAnchorBody(record({ root: fill(1) }));
     const text = new TextDecoder().decode(body);
     expect(text).toBe(`{"root":"${'01'.repeat(32)}","network":"bcoin-regtest","txid":"${'02'.repeat(32)}","bitcoinHeight":105,"bitcoinBlock":"${'03'.repeat(32)}","tips":[{"chain":"other","height":9,"hash":"${'04'.repeat(32)}"},{"chain":"plant","height":3,"hash":"${'05'.repeat(32)}"}]}`);
-    expect(decodeAnchorBody(body)).toEqual(record());
+    expect(decodeAnchorBody(body)).toEqual(record({ root: fill(1) }));
     const variants = [
       text.replace('"root":', '"root" :'), // a space
       text.replace('01'.repeat(32), '01'.repeat(31)), // a short root
@@ -60,6 +61,8 @@ describe('anchor records', () => {
     const stranger = generateKeyPair(chain.rng);
     expect(code(() => checkAnchorRecord(unsigned(record(), stranger.publicKey), context))).toBe('KALIMA_ERR_ACCESS_MASTERS_ONLY');
     expect(code(() => checkAnchorRecord({ ...unsigned(record()), key: 'ab'.repeat(32) }, context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
+    // A root that is not the tips' aggregation root (under it as key, so only the root check can refuse it).
+    expect(code(() => checkAnchorRecord(unsigned(record({ root: fill(1) })), context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
     expect(code(() => checkAnchorRecord({ ...unsigned(record()), ttlSeconds: 60 }, context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
     expect(code(() => checkAnchorRecord({ ...unsigned(record()), body: new Uint8Array() }, context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
     // No tip of this chain; a tip at the carrying block or later; a tip that is another block.
@@ -81,12 +84,12 @@ describe('anchor records', () => {
 
       const heightBefore = node.height;
       // The admin is not a master; a master's record of another block at that height.
-      const byAdmin = makeMessage(chain, chain.admin, { address: ANCHORS_ADDRESS, key: toHex(fill(9)), body: encodeAnchorBody(record({ root: fill(9), tips: good.tips })) });
+      const byAdmin = makeMessage(chain, chain.admin, { address: ANCHORS_ADDRESS, key: toHex(good.root), body: encodeAnchorBody(good) });
       await expect(node.submit(byAdmin)).rejects.toMatchObject({ code: 'KALIMA_ERR_ACCESS_MASTERS_ONLY' });
-      const wrong = record({ root: fill(8), tips: [{ chain: 'plant', height: tip.height, hash: fill(0xee) }] });
+      const wrong = record({ tips: [{ chain: 'plant', height: tip.height, hash: fill(0xee) }] });
       await expect(node.submit(signMessage(anchorRecordMessage('plant', chain.nodeKey.publicKey, wrong, 8), chain.nodeKey.secretKey, chain.rng.bytes(32)))).rejects.toMatchObject({ code: 'KALIMA_ERR_LEDGER_BAD_ANCHOR' });
       expect(node.height).toBe(heightBefore);
-      expect(node.cache.getEntry(ANCHORS_ADDRESS, toHex(fill(8)))).toBeUndefined();
+      expect(node.cache.getEntry(ANCHORS_ADDRESS, toHex(wrong.root))).toBeUndefined();
     } finally {
       await node.close();
     }
