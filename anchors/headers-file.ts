@@ -12,7 +12,7 @@
 import { kalimaError } from '../src/errors.ts';
 import { bytesEqual, toHex } from '../src/ledger/hash.ts';
 import { BITCOIN_HEADER_BYTES, bitcoinBlockHash, decodeBitcoinHeader, displayHex, proofOfWorkFailure } from './bitcoin.ts';
-import { BITCOIN_NETWORKS, type BitcoinNetworkName, isBitcoinNetworkName } from './bitcoin-networks.ts';
+import { type BitcoinNetworkName, isBitcoinNetworkName, parseBitcoinNetwork } from '../chains/bitcoin/network.ts';
 
 export class HeadersChain {
   constructor(
@@ -45,7 +45,7 @@ export function parseHeadersFile(text: string): HeadersChain {
   const startHeight = startMatch === null ? Number.NaN : Number(startMatch[1]);
   if (!Number.isSafeInteger(startHeight)) throw malformed(2, 'expected "start <height>"');
   if (lines.length < 3) throw malformed(3, 'no headers');
-  const { powLimit, genesisHash } = BITCOIN_NETWORKS[network];
+  const { powLimit, genesisBlockHashHex } = parseBitcoinNetwork(network);
   const headers: Uint8Array[] = [];
   let previousHash: Uint8Array | undefined;
   for (let index = 2; index < lines.length; index++) {
@@ -57,7 +57,7 @@ export function parseHeadersFile(text: string): HeadersChain {
     if (powFailure !== undefined) throw malformed(lineNumber, powFailure);
     const hash = bitcoinBlockHash(header);
     if (previousHash === undefined) {
-      if (startHeight === 0 && displayHex(hash) !== genesisHash) throw malformed(lineNumber, `the header at height 0 is not the ${network} genesis block`);
+      if (startHeight === 0 && displayHex(hash) !== genesisBlockHashHex) throw malformed(lineNumber, `the header at height 0 is not the ${network} genesis block`);
     } else if (!bytesEqual(decodeBitcoinHeader(header).prevHash, previousHash)) {
       throw malformed(lineNumber, `the header at height ${startHeight + index - 2} does not follow the one before it`);
     }

@@ -14,7 +14,7 @@ import { type AggregationProof, type ChainTip, aggregationProof, aggregationProo
 import {
   type AnchorCommitment, BITCOIN_HEADER_BYTES, anchorCommitment, bitcoinBlockHash, bitcoinMerkleBranch, decodeBitcoinHeader, merkleBranchOps, proofOfWorkFailure,
 } from './bitcoin.ts';
-import { BITCOIN_NETWORKS, type BitcoinNetworkName, isBitcoinNetworkName } from './bitcoin-networks.ts';
+import { type BitcoinNetworkName, isBitcoinNetworkName, parseBitcoinNetwork } from '../chains/bitcoin/network.ts';
 import { mmrProofLength, mmrProofSteps } from './mmr.ts';
 import { type ProofOp, evaluateOps, stepOps } from './ops.ts';
 
@@ -187,7 +187,7 @@ export function checkCommitments(shaped: ShapedProof): CommitmentResult {
     const failure = stageFailure(stage.name, digest, shaped, tipHash, header.merkleRoot);
     if (failure !== undefined) return result({ step: stage.name, reason: failure });
   }
-  const powFailure = proofOfWorkFailure(proof.bitcoinHeader, BITCOIN_NETWORKS[proof.network].powLimit);
+  const powFailure = proofOfWorkFailure(proof.bitcoinHeader, parseBitcoinNetwork(proof.network).powLimit);
   if (powFailure !== undefined) return result({ step: 'bitcoin-header', reason: powFailure });
   return result(undefined);
 }

@@ -11,7 +11,7 @@
 import { type KalimaErrorCode, kalimaError } from '../src/errors.ts';
 import { bytesEqual, toHex } from '../src/ledger/hash.ts';
 import { bitcoinBlockHash, decodeBitcoinHeader, displayHex, proofOfWorkFailure } from './bitcoin.ts';
-import { BITCOIN_NETWORKS, type BitcoinNetworkName, networksWithGenesis } from './bitcoin-networks.ts';
+import { type BitcoinNetworkName, networksWithGenesis, parseBitcoinNetwork } from '../chains/bitcoin/network.ts';
 import type { HeadersChain } from './headers-file.ts';
 import { evaluateOps } from './ops.ts';
 import type { OtsTimestamp } from './ots.ts';
@@ -70,7 +70,7 @@ async function openSource(source: Exclude<HeaderSource, { kind: 'offline' }>): P
   if (source.kind === 'headers') {
     const { headers } = source;
     return {
-      networks: networksWithGenesis(BITCOIN_NETWORKS[headers.network].genesisHash),
+      networks: networksWithGenesis(parseBitcoinNetwork(headers.network).genesisBlockHashHex),
       tipHeight: headers.tipHeight,
       headerAt: async (height) => headers.headerAt(height),
       describe: `the headers file (${headers.network}, heights ${headers.startHeight} to ${headers.tipHeight})`,
@@ -189,7 +189,7 @@ export async function verifyOts(timestamp: OtsTimestamp, source: Exclude<HeaderS
   if (!bytesEqual(decodeBitcoinHeader(header).merkleRoot, digest)) {
     return { ...found, failure: { code: 'KALIMA_ERR_PROOF_NOT_IN_CHAIN', step: 'bitcoin-chain', reason: `the block at height ${timestamp.bitcoinHeight} in ${view.describe} has another Merkle root` } };
   }
-  const powFailure = view.networks[0] === undefined ? 'the source is on no known network' : proofOfWorkFailure(header, BITCOIN_NETWORKS[view.networks[0]].powLimit);
+  const powFailure = view.networks[0] === undefined ? 'the source is on no known network' : proofOfWorkFailure(header, parseBitcoinNetwork(view.networks[0]).powLimit);
   if (powFailure !== undefined) return { ...found, failure: { code: 'KALIMA_ERR_PROOF_INVALID', step: 'bitcoin-header', reason: powFailure } };
   found.checked.push(`that is the Merkle root of the block at height ${timestamp.bitcoinHeight} in ${view.describe}`, 'the Bitcoin header meets its proof of work');
   return { ...found, valid: true, confirmations: view.tipHeight - timestamp.bitcoinHeight + 1 };

@@ -6,7 +6,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { JsonRpcHeaderClient } from '../../anchors/header-rpc.ts';
 import { formatHeadersFile, parseHeadersFile } from '../../anchors/headers-file.ts';
-import { networksWithGenesis } from '../../anchors/bitcoin-networks.ts';
+import { networksWithGenesis } from '../../chains/bitcoin/network.ts';
 import { OTS_MAGIC, blockFileBytes, decodeOts, encodeOts, proofToOts } from '../../anchors/ots.ts';
 import { decodeProofJson, encodeProofJson } from '../../anchors/proof-json.ts';
 import { type HeaderSource, type OtsVerdict, type ProofVerdict, verifyOts, verifyProof } from '../../anchors/verify.ts';

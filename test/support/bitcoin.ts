@@ -4,7 +4,7 @@
 import { Transaction, payments, script } from 'bitcoinjs-lib';
 import * as ecc from 'tiny-secp256k1';
 import { bitcoinBlockHash, bitcoinMerkleRoot, proofOfWorkFailure } from '../../anchors/bitcoin.ts';
-import { BITCOIN_NETWORKS } from '../../anchors/bitcoin-networks.ts';
+import { parseBitcoinNetwork } from '../../chains/bitcoin/network.ts';
 import type { Rng } from '../../src/ports.ts';
 
 export const REGTEST_BITS = 0x207fffff;
@@ -88,7 +88,7 @@ export function mineHeader(fields: MinedHeader): Uint8Array {
   view.setUint32(72, fields.bits ?? REGTEST_BITS, true);
   for (let nonce = 0; nonce <= 0xffffffff; nonce++) {
     view.setUint32(76, nonce, true);
-    if (proofOfWorkFailure(header, BITCOIN_NETWORKS.regtest.powLimit) === undefined) return header;
+    if (proofOfWorkFailure(header, parseBitcoinNetwork('regtest').powLimit) === undefined) return header;
   }
   throw new Error('test fixture: no nonce meets the bits');
 }

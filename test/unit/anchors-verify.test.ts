@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { type Server, createServer } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bitcoinBlockHash, displayHex } from '../../anchors/bitcoin.ts';
-import { BITCOIN_NETWORKS } from '../../anchors/bitcoin-networks.ts';
+import { parseBitcoinNetwork } from '../../chains/bitcoin/network.ts';
 import { JsonRpcHeaderClient } from '../../anchors/header-rpc.ts';
 import { formatHeadersFile, parseHeadersFile } from '../../anchors/headers-file.ts';
 import { proofToOts } from '../../anchors/ots.ts';
@@ -33,8 +33,8 @@ function listRpc(headers: Uint8Array[]): BitcoinHeaderRpc {
 
 describe('the network constants', () => {
   it('the genesis headers built from their fields hash to the genesis hashes the verifier knows', () => {
-    expect(displayHex(bitcoinBlockHash(REGTEST_GENESIS))).toBe(BITCOIN_NETWORKS.regtest.genesisHash);
-    expect(displayHex(bitcoinBlockHash(MAINNET_GENESIS))).toBe(BITCOIN_NETWORKS.mainnet.genesisHash);
+    expect(displayHex(bitcoinBlockHash(REGTEST_GENESIS))).toBe(parseBitcoinNetwork('regtest').genesisBlockHashHex);
+    expect(displayHex(bitcoinBlockHash(MAINNET_GENESIS))).toBe(parseBitcoinNetwork('mainnet').genesisBlockHashHex);
   });
 });
 
