@@ -11,7 +11,8 @@
 // retargeting is not checked: the file is the verifier's own view of the chain, not a peer's.
 import { kalimaError } from '../src/errors.ts';
 import { bytesEqual, toHex } from '../src/ledger/hash.ts';
-import { BITCOIN_HEADER_BYTES, bitcoinBlockHash, decodeBitcoinHeader, displayHex, proofOfWorkFailure } from './bitcoin.ts';
+import { BLOCK_HEADER_BYTES, bitcoinBlockHash, decodeBitcoinHeader, displayHex } from '../chains/bitcoin/block.ts';
+import { proofOfWorkFailure } from './bitcoin.ts';
 import { type BitcoinNetworkName, isBitcoinNetworkName, parseBitcoinNetwork } from '../chains/bitcoin/network.ts';
 
 export class HeadersChain {
@@ -34,7 +35,7 @@ function malformed(line: number, reason: string) {
   return kalimaError('KALIMA_ERR_PROOF_HEADERS_MALFORMED', { line, reason });
 }
 
-const HEADER_LINE = new RegExp(`^[0-9a-f]{${BITCOIN_HEADER_BYTES * 2}}$`);
+const HEADER_LINE = new RegExp(`^[0-9a-f]{${BLOCK_HEADER_BYTES * 2}}$`);
 
 export function parseHeadersFile(text: string): HeadersChain {
   const lines = text.endsWith('\n') ? text.slice(0, -1).split('\n') : text.split('\n');
@@ -51,7 +52,7 @@ export function parseHeadersFile(text: string): HeadersChain {
   for (let index = 2; index < lines.length; index++) {
     const lineNumber = index + 1;
     const line = lines[index]!;
-    if (!HEADER_LINE.test(line)) throw malformed(lineNumber, `expected a header: ${BITCOIN_HEADER_BYTES * 2} lowercase hex digits`);
+    if (!HEADER_LINE.test(line)) throw malformed(lineNumber, `expected a header: ${BLOCK_HEADER_BYTES * 2} lowercase hex digits`);
     const header = new Uint8Array(Buffer.from(line, 'hex'));
     const powFailure = proofOfWorkFailure(header, powLimit);
     if (powFailure !== undefined) throw malformed(lineNumber, powFailure);

@@ -10,7 +10,8 @@
 // Bitcoin block is not, or no longer, at its height in the source's best chain).
 import { type KalimaErrorCode, kalimaError } from '../src/errors.ts';
 import { bytesEqual, toHex } from '../src/ledger/hash.ts';
-import { bitcoinBlockHash, decodeBitcoinHeader, displayHex, proofOfWorkFailure } from './bitcoin.ts';
+import { bitcoinBlockHash, decodeBitcoinHeader, displayHex } from '../chains/bitcoin/block.ts';
+import { proofOfWorkFailure } from './bitcoin.ts';
 import { type BitcoinNetworkName, networksWithGenesis, parseBitcoinNetwork } from '../chains/bitcoin/network.ts';
 import type { HeadersChain } from './headers-file.ts';
 import { evaluateOps } from './ops.ts';
@@ -96,7 +97,7 @@ async function openSource(source: Exclude<HeaderSource, { kind: 'offline' }>): P
 }
 
 function isoTime(header: Uint8Array): string {
-  return new Date(decodeBitcoinHeader(header).timeS * 1000).toISOString();
+  return new Date(decodeBitcoinHeader(header).timestampSec * 1000).toISOString();
 }
 
 export async function verifyProof(input: AnchorProof | ShapedProof, source: HeaderSource): Promise<ProofVerdict> {

@@ -29,7 +29,7 @@ import { verifyProof } from '../anchors/verify.ts';
 import { type BlockHeader, blockHash, encodeHeader } from '../src/ledger/block.ts';
 import { seededRng } from '../test/unit/support/seeded-rng.ts';
 import { mineHeader, signAnchorTx, testWallet } from '../test/support/bitcoin.ts';
-import { bitcoinMerkleRoot } from '../anchors/bitcoin.ts';
+import { merkleRoot } from '../chains/bitcoin/block.ts';
 import { machineInfo } from './machine.ts';
 import { REPO_ROOT } from './node-process.ts';
 
@@ -151,7 +151,7 @@ export async function runAnchorsBench(args: string[]): Promise<void> {
   const txids = Array.from({ length: BITCOIN_BLOCK_TXS }, () => rng.bytes(32));
   const anchorIndex = Math.floor(BITCOIN_BLOCK_TXS * 0.6);
   txids[anchorIndex] = tx.getHash();
-  const bitcoinHeader = mineHeader({ prevHash: rng.bytes(32), merkleRoot: bitcoinMerkleRoot(txids), timeS: 1_780_000_600 });
+  const bitcoinHeader = mineHeader({ prevHash: rng.bytes(32), merkleRoot: merkleRoot(txids), timeS: 1_780_000_600 });
   const proofOf = (height: number): AnchorProof => buildProof({
     network: 'regtest', chain: 'privachain', height, blockHash: mmr.node({ level: 0, index: height - 1 }).slice(),
     mmrPath: mmr.proof(height - 1, mmrLeafCount), tipHeader: tipEncoding, aggregation: { tips }, anchorTx: tx.toBuffer(),

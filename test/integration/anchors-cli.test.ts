@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bitcoinBlockHash } from '../../anchors/bitcoin.ts';
+import { bitcoinBlockHash } from '../../chains/bitcoin/block.ts';
 import { formatHeadersFile } from '../../anchors/headers-file.ts';
 import { decodeOts, encodeOts, proofToOts } from '../../anchors/ots.ts';
 import { encodeProofJson } from '../../anchors/proof-json.ts';

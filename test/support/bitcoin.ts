@@ -3,7 +3,8 @@
 // meets regtest's proof of work (bits 0x207fffff: about one nonce in two).
 import { Transaction, payments, script } from 'bitcoinjs-lib';
 import * as ecc from 'tiny-secp256k1';
-import { bitcoinBlockHash, bitcoinMerkleRoot, proofOfWorkFailure } from '../../anchors/bitcoin.ts';
+import { bitcoinBlockHash, merkleRoot } from '../../chains/bitcoin/block.ts';
+import { proofOfWorkFailure } from '../../anchors/bitcoin.ts';
 import { parseBitcoinNetwork } from '../../chains/bitcoin/network.ts';
 import type { Rng } from '../../src/ports.ts';
 
@@ -104,7 +105,7 @@ export interface TestBitcoinBlock {
 /** A block of `transactions` (the coinbase first) on top of `prevHash`. */
 export function mineBlock(prevHash: Uint8Array, timeS: number, transactions: readonly Transaction[]): TestBitcoinBlock {
   const txids = transactions.map((tx) => tx.getHash());
-  const header = mineHeader({ prevHash, merkleRoot: bitcoinMerkleRoot(txids), timeS });
+  const header = mineHeader({ prevHash, merkleRoot: merkleRoot(txids), timeS });
   const count = transactions.length;
   const countBytes = count < 0xfd ? [count] : [0xfd, count & 0xff, count >> 8];
   const raw = Buffer.concat([header, Uint8Array.from(countBytes), ...transactions.map((tx) => tx.toBuffer())]);

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { Transaction } from 'bitcoinjs-lib';
 import { aggregationRoot } from '../../anchors/aggregate.ts';
-import { bitcoinBlockHash, decodeBitcoinHeader, displayHex } from '../../anchors/bitcoin.ts';
+import { bitcoinBlockHash, decodeBitcoinHeader, displayHex } from '../../chains/bitcoin/block.ts';
 import { evaluateOps } from '../../anchors/ops.ts';
 import { type AnchorProof, buildProof, checkProofShape, proofOps, proofStages } from '../../anchors/proof.ts';
 import { decodeProofJson, encodeProofJson } from '../../anchors/proof-json.ts';

@@ -3,7 +3,7 @@
 import { once } from 'node:events';
 import { type Server, createServer } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bitcoinBlockHash, displayHex } from '../../anchors/bitcoin.ts';
+import { bitcoinBlockHash, displayHex } from '../../chains/bitcoin/block.ts';
 import { parseBitcoinNetwork } from '../../chains/bitcoin/network.ts';
 import { JsonRpcHeaderClient } from '../../anchors/header-rpc.ts';
 import { formatHeadersFile, parseHeadersFile } from '../../anchors/headers-file.ts';
