@@ -4,11 +4,13 @@
 // which also gives the confirmations.
 //
 // Input that cannot be checked throws: a malformed proof (KALIMA_ERR_PROOF_MALFORMED), a source on
-// another network (KALIMA_ERR_PROOF_WRONG_NETWORK), a source that fails (KALIMA_ERR_PROOF_RPC_FAILED).
+// another network (KALIMA_ERR_PROOF_WRONG_NETWORK), a source that fails (KALIMA_ERR_PROOF_RPC_FAILED,
+// whatever the RPC client's own code for it: chains/bitcoin/rpc.ts's KALIMA_ERR_BITCOIN_* is kept
+// in the details as bitcoinCode).
 // A proof that was checked and fails is a verdict, `valid: false` with the failure's code:
 // KALIMA_ERR_PROOF_INVALID (a commitment does not match) or KALIMA_ERR_PROOF_NOT_IN_CHAIN (the
 // Bitcoin block is not, or no longer, at its height in the source's best chain).
-import { type KalimaErrorCode, kalimaError } from '../src/errors.ts';
+import { type KalimaErrorCode, isKalimaError, kalimaError } from '../src/errors.ts';
 import { bytesEqual, toHex } from '../src/ledger/hash.ts';
 import { bitcoinBlockHash, decodeBitcoinHeader, displayHex } from '../chains/bitcoin/block.ts';
 import { proofOfWorkFailure } from './bitcoin.ts';
@@ -18,12 +20,36 @@ import { evaluateOps } from './ops.ts';
 import type { OtsTimestamp } from './ots.ts';
 import { type AnchorProof, type ShapedProof, checkCommitments, checkProofShape } from './proof.ts';
 
-/** What the verifier asks of a Bitcoin node; hashes in display (RPC) byte order. */
+/**
+ * What the verifier asks of a Bitcoin node; hashes in display (RPC) byte order. The node's client,
+ * chains/bitcoin/rpc.ts `BitcoinRpc`, is one.
+ */
 export interface BitcoinHeaderRpc {
   getBlockHash(height: number): Promise<string>;
   /** The 80-byte header in hex (getblockheader <hash> false). */
   getBlockHeaderHex(blockHash: string): Promise<string>;
   getBlockCount(): Promise<number>;
+}
+
+async function asked<T>(method: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    if (!isKalimaError(error) || !error.code.startsWith('KALIMA_ERR_BITCOIN_')) throw error;
+    throw kalimaError('KALIMA_ERR_PROOF_RPC_FAILED', { method, ...error.details, bitcoinCode: error.code, reason: error.message });
+  }
+}
+
+/**
+ * `rpc` with the verifier's error semantics: a failure of the Bitcoin node or of the call (a
+ * KALIMA_ERR_BITCOIN_* code) is KALIMA_ERR_PROOF_RPC_FAILED, its own code kept as bitcoinCode.
+ */
+export function verifierRpc(rpc: BitcoinHeaderRpc): BitcoinHeaderRpc {
+  return {
+    getBlockHash: (height) => asked('getblockhash', () => rpc.getBlockHash(height)),
+    getBlockHeaderHex: (blockHash) => asked('getblockheader', () => rpc.getBlockHeaderHex(blockHash)),
+    getBlockCount: () => asked('getblockcount', () => rpc.getBlockCount()),
+  };
 }
 
 export type HeaderSource =
@@ -77,7 +103,7 @@ async function openSource(source: Exclude<HeaderSource, { kind: 'offline' }>): P
       describe: `the headers file (${headers.network}, heights ${headers.startHeight} to ${headers.tipHeight})`,
     };
   }
-  const { rpc } = source;
+  const rpc = verifierRpc(source.rpc);
   const networks = networksWithGenesis(await rpc.getBlockHash(0));
   const tipHeight = await rpc.getBlockCount();
   return {

@@ -4,12 +4,12 @@
 // file; `kalima headers` writes a headers file from a Bitcoin RPC.
 import { readFile, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { JsonRpcHeaderClient } from '../../anchors/header-rpc.ts';
-import { formatHeadersFile, parseHeadersFile } from '../../anchors/headers-file.ts';
+import { BitcoinRpc } from '../../chains/bitcoin/rpc.ts';
 import { networksWithGenesis } from '../../chains/bitcoin/network.ts';
+import { formatHeadersFile, parseHeadersFile } from '../../anchors/headers-file.ts';
 import { OTS_MAGIC, blockFileBytes, decodeOts, encodeOts, proofToOts } from '../../anchors/ots.ts';
 import { decodeProofJson, encodeProofJson } from '../../anchors/proof-json.ts';
-import { type HeaderSource, type OtsVerdict, type ProofVerdict, verifyOts, verifyProof } from '../../anchors/verify.ts';
+import { type HeaderSource, type OtsVerdict, type ProofVerdict, verifierRpc, verifyOts, verifyProof } from '../../anchors/verify.ts';
 import { KalimaError, isErrorCode, kalimaError } from '../errors.ts';
 
 export interface RpcOptions {
@@ -21,23 +21,26 @@ export interface RpcOptions {
 
 export class ProofUsageError extends Error {}
 
-async function rpcClient(options: RpcOptions): Promise<JsonRpcHeaderClient | undefined> {
+/** The verifier waits on each call: one attempt, bounded, so a failure is said at once. */
+const RPC_TIMEOUT_MS = 10_000;
+
+function rpcClient(options: RpcOptions): BitcoinRpc | undefined {
   if (options.rpc === undefined) {
     if (options.rpcUser !== undefined || options.rpcPassword !== undefined || options.rpcCookie !== undefined) throw new ProofUsageError('--rpc-user, --rpc-password and --rpc-cookie go with --rpc URL');
     return undefined;
   }
-  if (options.rpcCookie !== undefined) {
-    if (options.rpcUser !== undefined || options.rpcPassword !== undefined) throw new ProofUsageError('give --rpc-cookie or --rpc-user/--rpc-password, not both');
-    return JsonRpcHeaderClient.fromCookieFile(options.rpc, options.rpcCookie);
-  }
-  return new JsonRpcHeaderClient({ url: options.rpc, user: options.rpcUser, password: options.rpcPassword });
+  if (options.rpcCookie !== undefined && (options.rpcUser !== undefined || options.rpcPassword !== undefined)) throw new ProofUsageError('give --rpc-cookie or --rpc-user/--rpc-password, not both');
+  if (!URL.canParse(options.rpc) || new URL(options.rpc).protocol !== 'http:') throw new ProofUsageError('--rpc takes an http:// URL (bitcoind and bcoin serve RPC over plain HTTP)');
+  const auth = options.rpcCookie !== undefined ? { cookieFile: options.rpcCookie } : { user: options.rpcUser ?? '', password: options.rpcPassword ?? '' };
+  // The 'core' dialect for bcoin too: getblockhash, getblockheader <hash> false and getblockcount
+  // take the same arguments on both; the dialects differ in getblock and getrawtransaction.
+  return new BitcoinRpc({ url: options.rpc, auth, dialect: 'core', timeoutMs: RPC_TIMEOUT_MS, maxAttempts: 1 });
 }
 
-async function headerSource(options: RpcOptions & { headers?: string }): Promise<HeaderSource> {
-  const rpc = await rpcClient(options);
-  if (rpc !== undefined && options.headers !== undefined) throw new ProofUsageError('give --rpc or --headers, not both');
+async function headerSource(rpc: BitcoinRpc | undefined, headersFile: string | undefined): Promise<HeaderSource> {
+  if (rpc !== undefined && headersFile !== undefined) throw new ProofUsageError('give --rpc or --headers, not both');
   if (rpc !== undefined) return { kind: 'rpc', rpc };
-  if (options.headers !== undefined) return { kind: 'headers', headers: parseHeadersFile(await readFile(options.headers, 'utf8')) };
+  if (headersFile !== undefined) return { kind: 'headers', headers: parseHeadersFile(await readFile(headersFile, 'utf8')) };
   return { kind: 'offline' };
 }
 
@@ -88,18 +91,26 @@ function otsSummary(file: string, verdict: OtsVerdict, source: HeaderSource['kin
 
 /** Verifies a proof file; prints the summary (or the verdict as JSON); a failed proof throws its code. */
 export async function verifyProofFile(file: string, options: RpcOptions & { headers?: string; json?: boolean }, write: (text: string) => void): Promise<void> {
+  const rpc = rpcClient(options);
+  try {
+    await verifyWith(file, await headerSource(rpc, options.headers), options.json === true, write);
+  } finally {
+    rpc?.close();
+  }
+}
+
+async function verifyWith(file: string, source: HeaderSource, json: boolean, write: (text: string) => void): Promise<void> {
   const bytes = new Uint8Array(await readFile(file));
-  const source = await headerSource(options);
   let verdict: ProofVerdict | OtsVerdict;
   if (isOts(file, bytes)) {
     const timestamp = decodeOts(bytes);
     if (source.kind === 'offline') throw new ProofUsageError('an .ots file carries no Bitcoin header: give --rpc or --headers to check its attestation');
     const otsVerdict = await verifyOts(timestamp, source);
-    write(options.json === true ? JSON.stringify(otsVerdict, null, 2) : otsSummary(file, otsVerdict, source.kind));
+    write(json ? JSON.stringify(otsVerdict, null, 2) : otsSummary(file, otsVerdict, source.kind));
     verdict = otsVerdict;
   } else {
     const proofVerdict = await verifyProof(decodeProofJson(new TextDecoder().decode(bytes)), source);
-    write(options.json === true ? JSON.stringify(proofVerdict, null, 2) : proofSummary(file, proofVerdict));
+    write(json ? JSON.stringify(proofVerdict, null, 2) : proofSummary(file, proofVerdict));
     verdict = proofVerdict;
   }
   if (!verdict.valid) throw kalimaError(verdict.failure!.code, { step: verdict.failure!.step, reason: verdict.failure!.reason });
@@ -160,19 +171,24 @@ export async function fetchProof(options: { url: string; height: number; out?: s
 
 /** Writes a headers file from heights `from` … `to` (default the tip) of a Bitcoin node. */
 export async function writeHeadersFile(options: RpcOptions & { out: string; from?: number; to?: number }, write: (text: string) => void): Promise<void> {
-  const rpc = await rpcClient(options);
-  if (rpc === undefined) throw new ProofUsageError('headers needs --rpc URL');
-  const genesis = await rpc.getBlockHash(0);
-  const network = networksWithGenesis(genesis)[0];
-  if (network === undefined) throw kalimaError('KALIMA_ERR_PROOF_WRONG_NETWORK', { reason: 'the node is on no network this verifier knows', genesis });
-  const from = options.from ?? 0;
-  const to = options.to ?? (await rpc.getBlockCount());
-  if (to < from) throw new ProofUsageError(`--to ${to} is below --from ${from}`);
-  const headers: Uint8Array[] = [];
-  for (let height = from; height <= to; height++) headers.push(new Uint8Array(Buffer.from(await rpc.getBlockHeaderHex(await rpc.getBlockHash(height)), 'hex')));
-  const text = formatHeadersFile(network, from, headers);
-  // What is written must load: linkage, proof of work and genesis are checked as the verifier will.
-  parseHeadersFile(text);
-  await writeFile(options.out, text);
-  write(`${options.out}  ${headers.length} ${network} headers, heights ${from} to ${to}`);
+  const client = rpcClient(options);
+  if (client === undefined) throw new ProofUsageError('headers needs --rpc URL');
+  try {
+    const rpc = verifierRpc(client);
+    const genesis = await rpc.getBlockHash(0);
+    const network = networksWithGenesis(genesis)[0];
+    if (network === undefined) throw kalimaError('KALIMA_ERR_PROOF_WRONG_NETWORK', { reason: 'the node is on no network this verifier knows', genesis });
+    const from = options.from ?? 0;
+    const to = options.to ?? (await rpc.getBlockCount());
+    if (to < from) throw new ProofUsageError(`--to ${to} is below --from ${from}`);
+    const headers: Uint8Array[] = [];
+    for (let height = from; height <= to; height++) headers.push(new Uint8Array(Buffer.from(await rpc.getBlockHeaderHex(await rpc.getBlockHash(height)), 'hex')));
+    const text = formatHeadersFile(network, from, headers);
+    // What is written must load: linkage, proof of work and genesis are checked as the verifier will.
+    parseHeadersFile(text);
+    await writeFile(options.out, text);
+    write(`${options.out}  ${headers.length} ${network} headers, heights ${from} to ${to}`);
+  } finally {
+    client.close();
+  }
 }

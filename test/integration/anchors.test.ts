@@ -20,6 +20,7 @@ import { decodeProofJson } from '../../anchors/proof-json.ts';
 import { verifyOts, verifyProof } from '../../anchors/verify.ts';
 import { decodeOts, encodeOts, proofToOts } from '../../anchors/ots.ts';
 import { formatHeadersFile, parseHeadersFile } from '../../anchors/headers-file.ts';
+import { anchorsInChain } from '../support/bcoin.ts';
 import { createAddress, makeChain, makeMessage, openNode, registerDevice, tempDir } from '../support/chain.ts';
 
 let bcoin: BcoinNode;
@@ -40,20 +41,6 @@ function config(directory: string): AnchorConfig {
 }
 
 const anchorStatus = (): AnchorStatus => service.status() as AnchorStatus;
-
-/** Every transaction of the best chain from height 1 whose first output is an OP_RETURN of `root`. */
-async function anchorsInChain(root: string): Promise<string[]> {
-  const found: string[] = [];
-  const tip = await bcoin.rpc.getBlockCount();
-  for (let height = 1; height <= tip; height++) {
-    const block = parseBlock(await bcoin.rpc.getBlockHex(await bcoin.rpc.getBlockHash(height)));
-    for (const [index, tx] of block.transactions.entries()) {
-      const script = tx.outs[0]?.script;
-      if (script !== undefined && script[0] === 0x6a && toHex(script.subarray(2)) === root) found.push(block.txids[index]!);
-    }
-  }
-  return found;
-}
 
 async function headersFile(): Promise<string> {
   const tip = await bcoin.rpc.getBlockCount();
@@ -137,7 +124,7 @@ describe('anchoring into bcoin', () => {
     expect(await verifyProof(tipProof, { kind: 'rpc', rpc: bcoin.rpc })).toMatchObject({ valid: true });
     // A block after the anchored tip is not anchored yet.
     await expect(service.proof(commitment!.tips[0]!.height + 1)).rejects.toMatchObject({ code: 'KALIMA_ERR_ANCHOR_NOT_ANCHORED' });
-    expect(await anchorsInChain(commitment!.root)).toEqual([txid]);
+    expect(await anchorsInChain(bcoin, commitment!.root)).toEqual([txid]);
   });
 
   it('after invalidateblock takes the anchor out of Bitcoin, the old proof fails and the same commitment is confirmed and recorded again, once', async () => {
@@ -165,6 +152,6 @@ describe('anchoring into bcoin', () => {
     expect(toHex(record.bitcoinBlock)).toBe(again[0]!.confirmed!.blockHash);
     const newProof = decodeProofJson(JSON.stringify(await service.proof(1)));
     expect(await verifyProof(newProof, { kind: 'rpc', rpc: bcoin.rpc })).toMatchObject({ valid: true, bitcoinHeight: again[0]!.confirmed!.height });
-    expect(await anchorsInChain(before.root)).toEqual([before.confirmed!.txid]);
+    expect(await anchorsInChain(bcoin, before.root)).toEqual([before.confirmed!.txid]);
   });
 });
