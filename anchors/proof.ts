@@ -19,9 +19,9 @@ import { type ProofOp, evaluateOps, stepOps } from './ops.ts';
 
 export const PROOF_VERSION = 1;
 /** Bitcoin blocks hold far fewer than 2^32 transactions. */
-const MERKLE_BRANCH_MAX = 32;
+export const MERKLE_BRANCH_MAX = 32;
 /** The mmrRoot is the last field of the header encoding (src/ledger/block.ts). */
-const MMR_ROOT_BYTES = 32;
+export const MMR_ROOT_BYTES = 32;
 
 export interface AnchorProof {
   version: typeof PROOF_VERSION;
