@@ -21,8 +21,7 @@ import { LocalWallet } from './wallet.ts';
 import { NodeChain } from './node-chain.ts';
 import { aggregationRoot } from './aggregate.ts';
 import { MmrStore } from './mmr-store.ts';
-import { buildProof } from './proof.ts';
-import { encodeProofJson } from './proof-json.ts';
+import { type AnchorProof, buildProof } from './proof.ts';
 
 /** While the Bitcoin node does not answer, passes back off up to this far apart (or pollMs if that is longer). */
 const MAX_BACKOFF_MS = 300_000;
@@ -179,7 +178,7 @@ export class AnchorService implements AnchorsApi {
    * above it, read from the chain's records (so proofs outlive the engine's history) and from the
    * Bitcoin node: the record's block must still be in its best chain.
    */
-  async proof(height: number): Promise<unknown> {
+  async proof(height: number): Promise<AnchorProof> {
     const { node } = this.options;
     const candidates = this.chain.records()
       .map((record) => ({ record, tip: record.tips.find((tip) => tip.chain === node.chain) }))
@@ -205,13 +204,12 @@ export class AnchorService implements AnchorsApi {
         },
       });
       const { path } = await this.mmr.proof(height, tip!.height);
-      const proof = buildProof({
+      return buildProof({
         network: this.network.name, chain: node.chain, height, blockHash: blockHash(block.header), blockHeader: encodeHeader(block.header), mmrPath: path,
         tipHeader: encodeHeader(tipBlock.header),
         aggregation: { tips: record.tips.map((entry) => ({ chain: entry.chain, height: entry.height, blockHash: entry.hash })) },
         anchorTx: new Uint8Array(parsed.transactions[index]!.toBuffer()), bitcoinBlock: { raw: fromHex(raw)! }, bitcoinHeight: record.bitcoinHeight,
       });
-      return JSON.parse(encodeProofJson(proof)) as unknown;
     }
     throw kalimaError('KALIMA_ERR_ANCHOR_NOT_ANCHORED', { height, chain: node.chain });
   }

@@ -4,6 +4,7 @@
 // the same commitment confirmed (and recorded) in the new chain, exactly once.
 import { join } from 'node:path';
 import { Transaction } from 'bitcoinjs-lib';
+import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toHex } from '../../src/ledger/hash.ts';
 import type { KalimaNode } from '../../src/node/node.ts';
@@ -17,6 +18,9 @@ import { aggregationRoot } from '../../anchors/aggregate.ts';
 import { DEFAULT_POLICY, type AnchorStatus } from '../../anchors/engine.ts';
 import type { AnchorConfig } from '../../anchors/config.ts';
 import { decodeProofJson } from '../../anchors/proof-json.ts';
+import { decodeProofBinary, encodeProofBinary } from '../../anchors/proof-binary.ts';
+import { checkProofShape } from '../../anchors/proof.ts';
+import { buildApi } from '../../src/api/server.ts';
 import { verifyOts, verifyProof } from '../../anchors/verify.ts';
 import { decodeOts, encodeOts, proofToOts } from '../../anchors/ots.ts';
 import { formatHeadersFile, parseHeadersFile } from '../../anchors/headers-file.ts';
@@ -26,6 +30,7 @@ import { createAddress, makeChain, makeMessage, openNode, registerDevice, tempDi
 let bcoin: BcoinNode;
 let node: KalimaNode;
 let service: AnchorService;
+let api: FastifyInstance;
 const chain = makeChain('anchors-e2e', 'plant');
 
 function config(directory: string): AnchorConfig {
@@ -60,9 +65,11 @@ beforeAll(async () => {
     config: config(directory), stateKv: new MemoryKvStore(), nodeKv: new MemoryKvStore(), node, nodeKey: chain.nodeKey,
     clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger: silentLogger,
   });
+  ({ app: api } = await buildApi({ node, logger: false, version: 'test', anchors: service }));
 }, 60_000);
 
 afterAll(async () => {
+  await api?.close();
   await service?.close();
   await node?.close();
   await bcoin?.stop();
@@ -106,8 +113,21 @@ describe('anchoring into bcoin', () => {
     expect(toHex(record.txid)).toBe(txid);
     expect(toHex(record.bitcoinBlock)).toBe(recorded.confirmed!.blockHash);
 
-    // Block 1 is under the anchored tip: MMR path, tip header, aggregation, transaction, Merkle branch, header.
-    const proof = decodeProofJson(JSON.stringify(await service.proof(1)));
+    // Block 1 is under the anchored tip: MMR path, tip header, aggregation, transaction, Merkle branch, header;
+    // served as JSON (the default) and as the binary .kproof, which is the same proof without the witness.
+    const served = await api.inject({ method: 'GET', url: '/anchors/proof/1' });
+    expect(served.statusCode).toBe(200);
+    expect(served.headers['content-type']).toMatch(/^application\/json/);
+    const proof = decodeProofJson(served.body);
+    const servedBinary = await api.inject({ method: 'GET', url: '/anchors/proof/1?format=binary' });
+    expect(servedBinary.statusCode).toBe(200);
+    expect(servedBinary.headers['content-type']).toBe('application/octet-stream');
+    expect(new Uint8Array(servedBinary.rawPayload)).toEqual(encodeProofBinary(proof.proof));
+    expect(servedBinary.rawPayload.length).toBeLessThan(served.body.length / 2);
+    expect(await verifyProof(decodeProofBinary(servedBinary.rawPayload), { kind: 'rpc', rpc: bcoin.rpc })).toMatchObject({ valid: true, height: 1, anchorTxid: txid, confirmations: 2 });
+    const unknownFormat = await api.inject({ method: 'GET', url: '/anchors/proof/1?format=xml' });
+    expect(unknownFormat.statusCode).toBe(400);
+    expect(unknownFormat.json()).toMatchObject({ error: { code: 'KALIMA_ERR_API_BAD_REQUEST', details: { field: 'format' } } });
     const viaRpc = await verifyProof(proof, { kind: 'rpc', rpc: bcoin.rpc });
     expect(viaRpc).toMatchObject({ valid: true, chain: 'plant', height: 1, bitcoinHeight: recorded.confirmed!.height, anchorTxid: txid, confirmations: 2 });
     const header = parseBlock(await bcoin.rpc.getBlockHex(recorded.confirmed!.blockHash));
@@ -119,7 +139,7 @@ describe('anchoring into bcoin', () => {
     expect(toHex(ots.fileDigest)).toBe(toHex(proof.proof.blockHash));
     expect(await verifyOts(ots, { kind: 'rpc', rpc: bcoin.rpc })).toMatchObject({ valid: true, bitcoinHeight: recorded.confirmed!.height, confirmations: 2, bitcoinBlockHash: recorded.confirmed!.blockHash });
     // The same for the tip itself (an empty MMR path).
-    const tipProof = decodeProofJson(JSON.stringify(await service.proof(commitment!.tips[0]!.height)));
+    const tipProof = checkProofShape(await service.proof(commitment!.tips[0]!.height));
     expect(tipProof.proof.mmrPath).toEqual([]);
     expect(await verifyProof(tipProof, { kind: 'rpc', rpc: bcoin.rpc })).toMatchObject({ valid: true });
     // A block after the anchored tip is not anchored yet.
@@ -129,7 +149,7 @@ describe('anchoring into bcoin', () => {
 
   it('after invalidateblock takes the anchor out of Bitcoin, the old proof fails and the same commitment is confirmed and recorded again, once', async () => {
     const before = anchorStatus().commitments[0]!;
-    const oldProof = decodeProofJson(JSON.stringify(await service.proof(1)));
+    const oldProof = checkProofShape(await service.proof(1));
     await bcoin.rpc.invalidateBlock(before.confirmed!.blockHash);
     const failed = await verifyProof(oldProof, { kind: 'rpc', rpc: bcoin.rpc });
     expect(failed.valid).toBe(false);
@@ -150,7 +170,7 @@ describe('anchoring into bcoin', () => {
     expect(again[0]!.confirmed!.blockHash).not.toBe(before.confirmed!.blockHash);
     const record = decodeAnchorBody(node.cache.getEntry(ANCHORS_ADDRESS, before.root)!.value);
     expect(toHex(record.bitcoinBlock)).toBe(again[0]!.confirmed!.blockHash);
-    const newProof = decodeProofJson(JSON.stringify(await service.proof(1)));
+    const newProof = checkProofShape(await service.proof(1));
     expect(await verifyProof(newProof, { kind: 'rpc', rpc: bcoin.rpc })).toMatchObject({ valid: true, bitcoinHeight: again[0]!.confirmed!.height });
     expect(await anchorsInChain(bcoin, before.root)).toEqual([before.confirmed!.txid]);
   });
