@@ -10,6 +10,8 @@ import { EMPTY_MMR, type MmrState, mmrAppend, mmrRoot } from '../../src/ledger/m
 import type { Rng } from '../../src/ports.ts';
 import { bitcoinBlockHash, merkleRoot } from '../../chains/bitcoin/block.ts';
 import { type HeadersChain, formatHeadersFile, parseHeadersFile } from '../../anchors/headers-file.ts';
+import type { ProofVerdict } from '../../anchors/verify.ts';
+import { isKalimaError } from '../../src/errors.ts';
 import { type TestBitcoinBlock, coinbaseTx, fillerTx, mineBlock, mineHeader, signAnchorTx, testWallet } from './bitcoin.ts';
 
 export interface TestKalimaChain {
@@ -137,4 +139,15 @@ export function headersAround(fixture: ProofFixture, blocksAfter = 2): HeadersCh
   const headers = [fixture.block.header];
   for (let count = 0; count < blocksAfter; count++) headers.push(mineHeader({ prevHash: bitcoinBlockHash(headers[headers.length - 1]!), merkleRoot: new Uint8Array(32).fill(count + 1), timeS: 1_780_000_200 + count }));
   return parseHeadersFile(formatHeadersFile('regtest', fixture.proof.bitcoinHeight, headers));
+}
+
+/** What decoding and verifying come to, as data: a KalimaError code thrown, 'invalid: <code>', or 'valid'. */
+export async function verificationOutcome(verify: () => Promise<ProofVerdict>): Promise<string> {
+  try {
+    const verdict = await verify();
+    return verdict.valid ? 'valid' : `invalid: ${verdict.failure!.code}`;
+  } catch (error) {
+    if (isKalimaError(error)) return error.code;
+    throw error;
+  }
 }

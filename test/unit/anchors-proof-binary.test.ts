@@ -11,7 +11,7 @@ import { encodeOts, proofToOts } from '../../anchors/ots.ts';
 import { type HeaderSource, verifyProof } from '../../anchors/verify.ts';
 import { type KalimaErrorCode, isKalimaError } from '../../src/errors.ts';
 import { Writer } from '../../src/ledger/codec.ts';
-import { type ProofFixture, deepProof, headersAround, proofFixture } from '../support/anchor-proof.ts';
+import { type ProofFixture, deepProof, headersAround, proofFixture, verificationOutcome } from '../support/anchor-proof.ts';
 import { outcomeOf } from './support/kalima-error.ts';
 import { seededRng } from './support/seeded-rng.ts';
 
@@ -75,14 +75,8 @@ function join(parts: Part[], replaced: Record<string, Uint8Array> = {}): Uint8Ar
 }
 
 /** decode + verify: a KalimaError code, 'invalid: <code>', or 'valid'. */
-async function outcome(bytes: Uint8Array, source: HeaderSource): Promise<string> {
-  try {
-    const verdict = await verifyProof(decodeProofBinary(bytes), source);
-    return verdict.valid ? 'valid' : `invalid: ${verdict.failure!.code}`;
-  } catch (error) {
-    if (isKalimaError(error)) return error.code;
-    throw error;
-  }
+function outcome(bytes: Uint8Array, source: HeaderSource): Promise<string> {
+  return verificationOutcome(async () => verifyProof(decodeProofBinary(bytes), source));
 }
 
 const headersOf = (fixture: ProofFixture): HeaderSource => ({ kind: 'headers', headers: headersAround(fixture) });
@@ -114,18 +108,27 @@ describe('the .kproof layout', () => {
   });
 });
 
+/**
+ * binary → proof → binary is byte-exact, the proof is the JSON's less the witness, JSON → binary
+ * gives the same bytes, and the two verdicts are the same and valid.
+ */
+async function expectRoundTrip(fixture: ProofFixture, source: HeaderSource): Promise<void> {
+  const bytes = encodeProofBinary(fixture.proof);
+  const json = encodeProofJson(fixture.proof);
+  const decoded = decodeProofBinary(bytes);
+  expect(decoded.proof).toEqual(stripped(fixture.proof));
+  expect(encodeProofBinary(decoded.proof)).toEqual(bytes);
+  expect(encodeProofBinary(decodeProofJson(json).proof)).toEqual(bytes);
+  expect(encodeProofJson(decoded.proof)).toBe(encodeProofJson(stripped(fixture.proof)));
+  expect(bytes.length).toBeLessThan(json.length / 2);
+  const viaBinary = await verifyProof(decoded, source);
+  expect(viaBinary.valid).toBe(true);
+  expect(viaBinary).toEqual(await verifyProof(decodeProofJson(json), source));
+}
+
 describe('round trips', () => {
   it.each(fixtures)('$name: binary → proof → binary is byte-exact; the proof is the JSON\'s, less the witness; the verdicts agree', async ({ fixture }) => {
-    const bytes = encodeProofBinary(fixture.proof);
-    const decoded = decodeProofBinary(bytes);
-    expect(decoded.proof).toEqual(stripped(fixture.proof));
-    expect(encodeProofBinary(decoded.proof)).toEqual(bytes);
-    expect(encodeProofBinary(decodeProofJson(encodeProofJson(fixture.proof)).proof)).toEqual(bytes);
-    expect(encodeProofJson(decoded.proof)).toBe(encodeProofJson(stripped(fixture.proof)));
-    const source = headersOf(fixture);
-    const viaBinary = await verifyProof(decoded, source);
-    expect(viaBinary.valid).toBe(true);
-    expect(viaBinary).toEqual(await verifyProof(decodeProofJson(encodeProofJson(fixture.proof)), source));
+    await expectRoundTrip(fixture, headersOf(fixture));
   });
 
   it('for any proof (positions, tips, aggregated chains, block sizes, with or without the block header)', async () => {
@@ -134,14 +137,7 @@ describe('round trips', () => {
       async ({ tipHeight, below, otherChains, otherTxs, withBlockHeader, seed }) => {
         const height = tipHeight - (below % tipHeight);
         const fixture = proofFixture({ rng: seededRng(`binary-property-${seed}`), height, tipHeight, otherChains, otherTxs, withBlockHeader });
-        const bytes = encodeProofBinary(fixture.proof);
-        const json = encodeProofJson(fixture.proof);
-        const decoded = decodeProofBinary(bytes);
-        expect(decoded.proof).toEqual(stripped(fixture.proof));
-        expect(encodeProofBinary(decoded.proof)).toEqual(bytes);
-        expect(encodeProofBinary(decodeProofJson(json).proof)).toEqual(bytes);
-        expect(bytes.length).toBeLessThan(json.length / 2);
-        expect(await verifyProof(decoded, { kind: 'offline' })).toEqual(await verifyProof(decodeProofJson(json), { kind: 'offline' }));
+        await expectRoundTrip(fixture, { kind: 'offline' });
       },
     ), { numRuns: 40 });
   });

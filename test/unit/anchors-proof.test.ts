@@ -12,7 +12,7 @@ import { verifyProof } from '../../anchors/verify.ts';
 import { KalimaError, isKalimaError } from '../../src/errors.ts';
 import { blockHash, encodeHeader } from '../../src/ledger/block.ts';
 import { seededRng } from './support/seeded-rng.ts';
-import { type ProofFixture, headersAround, proofFixture } from '../support/anchor-proof.ts';
+import { type ProofFixture, headersAround, proofFixture, verificationOutcome } from '../support/anchor-proof.ts';
 import { coinbaseTx, mineBlock, signAnchorTx, testWallet } from '../support/bitcoin.ts';
 
 const CASES = [
@@ -117,14 +117,8 @@ describe('proof JSON', () => {
 });
 
 /** decode + verify against a headers file: a KalimaError code, 'invalid: <code>', or 'valid'. */
-async function outcome(text: string, fixture: ProofFixture): Promise<string> {
-  try {
-    const verdict = await verifyProof(decodeProofJson(text), { kind: 'headers', headers: headersAround(fixture) });
-    return verdict.valid ? 'valid' : `invalid: ${verdict.failure!.code}`;
-  } catch (error) {
-    if (isKalimaError(error)) return error.code;
-    throw error;
-  }
+function outcome(text: string, fixture: ProofFixture): Promise<string> {
+  return verificationOutcome(async () => verifyProof(decodeProofJson(text), { kind: 'headers', headers: headersAround(fixture) }));
 }
 
 describe('tampering', () => {
