@@ -326,7 +326,7 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
     return options.anchors;
   };
   app.get('/anchors', { schema: { tags: ['anchors'], summary: 'Anchoring into Bitcoin: the wallet, the Bitcoin node, each commitment and its state (pending, in the mempool, confirmed at depth N, recorded), and why an anchor is late (public)' } }, async () => anchors().status());
-  app.get('/anchors/proof/:height', { schema: { tags: ['anchors'], summary: 'The proof that a block existed before a Bitcoin block: block hash, MMR path, tip header, aggregation path, anchor transaction, Bitcoin Merkle branch and header, as JSON or, with ?format=binary, as the compact .kproof bytes (application/octet-stream) (public; kalima verify-proof checks both)' } }, async (request, reply) => {
+  app.get('/anchors/proof/:height', { schema: { tags: ['anchors'], summary: 'The proof that a block existed before a Bitcoin block: block hash, MMR path, tip header, aggregation path, anchor transaction, Bitcoin Merkle branch and header, as JSON or, with ?format=binary, as the compact .kproof bytes (application/octet-stream) (public; kalima verify-proof checks both)', querystring: { type: 'object', properties: { format: { type: 'string', description: 'json (the default) or binary' } } } } }, async (request, reply) => {
     const raw = (request.params as { height: string }).height;
     const height = /^[1-9][0-9]{0,15}$/.test(raw) ? Number(raw) : Number.NaN;
     if (!Number.isSafeInteger(height)) throw kalimaError('KALIMA_ERR_API_BAD_REQUEST', { field: 'height', reason: 'a block height: a whole number from 1' });
