@@ -120,12 +120,15 @@ export function encodeProofBinary(proof: AnchorProof): Uint8Array {
   writeHashes(writer, proof.aggregationPath);
   writer.bytes(commitment.stripped).varint(proof.bitcoinTxIndex);
   writeHashes(writer, proof.bitcoinMerkleBranch);
-  return writer
+  const bytes = writer
     .raw(proof.bitcoinHeader.subarray(0, MERKLE_ROOT_START))
     .raw(proof.bitcoinHeader.subarray(MERKLE_ROOT_END))
     .varint(proof.bitcoinHeight)
     .finish()
     .slice();
+  // Only an anchor transaction of hundreds of inputs gets here; the decoder would refuse it.
+  if (bytes.length > PROOF_BINARY_BYTES_MAX) throw malformed('anchorTx', `the proof would be ${bytes.length} bytes, above ${PROOF_BINARY_BYTES_MAX}`);
+  return bytes;
 }
 
 function writeHashes(writer: Writer, hashes: readonly Uint8Array[]): void {

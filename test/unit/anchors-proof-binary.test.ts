@@ -2,16 +2,19 @@
 // trips with the JSON for many proofs, one encoding per proof, every cut or flipped byte refused
 // or failing, the two roots it recomputes, and the size of a proof from a long chain.
 import fc from 'fast-check';
+import { Transaction } from 'bitcoinjs-lib';
 import { describe, expect, it } from 'vitest';
 import { decodeBitcoinHeader } from '../../chains/bitcoin/block.ts';
 import { PROOF_BINARY_BYTES_MAX, PROOF_BINARY_MAGIC, decodeProofBinary, encodeProofBinary, isProofBinary } from '../../anchors/proof-binary.ts';
-import { decodeProofJson, encodeProofJson } from '../../anchors/proof-json.ts';
-import { type AnchorProof, checkProofShape } from '../../anchors/proof.ts';
+import { PROOF_JSON_BYTES_MAX, decodeProofJson, encodeProofJson } from '../../anchors/proof-json.ts';
+import { aggregationRoot } from '../../anchors/aggregate.ts';
+import { type AnchorProof, buildProof, checkProofShape } from '../../anchors/proof.ts';
 import { encodeOts, proofToOts } from '../../anchors/ots.ts';
 import { type HeaderSource, verifyProof } from '../../anchors/verify.ts';
 import { type KalimaErrorCode, isKalimaError } from '../../src/errors.ts';
 import { Writer } from '../../src/ledger/codec.ts';
 import { type ProofFixture, deepProof, headersAround, proofFixture, verificationOutcome } from '../support/anchor-proof.ts';
+import { coinbaseTx, mineBlock } from '../support/bitcoin.ts';
 import { outcomeOf } from './support/kalima-error.ts';
 import { seededRng } from './support/seeded-rng.ts';
 
@@ -198,6 +201,28 @@ describe('tampering', () => {
     expect(decodeBitcoinHeader(decoded.proof.bitcoinHeader).merkleRoot).not.toEqual(decodeBitcoinHeader(fixture.proof.bitcoinHeader).merkleRoot);
     const verdict = await verifyProof(decoded, headersOf(fixture));
     expect(verdict.failure?.code).toMatch(/^KALIMA_ERR_PROOF_(NOT_IN_CHAIN|INVALID)$/);
+  });
+
+  it('a proof above the size bound cannot be written (an anchor transaction of 800 inputs): KALIMA_ERR_PROOF_MALFORMED; its JSON is past the JSON\'s bound too', () => {
+    const { fixture } = fixtures[2]!;
+    const rng = seededRng('binary-huge');
+    const tx = new Transaction();
+    for (let input = 0; input < 800; input++) tx.addInput(rng.bytes(32), 0);
+    tx.addOutput(Uint8Array.of(0x6a, 0x20, ...aggregationRoot(fixture.tips)), 0n);
+    const block = mineBlock(rng.bytes(32), 1_780_000_400, [coinbaseTx(150, Uint8Array.of(0x51), 1n), tx]);
+    const proof = buildProof({
+      network: 'regtest', chain: fixture.chain.chain, height: 1, blockHash: fixture.proof.blockHash, mmrPath: fixture.proof.mmrPath, tipHeader: fixture.proof.tipHeader,
+      aggregation: { tips: fixture.tips }, anchorTx: tx.toBuffer(), bitcoinBlock: { raw: block.raw }, bitcoinHeight: 150,
+    });
+    expect(Buffer.byteLength(encodeProofJson(proof))).toBeGreaterThan(PROOF_JSON_BYTES_MAX);
+    expect(outcomeOf(() => decodeProofJson(encodeProofJson(proof)))).toBe('KALIMA_ERR_PROOF_MALFORMED');
+    let thrown: unknown;
+    try {
+      encodeProofBinary(proof);
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toMatchObject({ code: 'KALIMA_ERR_PROOF_MALFORMED', details: { field: 'anchorTx' } });
   });
 
   it('a proof whose roots are not what its operations give cannot be written: KALIMA_ERR_PROOF_INVALID', () => {
