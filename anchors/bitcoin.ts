@@ -1,52 +1,13 @@
-// The Bitcoin side of an anchor proof: block headers, the anchor transaction's commitment, and the
-// block's Merkle tree. Bitcoin hashes are double SHA-256; the tree and the header work on the
-// hashes' internal byte order, and RPC and explorers display them reversed.
+// The Bitcoin side of an anchor proof, on top of chains/bitcoin/block.ts (the header, its hash, the
+// block's Merkle tree): the header's proof of work against the network's limit, the anchor
+// transaction's commitment, and the Merkle branch as proof operations.
 import { Transaction } from 'bitcoinjs-lib';
-import { sha256 } from '../src/ledger/hash.ts';
+import { bitcoinBlockHash, decodeBitcoinHeader, displayHex, hash256 } from '../chains/bitcoin/block.ts';
 import type { ProofOp } from './ops.ts';
 
-export const BITCOIN_HEADER_BYTES = 80;
 /** OP_RETURN, push of 32 bytes. */
 const OP_RETURN = 0x6a;
 const PUSH_32 = 0x20;
-
-export interface BitcoinHeader {
-  version: number;
-  /** Internal byte order. */
-  prevHash: Uint8Array;
-  /** Internal byte order. */
-  merkleRoot: Uint8Array;
-  timeS: number;
-  bits: number;
-  nonce: number;
-}
-
-export function sha256d(bytes: Uint8Array): Uint8Array {
-  return sha256(sha256(bytes));
-}
-
-/** Internal byte order to the display order of RPC and explorers. */
-export function displayHex(hash: Uint8Array): string {
-  return Buffer.from(hash).reverse().toString('hex');
-}
-
-export function decodeBitcoinHeader(bytes: Uint8Array): BitcoinHeader {
-  if (bytes.length !== BITCOIN_HEADER_BYTES) throw new RangeError(`a Bitcoin header is ${BITCOIN_HEADER_BYTES} bytes, not ${bytes.length}`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return {
-    version: view.getInt32(0, true),
-    prevHash: bytes.slice(4, 36),
-    merkleRoot: bytes.slice(36, 68),
-    timeS: view.getUint32(68, true),
-    bits: view.getUint32(72, true),
-    nonce: view.getUint32(76, true),
-  };
-}
-
-/** The block hash, internal byte order. */
-export function bitcoinBlockHash(header: Uint8Array): Uint8Array {
-  return sha256d(header);
-}
 
 /** The target a compact `bits` encodes; undefined for a negative or zero one, or one past 256 bits. */
 export function targetFromBits(bits: number): bigint | undefined {
@@ -114,38 +75,10 @@ export function anchorCommitment(txBytes: Uint8Array): AnchorCommitment | string
   for (const earlier of tx.outs.slice(0, index)) offset += 8 + compactSizeBytes(earlier.script.length) + earlier.script.length;
   offset += 8 + compactSizeBytes(output.script.length) + 2;
   const stripped = strippedTx(tx);
-  return { tx, stripped, payloadOffset: offset, payload: stripped.slice(offset, offset + 32), txid: sha256d(stripped) };
+  return { tx, stripped, payloadOffset: offset, payload: stripped.slice(offset, offset + 32), txid: hash256(stripped) };
 }
 
 // ---- the block's Merkle tree ----
-
-/** Bitcoin's tree: pairs hashed with double SHA-256, the last of an odd level paired with itself. */
-function parentLevel(level: readonly Uint8Array[]): Uint8Array[] {
-  const parents: Uint8Array[] = [];
-  for (let pair = 0; pair < level.length; pair += 2) parents.push(sha256d(Buffer.concat([level[pair]!, level[Math.min(pair + 1, level.length - 1)]!])));
-  return parents;
-}
-
-export function bitcoinMerkleBranch(txids: readonly Uint8Array[], index: number): Uint8Array[] {
-  if (!Number.isSafeInteger(index) || index < 0 || index >= txids.length) throw new RangeError(`transaction ${index} of ${txids.length}`);
-  const branch: Uint8Array[] = [];
-  let level = txids.slice();
-  let position = index;
-  while (level.length > 1) {
-    const sibling = position % 2 === 0 ? Math.min(position + 1, level.length - 1) : position - 1;
-    branch.push(level[sibling]!);
-    level = parentLevel(level);
-    position = Math.floor(position / 2);
-  }
-  return branch;
-}
-
-export function bitcoinMerkleRoot(txids: readonly Uint8Array[]): Uint8Array {
-  if (txids.length === 0) throw new RangeError('a block has at least one transaction');
-  let level = txids.slice();
-  while (level.length > 1) level = parentLevel(level);
-  return level[0]!;
-}
 
 /** The branch as operations: at each level the sibling goes left when the index bit is 1. */
 export function merkleBranchOps(index: number, branch: readonly Uint8Array[]): ProofOp[] {

@@ -11,8 +11,9 @@
 // retargeting is not checked: the file is the verifier's own view of the chain, not a peer's.
 import { kalimaError } from '../src/errors.ts';
 import { bytesEqual, toHex } from '../src/ledger/hash.ts';
-import { BITCOIN_HEADER_BYTES, bitcoinBlockHash, decodeBitcoinHeader, displayHex, proofOfWorkFailure } from './bitcoin.ts';
-import { BITCOIN_NETWORKS, type BitcoinNetworkName, isBitcoinNetworkName } from './bitcoin-networks.ts';
+import { BLOCK_HEADER_BYTES, bitcoinBlockHash, decodeBitcoinHeader, displayHex } from '../chains/bitcoin/block.ts';
+import { proofOfWorkFailure } from './bitcoin.ts';
+import { type BitcoinNetworkName, isBitcoinNetworkName, parseBitcoinNetwork } from '../chains/bitcoin/network.ts';
 
 export class HeadersChain {
   constructor(
@@ -34,7 +35,7 @@ function malformed(line: number, reason: string) {
   return kalimaError('KALIMA_ERR_PROOF_HEADERS_MALFORMED', { line, reason });
 }
 
-const HEADER_LINE = new RegExp(`^[0-9a-f]{${BITCOIN_HEADER_BYTES * 2}}$`);
+const HEADER_LINE = new RegExp(`^[0-9a-f]{${BLOCK_HEADER_BYTES * 2}}$`);
 
 export function parseHeadersFile(text: string): HeadersChain {
   const lines = text.endsWith('\n') ? text.slice(0, -1).split('\n') : text.split('\n');
@@ -45,19 +46,19 @@ export function parseHeadersFile(text: string): HeadersChain {
   const startHeight = startMatch === null ? Number.NaN : Number(startMatch[1]);
   if (!Number.isSafeInteger(startHeight)) throw malformed(2, 'expected "start <height>"');
   if (lines.length < 3) throw malformed(3, 'no headers');
-  const { powLimit, genesisHash } = BITCOIN_NETWORKS[network];
+  const { powLimit, genesisBlockHashHex } = parseBitcoinNetwork(network);
   const headers: Uint8Array[] = [];
   let previousHash: Uint8Array | undefined;
   for (let index = 2; index < lines.length; index++) {
     const lineNumber = index + 1;
     const line = lines[index]!;
-    if (!HEADER_LINE.test(line)) throw malformed(lineNumber, `expected a header: ${BITCOIN_HEADER_BYTES * 2} lowercase hex digits`);
+    if (!HEADER_LINE.test(line)) throw malformed(lineNumber, `expected a header: ${BLOCK_HEADER_BYTES * 2} lowercase hex digits`);
     const header = new Uint8Array(Buffer.from(line, 'hex'));
     const powFailure = proofOfWorkFailure(header, powLimit);
     if (powFailure !== undefined) throw malformed(lineNumber, powFailure);
     const hash = bitcoinBlockHash(header);
     if (previousHash === undefined) {
-      if (startHeight === 0 && displayHex(hash) !== genesisHash) throw malformed(lineNumber, `the header at height 0 is not the ${network} genesis block`);
+      if (startHeight === 0 && displayHex(hash) !== genesisBlockHashHex) throw malformed(lineNumber, `the header at height 0 is not the ${network} genesis block`);
     } else if (!bytesEqual(decodeBitcoinHeader(header).prevHash, previousHash)) {
       throw malformed(lineNumber, `the header at height ${startHeight + index - 2} does not follow the one before it`);
     }

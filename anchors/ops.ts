@@ -38,11 +38,12 @@ export function stepOps(step: HashStep): ProofOp[] {
 }
 
 export function evaluateOps(start: Uint8Array, ops: readonly ProofOp[]): Uint8Array {
-  let message = start;
+  // The message is kept as its parts until a SHA-256 reads them: an append or a prepend copies nothing.
+  let parts: Uint8Array[] = [start];
   for (const op of ops) {
-    if (op.kind === 'sha256') message = sha256(message);
-    else if (op.kind === 'append') message = concatBytes(message, op.data);
-    else message = concatBytes(op.data, message);
+    if (op.kind === 'sha256') parts = [sha256(...parts)];
+    else if (op.kind === 'append') parts.push(op.data);
+    else parts.unshift(op.data);
   }
-  return message;
+  return parts.length === 1 ? parts[0]! : concatBytes(...parts);
 }

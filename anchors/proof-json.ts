@@ -5,7 +5,7 @@
 // checked against the bytes they summarise.
 import { kalimaError } from '../src/errors.ts';
 import { toHex } from '../src/ledger/hash.ts';
-import { bitcoinBlockHash, displayHex } from './bitcoin.ts';
+import { bitcoinBlockHash, displayHex } from '../chains/bitcoin/block.ts';
 import { type AnchorProof, PROOF_VERSION, type ShapedProof, checkProofShape } from './proof.ts';
 
 export const PROOF_FORMAT = 'kalima-anchor-proof';

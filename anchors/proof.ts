@@ -11,18 +11,17 @@ import { assert, isKalimaError, kalimaError } from '../src/errors.ts';
 import { type BlockHeader, decodeHeader } from '../src/ledger/block.ts';
 import { TAG, bytesEqual, concatBytes, tagPrefix, taggedHash, toHex } from '../src/ledger/hash.ts';
 import { type AggregationProof, type ChainTip, aggregationProof, aggregationProofLength, aggregationSteps } from './aggregate.ts';
-import {
-  type AnchorCommitment, BITCOIN_HEADER_BYTES, anchorCommitment, bitcoinBlockHash, bitcoinMerkleBranch, decodeBitcoinHeader, merkleBranchOps, proofOfWorkFailure,
-} from './bitcoin.ts';
-import { BITCOIN_NETWORKS, type BitcoinNetworkName, isBitcoinNetworkName } from './bitcoin-networks.ts';
+import { BLOCK_HEADER_BYTES, bitcoinBlockHash, decodeBitcoinHeader, merkleSiblings } from '../chains/bitcoin/block.ts';
+import { type BitcoinNetworkName, isBitcoinNetworkName, parseBitcoinNetwork } from '../chains/bitcoin/network.ts';
+import { type AnchorCommitment, anchorCommitment, merkleBranchOps, proofOfWorkFailure } from './bitcoin.ts';
 import { mmrProofLength, mmrProofSteps } from './mmr.ts';
 import { type ProofOp, evaluateOps, stepOps } from './ops.ts';
 
 export const PROOF_VERSION = 1;
 /** Bitcoin blocks hold far fewer than 2^32 transactions. */
-const MERKLE_BRANCH_MAX = 32;
+export const MERKLE_BRANCH_MAX = 32;
 /** The mmrRoot is the last field of the header encoding (src/ledger/block.ts). */
-const MMR_ROOT_BYTES = 32;
+export const MMR_ROOT_BYTES = 32;
 
 export interface AnchorProof {
   version: typeof PROOF_VERSION;
@@ -109,7 +108,7 @@ export function checkProofShape(proof: AnchorProof): ShapedProof {
   if (proof.bitcoinMerkleBranch.length > MERKLE_BRANCH_MAX) throw malformed('bitcoinMerkleBranch', `at most ${MERKLE_BRANCH_MAX} hashes`);
   checkHashes(proof.bitcoinMerkleBranch, 'bitcoinMerkleBranch');
   if (!isCount(proof.bitcoinTxIndex, 0) || proof.bitcoinTxIndex >= 2 ** proof.bitcoinMerkleBranch.length) throw malformed('bitcoinTxIndex', 'a transaction index the branch can reach');
-  if (proof.bitcoinHeader.length !== BITCOIN_HEADER_BYTES) throw malformed('bitcoinHeader', `a Bitcoin header is ${BITCOIN_HEADER_BYTES} bytes`);
+  if (proof.bitcoinHeader.length !== BLOCK_HEADER_BYTES) throw malformed('bitcoinHeader', `a Bitcoin header is ${BLOCK_HEADER_BYTES} bytes`);
   if (!isCount(proof.bitcoinHeight, 0)) throw malformed('bitcoinHeight', 'a whole number from 0');
   return { proof, tip, block, commitment };
 }
@@ -187,7 +186,7 @@ export function checkCommitments(shaped: ShapedProof): CommitmentResult {
     const failure = stageFailure(stage.name, digest, shaped, tipHash, header.merkleRoot);
     if (failure !== undefined) return result({ step: stage.name, reason: failure });
   }
-  const powFailure = proofOfWorkFailure(proof.bitcoinHeader, BITCOIN_NETWORKS[proof.network].powLimit);
+  const powFailure = proofOfWorkFailure(proof.bitcoinHeader, parseBitcoinNetwork(proof.network).powLimit);
   if (powFailure !== undefined) return result({ step: 'bitcoin-header', reason: powFailure });
   return result(undefined);
 }
@@ -254,7 +253,7 @@ export function buildProof(pieces: ProofPieces): AnchorProof {
   if ('raw' in pieces.bitcoinBlock) {
     const block = Block.fromBuffer(pieces.bitcoinBlock.raw);
     txids = (block.transactions ?? []).map((tx) => tx.getHash());
-    header = pieces.bitcoinBlock.raw.slice(0, BITCOIN_HEADER_BYTES);
+    header = pieces.bitcoinBlock.raw.slice(0, BLOCK_HEADER_BYTES);
   } else {
     ({ txids, header } = pieces.bitcoinBlock);
   }
@@ -276,7 +275,7 @@ export function buildProof(pieces: ProofPieces): AnchorProof {
     aggregationPath: aggregation.path,
     anchorTx: pieces.anchorTx,
     bitcoinTxIndex: txIndex,
-    bitcoinMerkleBranch: bitcoinMerkleBranch(txids, txIndex),
+    bitcoinMerkleBranch: merkleSiblings(txids, txIndex),
     bitcoinHeader: header,
     bitcoinHeight: pieces.bitcoinHeight,
   };

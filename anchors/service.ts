@@ -21,8 +21,7 @@ import { LocalWallet } from './wallet.ts';
 import { NodeChain } from './node-chain.ts';
 import { aggregationRoot } from './aggregate.ts';
 import { MmrStore } from './mmr-store.ts';
-import { buildProof } from './proof.ts';
-import { encodeProofJson } from './proof-json.ts';
+import { type AnchorProof, buildProof } from './proof.ts';
 
 /** How long a stopping node waits for an anchor pass in progress. */
 const CLOSE_WAIT_MS = 5_000;
@@ -186,7 +185,7 @@ export class AnchorService implements AnchorsApi {
    * above it, read from the chain's records (so proofs outlive the engine's history) and from the
    * Bitcoin node: the record's block must still be in its best chain.
    */
-  async proof(height: number): Promise<unknown> {
+  async proof(height: number): Promise<AnchorProof> {
     const { node } = this.options;
     const candidates = this.chain.records()
       .map((record) => ({ record, tip: record.tips.find((tip) => tip.chain === node.chain) }))
@@ -216,7 +215,7 @@ export class AnchorService implements AnchorsApi {
         },
       });
       const { path } = await this.mmr.proof(height, tip!.height);
-      let proof;
+      let proof: AnchorProof;
       try {
         proof = buildProof({
           network: this.network.name, chain: node.chain, height, blockHash: blockHash(block.header), blockHeader: encodeHeader(block.header), mmrPath: path,
@@ -230,7 +229,7 @@ export class AnchorService implements AnchorsApi {
         this.options.logger.warn({ root: toHex(record.root), height, error: error.message }, 'anchors: an anchor record does not give a valid proof; trying the next');
         continue;
       }
-      return JSON.parse(encodeProofJson(proof)) as unknown;
+      return proof;
     }
     throw kalimaError('KALIMA_ERR_ANCHOR_NOT_ANCHORED', { height, chain: node.chain });
   }

@@ -4,25 +4,52 @@
 // which also gives the confirmations.
 //
 // Input that cannot be checked throws: a malformed proof (KALIMA_ERR_PROOF_MALFORMED), a source on
-// another network (KALIMA_ERR_PROOF_WRONG_NETWORK), a source that fails (KALIMA_ERR_PROOF_RPC_FAILED).
+// another network (KALIMA_ERR_PROOF_WRONG_NETWORK), a source that fails (KALIMA_ERR_PROOF_RPC_FAILED,
+// whatever the RPC client's own code for it: chains/bitcoin/rpc.ts's KALIMA_ERR_BITCOIN_* is kept
+// in the details as bitcoinCode).
 // A proof that was checked and fails is a verdict, `valid: false` with the failure's code:
 // KALIMA_ERR_PROOF_INVALID (a commitment does not match) or KALIMA_ERR_PROOF_NOT_IN_CHAIN (the
 // Bitcoin block is not, or no longer, at its height in the source's best chain).
-import { type KalimaErrorCode, kalimaError } from '../src/errors.ts';
+import { type KalimaErrorCode, isKalimaError, kalimaError } from '../src/errors.ts';
 import { bytesEqual, toHex } from '../src/ledger/hash.ts';
-import { bitcoinBlockHash, decodeBitcoinHeader, displayHex, proofOfWorkFailure } from './bitcoin.ts';
-import { BITCOIN_NETWORKS, type BitcoinNetworkName, networksWithGenesis } from './bitcoin-networks.ts';
+import { bitcoinBlockHash, decodeBitcoinHeader, displayHex } from '../chains/bitcoin/block.ts';
+import { proofOfWorkFailure } from './bitcoin.ts';
+import { type BitcoinNetworkName, networksWithGenesis, parseBitcoinNetwork } from '../chains/bitcoin/network.ts';
 import type { HeadersChain } from './headers-file.ts';
 import { evaluateOps } from './ops.ts';
 import type { OtsTimestamp } from './ots.ts';
 import { type AnchorProof, type ShapedProof, checkCommitments, checkProofShape } from './proof.ts';
 
-/** What the verifier asks of a Bitcoin node; hashes in display (RPC) byte order. */
+/**
+ * What the verifier asks of a Bitcoin node; hashes in display (RPC) byte order. The node's client,
+ * chains/bitcoin/rpc.ts `BitcoinRpc`, is one.
+ */
 export interface BitcoinHeaderRpc {
   getBlockHash(height: number): Promise<string>;
   /** The 80-byte header in hex (getblockheader <hash> false). */
   getBlockHeaderHex(blockHash: string): Promise<string>;
   getBlockCount(): Promise<number>;
+}
+
+async function asked<T>(method: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    if (!isKalimaError(error) || !error.code.startsWith('KALIMA_ERR_BITCOIN_')) throw error;
+    throw kalimaError('KALIMA_ERR_PROOF_RPC_FAILED', { method, ...error.details, bitcoinCode: error.code, reason: error.message });
+  }
+}
+
+/**
+ * `rpc` with the verifier's error semantics: a failure of the Bitcoin node or of the call (a
+ * KALIMA_ERR_BITCOIN_* code) is KALIMA_ERR_PROOF_RPC_FAILED, its own code kept as bitcoinCode.
+ */
+export function verifierRpc(rpc: BitcoinHeaderRpc): BitcoinHeaderRpc {
+  return {
+    getBlockHash: (height) => asked('getblockhash', () => rpc.getBlockHash(height)),
+    getBlockHeaderHex: (blockHash) => asked('getblockheader', () => rpc.getBlockHeaderHex(blockHash)),
+    getBlockCount: () => asked('getblockcount', () => rpc.getBlockCount()),
+  };
 }
 
 export type HeaderSource =
@@ -70,13 +97,13 @@ async function openSource(source: Exclude<HeaderSource, { kind: 'offline' }>): P
   if (source.kind === 'headers') {
     const { headers } = source;
     return {
-      networks: networksWithGenesis(BITCOIN_NETWORKS[headers.network].genesisHash),
+      networks: networksWithGenesis(parseBitcoinNetwork(headers.network).genesisBlockHashHex),
       tipHeight: headers.tipHeight,
       headerAt: async (height) => headers.headerAt(height),
       describe: `the headers file (${headers.network}, heights ${headers.startHeight} to ${headers.tipHeight})`,
     };
   }
-  const { rpc } = source;
+  const rpc = verifierRpc(source.rpc);
   const networks = networksWithGenesis(await rpc.getBlockHash(0));
   const tipHeight = await rpc.getBlockCount();
   return {
@@ -96,7 +123,7 @@ async function openSource(source: Exclude<HeaderSource, { kind: 'offline' }>): P
 }
 
 function isoTime(header: Uint8Array): string {
-  return new Date(decodeBitcoinHeader(header).timeS * 1000).toISOString();
+  return new Date(decodeBitcoinHeader(header).timestampSec * 1000).toISOString();
 }
 
 export async function verifyProof(input: AnchorProof | ShapedProof, source: HeaderSource): Promise<ProofVerdict> {
@@ -189,7 +216,7 @@ export async function verifyOts(timestamp: OtsTimestamp, source: Exclude<HeaderS
   if (!bytesEqual(decodeBitcoinHeader(header).merkleRoot, digest)) {
     return { ...found, failure: { code: 'KALIMA_ERR_PROOF_NOT_IN_CHAIN', step: 'bitcoin-chain', reason: `the block at height ${timestamp.bitcoinHeight} in ${view.describe} has another Merkle root` } };
   }
-  const powFailure = view.networks[0] === undefined ? 'the source is on no known network' : proofOfWorkFailure(header, BITCOIN_NETWORKS[view.networks[0]].powLimit);
+  const powFailure = view.networks[0] === undefined ? 'the source is on no known network' : proofOfWorkFailure(header, parseBitcoinNetwork(view.networks[0]).powLimit);
   if (powFailure !== undefined) return { ...found, failure: { code: 'KALIMA_ERR_PROOF_INVALID', step: 'bitcoin-header', reason: powFailure } };
   found.checked.push(`that is the Merkle root of the block at height ${timestamp.bitcoinHeight} in ${view.describe}`, 'the Bitcoin header meets its proof of work');
   return { ...found, valid: true, confirmations: view.tipHeight - timestamp.bitcoinHeight + 1 };

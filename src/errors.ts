@@ -110,11 +110,13 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_BITCOIN_BAD_REPLACEMENT: { status: 400, message: 'a replacement must pay a higher fee rate than the transaction it replaces' },
   KALIMA_ERR_BITCOIN_KEYSTORE_WRONG_NETWORK: { status: 500, message: 'the anchor wallet file belongs to another Bitcoin network' },
   KALIMA_ERR_BITCOIN_KEYSTORE_CORRUPT: { status: 500, message: 'the anchor wallet file is unreadable or malformed' },
-  // proofs: anchor proofs, their .ots form and the verifier (anchors/)
+  // proofs: anchor proofs, their binary (.kproof) and .ots forms, and the verifier (anchors/)
   KALIMA_ERR_PROOF_MALFORMED: { status: 400, message: 'the proof is malformed: a field is missing, of the wrong type or shape, or unknown' },
   KALIMA_ERR_PROOF_INVALID: { status: 422, message: 'the proof does not verify: a commitment along it does not match' },
   KALIMA_ERR_PROOF_NOT_IN_CHAIN: { status: 409, message: 'the Bitcoin block the proof ends in is not in the best chain of the header source (reorganised away, or not reached yet)' },
   KALIMA_ERR_PROOF_WRONG_NETWORK: { status: 400, message: 'the header source is on another Bitcoin network than the proof' },
+  KALIMA_ERR_PROOF_TRUNCATED: { status: 400, message: 'the binary proof (.kproof) ends before the value it announces' },
+  KALIMA_ERR_PROOF_TRAILING_BYTES: { status: 400, message: 'bytes follow the end of the binary proof (.kproof)' },
   KALIMA_ERR_PROOF_OTS_TRUNCATED: { status: 400, message: 'the .ots file ends before the value it announces' },
   KALIMA_ERR_PROOF_OTS_BAD_MAGIC: { status: 400, message: 'not an OpenTimestamps file: it does not start with the OpenTimestamps magic bytes' },
   KALIMA_ERR_PROOF_OTS_UNSUPPORTED: { status: 400, message: 'the .ots file uses a version, hash, operation, attestation or fork this verifier does not support (one path ending in a Bitcoin block header attestation)' },

@@ -1,5 +1,6 @@
 // Raw Bitcoin blocks, parsed with bitcoinjs-lib: the header, the txids, the outputs paying given
-// scripts and the outpoints spent (for scanning the anchor wallet's coins), and Merkle branches.
+// scripts and the outpoints spent (for scanning the anchor wallet's coins), and Merkle branches;
+// and the header and tree primitives the anchor proofs build on (anchors/bitcoin.ts, proof.ts).
 // Hashes in display hex are byte-reversed (as RPC shows them); Merkle siblings are in internal
 // order (as the block serializes them), which is what SHA-256 is applied to.
 import { Block, type Transaction } from 'bitcoinjs-lib';
@@ -36,8 +37,19 @@ export interface MerkleBranch {
   siblings: Uint8Array[];
 }
 
-function reversedHex(bytes: Uint8Array): string {
-  return toHex(Uint8Array.from(bytes).reverse());
+/** The 80-byte header's fields; hashes in internal byte order. */
+export interface BitcoinHeader {
+  version: number;
+  prevHash: Uint8Array;
+  merkleRoot: Uint8Array;
+  timestampSec: number;
+  bits: number;
+  nonce: number;
+}
+
+/** Internal byte order to the display order of RPC and explorers. */
+export function displayHex(hash: Uint8Array): string {
+  return toHex(Uint8Array.from(hash).reverse());
 }
 
 function internalOrder(hashHex: string): Uint8Array {
@@ -46,9 +58,33 @@ function internalOrder(hashHex: string): Uint8Array {
   return bytes.reverse();
 }
 
+function checkHeaderLength(header: Uint8Array): void {
+  if (header.length !== BLOCK_HEADER_BYTES) throw new Error(`assertion failed: block: a header is 80 bytes, not ${header.length}`);
+}
+
 /** SHA-256d, Bitcoin's hash of a header, a transaction and a Merkle node. */
 export function hash256(...parts: Uint8Array[]): Uint8Array {
   return sha256(sha256(...parts));
+}
+
+/** version (int32), prevHash, merkleRoot, time, bits, nonce (uint32), all little-endian. */
+export function decodeBitcoinHeader(header: Uint8Array): BitcoinHeader {
+  checkHeaderLength(header);
+  const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
+  return {
+    version: view.getInt32(0, true),
+    prevHash: header.slice(4, 36),
+    merkleRoot: header.slice(36, 68),
+    timestampSec: view.getUint32(68, true),
+    bits: view.getUint32(72, true),
+    nonce: view.getUint32(76, true),
+  };
+}
+
+/** The block hash of an 80-byte header, internal byte order. */
+export function bitcoinBlockHash(header: Uint8Array): Uint8Array {
+  checkHeaderLength(header);
+  return hash256(header);
 }
 
 /** Parses a serialized block; one whose transactions do not match its Merkle root is refused. */
@@ -64,8 +100,8 @@ export function parseBlock(raw: string | Uint8Array): ParsedBlock {
   return {
     hashHex: block.getId(),
     header: block.toBuffer(true),
-    prevHashHex: reversedHex(block.prevHash!),
-    merkleRootHex: reversedHex(block.merkleRoot!),
+    prevHashHex: displayHex(block.prevHash!),
+    merkleRootHex: displayHex(block.merkleRoot!),
     timestampSec: block.timestamp,
     transactions,
     txids: transactions.map((tx) => tx.getId()),
@@ -74,14 +110,12 @@ export function parseBlock(raw: string | Uint8Array): ParsedBlock {
 
 /** The block hash (display hex) of an 80-byte header. */
 export function headerHashHex(header: Uint8Array): string {
-  if (header.length !== BLOCK_HEADER_BYTES) throw new Error(`assertion failed: block: a header is 80 bytes, not ${header.length}`);
-  return reversedHex(hash256(header));
+  return displayHex(bitcoinBlockHash(header));
 }
 
 /** The Merkle root (display hex) a header commits to: bytes 36..68. */
 export function headerMerkleRootHex(header: Uint8Array): string {
-  if (header.length !== BLOCK_HEADER_BYTES) throw new Error(`assertion failed: block: a header is 80 bytes, not ${header.length}`);
-  return reversedHex(header.subarray(36, 68));
+  return displayHex(decodeBitcoinHeader(header).merkleRoot);
 }
 
 /** Every output in `block` whose script is one of `scripts`. */
@@ -102,27 +136,42 @@ export function spentOutpoints(block: ParsedBlock): SpentOutpoint[] {
   block.transactions.forEach((tx, txIndex) => {
     if (txIndex === 0) return;
     tx.ins.forEach((input, inputIndex) => {
-      spent.push({ txid: reversedHex(input.hash), vout: input.index, spendingTxid: block.txids[txIndex]!, inputIndex });
+      spent.push({ txid: displayHex(input.hash), vout: input.index, spendingTxid: block.txids[txIndex]!, inputIndex });
     });
   });
   return spent;
 }
 
-/**
- * The branch from txids[index] to the root of Bitcoin's tree: each level pairs neighbours, and a
- * level of odd length pairs its last hash with itself.
- */
-export function merkleBranch(txids: string[], index: number): MerkleBranch {
+/** Bitcoin's tree: each level pairs neighbours, and a level of odd length pairs its last hash with itself. */
+function parentLevel(level: readonly Uint8Array[]): Uint8Array[] {
+  const parents: Uint8Array[] = [];
+  for (let pair = 0; pair < level.length; pair += 2) parents.push(hash256(level[pair]!, level[pair + 1] ?? level[pair]!));
+  return parents;
+}
+
+/** The siblings from txids[index] (internal byte order, block order) up to the root, leaf first. */
+export function merkleSiblings(txids: readonly Uint8Array[], index: number): Uint8Array[] {
   if (!Number.isInteger(index) || index < 0 || index >= txids.length) throw new Error(`assertion failed: block: index ${index} not in 0..${txids.length - 1}`);
-  let level = txids.map(internalOrder);
   const siblings: Uint8Array[] = [];
+  let level = txids.slice();
   for (let position = index; level.length > 1; position >>= 1) {
     siblings.push(level[position ^ 1] ?? level[position]!);
-    const next: Uint8Array[] = [];
-    for (let pair = 0; pair < level.length; pair += 2) next.push(hash256(level[pair]!, level[pair + 1] ?? level[pair]!));
-    level = next;
+    level = parentLevel(level);
   }
-  return { index, siblings };
+  return siblings;
+}
+
+/** The Merkle root (internal byte order) of txids in internal byte order. */
+export function merkleRoot(txids: readonly Uint8Array[]): Uint8Array {
+  if (txids.length === 0) throw new Error('assertion failed: block: a block has at least one transaction');
+  let level = txids.slice();
+  while (level.length > 1) level = parentLevel(level);
+  return level[0]!;
+}
+
+/** The branch from txids[index] (display hex) to the root of Bitcoin's tree. */
+export function merkleBranch(txids: string[], index: number): MerkleBranch {
+  return { index, siblings: merkleSiblings(txids.map(internalOrder), index) };
 }
 
 /** The root (display hex) `branch` leads to from `txid`. */
@@ -133,7 +182,7 @@ export function merkleRootFromBranch(txid: string, branch: MerkleBranch): string
     node = position & 1 ? hash256(sibling, node) : hash256(node, sibling);
     position >>= 1;
   }
-  return reversedHex(node);
+  return displayHex(node);
 }
 
 /**

@@ -17,6 +17,9 @@ import type { KalimaNode } from '../node/node.ts';
 import type { ConsensusStatus } from '../node/cluster.ts';
 import { RequestAuthenticator } from './auth.ts';
 import { EventHub } from './events.ts';
+import type { AnchorProof } from '../../anchors/proof.ts';
+import { encodeProofBinary } from '../../anchors/proof-binary.ts';
+import { encodeProofJson } from '../../anchors/proof-json.ts';
 import { entryToJson, headerToJson, locatedToJson, messageFromJson } from './json.ts';
 
 export interface ApiOptions {
@@ -31,9 +34,12 @@ export interface ApiOptions {
 
 export interface AnchorsApi {
   status(): unknown;
-  /** The proof of a block (anchors/proof.ts JSON); throws KALIMA_ERR_ANCHOR_NOT_ANCHORED when no recorded anchor covers it yet. */
-  proof(height: number): Promise<unknown>;
+  /** The proof of a block (anchors/proof.ts); throws KALIMA_ERR_ANCHOR_NOT_ANCHORED when no recorded anchor covers it yet. */
+  proof(height: number): Promise<AnchorProof>;
 }
+
+/** GET /anchors/proof/:height?format=: the canonical JSON (anchors/proof-json.ts), or the binary .kproof bytes. */
+const PROOF_FORMATS = ['json', 'binary'] as const;
 
 const PAGE_SIZE_MAX = 1_000;
 const BATCH_MESSAGES_MAX = 256;
@@ -320,12 +326,16 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
     return options.anchors;
   };
   app.get('/anchors', { schema: { tags: ['anchors'], summary: 'Anchoring into Bitcoin: the wallet, the Bitcoin node, each commitment and its state (pending, in the mempool, confirmed at depth N, recorded), and why an anchor is late (public)' } }, async () => anchors().status());
-  app.get('/anchors/proof/:height', { schema: { tags: ['anchors'], summary: 'The proof that a block existed before a Bitcoin block: block hash, MMR path, tip header, aggregation path, anchor transaction, Bitcoin Merkle branch and header (public; kalima verify-proof checks it)' } }, async (request) => {
+  app.get('/anchors/proof/:height', { schema: { tags: ['anchors'], summary: 'The proof that a block existed before a Bitcoin block: block hash, MMR path, tip header, aggregation path, anchor transaction, Bitcoin Merkle branch and header, as JSON or, with ?format=binary, as the compact .kproof bytes (application/octet-stream) (public; kalima verify-proof checks both)', querystring: { type: 'object', properties: { format: { type: 'string', description: 'json (the default) or binary' } } } } }, async (request, reply) => {
     const raw = (request.params as { height: string }).height;
     const height = /^[1-9][0-9]{0,15}$/.test(raw) ? Number(raw) : Number.NaN;
     if (!Number.isSafeInteger(height)) throw kalimaError('KALIMA_ERR_API_BAD_REQUEST', { field: 'height', reason: 'a block height: a whole number from 1' });
+    const format = queryString(request, 'format', false) ?? 'json';
+    if (!(PROOF_FORMATS as readonly string[]).includes(format)) throw kalimaError('KALIMA_ERR_API_BAD_REQUEST', { field: 'format', reason: `one of ${PROOF_FORMATS.join(', ')} (json is the default)` });
     if (height > node.height) throw kalimaError('KALIMA_ERR_LEDGER_NOT_FOUND', { height });
-    return anchors().proof(height);
+    const proof = await anchors().proof(height);
+    if (format === 'binary') return reply.type('application/octet-stream').send(Buffer.from(encodeProofBinary(proof)));
+    return reply.type('application/json; charset=utf-8').send(encodeProofJson(proof));
   });
 
   // ---- events ----

@@ -35,9 +35,11 @@ const USAGE = `kalima — a Kalima PrivaChain node
   kalima admin register-device --key ADMINKEY DEVICE_ID --pub P1,P2 --sub S1,S2 [--name NAME]
   kalima admin issue-code --key ADMINKEY --pub P1,P2 --sub S1,S2 [--name NAME]
   kalima redeem --key KEYFILE CODE                              join the chain with a one-time code
-  kalima proof HEIGHT [--url URL] [--out FILE] [--ots]          fetch a block's anchor proof (JSON; --ots adds FILE.ots and FILE.block)
+  kalima proof HEIGHT [--url URL] [--out FILE] [--binary] [--ots]
+                                                                fetch a block's anchor proof: HEIGHT.json, or with --binary HEIGHT.kproof
+                                                                (the compact binary proof) instead; --ots adds FILE.ots and FILE.block
   kalima verify-proof FILE [--rpc URL [--rpc-user U --rpc-password P | --rpc-cookie FILE]] [--headers FILE] [--json]
-                                                                check a JSON or .ots proof: offline, against a Bitcoin RPC, or a headers file
+                                                                check a JSON, .kproof or .ots proof: offline, against a Bitcoin RPC, or a headers file
   kalima headers --rpc URL [--rpc-user U --rpc-password P | --rpc-cookie FILE] --out FILE [--from H] [--to H]
                                                                 write a Bitcoin headers file for verify-proof --headers
 
@@ -86,7 +88,7 @@ export async function main(argv: string[], extensions: CliExtensions = {}): Prom
       config: { type: 'string' }, url: { type: 'string' }, key: { type: 'string' }, ttl: { type: 'string' },
       from: { type: 'string' }, out: { type: 'string' }, pub: { type: 'string' }, sub: { type: 'string' }, name: { type: 'string' },
       fresh: { type: 'boolean' }, 'no-bitcoin': { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, masters: { type: 'string' }, validators: { type: 'string' }, json: { type: 'boolean' }, 'client-port': { type: 'string' },
-      ots: { type: 'boolean' }, rpc: { type: 'string' }, 'rpc-user': { type: 'string' }, 'rpc-password': { type: 'string' }, 'rpc-cookie': { type: 'string' },
+      ots: { type: 'boolean' }, binary: { type: 'boolean' }, rpc: { type: 'string' }, 'rpc-user': { type: 'string' }, 'rpc-password': { type: 'string' }, 'rpc-cookie': { type: 'string' },
       headers: { type: 'string' }, to: { type: 'string' },
     },
   });
@@ -261,12 +263,12 @@ export async function main(argv: string[], extensions: CliExtensions = {}): Prom
     case 'proof': {
       const height = Number(positionals[0]);
       if (!Number.isSafeInteger(height) || height < 1) throw new UsageError('proof needs the HEIGHT of a block (a whole number from 1)');
-      await fetchProof({ url: values.url ?? `http://127.0.0.1:${DEFAULT_PORT}`, height, out: values.out, ots: values.ots }, writeLine);
+      await fetchProof({ url: values.url ?? `http://127.0.0.1:${DEFAULT_PORT}`, height, out: values.out, ots: values.ots, binary: values.binary }, writeLine);
       return 0;
     }
     case 'verify-proof': {
       const [file] = positionals;
-      if (file === undefined) throw new UsageError('verify-proof needs FILE (a JSON or .ots proof)');
+      if (file === undefined) throw new UsageError('verify-proof needs FILE (a JSON, .kproof or .ots proof)');
       await verifyProofFile(file, { ...rpcOptions(values), headers: values.headers, json: values.json }, writeLine);
       return 0;
     }

@@ -4,6 +4,9 @@
 // validations; a restart resumes the same chain.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
+import { decodeProofBinary, encodeProofBinary } from '../../anchors/proof-binary.ts';
+import { decodeProofJson } from '../../anchors/proof-json.ts';
+import { verifyProof } from '../../anchors/verify.ts';
 import { tempDir } from '../support/chain.ts';
 
 const children: ChildProcess[] = [];
@@ -90,9 +93,15 @@ describe('kalima devnet', () => {
     const recorded = anchors.commitments.find((commitment) => commitment.state === 'recorded');
     expect(recorded, JSON.stringify(anchors).slice(0, 2_000)).toBeDefined();
     expect(recorded!.depth).toBeGreaterThanOrEqual(2);
-    // m1 serves the proof of block 1.
+    // m1 serves the proof of block 1, as JSON and as the binary .kproof; both verify offline, as the same proof.
     const proof = await fetch(`${urls[0]}/anchors/proof/1`);
     expect(proof.status).toBe(200);
+    const shaped = decodeProofJson(await proof.text());
+    const binary = await fetch(`${urls[0]}/anchors/proof/1?format=binary`);
+    expect(binary.headers.get('content-type')).toBe('application/octet-stream');
+    const bytes = new Uint8Array(await binary.arrayBuffer());
+    expect(bytes).toEqual(encodeProofBinary(shaped.proof));
+    expect(await verifyProof(decodeProofBinary(bytes), { kind: 'offline' })).toMatchObject({ valid: true, height: 1 });
 
     const height = Math.min(...statuses.map((one) => one.height));
     first.child.kill('SIGINT');

@@ -18,9 +18,9 @@ import { BCOIN_SEGWIT_HEIGHT, type BcoinNode, startBcoin } from '../../regtest/b
 import { parseBitcoinNetwork } from '../../chains/bitcoin/network.ts';
 import { changeAddress, openAnchorWallet, receiveAddress, signerFor } from '../../chains/bitcoin/keys.ts';
 import { buildAnchorTx } from '../../chains/bitcoin/tx.ts';
-import { parseBlock } from '../../chains/bitcoin/block.ts';
 import { AnchorService } from '../../anchors/service.ts';
 import { type AnchorStatus, DEFAULT_POLICY } from '../../anchors/engine.ts';
+import { anchorsInChain } from '../support/bcoin.ts';
 import { MasterProcess, killAll, sleep } from '../support/cluster-processes.ts';
 import { createAddress, makeChain, makeMessage, openNode, registerDevice, tempDir } from '../support/chain.ts';
 
@@ -30,19 +30,6 @@ afterAll(async () => {
   killAll();
   await Promise.all(bcoins.map((node) => node.stop()));
 });
-
-async function anchorsInChain(bcoin: BcoinNode, root: string): Promise<string[]> {
-  const found: string[] = [];
-  const tip = await bcoin.rpc.getBlockCount();
-  for (let height = 1; height <= tip; height++) {
-    const block = parseBlock(await bcoin.rpc.getBlockHex(await bcoin.rpc.getBlockHash(height)));
-    for (const [index, tx] of block.transactions.entries()) {
-      const script = tx.outs[0]?.script;
-      if (script !== undefined && script[0] === 0x6a && toHex(script.subarray(2)) === root) found.push(block.txids[index]!);
-    }
-  }
-  return found;
-}
 
 async function anchorsOf(url: string): Promise<AnchorStatus> {
   return (await (await fetch(`${url}/anchors`)).json()) as AnchorStatus;

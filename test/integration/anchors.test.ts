@@ -4,6 +4,7 @@
 // the same commitment confirmed (and recorded) in the new chain, exactly once.
 import { join } from 'node:path';
 import { Transaction } from 'bitcoinjs-lib';
+import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toHex } from '../../src/ledger/hash.ts';
 import type { KalimaNode } from '../../src/node/node.ts';
@@ -17,14 +18,19 @@ import { aggregationRoot } from '../../anchors/aggregate.ts';
 import { DEFAULT_POLICY, type AnchorStatus } from '../../anchors/engine.ts';
 import type { AnchorConfig } from '../../anchors/config.ts';
 import { decodeProofJson } from '../../anchors/proof-json.ts';
+import { decodeProofBinary, encodeProofBinary } from '../../anchors/proof-binary.ts';
+import { checkProofShape } from '../../anchors/proof.ts';
+import { buildApi } from '../../src/api/server.ts';
 import { verifyOts, verifyProof } from '../../anchors/verify.ts';
 import { decodeOts, encodeOts, proofToOts } from '../../anchors/ots.ts';
 import { formatHeadersFile, parseHeadersFile } from '../../anchors/headers-file.ts';
+import { anchorsInChain } from '../support/bcoin.ts';
 import { createAddress, makeChain, makeMessage, openNode, registerDevice, tempDir } from '../support/chain.ts';
 
 let bcoin: BcoinNode;
 let node: KalimaNode;
 let service: AnchorService;
+let api: FastifyInstance;
 const chain = makeChain('anchors-e2e', 'plant');
 
 function config(directory: string): AnchorConfig {
@@ -40,20 +46,6 @@ function config(directory: string): AnchorConfig {
 }
 
 const anchorStatus = (): AnchorStatus => service.status() as AnchorStatus;
-
-/** Every transaction of the best chain from height 1 whose first output is an OP_RETURN of `root`. */
-async function anchorsInChain(root: string): Promise<string[]> {
-  const found: string[] = [];
-  const tip = await bcoin.rpc.getBlockCount();
-  for (let height = 1; height <= tip; height++) {
-    const block = parseBlock(await bcoin.rpc.getBlockHex(await bcoin.rpc.getBlockHash(height)));
-    for (const [index, tx] of block.transactions.entries()) {
-      const script = tx.outs[0]?.script;
-      if (script !== undefined && script[0] === 0x6a && toHex(script.subarray(2)) === root) found.push(block.txids[index]!);
-    }
-  }
-  return found;
-}
 
 async function headersFile(): Promise<string> {
   const tip = await bcoin.rpc.getBlockCount();
@@ -73,9 +65,11 @@ beforeAll(async () => {
     config: config(directory), stateKv: new MemoryKvStore(), nodeKv: new MemoryKvStore(), node, nodeKey: chain.nodeKey,
     clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger: silentLogger,
   });
+  ({ app: api } = await buildApi({ node, logger: false, version: 'test', anchors: service }));
 }, 60_000);
 
 afterAll(async () => {
+  await api?.close();
   await service?.close();
   await node?.close();
   await bcoin?.stop();
@@ -119,8 +113,21 @@ describe('anchoring into bcoin', () => {
     expect(toHex(record.txid)).toBe(txid);
     expect(toHex(record.bitcoinBlock)).toBe(recorded.confirmed!.blockHash);
 
-    // Block 1 is under the anchored tip: MMR path, tip header, aggregation, transaction, Merkle branch, header.
-    const proof = decodeProofJson(JSON.stringify(await service.proof(1)));
+    // Block 1 is under the anchored tip: MMR path, tip header, aggregation, transaction, Merkle branch, header;
+    // served as JSON (the default) and as the binary .kproof, which is the same proof without the witness.
+    const served = await api.inject({ method: 'GET', url: '/anchors/proof/1' });
+    expect(served.statusCode).toBe(200);
+    expect(served.headers['content-type']).toMatch(/^application\/json/);
+    const proof = decodeProofJson(served.body);
+    const servedBinary = await api.inject({ method: 'GET', url: '/anchors/proof/1?format=binary' });
+    expect(servedBinary.statusCode).toBe(200);
+    expect(servedBinary.headers['content-type']).toBe('application/octet-stream');
+    expect(new Uint8Array(servedBinary.rawPayload)).toEqual(encodeProofBinary(proof.proof));
+    expect(servedBinary.rawPayload.length).toBeLessThan(served.body.length / 2);
+    expect(await verifyProof(decodeProofBinary(servedBinary.rawPayload), { kind: 'rpc', rpc: bcoin.rpc })).toMatchObject({ valid: true, height: 1, anchorTxid: txid, confirmations: 2 });
+    const unknownFormat = await api.inject({ method: 'GET', url: '/anchors/proof/1?format=xml' });
+    expect(unknownFormat.statusCode).toBe(400);
+    expect(unknownFormat.json()).toMatchObject({ error: { code: 'KALIMA_ERR_API_BAD_REQUEST', details: { field: 'format' } } });
     const viaRpc = await verifyProof(proof, { kind: 'rpc', rpc: bcoin.rpc });
     expect(viaRpc).toMatchObject({ valid: true, chain: 'plant', height: 1, bitcoinHeight: recorded.confirmed!.height, anchorTxid: txid, confirmations: 2 });
     const header = parseBlock(await bcoin.rpc.getBlockHex(recorded.confirmed!.blockHash));
@@ -132,17 +139,17 @@ describe('anchoring into bcoin', () => {
     expect(toHex(ots.fileDigest)).toBe(toHex(proof.proof.blockHash));
     expect(await verifyOts(ots, { kind: 'rpc', rpc: bcoin.rpc })).toMatchObject({ valid: true, bitcoinHeight: recorded.confirmed!.height, confirmations: 2, bitcoinBlockHash: recorded.confirmed!.blockHash });
     // The same for the tip itself (an empty MMR path).
-    const tipProof = decodeProofJson(JSON.stringify(await service.proof(commitment!.tips[0]!.height)));
+    const tipProof = checkProofShape(await service.proof(commitment!.tips[0]!.height));
     expect(tipProof.proof.mmrPath).toEqual([]);
     expect(await verifyProof(tipProof, { kind: 'rpc', rpc: bcoin.rpc })).toMatchObject({ valid: true });
     // A block after the anchored tip is not anchored yet.
     await expect(service.proof(commitment!.tips[0]!.height + 1)).rejects.toMatchObject({ code: 'KALIMA_ERR_ANCHOR_NOT_ANCHORED' });
-    expect(await anchorsInChain(commitment!.root)).toEqual([txid]);
+    expect(await anchorsInChain(bcoin, commitment!.root)).toEqual([txid]);
   });
 
   it('after invalidateblock takes the anchor out of Bitcoin, the old proof fails and the same commitment is confirmed and recorded again, once', async () => {
     const before = anchorStatus().commitments[0]!;
-    const oldProof = decodeProofJson(JSON.stringify(await service.proof(1)));
+    const oldProof = checkProofShape(await service.proof(1));
     await bcoin.rpc.invalidateBlock(before.confirmed!.blockHash);
     const failed = await verifyProof(oldProof, { kind: 'rpc', rpc: bcoin.rpc });
     expect(failed.valid).toBe(false);
@@ -163,9 +170,9 @@ describe('anchoring into bcoin', () => {
     expect(again[0]!.confirmed!.blockHash).not.toBe(before.confirmed!.blockHash);
     const record = decodeAnchorBody(node.cache.getEntry(ANCHORS_ADDRESS, before.root)!.value);
     expect(toHex(record.bitcoinBlock)).toBe(again[0]!.confirmed!.blockHash);
-    const newProof = decodeProofJson(JSON.stringify(await service.proof(1)));
+    const newProof = checkProofShape(await service.proof(1));
     expect(await verifyProof(newProof, { kind: 'rpc', rpc: bcoin.rpc })).toMatchObject({ valid: true, bitcoinHeight: again[0]!.confirmed!.height });
-    expect(await anchorsInChain(before.root)).toEqual([before.confirmed!.txid]);
+    expect(await anchorsInChain(bcoin, before.root)).toEqual([before.confirmed!.txid]);
   });
 
   it('two anchors, the second spending the first one\'s change, mined in one block after a reorg, then reorganised away together: the wallet is as before that block, and each anchor confirms once', async () => {
@@ -196,6 +203,6 @@ describe('anchoring into bcoin', () => {
     await service.tick();
     const done = anchorStatus().commitments;
     expect(done.map((commitment) => commitment.state)).toEqual(['recorded', 'recorded']);
-    for (const commitment of done) expect(await anchorsInChain(commitment.root)).toEqual([commitment.confirmed!.txid]);
+    for (const commitment of done) expect(await anchorsInChain(bcoin, commitment.root)).toEqual([commitment.confirmed!.txid]);
   });
 });

@@ -2,12 +2,17 @@
 // computes (src/ledger/mmr.ts), their tips aggregated, a signed anchor transaction committing to
 // the root, and a mined regtest block holding it among other transactions.
 import { type ChainTip, aggregationRoot } from '../../anchors/aggregate.ts';
-import { MmrIndex } from '../../anchors/mmr.ts';
+import { MmrIndex, mmrPeaks, mmrProofLength, mmrProofSteps } from '../../anchors/mmr.ts';
+import { applySteps } from '../../anchors/ops.ts';
 import { type AnchorProof, buildProof } from '../../anchors/proof.ts';
 import { type BlockHeader, blockHash, encodeHeader } from '../../src/ledger/block.ts';
 import { EMPTY_MMR, type MmrState, mmrAppend, mmrRoot } from '../../src/ledger/mmr.ts';
 import type { Rng } from '../../src/ports.ts';
-import { type TestBitcoinBlock, coinbaseTx, fillerTx, mineBlock, signAnchorTx, testWallet } from './bitcoin.ts';
+import { bitcoinBlockHash, merkleRoot } from '../../chains/bitcoin/block.ts';
+import { type HeadersChain, formatHeadersFile, parseHeadersFile } from '../../anchors/headers-file.ts';
+import type { ProofVerdict } from '../../anchors/verify.ts';
+import { isKalimaError } from '../../src/errors.ts';
+import { type TestBitcoinBlock, coinbaseTx, fillerTx, mineBlock, mineHeader, signAnchorTx, testWallet } from './bitcoin.ts';
 
 export interface TestKalimaChain {
   chain: string;
@@ -89,4 +94,60 @@ export function proofFixture(options: ProofFixtureOptions): ProofFixture {
     bitcoinHeight,
   });
   return { proof, chain, tips, block, anchorTxBytes: tx.toBuffer() };
+}
+
+export interface DeepProofOptions {
+  rng: Rng;
+  /** The anchored tip's height; the proven block is the one with the longest MMR path under it. */
+  tipHeight: number;
+  /** Chains aggregated, this one included. */
+  chains: number;
+  /** Transactions in the Bitcoin block (only their txids: the block itself is not built). */
+  bitcoinBlockTxs: number;
+}
+
+/**
+ * A proof of the size a long-lived chain has, without building its MMR: the proven block's hash
+ * and its path are random, and the tip header commits to the root they lead to (all the verifier
+ * sees of the MMR). The Bitcoin block is `bitcoinBlockTxs` random txids around the anchor's.
+ */
+export function deepProof(options: DeepProofOptions): AnchorProof {
+  const { rng, tipHeight } = options;
+  const leafCount = tipHeight - 1;
+  const start = mmrPeaks(leafCount).map((peak) => peak.start).reduce((best, leaf) => (mmrProofLength(leaf, leafCount) > mmrProofLength(best, leafCount) ? leaf : best), 0);
+  const provenHash = rng.bytes(32);
+  const mmrPath = Array.from({ length: mmrProofLength(start, leafCount) }, () => rng.bytes(32));
+  const tipHeader: BlockHeader = {
+    chain: 'privachain', height: tipHeight, prevHash: rng.bytes(32), timeMs: 1_780_000_000_000, leader: rng.bytes(32), term: 12, messageCount: 180,
+    txRoot: rng.bytes(32), stateDigest: rng.bytes(32), mmrRoot: applySteps(provenHash, mmrProofSteps(start, leafCount, mmrPath)!),
+  };
+  const tips: ChainTip[] = [{ chain: 'privachain', height: tipHeight, blockHash: blockHash(tipHeader) }];
+  for (let other = 1; other < options.chains; other++) tips.push({ chain: `plant-${other}`, height: 50_000 + other, blockHash: rng.bytes(32) });
+  const wallet = testWallet(rng);
+  const tx = signAnchorTx({ wallet, prevTxid: rng.bytes(32), prevIndex: 0, prevValueSat: 100_000n, payload: aggregationRoot(tips), feeSat: 500n });
+  const txids = Array.from({ length: options.bitcoinBlockTxs }, () => rng.bytes(32));
+  txids[Math.floor(options.bitcoinBlockTxs * 0.6)] = tx.getHash();
+  return buildProof({
+    network: 'regtest', chain: 'privachain', height: start + 1, blockHash: provenHash, mmrPath, tipHeader: encodeHeader(tipHeader), aggregation: { tips },
+    anchorTx: tx.toBuffer(), bitcoinBlock: { txids, header: mineHeader({ prevHash: rng.bytes(32), merkleRoot: merkleRoot(txids), timeS: 1_780_000_600 }) },
+    bitcoinHeight: 880_000,
+  });
+}
+
+/** A headers file in which the fixture's block is at its height, with a few blocks on top. */
+export function headersAround(fixture: ProofFixture, blocksAfter = 2): HeadersChain {
+  const headers = [fixture.block.header];
+  for (let count = 0; count < blocksAfter; count++) headers.push(mineHeader({ prevHash: bitcoinBlockHash(headers[headers.length - 1]!), merkleRoot: new Uint8Array(32).fill(count + 1), timeS: 1_780_000_200 + count }));
+  return parseHeadersFile(formatHeadersFile('regtest', fixture.proof.bitcoinHeight, headers));
+}
+
+/** What decoding and verifying come to, as data: a KalimaError code thrown, 'invalid: <code>', or 'valid'. */
+export async function verificationOutcome(verify: () => Promise<ProofVerdict>): Promise<string> {
+  try {
+    const verdict = await verify();
+    return verdict.valid ? 'valid' : `invalid: ${verdict.failure!.code}`;
+  } catch (error) {
+    if (isKalimaError(error)) return error.code;
+    throw error;
+  }
 }

@@ -3,8 +3,9 @@
 // meets regtest's proof of work (bits 0x207fffff: about one nonce in two).
 import { Transaction, payments, script } from 'bitcoinjs-lib';
 import * as ecc from 'tiny-secp256k1';
-import { bitcoinBlockHash, bitcoinMerkleRoot, proofOfWorkFailure } from '../../anchors/bitcoin.ts';
-import { BITCOIN_NETWORKS } from '../../anchors/bitcoin-networks.ts';
+import { bitcoinBlockHash, merkleRoot } from '../../chains/bitcoin/block.ts';
+import { proofOfWorkFailure } from '../../anchors/bitcoin.ts';
+import { parseBitcoinNetwork } from '../../chains/bitcoin/network.ts';
 import type { Rng } from '../../src/ports.ts';
 
 export const REGTEST_BITS = 0x207fffff;
@@ -88,7 +89,7 @@ export function mineHeader(fields: MinedHeader): Uint8Array {
   view.setUint32(72, fields.bits ?? REGTEST_BITS, true);
   for (let nonce = 0; nonce <= 0xffffffff; nonce++) {
     view.setUint32(76, nonce, true);
-    if (proofOfWorkFailure(header, BITCOIN_NETWORKS.regtest.powLimit) === undefined) return header;
+    if (proofOfWorkFailure(header, parseBitcoinNetwork('regtest').powLimit) === undefined) return header;
   }
   throw new Error('test fixture: no nonce meets the bits');
 }
@@ -104,7 +105,7 @@ export interface TestBitcoinBlock {
 /** A block of `transactions` (the coinbase first) on top of `prevHash`. */
 export function mineBlock(prevHash: Uint8Array, timeS: number, transactions: readonly Transaction[]): TestBitcoinBlock {
   const txids = transactions.map((tx) => tx.getHash());
-  const header = mineHeader({ prevHash, merkleRoot: bitcoinMerkleRoot(txids), timeS });
+  const header = mineHeader({ prevHash, merkleRoot: merkleRoot(txids), timeS });
   const count = transactions.length;
   const countBytes = count < 0xfd ? [count] : [0xfd, count & 0xff, count >> 8];
   const raw = Buffer.concat([header, Uint8Array.from(countBytes), ...transactions.map((tx) => tx.toBuffer())]);

@@ -4,7 +4,7 @@
 // installed here (it depends on the `fs@0.0.1-security` placeholder, absent from the registry), so
 // interop is held to the layout itself.
 import { describe, expect, it } from 'vitest';
-import { decodeBitcoinHeader } from '../../anchors/bitcoin.ts';
+import { decodeBitcoinHeader } from '../../chains/bitcoin/block.ts';
 import { evaluateOps } from '../../anchors/ops.ts';
 import { OTS_MAGIC, type OtsTimestamp, blockFileBytes, decodeOts, encodeOts, proofToOts } from '../../anchors/ots.ts';
 import { type KalimaErrorCode } from '../../src/errors.ts';

@@ -4,17 +4,16 @@
 import { describe, expect, it } from 'vitest';
 import { Transaction } from 'bitcoinjs-lib';
 import { aggregationRoot } from '../../anchors/aggregate.ts';
-import { bitcoinBlockHash, decodeBitcoinHeader, displayHex } from '../../anchors/bitcoin.ts';
+import { bitcoinBlockHash, decodeBitcoinHeader, displayHex } from '../../chains/bitcoin/block.ts';
 import { evaluateOps } from '../../anchors/ops.ts';
 import { type AnchorProof, buildProof, checkProofShape, proofOps, proofStages } from '../../anchors/proof.ts';
 import { decodeProofJson, encodeProofJson } from '../../anchors/proof-json.ts';
 import { verifyProof } from '../../anchors/verify.ts';
-import { formatHeadersFile, parseHeadersFile } from '../../anchors/headers-file.ts';
 import { KalimaError, isKalimaError } from '../../src/errors.ts';
 import { blockHash, encodeHeader } from '../../src/ledger/block.ts';
 import { seededRng } from './support/seeded-rng.ts';
-import { type ProofFixture, proofFixture } from '../support/anchor-proof.ts';
-import { coinbaseTx, mineBlock, mineHeader, signAnchorTx, testWallet } from '../support/bitcoin.ts';
+import { type ProofFixture, headersAround, proofFixture, verificationOutcome } from '../support/anchor-proof.ts';
+import { coinbaseTx, mineBlock, signAnchorTx, testWallet } from '../support/bitcoin.ts';
 
 const CASES = [
   { name: 'block deep under its tip, 3 chains, 7 transactions', options: { height: 7, tipHeight: 50, otherChains: 2, otherTxs: 5 } },
@@ -24,13 +23,6 @@ const CASES = [
 ] as const;
 
 const fixtures = CASES.map(({ name, options }, index) => ({ name, fixture: proofFixture({ rng: seededRng(`proof-${index}`), ...options, withBlockHeader: true }) }));
-
-/** A headers file in which the fixture's block is at its height, with a few blocks on top. */
-function headersFor(fixture: ProofFixture, blocksAfter = 2) {
-  const headers = [fixture.block.header];
-  for (let count = 0; count < blocksAfter; count++) headers.push(mineHeader({ prevHash: bitcoinBlockHash(headers[headers.length - 1]!), merkleRoot: new Uint8Array(32).fill(count + 1), timeS: 1_780_000_200 + count }));
-  return parseHeadersFile(formatHeadersFile('regtest', fixture.proof.bitcoinHeight, headers));
-}
 
 describe('proof operations', () => {
   it.each(fixtures)('$name: the operations take the block hash to the Bitcoin header\'s Merkle root', ({ fixture }) => {
@@ -125,14 +117,8 @@ describe('proof JSON', () => {
 });
 
 /** decode + verify against a headers file: a KalimaError code, 'invalid: <code>', or 'valid'. */
-async function outcome(text: string, fixture: ProofFixture): Promise<string> {
-  try {
-    const verdict = await verifyProof(decodeProofJson(text), { kind: 'headers', headers: headersFor(fixture) });
-    return verdict.valid ? 'valid' : `invalid: ${verdict.failure!.code}`;
-  } catch (error) {
-    if (isKalimaError(error)) return error.code;
-    throw error;
-  }
+function outcome(text: string, fixture: ProofFixture): Promise<string> {
+  return verificationOutcome(async () => verifyProof(decodeProofJson(text), { kind: 'headers', headers: headersAround(fixture) }));
 }
 
 describe('tampering', () => {

@@ -3,13 +3,13 @@
 import { once } from 'node:events';
 import { type Server, createServer } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bitcoinBlockHash, displayHex } from '../../anchors/bitcoin.ts';
-import { BITCOIN_NETWORKS } from '../../anchors/bitcoin-networks.ts';
-import { JsonRpcHeaderClient } from '../../anchors/header-rpc.ts';
+import { bitcoinBlockHash, displayHex } from '../../chains/bitcoin/block.ts';
+import { parseBitcoinNetwork } from '../../chains/bitcoin/network.ts';
+import { BitcoinRpc } from '../../chains/bitcoin/rpc.ts';
 import { formatHeadersFile, parseHeadersFile } from '../../anchors/headers-file.ts';
 import { proofToOts } from '../../anchors/ots.ts';
-import { type BitcoinHeaderRpc, verifyOts, verifyProof } from '../../anchors/verify.ts';
-import { KalimaError, type KalimaErrorCode, isKalimaError } from '../../src/errors.ts';
+import { type BitcoinHeaderRpc, verifierRpc, verifyOts, verifyProof } from '../../anchors/verify.ts';
+import { KalimaError, type KalimaErrorCode, isKalimaError, kalimaError } from '../../src/errors.ts';
 import { toHex } from '../../src/ledger/hash.ts';
 import { proofFixture } from '../support/anchor-proof.ts';
 import { MAINNET_GENESIS, REGTEST_GENESIS, extendHeaders as extend, mineHeader, regtestHeaders as regtestChain } from '../support/bitcoin.ts';
@@ -33,8 +33,8 @@ function listRpc(headers: Uint8Array[]): BitcoinHeaderRpc {
 
 describe('the network constants', () => {
   it('the genesis headers built from their fields hash to the genesis hashes the verifier knows', () => {
-    expect(displayHex(bitcoinBlockHash(REGTEST_GENESIS))).toBe(BITCOIN_NETWORKS.regtest.genesisHash);
-    expect(displayHex(bitcoinBlockHash(MAINNET_GENESIS))).toBe(BITCOIN_NETWORKS.mainnet.genesisHash);
+    expect(displayHex(bitcoinBlockHash(REGTEST_GENESIS))).toBe(parseBitcoinNetwork('regtest').genesisBlockHashHex);
+    expect(displayHex(bitcoinBlockHash(MAINNET_GENESIS))).toBe(parseBitcoinNetwork('mainnet').genesisBlockHashHex);
   });
 });
 
@@ -147,14 +147,22 @@ describe('verifyProof with a header source', () => {
   });
 });
 
-describe('JsonRpcHeaderClient', () => {
+describe('the verifier through BitcoinRpc (chains/bitcoin/rpc.ts)', () => {
   let server: Server;
   let url: string;
+  const clients: BitcoinRpc[] = [];
+  const headers = regtestChain(3);
+  const { proof } = proofFixture({ rng: seededRng('verify-rpc'), height: 2, tipHeight: 3 });
   const seen: Array<{ authorization: string | undefined; method: string; params: unknown[] }> = [];
   const answers: Record<string, (params: unknown[]) => { status?: number; body: unknown }> = {
     getblockcount: () => ({ body: { result: 155, error: null, id: 1 } }),
     getblockhash: ([height]) => (height === 999 ? { status: 500, body: { result: null, error: { code: -8, message: 'Block height out of range' }, id: 1 } } : { body: { result: 'ab'.repeat(32), error: null, id: 1 } }),
-    getblockheader: () => ({ body: { result: 'cd'.repeat(80), error: null, id: 1 } }),
+    getblockheader: ([hash]) => ({ body: { result: hash === 'ee'.repeat(32) ? 'not a header' : 'cd'.repeat(80), error: null, id: 1 } }),
+  };
+  const client = (password = 'secret', target?: string): BitcoinRpc => {
+    const rpc = new BitcoinRpc({ url: target ?? url, auth: { user: 'user', password }, maxAttempts: 1, timeoutMs: 2_000 });
+    clients.push(rpc);
+    return rpc;
   };
 
   beforeAll(async () => {
@@ -175,26 +183,42 @@ describe('JsonRpcHeaderClient', () => {
     await once(server, 'listening');
     url = `http://127.0.0.1:${(server.address() as { port: number }).port}/`;
   });
-  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  afterAll(async () => {
+    for (const rpc of clients) rpc.close();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
 
-  it('sends JSON-RPC 1.0 with basic auth and reads the results', async () => {
-    const client = new JsonRpcHeaderClient({ url, user: 'user', password: 'secret' });
-    expect(await client.getBlockCount()).toBe(155);
-    expect(await client.getBlockHash(3)).toBe('ab'.repeat(32));
-    expect(await client.getBlockHeaderHex('ab'.repeat(32))).toBe('cd'.repeat(80));
-    expect(seen.at(-1)).toMatchObject({ method: 'getblockheader', params: ['ab'.repeat(32), false] });
+  it('sends JSON-RPC 1.0 with basic auth and reads the three answers', async () => {
+    const rpc = verifierRpc(client());
+    expect(await rpc.getBlockCount()).toBe(155);
+    expect(await rpc.getBlockHash(3)).toBe('ab'.repeat(32));
+    expect(await rpc.getBlockHeaderHex('ab'.repeat(32))).toBe('cd'.repeat(80));
+    expect(seen.at(-1)).toMatchObject({ authorization: `Basic ${Buffer.from('user:secret').toString('base64')}`, method: 'getblockheader', params: ['ab'.repeat(32), false] });
   });
 
   const failures: Array<{ name: string; run: () => Promise<unknown>; details: Record<string, unknown> }> = [
-    { name: 'an RPC error (bitcoind\'s HTTP 500 with the error in the body)', run: () => new JsonRpcHeaderClient({ url, user: 'user', password: 'secret' }).getBlockHash(999), details: { method: 'getblockhash', rpcCode: -8 } },
-    { name: 'wrong credentials', run: () => new JsonRpcHeaderClient({ url, user: 'user', password: 'wrong' }).getBlockCount(), details: { method: 'getblockcount', status: 401 } },
-    { name: 'an unknown method', run: () => new JsonRpcHeaderClient({ url, user: 'user', password: 'secret' }).call('nosuch', []), details: { rpcCode: -32601 } },
-    { name: 'nothing listening', run: () => new JsonRpcHeaderClient({ url: 'http://127.0.0.1:1/', timeoutMs: 2000 }).getBlockCount(), details: { method: 'getblockcount' } },
+    { name: 'an RPC error (bitcoind\'s HTTP 500 with the error in the body)', run: () => verifierRpc(client()).getBlockHash(999), details: { method: 'getblockhash', bitcoinCode: 'KALIMA_ERR_BITCOIN_BAD_PARAMETER', rpcCode: -8 } },
+    { name: 'wrong credentials', run: () => verifierRpc(client('wrong')).getBlockCount(), details: { method: 'getblockcount', bitcoinCode: 'KALIMA_ERR_BITCOIN_UNAUTHORIZED', httpStatus: 401 } },
+    { name: 'an answer that is not a header', run: () => verifierRpc(client()).getBlockHeaderHex('ee'.repeat(32)), details: { method: 'getblockheader', bitcoinCode: 'KALIMA_ERR_BITCOIN_BAD_RESPONSE' } },
+    { name: 'nothing listening', run: () => verifierRpc(client('secret', 'http://127.0.0.1:1/')).getBlockCount(), details: { method: 'getblockcount', bitcoinCode: 'KALIMA_ERR_BITCOIN_UNREACHABLE' } },
   ];
 
-  it.each(failures)('$name is KALIMA_ERR_PROOF_RPC_FAILED', async ({ run, details }) => {
+  it.each(failures)('$name is KALIMA_ERR_PROOF_RPC_FAILED, the RPC client\'s code kept', async ({ run, details }) => {
     const error = await rejection(run());
     expect(error.code).toBe('KALIMA_ERR_PROOF_RPC_FAILED' satisfies KalimaErrorCode);
     expect(error.details).toMatchObject(details);
+  });
+
+  it('verifyProof through a BitcoinRpc source: a refused call is KALIMA_ERR_PROOF_RPC_FAILED, not a verdict', async () => {
+    const error = await rejection(verifyProof(proof, { kind: 'rpc', rpc: client('wrong') }));
+    expect(error.code).toBe('KALIMA_ERR_PROOF_RPC_FAILED');
+    expect(error.details).toMatchObject({ bitcoinCode: 'KALIMA_ERR_BITCOIN_UNAUTHORIZED' });
+  });
+
+  it('an error that is not the RPC client\'s passes through as it is', async () => {
+    const broken: BitcoinHeaderRpc = { ...listRpc(headers), getBlockCount: async () => { throw new RangeError('not an RPC failure'); } };
+    await expect(verifierRpc(broken).getBlockCount()).rejects.toThrow(RangeError);
+    const own = kalimaError('KALIMA_ERR_PROOF_WRONG_NETWORK', {});
+    await expect(verifierRpc({ ...listRpc(headers), getBlockHash: async () => { throw own; } }).getBlockHash(0)).rejects.toBe(own);
   });
 });

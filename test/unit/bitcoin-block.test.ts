@@ -5,7 +5,8 @@ import { Block, Transaction } from 'bitcoinjs-lib';
 import { describe, expect, it } from 'vitest';
 import { KalimaError } from '../../src/errors.ts';
 import {
-  BLOCK_HEADER_BYTES, headerHashHex, headerMerkleRootHex, merkleBranch, merkleRootFromBranch, parseBlock, spentOutpoints, verifyMerkleBranch,
+  BLOCK_HEADER_BYTES, bitcoinBlockHash, decodeBitcoinHeader, displayHex, headerHashHex, headerMerkleRootHex, merkleBranch, merkleRoot, merkleRootFromBranch,
+  parseBlock, spentOutpoints, verifyMerkleBranch,
 } from '../../chains/bitcoin/block.ts';
 import { parseBitcoinNetwork } from '../../chains/bitcoin/network.ts';
 
@@ -49,6 +50,9 @@ describe('parseBlock', () => {
     expect(genesis.txids).toEqual([genesis.merkleRootHex]);
     expect(genesis.prevHashHex).toBe('00'.repeat(32));
     expect(spentOutpoints(genesis)).toEqual([]);
+    expect(displayHex(bitcoinBlockHash(genesis.header))).toBe(genesis.hashHex);
+    // The published fields of the genesis block: version 1, time 1296688602, bits 0x207fffff, nonce 2.
+    expect(decodeBitcoinHeader(genesis.header)).toMatchObject({ version: 1, prevHash: new Uint8Array(32), timestampSec: 1_296_688_602, bits: 0x207fffff, nonce: 2 });
   });
 
   it('lists the outpoints spent, not the coinbase\'s', () => {
@@ -80,6 +84,7 @@ describe('Merkle branches', () => {
     const parsed = parseBlock(block.toHex());
     const expectedRoot = Buffer.from(Block.calculateMerkleRoot(block.transactions!)).reverse().toString('hex');
     expect(parsed.merkleRootHex).toBe(expectedRoot);
+    expect(displayHex(merkleRoot(block.transactions!.map((tx) => tx.getHash())))).toBe(expectedRoot);
     for (let index = 0; index < count; index++) {
       const branch = merkleBranch(parsed.txids, index);
       expect(branch.siblings).toHaveLength(Math.ceil(Math.log2(count)));

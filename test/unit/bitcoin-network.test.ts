@@ -4,11 +4,12 @@ import { createRequire } from 'node:module';
 import { address as bitcoinAddress, payments } from 'bitcoinjs-lib';
 import { describe, expect, it } from 'vitest';
 import '../../chains/bitcoin/ecc.ts';
-import { BITCOIN_NETWORK_NAMES, parseBitcoinNetwork } from '../../chains/bitcoin/network.ts';
+import { BITCOIN_NETWORK_NAMES, isBitcoinNetworkName, networksWithGenesis, parseBitcoinNetwork } from '../../chains/bitcoin/network.ts';
 import { expectKalimaError } from './support/kalima-error.ts';
 
 interface BcoinNetwork {
   genesis: { hash: Buffer | string };
+  pow: { limit: { toString(base: number): string } };
   keyPrefix: { privkey: number; xpubkey: number; xprivkey: number; coinType: number };
   addressPrefix: { pubkeyhash: number; scripthash: number; bech32: string };
   minRelay: number;
@@ -52,8 +53,24 @@ describe('network constants', () => {
     { ours: 'testnet', theirs: 'testnet' },
     { ours: 'regtest', theirs: 'regtest' },
     { ours: 'bcoin-regtest', theirs: 'regtest' },
-  ] as const)('$ours has the genesis block of bcoin\'s $theirs', ({ ours, theirs }) => {
+  ] as const)('$ours has the genesis block and the proof-of-work limit of bcoin\'s $theirs', ({ ours, theirs }) => {
     expect(parseBitcoinNetwork(ours).genesisBlockHashHex).toBe(displayHex(bcoinNetworks[theirs]!.genesis.hash));
+    expect(parseBitcoinNetwork(ours).powLimit).toBe(BigInt(`0x${bcoinNetworks[theirs]!.pow.limit.toString(16)}`));
+  });
+
+  it('signet\'s proof-of-work limit is Core\'s (bcoin 1.0.2 has no signet): above mainnet\'s, below regtest\'s', () => {
+    // The target of signet's genesis nBits 0x1e0377ae: 0x0377ae · 256^(0x1e − 3).
+    expect(parseBitcoinNetwork('signet').powLimit).toBe(0x0377aen << BigInt(8 * (0x1e - 3)));
+    expect(parseBitcoinNetwork('signet').powLimit > parseBitcoinNetwork('mainnet').powLimit).toBe(true);
+    expect(parseBitcoinNetwork('signet').powLimit < parseBitcoinNetwork('regtest').powLimit).toBe(true);
+  });
+
+  it('a genesis block names its networks: regtest\'s is Core\'s and bcoin\'s; an unknown one none', () => {
+    expect(networksWithGenesis(parseBitcoinNetwork('regtest').genesisBlockHashHex)).toEqual(['regtest', 'bcoin-regtest']);
+    expect(networksWithGenesis(parseBitcoinNetwork('mainnet').genesisBlockHashHex)).toEqual(['mainnet']);
+    expect(networksWithGenesis('00'.repeat(32))).toEqual([]);
+    expect(BITCOIN_NETWORK_NAMES.every(isBitcoinNetworkName)).toBe(true);
+    expect([isBitcoinNetworkName('main'), isBitcoinNetworkName(3), isBitcoinNetworkName(undefined)]).toEqual([false, false, false]);
   });
 
   it('signet has its own genesis block and testnet\'s encodings', () => {
