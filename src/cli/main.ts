@@ -13,7 +13,7 @@ import { toHex } from '../ledger/hash.ts';
 import { initChain, initCluster } from './init.ts';
 import { type DevnetBitcoin, runDevnet } from './devnet.ts';
 import { fetchAnchors, formatAnchors, formatCluster, readCluster } from './cluster-status.ts';
-import { ProofUsageError, fetchProof, verifyProofFile, writeHeadersFile } from './proofs.ts';
+import { OFFLINE_EXIT_CODE, ProofUsageError, fetchProof, verifyProofFile, writeHeadersFile } from './proofs.ts';
 
 const USAGE = `kalima — a Kalima PrivaChain node
 
@@ -39,7 +39,8 @@ const USAGE = `kalima — a Kalima PrivaChain node
                                                                 fetch a block's anchor proof: HEIGHT.json, or with --binary HEIGHT.kproof
                                                                 (the compact binary proof) instead; --ots adds FILE.ots and FILE.block
   kalima verify-proof FILE [--rpc URL [--rpc-user U --rpc-password P | --rpc-cookie FILE]] [--headers FILE] [--json]
-                                                                check a JSON, .kproof or .ots proof: offline, against a Bitcoin RPC, or a headers file
+                                                                check a JSON, .kproof or .ots proof against a Bitcoin RPC or a headers file (exit 0 when
+                                                                valid); without either, only the proof itself (exit 3: its header is not checked against Bitcoin)
   kalima headers --rpc URL [--rpc-user U --rpc-password P | --rpc-cookie FILE] --out FILE [--from H] [--to H]
                                                                 write a Bitcoin headers file for verify-proof --headers
 
@@ -269,8 +270,8 @@ export async function main(argv: string[], extensions: CliExtensions = {}): Prom
     case 'verify-proof': {
       const [file] = positionals;
       if (file === undefined) throw new UsageError('verify-proof needs FILE (a JSON, .kproof or .ots proof)');
-      await verifyProofFile(file, { ...rpcOptions(values), headers: values.headers, json: values.json }, writeLine);
-      return 0;
+      const outcome = await verifyProofFile(file, { ...rpcOptions(values), headers: values.headers, json: values.json }, writeLine);
+      return outcome === 'offline' ? OFFLINE_EXIT_CODE : 0;
     }
     case 'headers': {
       if (values.out === undefined) throw new UsageError('headers needs --out FILE');

@@ -62,8 +62,21 @@ function lines(rows: Array<[string, string]>): string {
   return rows.map(([label, value]) => `${label.padEnd(width)}  ${value}`).join('\n');
 }
 
+/**
+ * Offline, a proof shows only that its pieces fit together and that its Bitcoin header meets its
+ * own proof of work: a header at a low difficulty is cheap to make, so nothing shows it is in
+ * Bitcoin's chain, and its time is only claimed. Such a verdict is not VALID (exit 3, not 0).
+ */
+export const OFFLINE_EXIT_CODE = 3;
+
 function proofSummary(file: string, form: 'JSON' | 'binary', verdict: ProofVerdict): string {
+  const offline = verdict.source === 'offline';
   const confirmations = verdict.confirmations === undefined ? 'unknown (offline: give --rpc or --headers to count them)' : `${verdict.confirmations} (${SOURCE_NAMES[verdict.source]})`;
+  const outcome = !verdict.valid
+    ? `NOT VALID: ${verdict.failure!.reason}`
+    : offline
+      ? 'CONSISTENT, NOT CHECKED AGAINST BITCOIN: every commitment holds, but nothing here shows the header is in Bitcoin\'s chain (a header of low difficulty is cheap to make); give --rpc or --headers'
+      : 'VALID';
   return [
     lines([
       ['proof', `${basename(file)} (${form} proof, Bitcoin ${verdict.network})`],
@@ -71,12 +84,12 @@ function proofSummary(file: string, form: 'JSON' | 'binary', verdict: ProofVerdi
       ['anchored tip', `height ${verdict.tipHeight}`],
       ['anchor tx', verdict.anchorTxid],
       ['bitcoin block', `height ${verdict.bitcoinHeight}, hash ${verdict.bitcoinBlockHash}`],
-      ['attested time', `${verdict.attestedTime} (the Bitcoin block's header time)`],
+      offline ? ['claimed time', `${verdict.attestedTime} (the header's own time, attested only once the header is found in Bitcoin's chain)`] : ['attested time', `${verdict.attestedTime} (the Bitcoin block's header time)`],
       ['confirmations', confirmations],
     ]),
     'checked:',
     ...verdict.checked.map((check) => `  - ${check}`),
-    verdict.valid ? 'VALID' : `NOT VALID: ${verdict.failure!.reason}`,
+    outcome,
   ].join('\n');
 }
 
@@ -96,11 +109,17 @@ function otsSummary(file: string, verdict: OtsVerdict, source: HeaderSource['kin
   ].join('\n');
 }
 
-/** Verifies a proof file; prints the summary (or the verdict as JSON); a failed proof throws its code. */
-export async function verifyProofFile(file: string, options: RpcOptions & { headers?: string; json?: boolean }, write: (text: string) => void): Promise<void> {
+/**
+ * Verifies a proof file; prints the summary (or the verdict as JSON); a failed proof throws its
+ * code. Resolves 'valid' when the header was found in a source's best chain, 'offline' when only
+ * the proof itself was checked.
+ */
+export async function verifyProofFile(file: string, options: RpcOptions & { headers?: string; json?: boolean }, write: (text: string) => void): Promise<'valid' | 'offline'> {
   const rpc = rpcClient(options);
   try {
-    await verifyWith(file, await headerSource(rpc, options.headers), options.json === true, write);
+    const source = await headerSource(rpc, options.headers);
+    await verifyWith(file, source, options.json === true, write);
+    return source.kind === 'offline' ? 'offline' : 'valid';
   } finally {
     rpc?.close();
   }

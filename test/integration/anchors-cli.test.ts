@@ -67,14 +67,16 @@ afterAll(async () => {
 });
 
 describe('kalima verify-proof', () => {
-  it('offline: valid, says what it checked, confirmations unknown', async () => {
+  it('offline: the proof holds together, but it is not called valid (exit 3): its header is not checked against Bitcoin and its time is only claimed', async () => {
     const run = await kalima(['verify-proof', '12.json'], directory);
-    expect(run.code).toBe(0);
+    expect(run.code).toBe(3);
     expect(run.stdout).toMatch(/block\s+privachain height 12, hash [0-9a-f]{64}/);
     expect(run.stdout).toMatch(/bitcoin block\s+height 150, hash [0-9a-f]{64}/);
-    expect(run.stdout).toMatch(/attested time\s+2026-05-28T20:28:20\.000Z/);
+    expect(run.stdout).toMatch(/claimed time\s+2026-05-28T20:28:20\.000Z/);
+    expect(run.stdout).not.toMatch(/attested time/);
     expect(run.stdout).toMatch(/confirmations\s+unknown/);
-    expect(run.stdout).toMatch(/VALID$/m);
+    expect(run.stdout).toMatch(/^CONSISTENT, NOT CHECKED AGAINST BITCOIN/m);
+    expect(run.stdout).not.toMatch(/^VALID$/m);
   });
 
   it('against a headers file: the confirmations', async () => {
@@ -134,9 +136,10 @@ describe('kalima verify-proof with a binary proof (.kproof)', () => {
 
   it('is recognised by its magic, whatever the file is called', async () => {
     await writeFile(join(directory, 'proof.bin'), proofBinary);
-    const run = await kalima(['verify-proof', 'proof.bin'], directory);
+    const run = await kalima(['verify-proof', 'proof.bin', '--headers', 'chain.headers'], directory);
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/\(binary proof, Bitcoin regtest\)/);
+    expect(run.stdout).toMatch(/^VALID$/m);
   });
 
   it('cut short: exit 1 with KALIMA_ERR_PROOF_TRUNCATED; a reorganised chain: KALIMA_ERR_PROOF_NOT_IN_CHAIN', async () => {
