@@ -9,6 +9,7 @@ import {
 } from '../../src/state/anchor-record.ts';
 import { createAddress, makeChain, makeMessage, openNode } from '../support/chain.ts';
 import { aggregationRoot } from '../../anchors/aggregate.ts';
+import { codeOf } from '../support/errors.ts';
 
 const fill = (byte: number) => new Uint8Array(32).fill(byte);
 const chain = makeChain('anchor-record', 'plant');
@@ -25,14 +26,6 @@ function unsigned(value: AnchorRecord, device = chain.nodeKey.publicKey): Messag
   return { ...anchorRecordMessage('plant', device, value, 1), signature: new Uint8Array(64) };
 }
 
-const code = (run: () => unknown): string | undefined => {
-  try {
-    run();
-    return undefined;
-  } catch (error) {
-    return (error as { code?: string }).code;
-  }
-};
 
 describe('anchor records', () => {
   it('have one canonical body, and every other text is refused with a stable code', () => {
@@ -52,23 +45,23 @@ describe('anchor records', () => {
       text.replace(/"tips":\[.*\]/, '"tips":[]'),
       'not json', '[]', '{}',
     ];
-    for (const variant of variants) expect(code(() => decodeAnchorBody(new TextEncoder().encode(variant))), variant).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
+    for (const variant of variants) expect(codeOf(() => decodeAnchorBody(new TextEncoder().encode(variant))), variant).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
   });
 
   it('only a master writes one, under the root, as a put, naming this chain\'s block at an earlier height', () => {
     const context = { chain: 'plant', height: 4, masters, blockHashAt: (height: number) => (height === 3 ? fill(5) : undefined) };
     expect(checkAnchorRecord(unsigned(record()), context).bitcoinHeight).toBe(105);
     const stranger = generateKeyPair(chain.rng);
-    expect(code(() => checkAnchorRecord(unsigned(record(), stranger.publicKey), context))).toBe('KALIMA_ERR_ACCESS_MASTERS_ONLY');
-    expect(code(() => checkAnchorRecord({ ...unsigned(record()), key: 'ab'.repeat(32) }, context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
+    expect(codeOf(() => checkAnchorRecord(unsigned(record(), stranger.publicKey), context))).toBe('KALIMA_ERR_ACCESS_MASTERS_ONLY');
+    expect(codeOf(() => checkAnchorRecord({ ...unsigned(record()), key: 'ab'.repeat(32) }, context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
     // A root that is not the tips' aggregation root (under it as key, so only the root check can refuse it).
-    expect(code(() => checkAnchorRecord(unsigned(record({ root: fill(1) })), context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
-    expect(code(() => checkAnchorRecord({ ...unsigned(record()), ttlSeconds: 60 }, context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
-    expect(code(() => checkAnchorRecord({ ...unsigned(record()), body: new Uint8Array() }, context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
+    expect(codeOf(() => checkAnchorRecord(unsigned(record({ root: fill(1) })), context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
+    expect(codeOf(() => checkAnchorRecord({ ...unsigned(record()), ttlSeconds: 60 }, context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
+    expect(codeOf(() => checkAnchorRecord({ ...unsigned(record()), body: new Uint8Array() }, context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
     // No tip of this chain; a tip at the carrying block or later; a tip that is another block.
-    expect(code(() => checkAnchorRecord(unsigned(record({ tips: [{ chain: 'other', height: 9, hash: fill(4) }] })), context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
-    expect(code(() => checkAnchorRecord(unsigned(record({ tips: [{ chain: 'plant', height: 4, hash: fill(5) }] })), context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
-    expect(code(() => checkAnchorRecord(unsigned(record({ tips: [{ chain: 'plant', height: 3, hash: fill(6) }] })), context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
+    expect(codeOf(() => checkAnchorRecord(unsigned(record({ tips: [{ chain: 'other', height: 9, hash: fill(4) }] })), context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
+    expect(codeOf(() => checkAnchorRecord(unsigned(record({ tips: [{ chain: 'plant', height: 4, hash: fill(5) }] })), context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
+    expect(codeOf(() => checkAnchorRecord(unsigned(record({ tips: [{ chain: 'plant', height: 3, hash: fill(6) }] })), context))).toBe('KALIMA_ERR_LEDGER_BAD_ANCHOR');
   });
 
   it('a node takes a master\'s record into a block and refuses a forged one, changing nothing', async () => {

@@ -9,6 +9,7 @@ import { signerFor } from '../../chains/bitcoin/keys.ts';
 import { bumpFeeRate, buildReplacement, replacementFeeSat } from '../../chains/bitcoin/replacement.ts';
 import { type AnchorTx, type Utxo, buildAnchorTx, feeRateOf } from '../../chains/bitcoin/tx.ts';
 import { request, testWallet, walletUtxo } from '../support/bitcoin-wallet.ts';
+import { thrownError } from '../support/errors.ts';
 
 const signer = (utxo: Utxo) => signerFor(testWallet, utxo.derivation);
 
@@ -16,15 +17,6 @@ function original(valueSat: bigint, rbf = true): AnchorTx {
   return buildAnchorTx(request('p2tr', [walletUtxo('p2tr', valueSat)], 1000n, { rbf }));
 }
 
-function codeOf(run: () => unknown): { code: string; details: Record<string, unknown> } {
-  try {
-    run();
-  } catch (error) {
-    expect(error).toBeInstanceOf(KalimaError);
-    return { code: (error as KalimaError).code, details: (error as KalimaError).details };
-  }
-  throw new Error('expected an error');
-}
 
 describe('buildReplacement', () => {
   it('the original: 154 vbytes, 154 sat, 1000 sat/kvB', () => {
@@ -71,12 +63,12 @@ describe('buildReplacement', () => {
 
   it('a rate not above the original\'s is BAD_REPLACEMENT', () => {
     const tx = original(100_000n);
-    expect(codeOf(() => buildReplacement({ original: tx, feeRateSatPerKvB: 1000n, signer })))
+    expect(thrownError(() => buildReplacement({ original: tx, feeRateSatPerKvB: 1000n, signer })))
       .toEqual({ code: 'KALIMA_ERR_BITCOIN_BAD_REPLACEMENT', details: { txid: tx.txid, feeRateSatPerKvB: 1000, originalFeeRateSatPerKvB: 1000 } });
   });
 
   it('an original that does not signal BIP-125 is BAD_REPLACEMENT', () => {
-    expect(codeOf(() => buildReplacement({ original: original(100_000n, false), feeRateSatPerKvB: 5000n, signer })).code)
+    expect(thrownError(() => buildReplacement({ original: original(100_000n, false), feeRateSatPerKvB: 5000n, signer })).code)
       .toBe('KALIMA_ERR_BITCOIN_BAD_REPLACEMENT');
   });
 
@@ -85,7 +77,7 @@ describe('buildReplacement', () => {
     const enough = original(638n);
     expect(buildReplacement({ original: enough, feeRateSatPerKvB: 2000n, signer }).changeValueSat).toBe(330n);
     const short = original(637n);
-    expect(codeOf(() => buildReplacement({ original: short, feeRateSatPerKvB: 2000n, signer })))
+    expect(thrownError(() => buildReplacement({ original: short, feeRateSatPerKvB: 2000n, signer })))
       .toEqual({ code: 'KALIMA_ERR_BITCOIN_INSUFFICIENT_FUNDS', details: { replacing: short.txid, neededSat: 638, availableSat: 637 } });
   });
 });

@@ -9,18 +9,10 @@ import { KalimaError } from '../../src/errors.ts';
 import { type AddressKind, changeAddress, signerFor } from '../../chains/bitcoin/keys.ts';
 import { CHANGE_VOUT, anchorTxWeight, buildAnchorTx, dustThresholdSat, feeFor, opReturnScript, vsizeOfWeight } from '../../chains/bitcoin/tx.ts';
 import { COMMITMENT, request, testWallet, walletUtxo } from '../support/bitcoin-wallet.ts';
+import { thrownError } from '../support/errors.ts';
 
 noble.hashes.sha256 = nobleSha256;
 
-function codeOf(run: () => unknown): { code: string; details: Record<string, unknown> } {
-  try {
-    run();
-  } catch (error) {
-    expect(error).toBeInstanceOf(KalimaError);
-    return { code: (error as KalimaError).code, details: (error as KalimaError).details };
-  }
-  throw new Error('expected an error');
-}
 
 const BTC = 100_000_000n;
 
@@ -101,11 +93,11 @@ describe('coin selection and change', () => {
   });
 
   it('is INSUFFICIENT_FUNDS with what is needed and what there is', () => {
-    const error = codeOf(() => buildAnchorTx(request('p2wpkh', [walletUtxo('p2wpkh', 446n)], 1000n)));
+    const error = thrownError(() => buildAnchorTx(request('p2wpkh', [walletUtxo('p2wpkh', 446n)], 1000n)));
     expect(error).toEqual({ code: 'KALIMA_ERR_BITCOIN_INSUFFICIENT_FUNDS', details: { neededSat: 447, availableSat: 446, utxos: 1 } });
-    const two = codeOf(() => buildAnchorTx(request('p2wpkh', [walletUtxo('p2wpkh', 200n), walletUtxo('p2wpkh', 200n, 1)], 1000n)));
+    const two = thrownError(() => buildAnchorTx(request('p2wpkh', [walletUtxo('p2wpkh', 200n), walletUtxo('p2wpkh', 200n, 1)], 1000n)));
     expect(two.details).toEqual({ neededSat: 220 + 294, availableSat: 400, utxos: 2 });
-    expect(codeOf(() => buildAnchorTx(request('p2wpkh', [], 1000n))).code).toBe('KALIMA_ERR_BITCOIN_INSUFFICIENT_FUNDS');
+    expect(thrownError(() => buildAnchorTx(request('p2wpkh', [], 1000n))).code).toBe('KALIMA_ERR_BITCOIN_INSUFFICIENT_FUNDS');
   });
 });
 
