@@ -3,7 +3,6 @@
 // and the small policy that decides when a bump is worth it.
 import { Transaction } from 'bitcoinjs-lib';
 import { describe, expect, it } from 'vitest';
-import { KalimaError } from '../../src/errors.ts';
 import { sha256 } from '../../src/ledger/hash.ts';
 import { signerFor } from '../../chains/bitcoin/keys.ts';
 import { bumpFeeRate, buildReplacement, replacementFeeSat } from '../../chains/bitcoin/replacement.ts';

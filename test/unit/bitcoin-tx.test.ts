@@ -5,7 +5,6 @@ import * as noble from '@noble/secp256k1';
 import { sha256 as nobleSha256 } from '@noble/hashes/sha2.js';
 import { payments, script as bitcoinScript, Transaction } from 'bitcoinjs-lib';
 import { describe, expect, it } from 'vitest';
-import { KalimaError } from '../../src/errors.ts';
 import { type AddressKind, changeAddress, signerFor } from '../../chains/bitcoin/keys.ts';
 import { CHANGE_VOUT, anchorTxWeight, buildAnchorTx, dustThresholdSat, feeFor, opReturnScript, vsizeOfWeight } from '../../chains/bitcoin/tx.ts';
 import { COMMITMENT, request, testWallet, walletUtxo } from '../support/bitcoin-wallet.ts';
