@@ -1,7 +1,7 @@
 // Anchoring through crashes and a Bitcoin node that goes away, on a real bcoin (regtest):
-//   - a `kalima node` process killed right after it broadcast an anchor (a failpoint), and again
-//     after the anchor confirmed but before it was recorded, sends the same transaction again:
-//     exactly one anchor of those blocks in Bitcoin, one record on the chain;
+//   - a `kalima node` process killed (failpoints) after it stored an anchor and before sending it,
+//     right after sending it, and after the anchor confirmed but before it was recorded, sends the
+//     same transaction again: exactly one anchor of those blocks in Bitcoin, one record on the chain;
 //   - with bcoin stopped the anchor waits, and GET /anchors says why; bcoin restarted (with its
 //     mempool empty) gets the same transaction again, and every commitment ends recorded.
 import { readFile, writeFile } from 'node:fs/promises';
@@ -46,7 +46,7 @@ async function until<T>(what: string, read: () => Promise<T>, done: (value: T) =
 }
 
 describe('anchoring through crashes', () => {
-  it('a node killed after broadcasting an anchor, then after it confirmed but before its record, ends with one anchor in Bitcoin and one record', async () => {
+  it('a node killed before broadcasting an anchor, after broadcasting it, and after it confirmed but before its record, ends with one anchor in Bitcoin and one record', async () => {
     const bcoin = await startBcoin();
     bcoins.push(bcoin);
     const directory = await tempDir('kalima-anchor-crash-');
@@ -63,10 +63,15 @@ describe('anchoring through crashes', () => {
 
     const url = `http://127.0.0.1:${port}`;
     const node = new MasterProcess('n1', init.configFile, url, toHex(init.node.publicKey), join(directory, 'data'));
-    await node.start(20_000, { KALIMA_FAILPOINTS: 'anchor.after-broadcast' });
+    // First killed after the transaction is stored and before it is sent: nothing in the mempool.
+    await node.start(20_000, { KALIMA_FAILPOINTS: 'anchor.before-broadcast' });
     const admin = new KalimaClient({ url, key: init.admin });
     await admin.createAddress('/sensors', 'crash test');
-    // The first pass with a block to anchor broadcasts, and the process ends at the failpoint.
+    await until('the node to end at its first failpoint', async () => node.running, (running) => !running);
+    expect(node.child!.signalCode).toBe('SIGKILL');
+    expect(await bcoin.rpc.getRawMempool()).toEqual([]);
+    // Started again, it sends the stored transaction, and is killed right after the broadcast.
+    await node.start(20_000, { KALIMA_FAILPOINTS: 'anchor.after-broadcast' });
     await until('the node to end at its failpoint', async () => node.running, (running) => !running);
     expect(node.child!.signalCode).toBe('SIGKILL');
     const mempool = await bcoin.rpc.getRawMempool();
