@@ -52,6 +52,10 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_API_OVERLOADED: { status: 503, message: 'the node is overloaded; retry with backoff' },
   KALIMA_ERR_API_CURSOR_AHEAD: { status: 409, message: 'the event cursor is beyond this chain\'s newest message: it belongs to another chain or a lost history' },
   KALIMA_ERR_API_PAYLOAD_TOO_LARGE: { status: 413, message: 'the request body is too large' },
+  // lightning (chains/lightning)
+  KALIMA_ERR_LIGHTNING_UNREACHABLE: { status: 503, message: 'the LND node could not be reached' },
+  KALIMA_ERR_LIGHTNING_UNAUTHORIZED: { status: 502, message: 'the LND node refused the macaroon or the TLS certificate' },
+  KALIMA_ERR_LIGHTNING_RPC: { status: 502, message: 'the LND call failed' },
   // anchors
   KALIMA_ERR_ANCHOR_NOT_CONFIGURED: { status: 404, message: 'this node does not anchor its chain into Bitcoin (no bitcoin section in its config)' },
   KALIMA_ERR_ANCHOR_NOT_ANCHORED: { status: 404, message: 'no recorded anchor covers this block yet' },
