@@ -17,6 +17,7 @@
 import { assert } from '../src/errors.ts';
 import { TAG, bytesEqual, taggedHash } from '../src/ledger/hash.ts';
 import { type HashStep, applySteps } from './ops.ts';
+import { largestPowerOfTwoBelow, rfc6962Path, rfc6962Root } from '../src/ledger/merkle.ts';
 
 export interface ChainTip {
   chain: string;
@@ -56,16 +57,8 @@ function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
   return taggedHash(TAG.anchorNode, left, right);
 }
 
-function largestPowerOfTwoBelow(count: number): number {
-  let split = 1;
-  while (split * 2 < count) split *= 2;
-  return split;
-}
-
 function subtreeRoot(leaves: readonly Uint8Array[], start: number, end: number): Uint8Array {
-  if (end - start === 1) return leaves[start]!;
-  const split = start + largestPowerOfTwoBelow(end - start);
-  return nodeHash(subtreeRoot(leaves, start, split), subtreeRoot(leaves, split, end));
+  return rfc6962Root(leaves, start, end, nodeHash);
 }
 
 /** The 32 bytes an anchor commits to. */
@@ -80,20 +73,7 @@ export function aggregationProof(tips: readonly ChainTip[], chain: string): Aggr
   const index = sorted.findIndex((tip) => tip.chain === chain);
   assert(index >= 0, `aggregate: no tip of chain ${chain}`);
   const leaves = sorted.map((tip) => tip.blockHash);
-  const path: Uint8Array[] = [];
-  const walk = (start: number, end: number): void => {
-    if (end - start === 1) return;
-    const split = start + largestPowerOfTwoBelow(end - start);
-    if (index < split) {
-      walk(start, split);
-      path.push(subtreeRoot(leaves, split, end));
-    } else {
-      walk(split, end);
-      path.push(subtreeRoot(leaves, start, split));
-    }
-  };
-  walk(0, leaves.length);
-  return { index, leafCount: leaves.length, path };
+  return { index, leafCount: leaves.length, path: rfc6962Path(leaves.length, index, (start, end) => subtreeRoot(leaves, start, end)) };
 }
 
 /** Hashes in the proof of leaf `index` among `leafCount`: its depth in the RFC 6962 shape. */

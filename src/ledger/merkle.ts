@@ -13,22 +13,24 @@ function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
   return taggedHash(TAG.merkleNode, left, right);
 }
 
-function largestPowerOfTwoBelow(count: number): number {
+/** RFC 6962 §2.1's split: the largest power of two below `count` (for count ≥ 2). */
+export function largestPowerOfTwoBelow(count: number): number {
   let split = 1;
   while (split * 2 < count) split *= 2;
   return split;
 }
 
-function rootOf(leafHashes: readonly Uint8Array[], start: number, end: number): Uint8Array {
+/** The RFC 6962 root of leaves[start, end) with the node hash `node` (the anchor aggregation tree has its own). */
+export function rfc6962Root(leaves: readonly Uint8Array[], start: number, end: number, node: (left: Uint8Array, right: Uint8Array) => Uint8Array): Uint8Array {
   const count = end - start;
-  if (count === 1) return leafHashes[start]!;
+  if (count === 1) return leaves[start]!;
   const split = largestPowerOfTwoBelow(count);
-  return nodeHash(rootOf(leafHashes, start, start + split), rootOf(leafHashes, start + split, end));
+  return node(rfc6962Root(leaves, start, start + split, node), rfc6962Root(leaves, start + split, end, node));
 }
 
 export function merkleRoot(leafHashes: readonly Uint8Array[]): Uint8Array {
   if (leafHashes.length === 0) return EMPTY_MERKLE_ROOT;
-  return rootOf(leafHashes, 0, leafHashes.length);
+  return rfc6962Root(leafHashes, 0, leafHashes.length, nodeHash);
 }
 
 /** Sibling hashes from the leaf up (RFC 6962 §2.1.1 audit path). */
@@ -53,10 +55,11 @@ export function merkleProofs(leafHashes: readonly Uint8Array[], indexes: readonl
     }
     return root;
   };
-  return indexes.map((index) => pathOf(leafHashes.length, index, subtreeRoot));
+  return indexes.map((index) => rfc6962Path(leafHashes.length, index, subtreeRoot));
 }
 
-function pathOf(size: number, index: number, subtreeRoot: (start: number, end: number) => Uint8Array): Uint8Array[] {
+/** The audit path of leaf `index` in a tree of `size` leaves, siblings from the leaf up, each subtree's root from `subtreeRoot`. */
+export function rfc6962Path(size: number, index: number, subtreeRoot: (start: number, end: number) => Uint8Array): Uint8Array[] {
   const path: Uint8Array[] = [];
   const walk = (start: number, end: number): void => {
     const count = end - start;
