@@ -176,10 +176,13 @@ export class AnchorEngine {
       this.bitcoinError = undefined;
     } catch (error) {
       this.state = (await this.options.store.load().catch(() => undefined)) ?? this.state;
-      this.reachable = false;
-      this.bitcoinError = errorSummary(error, this.options.clock);
-      this.late = `the Bitcoin node is not answering (${this.bitcoinError.code}: ${this.bitcoinError.message}); retrying`;
-      this.options.logger.warn({ code: this.bitcoinError.code, error: this.bitcoinError.message }, 'anchors: cannot follow Bitcoin');
+      const summary = errorSummary(error, this.options.clock);
+      // A Bitcoin node that does not answer, or one whose chain the wallet cannot follow (a reorg too deep).
+      const fromNode = summary.code.startsWith('KALIMA_ERR_BITCOIN_');
+      this.reachable = !fromNode;
+      this.bitcoinError = summary;
+      this.late = fromNode ? `the Bitcoin node is not answering (${summary.code}: ${summary.message}); retrying` : `${summary.code}: ${summary.message}`;
+      this.options.logger.warn({ code: summary.code, error: summary.message }, 'anchors: cannot follow Bitcoin');
       return;
     }
     this.late = undefined;
