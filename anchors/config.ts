@@ -10,13 +10,12 @@
 // Fee rates are in sat per 1000 vbytes (2000 = 2 sat/vB). Paths are relative to the config file.
 import { resolve } from 'node:path';
 import { kalimaError } from '../src/errors.ts';
+import { BITCOIN_NETWORK_NAMES, type BitcoinNetworkName, isBitcoinNetworkName } from '../chains/bitcoin/network.ts';
 import { type AnchorPolicy, DEFAULT_POLICY } from './engine.ts';
 
-export const NETWORK_NAMES = ['mainnet', 'testnet', 'signet', 'regtest', 'bcoin-regtest'] as const;
-export type NetworkName = (typeof NETWORK_NAMES)[number];
 
 export interface BitcoinConfig {
-  network: NetworkName;
+  network: BitcoinNetworkName;
   rpcUrl: string;
   auth: { user: string; password: string } | { cookieFile: string };
   /** Bound on one RPC attempt (three attempts per call, with backoff between them). */
@@ -61,7 +60,7 @@ export function parseAnchorConfig(file: string, base: string, bitcoin: unknown, 
     if (extra !== undefined) invalid(`${section}.${extra} is not a setting (known: ${known.join(', ')})`);
   };
   unknown('bitcoin', raw, BITCOIN_KEYS);
-  if (typeof raw.network !== 'string' || !(NETWORK_NAMES as readonly string[]).includes(raw.network)) invalid(`bitcoin.network must be one of ${NETWORK_NAMES.join(', ')}`);
+  if (!isBitcoinNetworkName(raw.network)) invalid(`bitcoin.network must be one of ${BITCOIN_NETWORK_NAMES.join(', ')}`);
   // The RPC client speaks plain HTTP, as bitcoind does; put a TLS tunnel in front for a remote node.
   if (typeof raw.rpcUrl !== 'string' || !/^http:\/\/[^\s]+$/.test(raw.rpcUrl)) invalid('bitcoin.rpcUrl must be an http:// URL (bitcoind serves RPC over plain HTTP; reach a remote node through a tunnel)');
   let auth: BitcoinConfig['auth'];
@@ -104,7 +103,7 @@ export function parseAnchorConfig(file: string, base: string, bitcoin: unknown, 
   if (policy.confirmations > policy.reorgWindow) invalid(`anchor.confirmations must be at most ${policy.reorgWindow}`);
   return {
     bitcoin: {
-      network: raw.network as NetworkName, rpcUrl: raw.rpcUrl as string, auth, rpcTimeoutMs: Math.round(((raw.rpcTimeoutSeconds as number | undefined) ?? 15) * 1_000),
+      network: raw.network as BitcoinNetworkName, rpcUrl: raw.rpcUrl as string, auth, rpcTimeoutMs: Math.round(((raw.rpcTimeoutSeconds as number | undefined) ?? 15) * 1_000),
       walletFile: resolve(base, (raw.walletFile as string | undefined) ?? 'keys/anchor-wallet.json'),
       stateDir: resolve(base, (raw.stateDir as string | undefined) ?? 'anchors'),
       addressKind: (raw.addressKind as BitcoinConfig['addressKind'] | undefined) ?? 'p2wpkh',

@@ -23,7 +23,8 @@ import type { AnchorRecord } from '../src/state/anchor-record.ts';
 import { fromHex, toHex } from '../src/ledger/hash.ts';
 import { type AnchorState, type AnchorStore, type AnchorTx, type Commitment, type Utxo, emptyState } from './state.ts';
 
-export const COINBASE_MATURITY = 100;
+/** A coinbase output is spendable in a block 100 blocks above its own. */
+const COINBASE_MATURITY = 100;
 
 /** The Bitcoin node, as the engine uses it (chains/bitcoin's RPC client, through an adapter). */
 export interface BitcoinSource {

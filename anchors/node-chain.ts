@@ -4,21 +4,13 @@ import { isKalimaError, kalimaError } from '../src/errors.ts';
 import { signMessage } from '../src/ledger/message.ts';
 import type { KeyPair } from '../src/ledger/signature.ts';
 import type { Rng, Scheduler } from '../src/ports.ts';
-import { VALIDATIONS_ADDRESS } from '../src/state/validation.ts';
-import type { Block } from '../src/ledger/block.ts';
 import type { KalimaNode } from '../src/node/node.ts';
-import { ANCHORS_ADDRESS, type AnchorRecord, anchorRecordMessage, decodeAnchorBody } from '../src/state/anchor-record.ts';
+import { ANCHORS_ADDRESS, type AnchorRecord, anchorRecordMessage, blockHasNews, decodeAnchorBody } from '../src/state/anchor-record.ts';
 import type { AnchoredChain } from './engine.ts';
 
 /** How far back from the tip a node looks, when it starts, for the last block with news. */
 const NEWS_LOOKBACK_BLOCKS = 1_000;
 
-/**
- * News is what a device or an admin wrote: anchor records and validation records are not (a
- * validation node validates the block of an anchor record, and anchoring that validation would
- * anchor an idle chain forever).
- */
-const hasNews = (block: Block): boolean => block.messages.some((message) => message.message.address !== ANCHORS_ADDRESS && message.message.address !== VALIDATIONS_ADDRESS);
 /** How long a record may take to be committed and applied here before the pass gives up (and tries again at the next). */
 const RECORD_TIMEOUT_MS = 60_000;
 
@@ -31,7 +23,7 @@ export class NodeChain implements AnchoredChain {
   private constructor(private readonly node: KalimaNode, private readonly nodeKey: KeyPair, private readonly rng: Rng, private readonly scheduler: Scheduler, private readonly lastNewsBeforeStart: number) {
     this.chain = node.chain;
     this.unsubscribe = node.onBlock((committed) => {
-      if (hasNews(committed.block)) this.newsHeights.push(committed.block.header.height);
+      if (blockHasNews(committed.block)) this.newsHeights.push(committed.block.header.height);
     });
   }
 
@@ -45,7 +37,7 @@ export class NodeChain implements AnchoredChain {
     let lastNews = Math.max(0, tip - NEWS_LOOKBACK_BLOCKS);
     for (let height = tip; height > Math.max(0, tip - NEWS_LOOKBACK_BLOCKS); height--) {
       const block = await node.store.getBlock(height);
-      if (block === undefined || hasNews(block)) {
+      if (block === undefined || blockHasNews(block)) {
         lastNews = height;
         break;
       }

@@ -73,7 +73,7 @@ export class BlockGate {
 
   constructor(private readonly options: GateOptions) {
     this.masters = new Set(options.genesis.masters.map(toHex));
-    this.policy = { admins: adminSet(options.genesis.admins), chain: options.genesis.chain, validators: new Set(options.genesis.validators.map(toHex)), masters: new Set(options.genesis.masters.map(toHex)) };
+    this.policy = { admins: adminSet(options.genesis.admins), chain: options.genesis.chain, validators: new Set(options.genesis.validators.map(toHex)), masters: this.masters };
     this.durableIndex = options.applied.index;
     this.durableTip = options.applied.tip;
   }
@@ -170,11 +170,10 @@ export class BlockGate {
   }
 
   /**
-   * The hashes of the blocks the block's validation records name, on the chain that ends at `tip`:
-   * admitted ancestors (`onAdmitted`: the block extends them), then what the node applied, then the
-   * store. Every honest node finds every one of them, so a record is checked alike everywhere.
+   * The hashes of the blocks the block's validation and anchor records name, on the chain that ends
+   * at `tip`: admitted ancestors (`onAdmitted`: the block extends them), then what the node applied,
+   * then the store. Every honest node finds every one of them, so a record is checked alike everywhere.
    */
-  /** The hashes of the blocks that the block's validation and anchor records name, where this node has them. */
   private async recordHashes(block: Block, tip: TipRecord, onAdmitted: boolean): Promise<Map<number, Uint8Array>> {
     const hashes = new Map<number, Uint8Array>();
     for (const committed of block.messages) {

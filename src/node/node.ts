@@ -407,21 +407,23 @@ export class KalimaNode {
     this.recentHashes.delete(tip.height - RECENT_HASHES);
   }
 
-  /** An anchor record's tip of this chain is a block this node has (checked against the store when it is not one of the latest). */
+  /** Whether `hash` is this chain's block at `height` (looked up in the store when it is not one of the latest). */
+  private async isBlockAt(height: number, hash: Uint8Array): Promise<boolean> {
+    const known = this.knownHashAt(height);
+    return known !== undefined ? bytesEqual(known, hash) : (await this.options.store.heightOfHash(hash)) === height;
+  }
+
+  /** An anchor record's tip of this chain is a block this node has. */
   private async checkAnchorTipHash(message: Message): Promise<void> {
     const tip = decodeAnchorBody(message.body).tips.find((entry) => entry.chain === this.chain);
     if (tip === undefined || tip.height > this.tip.height) return; // refused when it is executed
-    const known = this.knownHashAt(tip.height);
-    const matches = known !== undefined ? bytesEqual(known, tip.hash) : (await this.options.store.heightOfHash(tip.hash)) === tip.height;
-    if (!matches) throw kalimaError('KALIMA_ERR_LEDGER_BAD_ANCHOR', { reason: 'the tip is not this chain\'s block at that height', height: tip.height });
+    if (!(await this.isBlockAt(tip.height, tip.hash))) throw kalimaError('KALIMA_ERR_LEDGER_BAD_ANCHOR', { reason: 'the tip is not this chain\'s block at that height', height: tip.height });
   }
 
-  /** A validation names a block this node has (checked against the store when it is not one of the latest). */
+  /** A validation names a block this node has. */
   private async checkValidationHash(message: Message): Promise<void> {
     const record = decodeValidationBody(message.body);
-    const known = this.knownHashAt(record.height);
-    const matches = known !== undefined ? bytesEqual(known, record.hash) : (await this.options.store.heightOfHash(record.hash)) === record.height;
-    if (!matches) throw kalimaError('KALIMA_ERR_LEDGER_BAD_VALIDATION', { reason: 'the hash is not this chain\'s block at that height', height: record.height });
+    if (!(await this.isBlockAt(record.height, record.hash))) throw kalimaError('KALIMA_ERR_LEDGER_BAD_VALIDATION', { reason: 'the hash is not this chain\'s block at that height', height: record.height });
   }
 
   /** `afterWrite`: a write just finished, and the messages queued during it have waited long enough. */

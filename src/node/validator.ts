@@ -24,7 +24,7 @@ import type { Admission } from '../consensus/block-gate.ts';
 import type { AppendSender } from '../consensus/runtime.ts';
 import { type LeaderReport, type ReportReason, signReport } from '../consensus/leader-report.ts';
 import { VALIDATIONS_ADDRESS, decodeValidationBody, validationMessage } from '../state/validation.ts';
-import { ANCHORS_ADDRESS } from '../state/anchor-record.ts';
+import { blockHasNews } from '../state/anchor-record.ts';
 import type { CommittedBlock, KalimaNode } from './node.ts';
 
 const RETRY_MS = 1_000;
@@ -82,10 +82,9 @@ export class ValidationDuty {
     if (this.retryTimer !== undefined) this.options.scheduler.clearTimeout(this.retryTimer);
   }
 
-  /** A block applied here (checked by the gate first): worth a validation unless it holds only validations. */
+  /** A block applied here (checked by the gate first): worth a validation if it holds news (blockHasNews). */
   private onBlock(committed: CommittedBlock): void {
-    // Anchor records are no news either: validating them would make an anchoring node anchor an idle chain forever.
-    if (committed.block.messages.some((message) => message.message.address !== VALIDATIONS_ADDRESS && message.message.address !== ANCHORS_ADDRESS)) {
+    if (blockHasNews(committed.block)) {
       this.dirty = true;
       this.kick();
     }

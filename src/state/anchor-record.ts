@@ -13,6 +13,7 @@
 import { kalimaError } from '../errors.ts';
 import { bytesEqual, fromHex, toHex } from '../ledger/hash.ts';
 import { checkChainName, type Message, type UnsignedMessage } from '../ledger/message.ts';
+import { VALIDATIONS_ADDRESS } from './validation.ts';
 // The aggregation tree is pure hashing (anchors/aggregate.ts); the chain checks a record's root with it.
 import { aggregationRoot } from '../../anchors/aggregate.ts';
 
@@ -119,4 +120,13 @@ export function checkAnchorRecord(message: Message, context: AnchorCheckContext)
 
 export function anchorRecordMessage(chain: string, device: Uint8Array, record: AnchorRecord, nonce: number): UnsignedMessage {
   return { chain, address: ANCHORS_ADDRESS, key: toHex(record.root), body: encodeAnchorBody(record), ttlSeconds: -1, props: [], device, nonce };
+}
+
+/**
+ * Whether a block holds news: anything but validation and anchor records. A validation node
+ * validates only news, and an anchoring node anchors only news, so neither keeps an idle chain busy
+ * answering the other's records.
+ */
+export function blockHasNews(block: { messages: ReadonlyArray<{ message: { address: string } }> }): boolean {
+  return block.messages.some(({ message }) => message.address !== ANCHORS_ADDRESS && message.address !== VALIDATIONS_ADDRESS);
 }
