@@ -2,7 +2,7 @@
 // block's Merkle tree): the header's proof of work against the network's limit, the anchor
 // transaction's commitment, and the Merkle branch as proof operations.
 import { Transaction } from 'bitcoinjs-lib';
-import { bitcoinBlockHash, decodeBitcoinHeader, displayHex, hash256 } from '../chains/bitcoin/block.ts';
+import { decodeBitcoinHeader, hash256, headerHashHex } from '../chains/bitcoin/block.ts';
 import type { ProofOp } from './ops.ts';
 
 /** OP_RETURN, push of 32 bytes. */
@@ -24,7 +24,7 @@ export function proofOfWorkFailure(header: Uint8Array, powLimit: bigint): string
   const target = targetFromBits(bits);
   if (target === undefined) return `bits 0x${bits.toString(16)} encode no valid target`;
   if (target > powLimit) return `bits 0x${bits.toString(16)} are below the network's minimum difficulty`;
-  const hashValue = BigInt(`0x${displayHex(bitcoinBlockHash(header))}`);
+  const hashValue = BigInt(`0x${headerHashHex(header)}`);
   if (hashValue > target) return 'the header hash is above its target';
   return undefined;
 }

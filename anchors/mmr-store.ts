@@ -9,10 +9,11 @@
 // redone by the next one. A store that does not match the chain (its last leaf is not the chain's
 // block at that height) is detected when it is opened.
 import { assert, kalimaError } from '../src/errors.ts';
-import { TAG, bytesEqual, concatBytes, taggedHash, toHex } from '../src/ledger/hash.ts';
+import { bytesEqual, concatBytes, toHex } from '../src/ledger/hash.ts';
 import type { KvOperation, KvStore } from '../src/store/kv.ts';
 import { readU64, u64 } from '../src/store/keys.ts';
-import { type MmrNodeId, assembleMmrPath, bagPeaks, mmrPeaks, mmrProofNodes } from './mmr.ts';
+import { bagPeaks, mmrNodeHash } from '../src/ledger/mmr.ts';
+import { type MmrNodeId, assembleMmrPath, mmrPeaks, mmrProofNodes } from './mmr.ts';
 
 const FORMAT_VERSION = 1;
 const META_MARKER = 0xff;
@@ -128,7 +129,7 @@ export class MmrStore {
         put(node);
         while (peaks.length > 0 && peaks[peaks.length - 1]!.level === node.level) {
           const left = peaks.pop()!;
-          node = { level: node.level + 1, index: left.index / 2, hash: taggedHash(TAG.mmrNode, left.hash, node.hash) };
+          node = { level: node.level + 1, index: left.index / 2, hash: mmrNodeHash(left.hash, node.hash) };
           put(node);
         }
         peaks.push(node);

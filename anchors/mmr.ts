@@ -8,8 +8,8 @@
 // never change once their subtree is complete, so one store of nodes answers proofs for every
 // leaf count up to the number of leaves appended.
 import { assert } from '../src/errors.ts';
-import { TAG, bytesEqual, taggedHash } from '../src/ledger/hash.ts';
-import { EMPTY_MMR_ROOT } from '../src/ledger/mmr.ts';
+import { TAG, bytesEqual } from '../src/ledger/hash.ts';
+import { bagPeaks, mmrNodeHash } from '../src/ledger/mmr.ts';
 import { type HashStep, applySteps } from './ops.ts';
 
 export interface MmrNodeId {
@@ -74,13 +74,6 @@ export function mmrProofLength(leafIndex: number, leafCount: number): number {
   return nodes.siblings.length + (nodes.rightPeaks.length > 0 ? 1 : 0) + nodes.leftPeaks.length;
 }
 
-/** Bags peaks right to left, as mmrRoot does. */
-export function bagPeaks(peakHashes: readonly Uint8Array[]): Uint8Array {
-  if (peakHashes.length === 0) return EMPTY_MMR_ROOT;
-  let root = peakHashes[peakHashes.length - 1]!;
-  for (let position = peakHashes.length - 2; position >= 0; position--) root = taggedHash(TAG.mmrBag, peakHashes[position]!, root);
-  return root;
-}
 
 /** The path of `leafIndex` from the node hashes the proof needs. */
 export function assembleMmrPath(nodes: MmrProofNodes, hashOf: (node: MmrNodeId) => Uint8Array): Uint8Array[] {
@@ -134,7 +127,7 @@ export class MmrIndex {
     this.push(0, leafHash);
     for (let level = 0; this.counts[level]! % 2 === 0; level++) {
       const right = this.counts[level]! - 1;
-      this.push(level + 1, taggedHash(TAG.mmrNode, this.node({ level, index: right - 1 }), this.node({ level, index: right })));
+      this.push(level + 1, mmrNodeHash(this.node({ level, index: right - 1 }), this.node({ level, index: right })));
     }
   }
 

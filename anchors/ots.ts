@@ -16,7 +16,7 @@
 import { isKalimaError, kalimaError } from '../src/errors.ts';
 import { TAG, concatBytes, tagPrefix, toHex } from '../src/ledger/hash.ts';
 import type { ProofOp } from './ops.ts';
-import { type AnchorProof, checkProofShape, proofStages } from './proof.ts';
+import { type AnchorProof, proofOps } from './proof.ts';
 
 export const OTS_MAGIC = new Uint8Array([
   0x00, ...new TextEncoder().encode('OpenTimestamps'), 0x00, 0x00, ...new TextEncoder().encode('Proof'), 0x00,
@@ -47,8 +47,7 @@ export interface OtsTimestamp {
 }
 
 export function proofToOts(proof: AnchorProof): OtsTimestamp {
-  const ops = proofStages(checkProofShape(proof)).flatMap((stage) => stage.ops);
-  return { fileDigest: proof.blockHash, ops, bitcoinHeight: proof.bitcoinHeight };
+  return { fileDigest: proof.blockHash, ops: proofOps(proof), bitcoinHeight: proof.bitcoinHeight };
 }
 
 /** The bytes whose SHA-256 is the block hash: tag prefix || encodeHeader(header). */

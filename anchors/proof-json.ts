@@ -5,7 +5,7 @@
 // checked against the bytes they summarise.
 import { kalimaError } from '../src/errors.ts';
 import { toHex } from '../src/ledger/hash.ts';
-import { bitcoinBlockHash, displayHex } from '../chains/bitcoin/block.ts';
+import { displayHex, headerHashHex } from '../chains/bitcoin/block.ts';
 import { type AnchorProof, PROOF_VERSION, type ShapedProof, checkProofShape } from './proof.ts';
 
 export const PROOF_FORMAT = 'kalima-anchor-proof';
@@ -38,7 +38,7 @@ export function encodeProofJson(proof: AnchorProof): string {
     bitcoinTxIndex: proof.bitcoinTxIndex,
     bitcoinMerkleBranch: proof.bitcoinMerkleBranch.map(toHex),
     bitcoinHeader: toHex(proof.bitcoinHeader),
-    bitcoinBlockHash: displayHex(bitcoinBlockHash(proof.bitcoinHeader)),
+    bitcoinBlockHash: headerHashHex(proof.bitcoinHeader),
     bitcoinHeight: proof.bitcoinHeight,
   };
   return JSON.stringify(json);
@@ -105,6 +105,6 @@ export function decodeProofJson(json: string): ShapedProof {
   } as AnchorProof;
   const shaped = checkProofShape(proof);
   if (record.anchorTxid !== displayHex(shaped.commitment.txid)) throw malformed('anchorTxid', 'is not the txid of anchorTx');
-  if (record.bitcoinBlockHash !== displayHex(bitcoinBlockHash(proof.bitcoinHeader))) throw malformed('bitcoinBlockHash', 'is not the hash of bitcoinHeader');
+  if (record.bitcoinBlockHash !== headerHashHex(proof.bitcoinHeader)) throw malformed('bitcoinBlockHash', 'is not the hash of bitcoinHeader');
   return shaped;
 }

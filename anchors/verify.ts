@@ -12,7 +12,7 @@
 // Bitcoin block is not, or no longer, at its height in the source's best chain).
 import { type KalimaErrorCode, isKalimaError, kalimaError } from '../src/errors.ts';
 import { bytesEqual, toHex } from '../src/ledger/hash.ts';
-import { bitcoinBlockHash, decodeBitcoinHeader, displayHex } from '../chains/bitcoin/block.ts';
+import { BLOCK_HEADER_BYTES, decodeBitcoinHeader, displayHex, headerHashHex } from '../chains/bitcoin/block.ts';
 import { proofOfWorkFailure } from './bitcoin.ts';
 import { type BitcoinNetworkName, networksWithGenesis, parseBitcoinNetwork } from '../chains/bitcoin/network.ts';
 import type { HeadersChain } from './headers-file.ts';
@@ -113,7 +113,7 @@ async function openSource(source: Exclude<HeaderSource, { kind: 'offline' }>): P
       if (height > tipHeight) return undefined;
       const hash = await rpc.getBlockHash(height);
       const header = new Uint8Array(Buffer.from(await rpc.getBlockHeaderHex(hash), 'hex'));
-      if (header.length !== 80 || displayHex(bitcoinBlockHash(header)) !== hash) {
+      if (header.length !== BLOCK_HEADER_BYTES || headerHashHex(header) !== hash) {
         throw kalimaError('KALIMA_ERR_PROOF_RPC_FAILED', { method: 'getblockheader', reason: `the header the node gave for ${hash} does not hash to it` });
       }
       return header;
@@ -165,7 +165,7 @@ export async function verifyProof(input: AnchorProof | ShapedProof, source: Head
   if (found === undefined || !bytesEqual(found, proof.bitcoinHeader)) {
     const reason = found === undefined
       ? `${view.describe} has no block at height ${proof.bitcoinHeight}`
-      : `the block at height ${proof.bitcoinHeight} in ${view.describe} is ${displayHex(bitcoinBlockHash(found))}, not the proof's`;
+      : `the block at height ${proof.bitcoinHeight} in ${view.describe} is ${headerHashHex(found)}, not the proof's`;
     return { ...verdict, failure: { code: 'KALIMA_ERR_PROOF_NOT_IN_CHAIN', step: 'bitcoin-chain', reason } };
   }
   verdict.checked.push(`the Bitcoin block is at height ${proof.bitcoinHeight} in ${view.describe}`);
@@ -212,7 +212,7 @@ export async function verifyOts(timestamp: OtsTimestamp, source: Exclude<HeaderS
   if (header === undefined) {
     return { ...verdict, failure: { code: 'KALIMA_ERR_PROOF_NOT_IN_CHAIN', step: 'bitcoin-chain', reason: `${view.describe} has no block at height ${timestamp.bitcoinHeight}` } };
   }
-  const found = { ...verdict, bitcoinBlockHash: displayHex(bitcoinBlockHash(header)), attestedTime: isoTime(header) };
+  const found = { ...verdict, bitcoinBlockHash: headerHashHex(header), attestedTime: isoTime(header) };
   if (!bytesEqual(decodeBitcoinHeader(header).merkleRoot, digest)) {
     return { ...found, failure: { code: 'KALIMA_ERR_PROOF_NOT_IN_CHAIN', step: 'bitcoin-chain', reason: `the block at height ${timestamp.bitcoinHeight} in ${view.describe} has another Merkle root` } };
   }

@@ -5,16 +5,16 @@ import { Transaction } from 'bitcoinjs-lib';
 import { type KalimaError, isKalimaError, kalimaError } from '../../src/errors.ts';
 import type { RejectReason } from './rpc-errors.ts';
 import type { BitcoinRpc } from './rpc.ts';
+import { displayHex } from './block.ts';
+import type { Outpoint } from './tx.ts';
 
 /** A larger mempool is not scanned for a conflicting spend (the scan is one call per transaction). */
 export const MEMPOOL_SCAN_TXS_MAX = 1000;
 
-interface Outpoint { txid: string; vout: number }
-
 /** The txid of an input's previous output, in display order. */
 export function inputOutpoint(tx: Transaction, index: number): Outpoint {
   const input = tx.ins[index]!;
-  return { txid: Buffer.from(input.hash).reverse().toString('hex'), vout: input.index };
+  return { txid: displayHex(input.hash), vout: input.index };
 }
 
 /** A TX_ALREADY_CONFIRMED or TX_REJECTED error for `tx`, which the node does not hold in its mempool. */

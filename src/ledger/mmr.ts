@@ -28,12 +28,16 @@ export function mmrAppend(state: MmrState, leafHash: Uint8Array): MmrState {
   return { leafCount: state.leafCount + 1, peaks };
 }
 
-/** Bags the peaks from right to left into one root. The empty range has the all-zero root. */
-export function mmrRoot(state: MmrState): Uint8Array {
-  if (state.peaks.length === 0) return EMPTY_MMR_ROOT;
-  let root = state.peaks[state.peaks.length - 1]!;
-  for (let index = state.peaks.length - 2; index >= 0; index--) root = taggedHash(TAG.mmrBag, state.peaks[index]!, root);
+/** Bags peak hashes (highest first) from right to left into one root. No peaks: the all-zero root. */
+export function bagPeaks(peakHashes: readonly Uint8Array[]): Uint8Array {
+  if (peakHashes.length === 0) return EMPTY_MMR_ROOT;
+  let root = peakHashes[peakHashes.length - 1]!;
+  for (let index = peakHashes.length - 2; index >= 0; index--) root = taggedHash(TAG.mmrBag, peakHashes[index]!, root);
   return root;
+}
+
+export function mmrRoot(state: MmrState): Uint8Array {
+  return bagPeaks(state.peaks);
 }
 
 export function popcount(value: number): number {
