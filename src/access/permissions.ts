@@ -7,11 +7,18 @@ import {
   ADDRESSES_ADDRESS, DEVICES_ADDRESS, ONBOARDING_ADDRESS, type Permissions, decodeReservedRecord, isReservedAddress, subCovers,
 } from './records.ts';
 import { kalimaError } from '../errors.ts';
+import type { Clock } from '../ports.ts';
+import { GRANTS_ADDRESS, decodeGrant } from './market.ts';
 
 export type DeviceRole = { kind: 'admin' } | { kind: 'device'; permissions: Permissions } | { kind: 'unknown' };
 
 export interface AccessPolicy {
   admins: ReadonlySet<string>;
+  /**
+   * The reader's clock, on the paths that serve reads: a device's SUB list then includes the
+   * marketplace grants that have not ended by it. Execution leaves it out (it never reads SUB).
+   */
+  clock?: Clock;
 }
 
 export function adminSet(admins: readonly Uint8Array[]): ReadonlySet<string> {
@@ -34,7 +41,42 @@ function permissionsOfEntryValue(entry: { value: Uint8Array }): Permissions | un
   return cached ?? undefined;
 }
 
+const decodedGrants = new WeakMap<object, { prefix: string; untilMs: number } | null>();
+
+function grantOfEntryValue(entry: { value: Uint8Array }): { prefix: string; untilMs: number } | undefined {
+  let cached = decodedGrants.get(entry);
+  if (cached === undefined) {
+    try {
+      const grant = decodeGrant(entry.value);
+      cached = { prefix: grant.prefix, untilMs: grant.untilMs };
+    } catch {
+      cached = null;
+    }
+    decodedGrants.set(entry, cached);
+  }
+  return cached ?? undefined;
+}
+
+/** The device's SUB list with the prefixes of its grants that have not ended at `nowMs`. */
+function withGrants(state: StateReader, deviceHex: string, permissions: Permissions, nowMs: number): Permissions {
+  const keys = state.grantKeysOf?.(deviceHex);
+  if (keys === undefined) return permissions;
+  const granted: string[] = [];
+  for (const key of keys) {
+    const entry = state.getEntry(GRANTS_ADDRESS, key);
+    const grant = entry === undefined ? undefined : grantOfEntryValue(entry);
+    if (grant !== undefined && grant.untilMs > nowMs && !permissions.sub.includes(grant.prefix)) granted.push(grant.prefix);
+  }
+  return granted.length === 0 ? permissions : { pub: permissions.pub, sub: [...permissions.sub, ...granted] };
+}
+
 export function roleOf(state: StateReader, policy: AccessPolicy, deviceHex: string): DeviceRole {
+  const role = registeredRole(state, policy, deviceHex);
+  if (role.kind !== 'device' || policy.clock === undefined) return role;
+  return { kind: 'device', permissions: withGrants(state, deviceHex, role.permissions, policy.clock.nowMs()) };
+}
+
+function registeredRole(state: StateReader, policy: AccessPolicy, deviceHex: string): DeviceRole {
   if (policy.admins.has(deviceHex)) return { kind: 'admin' };
   const registered = state.getEntry(DEVICES_ADDRESS, deviceHex);
   if (registered !== undefined) {

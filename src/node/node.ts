@@ -187,7 +187,7 @@ export class KalimaNode {
   ) {
     this.chain = options.genesis.chain;
     this.genesisHashHex = toHex(genesisHash(options.genesis));
-    this.policy = { admins: adminSet(options.genesis.admins), chain: this.chain, validators: new Set(options.genesis.validators.map(toHex)), masters: new Set(options.genesis.masters.map(toHex)) };
+    this.policy = { admins: adminSet(options.genesis.admins), clock: options.clock, chain: this.chain, validators: new Set(options.genesis.validators.map(toHex)), masters: new Set(options.genesis.masters.map(toHex)) };
     this.nodeKeyHex = toHex(options.nodeKey.publicKey);
     this.pendingMessagesMax = options.pendingMessagesMax ?? 20_000;
     this.blockDelayMs = options.blockDelayMs ?? options.genesis.params.blockDelayMs;

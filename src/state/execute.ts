@@ -16,6 +16,8 @@ import type { Draft, StateReader } from './memcache.ts';
 import { checkNonce, useNonce } from './nonce-window.ts';
 import { VALIDATIONS_ADDRESS, checkValidation } from './validation.ts';
 import { ANCHORS_ADDRESS, checkAnchorRecord } from './anchor-record.ts';
+import { LISTINGS_ADDRESS, type MarketState, checkMarketMessage, decodeListing, isMarketAddress } from '../access/market.ts';
+import { applyKlxEffects, checkKlxMessage, isKlxAddress } from './klx.ts';
 
 export interface ExecutionContext extends AccessPolicy {
   chain: string;
@@ -75,6 +77,10 @@ export function checkMessage(state: StateReader, message: Message, context: Exec
     value = redeem(state, message, deviceHex, existing, context);
   } else if (role.kind === 'unknown') {
     throw kalimaError('KALIMA_ERR_ACCESS_UNKNOWN_DEVICE', { device: deviceHex });
+  } else if (isMarketAddress(message.address)) {
+    checkMarketMessage(message, marketState(state, context), { blockTimeMs: context.blockTimeMs, existingSellerHex: existing === undefined ? undefined : toHex(existing.device) });
+  } else if (isKlxAddress(message.address)) {
+    checkKlxMessage(state, message, role.kind === 'admin');
   } else if (isReservedAddress(message.address)) {
     if (role.kind !== 'admin') throw kalimaError('KALIMA_ERR_ACCESS_ADMIN_ONLY', { device: deviceHex, address: message.address });
     if (!isDelete(message)) checkReservedPut(message);
@@ -118,7 +124,24 @@ export function executeMessage(draft: Draft, message: Message, messageHash: Uint
     };
     draft.putEntry(entry);
   }
+  if (isKlxAddress(message.address)) applyKlxEffects(draft, committed, messageHash, { height: context.height, timeMs: context.blockTimeMs });
   return committed;
+}
+
+/** The market's view of the state, for the checks of listings and grants. */
+function marketState(state: StateReader, context: ExecutionContext): MarketState {
+  return {
+    listing(id) {
+      const entry = state.getEntry(LISTINGS_ADDRESS, id);
+      return entry === undefined ? undefined : { listing: decodeListing(entry.value), sellerHex: toHex(entry.device) };
+    },
+    isDevice: (deviceHex) => roleOf(state, context, deviceHex).kind !== 'unknown',
+    isAdmin: (deviceHex) => context.admins.has(deviceHex),
+    mayPublish(deviceHex, address) {
+      const role = roleOf(state, context, deviceHex);
+      return role.kind === 'admin' || (role.kind === 'device' && anyPrefixCovers(role.permissions.pub, address));
+    },
+  };
 }
 
 /** A device id or code id: an x-only public key in lower-case hex. */

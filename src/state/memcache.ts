@@ -6,6 +6,7 @@
 import { assert } from '../errors.ts';
 import { toHex } from '../ledger/hash.ts';
 import { DEVICES_ADDRESS, ONBOARDING_ADDRESS, decodeReservedRecord } from '../access/records.ts';
+import { GRANTS_ADDRESS, parseGrantKey } from '../access/market.ts';
 import { type CacheEntry, encodeEntry, entryDigestElement, entryExpansion, expiresAtMs, headDigestElement } from './entry.ts';
 import { ExpiryQueue, type ExpiryItem } from './expiry-queue.ts';
 import { LtHash } from './lthash.ts';
@@ -24,6 +25,11 @@ export interface StateReader {
   /** The onboarding code a device redeemed, if it joined that way. */
   redeemedCodeOf(deviceHex: string): string | undefined;
   readonly nextGlobalSequence: number;
+  /**
+   * The keys of a device's marketplace grants (/kalima/market/grants). Only the committed MemCache
+   * answers: grants widen what a device may read, never what it may write, so execution needs none.
+   */
+  grantKeysOf?(deviceHex: string): ReadonlySet<string> | undefined;
 }
 
 export interface EntryChange {
@@ -63,6 +69,7 @@ export class MemCache implements StateReader {
   private readonly heads = new Map<string, number>();
   private readonly nonces = new Map<string, NonceWindow>();
   private readonly redeemedIndex = new Map<string, string>();
+  private readonly grantIndex = new Map<string, Set<string>>();
   private readonly expiries = new ExpiryQueue();
   private digestState = new LtHash();
   private entryCount = 0;
@@ -82,6 +89,10 @@ export class MemCache implements StateReader {
 
   redeemedCodeOf(deviceHex: string): string | undefined {
     return this.redeemedIndex.get(deviceHex);
+  }
+
+  grantKeysOf(deviceHex: string): ReadonlySet<string> | undefined {
+    return this.grantIndex.get(deviceHex);
   }
 
   get size(): number {
@@ -147,7 +158,10 @@ export class MemCache implements StateReader {
       keys = new Map();
       this.byAddress.set(entry.address, keys);
     }
-    if (!keys.has(entry.key)) this.entryCount++;
+    if (!keys.has(entry.key)) {
+      this.entryCount++;
+      if (entry.address === GRANTS_ADDRESS) this.indexGrant(entry.key, true);
+    }
     keys.set(entry.key, entry);
     const deadline = expiresAtMs(entry);
     if (deadline === undefined) return;
@@ -166,9 +180,25 @@ export class MemCache implements StateReader {
     return this.expiries.size;
   }
 
+  private indexGrant(key: string, present: boolean): void {
+    const buyerHex = parseGrantKey(key)?.buyerHex;
+    if (buyerHex === undefined) return;
+    let keys = this.grantIndex.get(buyerHex);
+    if (present) {
+      if (keys === undefined) this.grantIndex.set(buyerHex, (keys = new Set()));
+      keys.add(key);
+    } else if (keys !== undefined) {
+      keys.delete(key);
+      if (keys.size === 0) this.grantIndex.delete(buyerHex);
+    }
+  }
+
   private deleteEntry(address: string, key: string): void {
     const keys = this.byAddress.get(address);
-    if (keys?.delete(key)) this.entryCount--;
+    if (keys?.delete(key)) {
+      this.entryCount--;
+      if (address === GRANTS_ADDRESS) this.indexGrant(key, false);
+    }
     if (keys !== undefined && keys.size === 0) this.byAddress.delete(address);
   }
 
