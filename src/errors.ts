@@ -61,6 +61,7 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_KLX_NOT_OWNER: { status: 403, message: 'only the owner of an account may move its KLX' },
   KALIMA_ERR_KLX_DUPLICATE_TRANSFER: { status: 409, message: 'a transfer with this id is on the chain already' },
   KALIMA_ERR_KLX_ALREADY_ISSUED: { status: 409, message: 'the KLX supply was issued already; it is issued once' },
+  KALIMA_ERR_KLX_TRANSFER_EXPIRED: { status: 409, message: 'the transfer was valid only until a time that has passed' },
   KALIMA_ERR_KLX_NOT_ISSUED: { status: 409, message: 'no KLX supply has been issued on this chain' },
   // api
   KALIMA_ERR_API_BAD_REQUEST: { status: 400, message: 'the request is malformed' },

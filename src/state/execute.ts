@@ -80,7 +80,7 @@ export function checkMessage(state: StateReader, message: Message, context: Exec
   } else if (isMarketAddress(message.address)) {
     checkMarketMessage(message, marketState(state, context), { blockTimeMs: context.blockTimeMs, existingSellerHex: existing === undefined ? undefined : toHex(existing.device) });
   } else if (isKlxAddress(message.address)) {
-    checkKlxMessage(state, message, role.kind === 'admin');
+    checkKlxMessage(state, message, role.kind === 'admin', context.blockTimeMs);
   } else if (isReservedAddress(message.address)) {
     if (role.kind !== 'admin') throw kalimaError('KALIMA_ERR_ACCESS_ADMIN_ONLY', { device: deviceHex, address: message.address });
     if (!isDelete(message)) checkReservedPut(message);

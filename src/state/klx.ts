@@ -8,7 +8,9 @@
 // `escrow.<id>`, owned by the device that first paid into it: bridge/ locks an amount there while a
 // two-phase commit is undecided, then pays it on to the recipient (commit) or back (abort). An
 // account whose balance falls to 0 is deleted. A transfer id is used once, so a retried transfer
-// is refused as a duplicate instead of paying twice.
+// is refused as a duplicate instead of paying twice. A void (amount 0, from and to the signer's own
+// device account) takes an id and moves nothing: a coordinator that gave up on a transfer still in
+// flight voids its id, and then knows it can never land.
 import { kalimaError } from '../errors.ts';
 import { Reader, Writer } from '../ledger/codec.ts';
 import { fromHex, toHex } from '../ledger/hash.ts';
@@ -42,6 +44,11 @@ export interface KlxTransfer {
   from: string;
   to: string;
   amount: number;
+  /**
+   * The transfer is refused in a block whose time is after this (ms; 0 for never). A coordinator
+   * that gave up on a lock still in flight waits this out, and then knows it can never land.
+   */
+  notAfterMs?: number;
 }
 
 export interface KlxAccount {
@@ -80,7 +87,7 @@ export function encodeIssue(issue: KlxIssue): Uint8Array {
 }
 
 export function encodeTransfer(transfer: KlxTransfer): Uint8Array {
-  return new Writer().u8(KlxKind.Transfer).text(transfer.from).text(transfer.to).varint(transfer.amount).finish();
+  return new Writer().u8(KlxKind.Transfer).text(transfer.from).text(transfer.to).varint(transfer.amount).varint(transfer.notAfterMs ?? 0).finish();
 }
 
 export function encodeAccount(account: KlxAccount): Uint8Array {
@@ -106,7 +113,11 @@ export function decodeIssue(bytes: Uint8Array): KlxIssue {
 }
 
 export function decodeTransfer(bytes: Uint8Array): KlxTransfer {
-  return decode(bytes, KlxKind.Transfer, (reader) => ({ from: reader.text(128), to: reader.text(128), amount: reader.varint() }));
+  return decode(bytes, KlxKind.Transfer, (reader) => {
+    const transfer: KlxTransfer = { from: reader.text(128), to: reader.text(128), amount: reader.varint() };
+    const notAfterMs = reader.varint();
+    return notAfterMs === 0 ? transfer : { ...transfer, notAfterMs };
+  });
 }
 
 export function decodeAccount(bytes: Uint8Array): KlxAccount {
@@ -135,7 +146,7 @@ export function issuedSupply(state: StateReader): number {
  * Every check of a message on /kalima/klx/…, changing nothing. `isAdmin` of the writer; the
  * writer is a known device or an admin (the caller checks that first).
  */
-export function checkKlxMessage(state: StateReader, message: Message, isAdmin: boolean): void {
+export function checkKlxMessage(state: StateReader, message: Message, isAdmin: boolean, blockTimeMs: number): void {
   const deviceHex = toHex(message.device);
   if (message.address === KLX_ACCOUNTS_ADDRESS) bad('balances change only by transfers');
   if (message.address === KLX_SUPPLY_ADDRESS) {
@@ -159,8 +170,14 @@ export function checkKlxMessage(state: StateReader, message: Message, isAdmin: b
   const transfer = decodeTransfer(message.body);
   checkAccount(transfer.from);
   checkAccount(transfer.to);
+  if (transfer.amount === 0 && transfer.from === transfer.to && !isEscrowAccount(transfer.from)) {
+    // A void: it takes the id, so that a transfer under it can never land, and moves nothing.
+    if (transfer.from !== deviceHex) throw kalimaError('KALIMA_ERR_KLX_NOT_OWNER', { account: transfer.from, device: deviceHex });
+    return;
+  }
   checkAmount(transfer.amount);
-  if (transfer.from === transfer.to) bad('a transfer goes to another account', { account: transfer.from });
+  if (transfer.from === transfer.to) bad('a transfer goes to another account (or, with amount 0, is a void of the signer\'s own account)', { account: transfer.from });
+  if (transfer.notAfterMs !== undefined && blockTimeMs > transfer.notAfterMs) throw kalimaError('KALIMA_ERR_KLX_TRANSFER_EXPIRED', { transfer: message.key, notAfterMs: transfer.notAfterMs, blockTimeMs });
   const from = accountOf(state, transfer.from);
   const owner = isEscrowAccount(transfer.from) ? from?.ownerHex : transfer.from;
   if (owner !== deviceHex) throw kalimaError('KALIMA_ERR_KLX_NOT_OWNER', { account: transfer.from, device: deviceHex });
@@ -197,6 +214,7 @@ export function applyKlxEffects(draft: Draft, committed: CommittedMessage, messa
   }
   if (message.address !== KLX_TRANSFERS_ADDRESS) return;
   const transfer = decodeTransfer(message.body);
+  if (transfer.amount === 0) return;
   const from = accountOf(draft, transfer.from)!;
   setBalance(draft, transfer.from, { ...from, balance: from.balance - transfer.amount }, committed, messageHash, at);
   const to = accountOf(draft, transfer.to);

@@ -166,6 +166,13 @@ describe('KLX', () => {
     await expect(transfer(buyer, 'mine', treasuryHex, buyerHex, 1)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_NOT_OWNER' });
     await expect(transfer(buyer, 'self', buyerHex, buyerHex, 1)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_BAD_TRANSFER' });
     await expect(transfer(buyer, 'zero', buyerHex, treasuryHex, 0)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_BAD_TRANSFER' });
+    const late = makeMessage(chain, treasury, { address: KLX_TRANSFERS_ADDRESS, key: 'late', body: encodeTransfer({ from: treasuryHex, to: buyerHex, amount: 1, notAfterMs: Date.now() - 1 }) });
+    await expect(node.submit(late)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_TRANSFER_EXPIRED' });
+    // A void takes an id and moves nothing: the transfer meant for it can no longer land.
+    await transfer(treasury, 't3.lock', treasuryHex, treasuryHex, 0);
+    await expect(transfer(treasury, 't3.lock', treasuryHex, 'escrow.t3', 10)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_DUPLICATE_TRANSFER' });
+    await expect(transfer(buyer, 'void-of-another', treasuryHex, treasuryHex, 0)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_NOT_OWNER' });
+    expect(balance(node.cache, treasuryHex)).toBe(9_400);
     await transfer(buyer, 'back', buyerHex, treasuryHex, 100);
     expect(balance(node.cache, buyerHex)).toBe(500);
     expect(total(node.cache)).toBe(10_000);

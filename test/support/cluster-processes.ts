@@ -60,8 +60,11 @@ export class MasterProcess {
     }
   }
 
-  /** Spawns it and waits until its API answers GET /status. */
-  async start(timeoutMs = 20_000, env: Record<string, string> = {}): Promise<void> {
+  /**
+   * Spawns it and waits until its API answers GET /status. With `mayEndAtFailpoint`, a process
+   * killed by a failpoint of KALIMA_FAILPOINTS before it answered has started (and ended) as asked.
+   */
+  async start(timeoutMs = 20_000, env: Record<string, string> = {}, options: { mayEndAtFailpoint?: boolean } = {}): Promise<void> {
     if (this.running) throw new Error(`${this.name} is running already`);
     this.runs++;
     this.keep(`\n[${this.name}: run ${this.runs}]\n`);
@@ -74,6 +77,7 @@ export class MasterProcess {
     child.stderr!.on('data', (chunk: Buffer) => this.keep(chunk.toString('utf8')));
     const deadline = Date.now() + timeoutMs;
     for (;;) {
+      if (options.mayEndAtFailpoint === true && child.signalCode === 'SIGKILL' && this.tail().includes('failpoint reached')) return;
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${this.name} exited while starting (${child.exitCode ?? child.signalCode}):\n${this.tail()}`);
       if (Date.now() > deadline) throw new Error(`${this.name} did not answer GET /status within ${timeoutMs} ms:\n${this.tail()}`);
       try {
