@@ -4,6 +4,8 @@
 import type { ParticipantFactory, ParticipantRegistry, ParticipantState, PrepareVote } from '../../bridge/participant.ts';
 import { ManualClock, type Rng, type Scheduler } from '../../src/ports.ts';
 import { Reader, Writer } from '../../src/ledger/codec.ts';
+import type { KvOperation, KvRange, KvStore } from '../../src/store/kv.ts';
+import { MemoryKvStore } from '../../src/store/memory-kv.ts';
 
 interface Timer {
   at: number;
@@ -297,4 +299,56 @@ export class SimWorld {
 /** A participant spec of the sim kind. */
 export function simParticipant(args: SimArgs): { kind: string; args: Uint8Array } {
   return { kind: 'sim', args: encodeSimArgs(args) };
+}
+
+// ---- a store that can lose power ----
+
+/**
+ * A KvStore with LevelDB's durability on a machine that loses power: a batch written without
+ * `sync` is visible at once but durable only once a later synced batch lands (LevelDB's log is
+ * sequential, so a sync makes everything before it durable). `powerLoss(keep)` throws away every
+ * unsynced batch but the first `keep`: a suffix of the writes is lost, never a middle.
+ * A process crash without power loss loses nothing that reached `batch`.
+ */
+export class PowerLossKv implements KvStore {
+  private visible = new MemoryKvStore();
+  private readonly durable = new MemoryKvStore();
+  private unsynced: KvOperation[][] = [];
+
+  get unsyncedBatches(): number {
+    return this.unsynced.length;
+  }
+
+  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.visible.get(key);
+  }
+
+  async batch(operations: KvOperation[], options: { sync: boolean }): Promise<void> {
+    const copy = operations.map((operation) => (operation.type === 'put' ? { ...operation, key: operation.key.slice(), value: operation.value.slice() } : { ...operation, key: operation.key.slice() }));
+    await this.visible.batch(copy);
+    if (!options.sync) {
+      this.unsynced.push(copy);
+      return;
+    }
+    for (const pending of this.unsynced) await this.durable.batch(pending);
+    this.unsynced = [];
+    await this.durable.batch(copy);
+  }
+
+  entries(range: KvRange): AsyncIterable<[Uint8Array, Uint8Array]> {
+    return this.visible.entries(range);
+  }
+
+  async close(): Promise<void> {}
+
+  /** The machine lost power: what is visible becomes what was durable plus the first `keep` unsynced batches. */
+  async powerLoss(keep: number): Promise<void> {
+    const kept = this.unsynced.slice(0, Math.max(0, keep));
+    for (const pending of kept) await this.durable.batch(pending);
+    this.unsynced = [];
+    this.visible = new MemoryKvStore();
+    const all: KvOperation[] = [];
+    for await (const [key, value] of this.durable.entries({})) all.push({ type: 'put', key, value });
+    await this.visible.batch(all);
+  }
 }
