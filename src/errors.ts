@@ -74,6 +74,14 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_LIGHTNING_UNREACHABLE: { status: 503, message: 'the LND node could not be reached' },
   KALIMA_ERR_LIGHTNING_UNAUTHORIZED: { status: 502, message: 'the LND node refused the macaroon or the TLS certificate' },
   KALIMA_ERR_LIGHTNING_RPC: { status: 502, message: 'the LND call failed' },
+  // bridge (the presumed-commit coordinator, bridge/)
+  KALIMA_ERR_BRIDGE_BAD_REQUEST: { status: 400, message: 'the bridge transaction request is malformed: the id must be 2 to 128 lowercase hex digits, with 1 to 16 participants of a known kind' },
+  KALIMA_ERR_BRIDGE_UNKNOWN_PARTICIPANT: { status: 400, message: 'no participant factory is registered for this participant kind' },
+  KALIMA_ERR_BRIDGE_DUPLICATE_TX: { status: 409, message: 'a bridge transaction with this id is already in progress' },
+  KALIMA_ERR_BRIDGE_DEADLINE_PASSED: { status: 409, message: 'the decision deadline (the earliest participant deadline minus the margin) has already passed' },
+  KALIMA_ERR_BRIDGE_OVERLOADED: { status: 503, message: 'too many bridge transactions are in progress; retry with backoff' },
+  KALIMA_ERR_BRIDGE_BAD_RECORD: { status: 500, message: 'a record of the bridge log is malformed; the coordinator does not start on a log it cannot read' },
+  KALIMA_ERR_BRIDGE_STOPPED: { status: 503, message: 'the bridge coordinator stopped (closed, crashed or its log failed) before the transaction ended; recovery on the next start ends it' },
   // anchors
   KALIMA_ERR_ANCHOR_NOT_CONFIGURED: { status: 404, message: 'this node does not anchor its chain into Bitcoin (no bitcoin section in its config)' },
   KALIMA_ERR_ANCHOR_NOT_ANCHORED: { status: 404, message: 'no recorded anchor covers this block yet' },
