@@ -183,3 +183,21 @@ export function checkMarketMessage(message: Message, state: MarketState, context
 export function isMarketAddress(address: string): boolean {
   return address === LISTINGS_ADDRESS || address === GRANTS_ADDRESS;
 }
+
+/** A listing as REST, the SDK and the CLI show it. */
+export interface ListingView {
+  id: string;
+  title: string;
+  prefix: string;
+  priceSats: number;
+  periodSeconds: number;
+  /** The seller's LND node key, hex. */
+  sellerNode: string;
+  /** The device that listed it, hex. */
+  seller: string;
+}
+
+export function listingView(id: string, entry: { value: Uint8Array; device: Uint8Array }): ListingView {
+  const listing = decodeListing(entry.value);
+  return { id, title: listing.title, prefix: listing.prefix, priceSats: listing.priceSats, periodSeconds: listing.periodSeconds, sellerNode: toHex(listing.sellerNode), seller: toHex(entry.device) };
+}

@@ -18,6 +18,7 @@ import type { ConsensusStatus } from '../node/cluster.ts';
 import { RequestAuthenticator } from './auth.ts';
 import { EventHub } from './events.ts';
 import type { AnchorProof } from '../../anchors/proof.ts';
+import { type MarketApi, registerMarketRoutes } from './market.ts';
 import { encodeProofBinary } from '../../anchors/proof-binary.ts';
 import { encodeProofJson } from '../../anchors/proof-json.ts';
 import { entryToJson, headerToJson, locatedToJson, messageFromJson } from './json.ts';
@@ -30,6 +31,8 @@ export interface ApiOptions {
   version: string;
   /** A node that anchors its chain into Bitcoin (anchors/service.ts): GET /anchors and GET /anchors/proof/:height. */
   anchors?: AnchorsApi;
+  /** A node that sells listings and KLX over Lightning (bridge/market.ts): POST /market/purchases, /klx/purchases. */
+  market?: MarketApi;
 }
 
 export interface AnchorsApi {
@@ -319,6 +322,8 @@ export async function buildApi(options: ApiOptions): Promise<{ app: FastifyInsta
   });
 
   app.get('/rewards', { schema: { tags: ['node'], summary: 'The rewards the chain has counted: 1 KLX per block for each master, 0.1 KLX per validated block for each validation node (public)' } }, async () => node.rewards());
+
+  registerMarketRoutes(app, node, deviceOf, options.market);
 
   // ---- anchors ----
   const anchors = (): AnchorsApi => {

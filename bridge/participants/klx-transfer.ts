@@ -1,0 +1,127 @@
+// The Kalima channel participant: a KLX transfer made atomic with the rest of a transaction through
+// a temporary transfer address, `escrow.<base>`, owned by the payer's key.
+//   prepare  locks the amount: <base>.lock moves it from the payer to the escrow account
+//   commit   pays the recipient: <base>.pay moves it from the escrow account to the recipient
+//   abort    releases it: <base>.back moves it back to the payer; with no lock on the chain, a void
+//            under <base>.lock takes its id first, so a lock still in flight can never land
+// Transfer ids are used once on the chain, so every step is idempotent: a retry is refused as a
+// duplicate, and each step first looks at what the chain holds.
+import { isKalimaError } from '../../src/errors.ts';
+import { Reader, Writer } from '../../src/ledger/codec.ts';
+import type { KeyPair } from '../../src/ledger/signature.ts';
+import { KLX_TRANSFERS_ADDRESS, decodeTransfer, encodeTransfer } from '../../src/state/klx.ts';
+import type { ChainAccess } from '../chain.ts';
+import type { Participant, ParticipantFactory, ParticipantState, PrepareVote } from '../participant.ts';
+
+export const KLX_PARTICIPANT = 'klx-transfer';
+
+/** Transfer records of the bridge are kept this long, far beyond any transaction's life. */
+const RECORD_TTL_SECONDS = 30 * 86_400;
+
+/** Refusals that mean the lock can never be made: the vote is no. */
+const CANNOT_LOCK = ['KALIMA_ERR_KLX_INSUFFICIENT_FUNDS', 'KALIMA_ERR_KLX_NOT_OWNER', 'KALIMA_ERR_KLX_BAD_TRANSFER', 'KALIMA_ERR_KLX_TRANSFER_EXPIRED', 'KALIMA_ERR_ACCESS_UNKNOWN_DEVICE'] as const;
+
+export interface KlxTransferArgs {
+  /** The id base of the transfers (and of the escrow account): lower-case, at most 90 characters. */
+  base: string;
+  from: string;
+  to: string;
+  amount: number;
+}
+
+export function encodeKlxArgs(args: KlxTransferArgs): Uint8Array {
+  return new Writer().text(args.base).text(args.from).text(args.to).varint(args.amount).finish();
+}
+
+export function decodeKlxArgs(bytes: Uint8Array): KlxTransferArgs {
+  const reader = new Reader(bytes);
+  const args = { base: reader.text(90), from: reader.text(128), to: reader.text(128), amount: reader.varint() };
+  reader.end();
+  return args;
+}
+
+export interface KlxDeps {
+  chain: ChainAccess;
+  /** The payer's key: it owns `from` and the escrow account. */
+  payer: KeyPair;
+}
+
+type LockState = 'none' | 'void' | 'locked';
+
+export class KlxTransferParticipant implements Participant {
+  private readonly escrow: string;
+
+  constructor(private readonly deps: KlxDeps, private readonly args: KlxTransferArgs) {
+    this.escrow = `escrow.${args.base}`;
+  }
+
+  private id(step: 'lock' | 'pay' | 'back'): string {
+    return `${this.args.base}.${step}`;
+  }
+
+  private has(step: 'pay' | 'back'): boolean {
+    return this.deps.chain.entry(KLX_TRANSFERS_ADDRESS, this.id(step)) !== undefined;
+  }
+
+  private lockState(): LockState {
+    const entry = this.deps.chain.entry(KLX_TRANSFERS_ADDRESS, this.id('lock'));
+    if (entry === undefined) return 'none';
+    return decodeTransfer(entry.value).amount === 0 ? 'void' : 'locked';
+  }
+
+  /** Writes a transfer; a duplicate id means it (or the void that took its id) is on the chain. */
+  private async transfer(step: 'lock' | 'pay' | 'back', from: string, to: string, amount: number): Promise<'written' | 'taken'> {
+    try {
+      await this.deps.chain.write(this.deps.payer, { address: KLX_TRANSFERS_ADDRESS, key: this.id(step), ttlSeconds: RECORD_TTL_SECONDS, body: encodeTransfer({ from, to, amount }) });
+      return 'written';
+    } catch (error) {
+      if (isKalimaError(error, 'KALIMA_ERR_KLX_DUPLICATE_TRANSFER')) return 'taken';
+      throw error;
+    }
+  }
+
+  async prepare(): Promise<PrepareVote> {
+    for (;;) {
+      const state = this.lockState();
+      if (state === 'locked') return 'yes';
+      if (state === 'void') return { vote: 'no', reason: 'aborted before the lock' };
+      try {
+        if ((await this.transfer('lock', this.args.from, this.escrow, this.args.amount)) === 'written') return 'yes';
+      } catch (error) {
+        const code = CANNOT_LOCK.find((candidate) => isKalimaError(error, candidate));
+        if (code !== undefined) return { vote: 'no', reason: `the lock was refused: ${code}` };
+        throw error;
+      }
+    }
+  }
+
+  async commit(): Promise<void> {
+    if (this.has('pay')) return;
+    await this.transfer('pay', this.escrow, this.args.to, this.args.amount);
+  }
+
+  async abort(): Promise<void> {
+    for (;;) {
+      const state = this.lockState();
+      if (state === 'void') return;
+      if (state === 'none') {
+        if ((await this.transfer('lock', this.args.from, this.args.from, 0)) === 'written') return;
+        continue;
+      }
+      if (this.has('back')) return;
+      await this.transfer('back', this.escrow, this.args.from, this.args.amount);
+      return;
+    }
+  }
+
+  async inquire(): Promise<ParticipantState> {
+    if (this.has('pay')) return 'committed';
+    const state = this.lockState();
+    if (state === 'void' || this.has('back')) return 'aborted';
+    return state === 'locked' ? 'prepared' : 'unknown';
+  }
+}
+
+export function klxParticipantFactory(deps: KlxDeps): ParticipantFactory {
+  return (args) => new KlxTransferParticipant(deps, decodeKlxArgs(args));
+}
