@@ -22,6 +22,8 @@ export interface ChainAccess {
   readonly policy: KalimaNode['policy'];
   entry(address: string, key: string): CacheEntry | undefined;
   entriesAt(address: string): CacheEntry[];
+  /** The time of the chain's newest block: every later block's time is at least this. */
+  tipTimeMs(): number;
   /** Signs with `key` and writes; resolves once the message is applied here. Throws the chain's coded refusal. */
   write(key: KeyPair, write: ChainWrite): Promise<void>;
 }
@@ -53,6 +55,10 @@ export class NodeChainAccess implements ChainAccess {
 
   entriesAt(address: string): CacheEntry[] {
     return this.node.cache.entriesAt(address);
+  }
+
+  tipTimeMs(): number {
+    return this.node.tipRecord.timeMs;
   }
 
   async write(key: KeyPair, write: ChainWrite): Promise<void> {

@@ -10,7 +10,7 @@
 // unpaid invoices once they expire, and any HTLC still held without a live transaction as it
 // nears its decision deadline.
 import { isKalimaError, kalimaError } from '../src/errors.ts';
-import { LISTINGS_ADDRESS, GRANTS_ADDRESS, type ListingView, checkListingId, decodeGrant, grantKey, listingView } from '../src/access/market.ts';
+import { LISTINGS_ADDRESS, GRANTS_ADDRESS, PERIOD_SECONDS_MAX, type ListingView, checkListingId, decodeGrant, grantKey, listingView } from '../src/access/market.ts';
 import { roleOf } from '../src/access/permissions.ts';
 import { sha256, toHex } from '../src/ledger/hash.ts';
 import type { KeyPair } from '../src/ledger/signature.ts';
@@ -318,7 +318,8 @@ export class MarketService {
         // An unreadable grant extends nothing.
       }
     }
-    return from + purchase.periodSeconds! * 1000;
+    // Renewals extend a running grant, up to the longest TTL a grant can be written with.
+    return Math.min(from + purchase.periodSeconds! * 1000, nowMs + PERIOD_SECONDS_MAX * 1000);
   }
 
   private attach(id: string, outcome: Promise<TxOutcome>): void {
@@ -375,7 +376,8 @@ export class MarketService {
       if (this.stopped) return;
       const view = await lnd.invoice(purchase.id);
       if (view === undefined) {
-        if (purchase.invoice === '') await this.finish(purchase, 'expired', 'the invoice was never made');
+        // Never made (a crash before LND took it), or an LND that lost its invoices: nothing can be paid.
+        await this.finish(purchase, purchase.state === 'held' ? 'refunded' : 'expired', 'LND does not know the invoice');
         continue;
       }
       if (view.state === 'open' && clock.nowMs() >= purchase.expiresAtMs) {

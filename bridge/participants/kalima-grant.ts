@@ -15,8 +15,8 @@ import type { Participant, ParticipantFactory, ParticipantState, PrepareVote } f
 
 export const GRANT_PARTICIPANT = 'kalima-grant';
 
-/** Extra TTL beyond the grant's end, so that a leader whose clock is behind ours still takes it (readers stop at untilMs). */
-const TTL_SLACK_SECONDS = 60;
+/** Extra TTL beyond the grant's end, for the rounding (readers stop at untilMs anyway). */
+const TTL_SLACK_SECONDS = 1;
 
 export interface GrantArgs {
   buyerHex: string;
@@ -85,8 +85,11 @@ export class GrantParticipant implements Participant {
       logger.warn({ purchase: toHex(args.purchase), buyer: args.buyerHex, listing: args.listing }, 'market: a committed grant ended before it could be written');
       return;
     }
+    // The TTL counts from the block that takes the grant, whose time is at least the newest block's
+    // (whatever the leader's clock says): counted from that, it lasts at least to the end.
+    const fromTipMs = Math.max(1, args.untilMs - chain.tipTimeMs());
     await chain.write(seller, {
-      address: GRANTS_ADDRESS, key: grantKey(args.buyerHex, args.listing), ttlSeconds: Math.ceil(remainingMs / 1000) + TTL_SLACK_SECONDS,
+      address: GRANTS_ADDRESS, key: grantKey(args.buyerHex, args.listing), ttlSeconds: Math.ceil(fromTipMs / 1000) + TTL_SLACK_SECONDS,
       body: encodeGrant({ listing: args.listing, prefix: args.prefix, untilMs: args.untilMs, purchase: args.purchase }),
     });
   }

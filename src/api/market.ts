@@ -67,7 +67,8 @@ export function registerMarketRoutes(app: FastifyInstance, node: KalimaNode, dev
   });
 
   app.post('/market/purchases', { schema: { tags: ['market'], summary: 'Buy a listing for the signing device: answers a BOLT 11 hold invoice; once it is paid, the device gets SUB access to the prefix for the period and the invoice is settled, or it is cancelled and the payment refunded', headers } }, async (request, reply) => {
-    const { device } = known(request);
+    // The market names a buyer that is no registered device itself (KALIMA_ERR_MARKET_UNKNOWN_BUYER).
+    const device = deviceOf(request);
     const fields = body(request);
     if (typeof fields.listing !== 'string') throw kalimaError('KALIMA_ERR_API_BAD_REQUEST', { field: 'listing', reason: 'the listing id' });
     const purchase = await seller().buy({ listing: fields.listing, buyer: device, amountSats: optionalSats(fields.amountSats) });
@@ -84,7 +85,7 @@ export function registerMarketRoutes(app: FastifyInstance, node: KalimaNode, dev
   });
 
   app.post('/klx/purchases', { schema: { tags: ['klx'], summary: 'Buy KLX for the signing device with sats: answers a BOLT 11 hold invoice; once it is paid the KLX moves from the treasury and the invoice is settled, atomically', headers } }, async (request, reply) => {
-    const { device } = known(request);
+    const device = deviceOf(request);
     const fields = body(request);
     if (!Number.isSafeInteger(fields.klx) || (fields.klx as number) < 1) throw kalimaError('KALIMA_ERR_API_BAD_REQUEST', { field: 'klx', reason: 'a whole number of KLX units, at least 1' });
     const purchase = await seller().buyKlx({ buyer: device, klx: fields.klx as number, amountSats: optionalSats(fields.amountSats) });

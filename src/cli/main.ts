@@ -13,6 +13,7 @@ import { toHex } from '../ledger/hash.ts';
 import { initChain, initCluster } from './init.ts';
 import { type DevnetBitcoin, runDevnet } from './devnet.ts';
 import { fetchAnchors, formatAnchors, formatCluster, readCluster } from './cluster-status.ts';
+import { MarketUsageError, klxCommand, lightningPay, marketCommand } from './market.ts';
 import { OFFLINE_EXIT_CODE, ProofUsageError, fetchProof, verifyProofFile, writeHeadersFile } from './proofs.ts';
 
 const USAGE = `kalima — a Kalima PrivaChain node
@@ -41,6 +42,13 @@ const USAGE = `kalima — a Kalima PrivaChain node
   kalima verify-proof FILE [--rpc URL [--rpc-user U --rpc-password P | --rpc-cookie FILE]] [--headers FILE] [--json]
                                                                 check a JSON, .kproof or .ots proof against a Bitcoin RPC or a headers file (exit 0 when
                                                                 valid); without either, only the proof itself (exit 3: its header is not checked against Bitcoin)
+  kalima market list|buy LISTING [--amount SATS]|status PURCHASE --key KEYFILE [--url URL] [--json]
+                                                                the listings on the chain; a hold invoice for a listing; a purchase's state
+  kalima market sell ID PREFIX PRICE_SATS PERIOD_SECONDS SELLER_NODE_KEY --key SELLERKEY [--title T]
+                                                                list data this device publishes, paid to the seller node's LND
+  kalima klx balance [ACCOUNT]|supply|buy N [--amount SATS]|send ID TO AMOUNT --key KEYFILE [--url URL]
+  kalima lightning pay INVOICE --lnd-socket HOST:PORT --lnd-cert FILE --lnd-macaroon FILE
+                                                                pay a BOLT 11 invoice with your own LND
   kalima headers --rpc URL [--rpc-user U --rpc-password P | --rpc-cookie FILE] --out FILE [--from H] [--to H]
                                                                 write a Bitcoin headers file for verify-proof --headers
 
@@ -91,6 +99,7 @@ export async function main(argv: string[], extensions: CliExtensions = {}): Prom
       fresh: { type: 'boolean' }, 'no-bitcoin': { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, masters: { type: 'string' }, validators: { type: 'string' }, json: { type: 'boolean' }, 'client-port': { type: 'string' },
       ots: { type: 'boolean' }, binary: { type: 'boolean' }, rpc: { type: 'string' }, 'rpc-user': { type: 'string' }, 'rpc-password': { type: 'string' }, 'rpc-cookie': { type: 'string' },
       headers: { type: 'string' }, to: { type: 'string' },
+      amount: { type: 'string' }, title: { type: 'string' }, 'lnd-socket': { type: 'string' }, 'lnd-cert': { type: 'string' }, 'lnd-macaroon': { type: 'string' },
     },
   });
   const port = values.port === undefined ? undefined : Number(values.port);
@@ -284,6 +293,15 @@ export async function main(argv: string[], extensions: CliExtensions = {}): Prom
       await writeHeadersFile({ ...rpcOptions(values), out: values.out, from: height(values.from, 'from'), to: height(values.to, 'to') }, writeLine);
       return 0;
     }
+    case 'market':
+      await marketCommand(await client(values), positionals, values, writeLine);
+      return 0;
+    case 'klx':
+      await klxCommand(await client(values), positionals, values, writeLine);
+      return 0;
+    case 'lightning':
+      await lightningPay(positionals, values, writeLine);
+      return 0;
     default:
       throw new UsageError(`unknown command ${command}`);
   }
@@ -314,7 +332,7 @@ export async function runCli(argv: string[], extensions: CliExtensions = {}): Pr
   try {
     process.exitCode = await main(argv, extensions);
   } catch (error) {
-    if (error instanceof UsageError || error instanceof ProofUsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    if (error instanceof UsageError || error instanceof ProofUsageError || error instanceof MarketUsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`kalima: ${(error as Error).message}\n\n${USAGE}\n`);
       process.exitCode = 2;
     } else if (isKalimaError(error)) {

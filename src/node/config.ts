@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { kalimaError } from '../errors.ts';
 import { type Genesis, parseGenesis } from '../access/genesis.ts';
 import { type AnchorConfig, parseAnchorConfig } from '../../anchors/config.ts';
+import { type MarketConfig, parseMarketConfig } from '../../bridge/config.ts';
 
 export interface NodeConfig {
   /** Where the chain lives (LevelDB). */
@@ -32,6 +33,8 @@ export interface NodeConfig {
   clientHost: string;
   /** Anchoring into Bitcoin (the `bitcoin` and `anchor` sections, anchors/config.ts); undefined: this node does not anchor. */
   anchoring: AnchorConfig | undefined;
+  /** Selling listings and KLX over Lightning (the `lightning` and `market` sections, bridge/config.ts); undefined: this node does not sell. */
+  market: MarketConfig | undefined;
 }
 
 export interface ClusterConfig {
@@ -74,6 +77,8 @@ export interface NodeConfigJson {
   clientHost?: string;
   bitcoin?: unknown;
   anchor?: unknown;
+  lightning?: unknown;
+  market?: unknown;
 }
 
 function invalid(file: string, reason: string): never {
@@ -133,9 +138,11 @@ export async function loadConfig(file: string): Promise<NodeConfig> {
     cluster = { linkHost: raw.linkHost ?? '127.0.0.1', linkPort, masters, validators, tickMs, logRetention };
   }
   const anchoring = parseAnchorConfig(file, base, json.bitcoin, json.anchor);
+  const market = parseMarketConfig(file, base, json.lightning, json.market);
   return {
     cluster,
     anchoring,
+    market,
     dataDir: resolve(base, json.dataDir ?? 'data'),
     genesisFile: resolve(base, json.genesis ?? 'genesis.json'),
     nodeKeyFile: resolve(base, json.nodeKey ?? 'keys/node.json'),

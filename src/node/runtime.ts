@@ -18,6 +18,11 @@ import { InlineBlockSigner, WorkerBlockSigner } from './block-signer.ts';
 import type { VerifyProgress } from '../store/verify.ts';
 import { SyncServer } from '../api/sync-server.ts';
 import { AnchorService } from '../../anchors/service.ts';
+import { MarketService } from '../../bridge/market.ts';
+import { NodeChainAccess } from '../../bridge/chain.ts';
+import { lndConnection } from '../../bridge/config.ts';
+import { processFailpoints } from '../../bridge/failpoints.ts';
+import { LndSeller } from '../../chains/lightning/seller.ts';
 
 export const VERSION = '0.1.0';
 
@@ -108,10 +113,41 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
       throw error;
     }
   }
-  const { app, events } = await buildApi({ node, logger, version: VERSION, consensus: master === undefined ? undefined : () => master!.status(), anchors });
+  // Selling over Lightning, for a node with lightning and market sections: its own store too.
+  let market: MarketService | undefined;
+  let marketKv: LevelKvStore | undefined;
+  let seller: LndSeller | undefined;
+  const closeMarket = async (): Promise<void> => {
+    await market?.close();
+    seller?.close();
+    await marketKv?.close();
+  };
+  if (config.market !== undefined) {
+    try {
+      const marketConfig = config.market;
+      marketKv = await LevelKvStore.open(marketConfig.stateDir);
+      seller = new LndSeller(await lndConnection(marketConfig.lightning));
+      const failpoints = new Set((process.env.KALIMA_FAILPOINTS ?? '').split(',').filter((name) => name.length > 0));
+      market = await MarketService.open({
+        kv: marketKv, chain: new NodeChainAccess(node, systemClock, systemRng, systemScheduler), lnd: seller,
+        seller: await loadDeviceKey(marketConfig.sellerKeyFile),
+        treasury: marketConfig.treasuryKeyFile === undefined ? undefined : await loadDeviceKey(marketConfig.treasuryKeyFile),
+        clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger, settings: marketConfig.settings, failpoint: processFailpoints(failpoints, logger),
+      });
+      logger.info({ lnd: marketConfig.lightning.socket, listings: market.listings().filter((listing) => listing.ours).length }, 'market: selling over Lightning');
+    } catch (error) {
+      await closeMarket();
+      await anchors?.close();
+      if (master !== undefined) await master.close();
+      else await node.close();
+      throw error;
+    }
+  }
+  const { app, events } = await buildApi({ node, logger, version: VERSION, consensus: master === undefined ? undefined : () => master!.status(), anchors, market });
   try {
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {
+    await closeMarket();
     await anchors?.close();
     // The master closes its links too.
     if (master !== undefined) await master.close();
@@ -128,6 +164,7 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
       sync = await SyncServer.start({ node, nodeKey, clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger }, config.clientPort, config.clientHost);
     } catch (error) {
       await app.close();
+      await closeMarket();
       await anchors?.close();
       if (master !== undefined) await master.close();
       else await node.close();
@@ -156,6 +193,7 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
         clearInterval(idle);
         clearTimeout(grace);
       }
+      await closeMarket();
       await anchors?.close();
       if (master !== undefined) await master.close();
       else await node.close();

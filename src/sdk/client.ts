@@ -10,6 +10,27 @@ import { type KeyPair, generateKeyPair, isValidSecretKey, publicKeyOf, signSchno
 import { type Clock, type Rng, systemClock, systemRng } from '../ports.ts';
 import { signRequest } from '../api/auth.ts';
 import type { CommitReceipt } from '../node/node.ts';
+import { LISTINGS_ADDRESS, type ListingView, encodeListing } from '../access/market.ts';
+import { KLX_TRANSFERS_ADDRESS, encodeTransfer } from '../state/klx.ts';
+
+/** A purchase as the seller's node reports it (bridge/market.ts). */
+export interface PurchaseView {
+  id: string;
+  kind: 'data' | 'klx';
+  buyer: string;
+  amountSats: number;
+  /** The BOLT 11 hold invoice to pay. */
+  invoice: string;
+  state: 'awaiting-payment' | 'held' | 'completed' | 'refunded' | 'expired';
+  createdMs: number;
+  expiresAtMs: number;
+  listing?: string;
+  prefix?: string;
+  periodSeconds?: number;
+  untilMs?: number;
+  klx?: number;
+  reason?: string;
+}
 
 export type { CommitReceipt };
 import { type MessageJson, messageToJson } from '../api/json.ts';
@@ -391,6 +412,56 @@ export class KalimaClient {
     const codeId = toHex(code.publicKey);
     const receipt = await this.submit(await this.sign(ONBOARDING_ADDRESS, codeId, encodeGrant({ name: grant.name ?? '', pub: grant.pub, sub: grant.sub, expiresAtMs: grant.expiresAtMs ?? 0 })));
     return { code: toHex(code.secretKey), codeId, receipt };
+  }
+
+  // ---- the marketplace and KLX ----
+
+  /** The listings on the chain (src/access/market.ts). */
+  async listings(): Promise<Array<ListingView & { ours?: boolean }>> {
+    return ((await this.request('GET', '/market/listings')) as { listings: Array<ListingView & { ours?: boolean }> }).listings;
+  }
+
+  async listing(id: string): Promise<ListingView> {
+    return (await this.request('GET', `/market/listings/${encodeURIComponent(id)}`)) as ListingView;
+  }
+
+  /** Lists data this device may publish, for sale through its seller node's LND (`sellerNode`: its identity key, hex). */
+  async list(id: string, listing: { title: string; prefix: string; priceSats: number; periodSeconds: number; sellerNode: string }): Promise<CommitReceipt> {
+    const sellerNode = fromHex(listing.sellerNode);
+    if (sellerNode === undefined) throw kalimaError('KALIMA_ERR_MARKET_BAD_LISTING', { reason: 'the seller node is a compressed public key in hex' });
+    return this.submit(await this.sign(LISTINGS_ADDRESS, id, encodeListing({ ...listing, sellerNode })));
+  }
+
+  async withdrawListing(id: string): Promise<CommitReceipt> {
+    return this.submit(await this.sign(LISTINGS_ADDRESS, id, new Uint8Array()), 'DELETE');
+  }
+
+  /** Asks the seller's node for a hold invoice for a listing; pay `invoice` with any Lightning wallet. `amountSats`, when given, must be the price. */
+  async buy(listing: string, options: { amountSats?: number } = {}): Promise<PurchaseView> {
+    return (await this.request('POST', '/market/purchases', { listing, ...options })) as PurchaseView;
+  }
+
+  /** Asks for a hold invoice for `klx` units of KLX from the node's treasury. */
+  async buyKlx(klx: number, options: { amountSats?: number } = {}): Promise<PurchaseView> {
+    return (await this.request('POST', '/klx/purchases', { klx, ...options })) as PurchaseView;
+  }
+
+  async purchase(id: string): Promise<PurchaseView> {
+    return (await this.request('GET', `/market/purchases/${encodeURIComponent(id)}`)) as PurchaseView;
+  }
+
+  async klxSupply(): Promise<{ supply: number; treasury: string; treasuryBalance: number }> {
+    return (await this.request('GET', '/klx')) as { supply: number; treasury: string; treasuryBalance: number };
+  }
+
+  /** A KLX balance: this device's own by default. */
+  async klxBalance(account = toHex(this.key.publicKey)): Promise<number> {
+    return ((await this.request('GET', `/klx/accounts/${encodeURIComponent(account)}`)) as { balance: number }).balance;
+  }
+
+  /** Moves KLX from this device's account; `id` is used once on the chain, so a retry never pays twice. */
+  async transferKlx(id: string, to: string, amount: number): Promise<CommitReceipt> {
+    return this.submit(await this.sign(KLX_TRANSFERS_ADDRESS, id, encodeTransfer({ from: toHex(this.key.publicKey), to, amount })));
   }
 
   /** Redeems an onboarding code with this client's key, which becomes a registered device. */
