@@ -17,9 +17,9 @@ afterAll(async () => {
 
 describe('the Lightning adapter against the LND stand-in', () => {
   it('reads the wallet info over TLS with the macaroon', async () => {
-    lnd.blockHeight = 7;
+    const height = lnd.network.mine(7);
     const info = await new LndClient(lnd.credentials).walletInfo();
-    expect(info).toMatchObject({ alias: 'seller', publicKey: lnd.identityPubkey, blockHeight: 7, syncedToChain: true });
+    expect(info).toMatchObject({ alias: 'seller', publicKey: lnd.identityPubkey, blockHeight: height, syncedToChain: true });
     expect(info.publicKey).toMatch(/^0[23][0-9a-f]{64}$/);
   });
 
