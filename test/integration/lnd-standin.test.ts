@@ -1,9 +1,11 @@
 // The Lightning adapter (chains/lightning) against the LND stand-in (regtest/lnd), over real gRPC
 // with TLS and a macaroon, built from the protos the `lightning` package ships: the wallet's info,
-// and coded errors for a wrong macaroon and a node that is gone.
+// and coded errors for a wrong macaroon, a node that is gone and one that never answers.
+import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LndClient } from '../../chains/lightning/lnd.ts';
 import { LndStandIn } from '../../regtest/lnd/server.ts';
+import { FAST } from './support/lnd.ts';
 
 let lnd: LndStandIn;
 
@@ -17,22 +19,46 @@ afterAll(async () => {
 
 describe('the Lightning adapter against the LND stand-in', () => {
   it('reads the wallet info over TLS with the macaroon', async () => {
-    lnd.blockHeight = 7;
-    const info = await new LndClient(lnd.credentials).walletInfo();
-    expect(info).toMatchObject({ alias: 'seller', publicKey: lnd.identityPubkey, blockHeight: 7, syncedToChain: true });
+    const height = lnd.network.mine(7);
+    const client = new LndClient(lnd.credentials);
+    const info = await client.walletInfo();
+    client.close();
+    expect(info).toMatchObject({ alias: 'seller', publicKey: lnd.identityPubkey, blockHeight: height, syncedToChain: true });
     expect(info.publicKey).toMatch(/^0[23][0-9a-f]{64}$/);
   });
 
-  it('a wrong macaroon is KALIMA_ERR_LIGHTNING_UNAUTHORIZED', async () => {
-    const client = new LndClient({ ...lnd.credentials, macaroon: '00'.repeat(32) });
-    await expect(client.walletInfo()).rejects.toMatchObject({ code: 'KALIMA_ERR_LIGHTNING_UNAUTHORIZED' });
+  it('a wrong macaroon is KALIMA_ERR_LIGHTNING_UNAUTHORIZED, on unary calls and on streams', async () => {
+    const client = new LndClient({ ...lnd.credentials, macaroon: '00'.repeat(32) }, FAST);
+    await expect(client.walletInfo()).rejects.toMatchObject({ code: 'KALIMA_ERR_LIGHTNING_UNAUTHORIZED', details: { details: 'verification failed: signature mismatch after caveat verification' } });
+    await expect(client.trackPayment('11'.repeat(32))).rejects.toMatchObject({ code: 'KALIMA_ERR_LIGHTNING_UNAUTHORIZED' });
+    client.close();
   });
 
-  it('a node that is gone is KALIMA_ERR_LIGHTNING_UNREACHABLE', async () => {
+  it('a node that is gone is KALIMA_ERR_LIGHTNING_UNREACHABLE, at once', async () => {
     const other = await LndStandIn.start();
-    const client = new LndClient(other.credentials);
+    const client = new LndClient(other.credentials, FAST);
     await client.walletInfo();
     other.kill();
+    const start = Date.now();
     await expect(client.walletInfo()).rejects.toMatchObject({ code: 'KALIMA_ERR_LIGHTNING_UNREACHABLE' });
+    await expect(client.getInvoice('22'.repeat(32))).rejects.toMatchObject({ code: 'KALIMA_ERR_LIGHTNING_UNREACHABLE' });
+    expect(Date.now() - start).toBeLessThan(1_000);
+    client.close();
+  });
+
+  it('a node that takes the connection but never answers is UNREACHABLE after the deadline, not a hang', async () => {
+    const sockets: Socket[] = [];
+    const silent: Server = createServer((socket) => sockets.push(socket));
+    const port = await new Promise<number>((resolve) => silent.listen(0, '127.0.0.1', () => resolve((silent.address() as { port: number }).port)));
+    const client = new LndClient({ ...lnd.credentials, socket: `localhost:${port}` }, { ...FAST, deadlineMs: 300 });
+    const start = Date.now();
+    await expect(client.walletInfo()).rejects.toMatchObject({ code: 'KALIMA_ERR_LIGHTNING_UNREACHABLE', details: { grpcCode: 4 } });
+    const elapsed = Date.now() - start;
+    expect(elapsed).toBeGreaterThanOrEqual(250);
+    expect(elapsed).toBeLessThan(1_500);
+    expect(sockets.length).toBeGreaterThan(0);
+    client.close();
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => silent.close(resolve));
   });
 });

@@ -79,7 +79,7 @@ export async function openMarket(seed: string, options: {
   const { app } = await buildApi({ node, logger: false, version: 'test', market: delegate });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   const kv = new MemoryKvStore();
-  const lnd = new LndSeller(sellerLnd.credentials, { timeoutMs: 5_000 });
+  const lnd = new LndSeller(sellerLnd.credentials, { deadlineMs: 5_000, resubscribeInitialMs: 50, resubscribeMaxMs: 500 });
   const scheduler = options.scheduler ?? systemScheduler;
   const open = (failpoint?: FailpointHook): Promise<MarketService> => MarketService.open({
     kv, chain: new NodeChainAccess(node, systemClock, chain.rng, scheduler), lnd, seller, treasury, clock: systemClock, rng: chain.rng, scheduler,
@@ -89,7 +89,7 @@ export async function openMarket(seed: string, options: {
   });
   const fixture: MarketFixture = {
     chain, node, app, url, network, sellerLnd, buyerLnd, seller, treasury, kv,
-    wallet: new LndClient(buyerLnd.credentials, { timeoutMs: 10_000 }),
+    wallet: new LndClient(buyerLnd.credentials, { deadlineMs: 10_000 }),
     market: undefined as unknown as MarketService,
     async reopen(reopenOptions = {}) {
       fixture.market = await open(reopenOptions.failpoint);
