@@ -92,6 +92,8 @@ export async function openMarket(seed: string, options: {
     wallet: new LndClient(buyerLnd.credentials, { deadlineMs: 10_000 }),
     market: undefined as unknown as MarketService,
     async reopen(reopenOptions = {}) {
+      // One coordinator on the log at a time: the one before is closed (or crashed already).
+      await fixture.market.close();
       fixture.market = await open(reopenOptions.failpoint);
       current = fixture.market;
       return fixture.market;
