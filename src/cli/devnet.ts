@@ -17,6 +17,7 @@ import { RETRYABLE_CODES, retrying } from '../sdk/retry.ts';
 import { readCluster } from './cluster-status.ts';
 import { freePort, portIsFree } from './free-port.ts';
 import { SyncClient } from '../sdk/sync.ts';
+import { DEVNET_LISTING, type DevnetLightning, devnetMarketConfig, devnetMarketKeys, runDevnetMarket } from './devnet-market.ts';
 
 const DEMO_ADDRESS = '/sensors/plant1';
 const DEMO_PERIOD_MS = 500;
@@ -44,6 +45,12 @@ export interface DevnetOptions {
    * every few seconds. Left out, or if it fails: no anchoring.
    */
   bitcoin?: (directory: string) => Promise<DevnetBitcoin>;
+  /**
+   * Starts two LND stand-ins, a seller and a buyer (regtest/devnet-lightning.ts for `npm start`):
+   * m1 sells through the seller's, and a demo buyer buys a listing and KLX with the buyer's. Left
+   * out, or if it fails: no marketplace.
+   */
+  lightning?: (directory: string) => Promise<DevnetLightning>;
 }
 
 export interface DevnetBitcoin {
@@ -104,6 +111,15 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
       out.write(`kalima devnet: the regtest Bitcoin node did not start, so the devnet runs without anchoring: ${String((error as { message?: string }).message ?? error).split('\n')[0]}\n`);
     }
   }
+  let lightning: DevnetLightning | undefined;
+  if (options.lightning !== undefined) {
+    try {
+      await devnetMarketKeys(directory);
+      lightning = await options.lightning(directory);
+    } catch (error) {
+      out.write(`kalima devnet: the LND stand-ins did not start, so the devnet runs without its marketplace: ${String((error as { message?: string }).message ?? error).split('\n')[0]}\n`);
+    }
+  }
   const configFiles = NODE_NAMES.map((name) => join(directory, name, 'config.json'));
   const configs = await Promise.all(configFiles.map(async (file) => JSON.parse(await readFile(file, 'utf8')) as NodeConfigJson));
 
@@ -132,6 +148,10 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
     // m1 anchors the chain; the others do not (one anchor wallet per chain).
     delete next.bitcoin;
     delete next.anchor;
+    delete next.lightning;
+    delete next.market;
+    // m1 sells the listings over Lightning, through the seller's LND stand-in.
+    if (index === 0 && lightning !== undefined) Object.assign(next, devnetMarketConfig(lightning));
     if (index === 0 && bitcoin !== undefined) {
       const { network, rpcUrl, rpcUser, rpcPassword } = bitcoin;
       next.bitcoin = { network, rpcUrl, rpcUser, rpcPassword, walletFile: 'keys/anchor-wallet.json', addressKind: 'p2wpkh', birthHeight: 0 };
@@ -164,6 +184,7 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
       clearTimeout(timer);
     }));
     await bitcoin?.stop();
+    await lightning?.stop();
   };
   try {
     out.write(`kalima devnet: starting ${MASTERS} masters and ${VALIDATORS} validation node\n`);
@@ -227,6 +248,12 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
       `  bitcoin  bcoin (regtest) at ${bitcoin.rpcUrl}, a block every ${DEVNET_MINE_MS / 1000} s; m1 anchors the chain: curl ${urls[0]}/anchors`,
       `           npx kalima proof 1 --url ${urls[0]} --ots   then   npx kalima verify-proof 1.json --rpc ${bitcoin.rpcUrl} --rpc-user ${bitcoin.rpcUser} --rpc-password ${bitcoin.rpcPassword}`,
     ]),
+    ...(lightning === undefined ? [] : [
+      `  market   m1 sells ${DEVNET_LISTING} through the seller's LND stand-in (${lightning.seller.socket}); the buyer's wallet is ${lightning.buyer.socket}`,
+      `           npx kalima market list --url ${urls[0]} --key ${join(directory, 'keys', 'buyer.json')}`,
+      `           npx kalima market buy ${DEVNET_LISTING} --url ${urls[0]} --key ${join(directory, 'keys', 'buyer.json')}   then`,
+      `           npx kalima lightning pay INVOICE --lnd-socket ${lightning.buyer.socket} --lnd-cert ${lightning.buyer.certFile} --lnd-macaroon ${lightning.buyer.macaroonFile}`,
+    ]),
     '  client   a client node (the SDK\'s sync mode) keeps a verified copy of /sensors from all five masters',
     'Ctrl-C stops it; the chain stays in the data directories.',
     '',
@@ -245,6 +272,13 @@ export async function runDevnet(options: DevnetOptions): Promise<Devnet> {
       if (!stopping) out.write(`\ndemo device: ${isKalimaError(error) ? error.code : String(error)}\n`);
     });
   }, DEMO_PERIOD_MS);
+
+  // The sample purchase, once the sensor writes: the listing, the invoice, the payment, the data at the buyer.
+  if (lightning !== undefined) {
+    void runDevnetMarket({ directory, urls, lightning, out, stopping: () => stopping }).catch((error: unknown) => {
+      if (!stopping) out.write(`\nkalima devnet: the sample purchase failed: ${isKalimaError(error) ? `${error.code}: ${error.message}` : String((error as { message?: string }).message ?? error)}; see m1/node.log\n`);
+    });
+  }
 
   // A demo subscriber on a master other than the one written to first: every master pushes.
   const subscription = new AbortController();

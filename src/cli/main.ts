@@ -12,6 +12,7 @@ import { repairState } from '../store/repair.ts';
 import { toHex } from '../ledger/hash.ts';
 import { initChain, initCluster } from './init.ts';
 import { type DevnetBitcoin, runDevnet } from './devnet.ts';
+import type { DevnetLightning } from './devnet-market.ts';
 import { fetchAnchors, formatAnchors, formatCluster, readCluster } from './cluster-status.ts';
 import { MarketUsageError, klxCommand, lightningPay, marketCommand } from './market.ts';
 import { OFFLINE_EXIT_CODE, ProofUsageError, fetchProof, verifyProofFile, writeHeadersFile } from './proofs.ts';
@@ -22,7 +23,9 @@ const USAGE = `kalima — a Kalima PrivaChain node
   kalima init --masters N [--validators V] [--dir DIR] [--chain NAME] [--port N]
                                                                 a chain of N masters (m1 … mN) and V validation nodes (v1 … vV) on this machine
   kalima node [--config FILE] [--port N] [--client-port N]     run a node (default ./config.json)
-  kalima devnet [--dir DIR] [--port N] [--fresh] [--no-bitcoin] a local chain of 5 masters and 1 validation node (processes) with a demo device, anchored into a regtest bcoin (npm start)
+  kalima devnet [--dir DIR] [--port N] [--fresh] [--no-bitcoin] [--no-lightning]
+                                                                a local chain of 5 masters and 1 validation node (processes) with a demo device, anchored into
+                                                                a regtest bcoin, with a marketplace over two LND stand-ins and a sample purchase (npm start)
   kalima status [--url URL] [--json]                           a node's status; for a cluster, every node's (leader, term, heights, validations, commit rate)
   kalima put --key KEYFILE [--url URL] [--ttl S] ADDRESS KEY VALUE
   kalima get --key KEYFILE [--url URL] ADDRESS KEY
@@ -83,6 +86,8 @@ const progress = ({ height, tipHeight }: { height: number; tipHeight: number }):
 
 /** What the executable composes into the CLI from outside the core (bin/kalima.mjs). */
 export interface CliExtensions {
+  /** Starts the devnet's LND stand-ins, seller and buyer (regtest/devnet-lightning.ts). */
+  devnetLightning?: (directory: string, out: NodeJS.WriteStream) => Promise<DevnetLightning>;
   /** Starts the devnet's regtest Bitcoin node (regtest/devnet-bitcoin.ts). */
   devnetBitcoin?: (directory: string, basePort: number, out: NodeJS.WriteStream) => Promise<DevnetBitcoin>;
 }
@@ -96,7 +101,7 @@ export async function main(argv: string[], extensions: CliExtensions = {}): Prom
       dir: { type: 'string' }, chain: { type: 'string' }, port: { type: 'string' }, force: { type: 'boolean' },
       config: { type: 'string' }, url: { type: 'string' }, key: { type: 'string' }, ttl: { type: 'string' },
       from: { type: 'string' }, out: { type: 'string' }, pub: { type: 'string' }, sub: { type: 'string' }, name: { type: 'string' },
-      fresh: { type: 'boolean' }, 'no-bitcoin': { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, masters: { type: 'string' }, validators: { type: 'string' }, json: { type: 'boolean' }, 'client-port': { type: 'string' },
+      fresh: { type: 'boolean' }, 'no-bitcoin': { type: 'boolean' }, 'no-lightning': { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, masters: { type: 'string' }, validators: { type: 'string' }, json: { type: 'boolean' }, 'client-port': { type: 'string' },
       ots: { type: 'boolean' }, binary: { type: 'boolean' }, rpc: { type: 'string' }, 'rpc-user': { type: 'string' }, 'rpc-password': { type: 'string' }, 'rpc-cookie': { type: 'string' },
       headers: { type: 'string' }, to: { type: 'string' },
       amount: { type: 'string' }, title: { type: 'string' }, 'lnd-socket': { type: 'string' }, 'lnd-cert': { type: 'string' }, 'lnd-macaroon': { type: 'string' },
@@ -166,6 +171,7 @@ export async function main(argv: string[], extensions: CliExtensions = {}): Prom
       const { stop } = await runDevnet({
         directory: values.dir ?? join('.kalima', 'devnet'), port, fresh: values.fresh,
         bitcoin: devnetBitcoin === undefined ? undefined : (directory) => devnetBitcoin(directory, port ?? 9118, process.stdout),
+        lightning: values['no-lightning'] === true || extensions.devnetLightning === undefined ? undefined : (directory) => extensions.devnetLightning!(directory, process.stdout),
       });
       await waitForSignal();
       await stop();

@@ -11,7 +11,7 @@ import { type Clock, type Rng, systemClock, systemRng } from '../ports.ts';
 import { signRequest } from '../api/auth.ts';
 import type { CommitReceipt } from '../node/node.ts';
 import { LISTINGS_ADDRESS, type ListingView, encodeListing } from '../access/market.ts';
-import { KLX_TRANSFERS_ADDRESS, encodeTransfer } from '../state/klx.ts';
+import { KLX_SUPPLY_ADDRESS, KLX_SUPPLY_KEY, KLX_TRANSFERS_ADDRESS, encodeIssue, encodeTransfer } from '../state/klx.ts';
 
 /** A purchase as the seller's node reports it (bridge/market.ts). */
 export interface PurchaseView {
@@ -457,6 +457,11 @@ export class KalimaClient {
   /** A KLX balance: this device's own by default. */
   async klxBalance(account = toHex(this.key.publicKey)): Promise<number> {
     return ((await this.request('GET', `/klx/accounts/${encodeURIComponent(account)}`)) as { balance: number }).balance;
+  }
+
+  /** Issues the chain's KLX supply to a treasury account (an admin, once). */
+  async issueKlx(treasury: string, amount: number): Promise<CommitReceipt> {
+    return this.submit(await this.sign(KLX_SUPPLY_ADDRESS, KLX_SUPPLY_KEY, encodeIssue({ treasury, amount })));
   }
 
   /** Moves KLX from this device's account; `id` is used once on the chain, so a retry never pays twice. */
