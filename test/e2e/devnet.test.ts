@@ -1,7 +1,7 @@
 // `npm start` runs `kalima devnet`: five masters and one validation node, each a process of its own,
 // on 127.0.0.1. Within 45 s (on a busy 2-core machine) they must serve their APIs, agree on one leader
 // and term, commit the demo device's writes on every node, and carry the validation node's
-// validations; a restart resumes the same chain.
+// validations; the sample purchase goes through the two LND stand-ins; a restart resumes the same chain.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { decodeProofBinary, encodeProofBinary } from '../../anchors/proof-binary.ts';
@@ -31,7 +31,7 @@ async function status(url: string): Promise<Status> {
 describe('kalima devnet', () => {
   it('runs five master processes and a validation node that elect one leader, commit the demo device\'s writes everywhere and validate them, and resumes its chain after a restart', async () => {
     const directory = await tempDir('kalima-devnet-');
-    const start = (): { child: ChildProcess; urls: Promise<string[]> } => {
+    const start = (): { child: ChildProcess; urls: Promise<string[]>; output: () => string } => {
       const child = spawn(process.execPath, ['bin/kalima.mjs', 'devnet', '--dir', directory, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
       children.push(child);
       let output = '';
@@ -43,7 +43,13 @@ describe('kalima devnet', () => {
         });
         child.on('exit', (code) => reject(new Error(`devnet exited with ${code}: ${output}`)));
       });
-      return { child, urls };
+      return { child, urls, output: () => output };
+    };
+    /** The sample purchase's lines: the listing, the invoice, the commit, the data at the buyer, the KLX. */
+    const purchased = async (run: { output: () => string }): Promise<string> => {
+      const deadline = Date.now() + 60_000;
+      while (!/market: the buyer bought 100 KLX/.test(run.output()) && !/sample purchase failed/.test(run.output()) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 250));
+      return run.output();
     };
 
     const startedAt = Date.now();
@@ -103,6 +109,14 @@ describe('kalima devnet', () => {
     expect(bytes).toEqual(encodeProofBinary(shaped.proof));
     expect(await verifyProof(decodeProofBinary(bytes), { kind: 'offline' })).toMatchObject({ valid: true, height: 1 });
 
+    // The sample purchase over the two LND stand-ins.
+    const market = await purchased(first);
+    expect(market).toMatch(/market: listing plant1: \/sensors\/plant1, 2000 sats/);
+    expect(market).toMatch(/m1 answers a hold invoice: lnbcrt/);
+    expect(market).toMatch(/the coordinator committed: completed, SUB access until/);
+    expect(market).toMatch(/data arriving at the buyer from m3: \/sensors\/plant1/);
+    expect(market).toMatch(/bought 100 KLX for 1000 sats \(completed\); its balance is 100 KLX/);
+
     const height = Math.min(...statuses.map((one) => one.height));
     first.child.kill('SIGINT');
     await new Promise((resolve) => first.child.once('exit', resolve));
@@ -112,6 +126,10 @@ describe('kalima devnet', () => {
     // The anchors and the Bitcoin chain are kept across the restart: the recorded anchor is still there.
     const anchorsAgain = (await (await fetch(`${(await second.urls)[0]}/anchors`)).json()) as typeof anchors;
     expect(anchorsAgain.commitments.some((commitment) => commitment.state === 'recorded')).toBe(true);
+    // The seller's LND keeps its identity across the restart, so the listing is paid to it again; the KLX add up.
+    const again = await purchased(second);
+    expect(again).toMatch(/the coordinator committed: completed/);
+    expect(again).toMatch(/its balance is 200 KLX/);
     second.child.kill('SIGINT');
     await new Promise((resolve) => second.child.once('exit', resolve));
   }, 180_000);
