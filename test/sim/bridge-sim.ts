@@ -8,6 +8,7 @@
 //   - a transaction commits anywhere only if every one of its participants voted yes, and its
 //     commit was decided no later than its decision deadline;
 //   - no participant is left prepared, and the log is empty;
+//   - what a prepared participant is told when it inquires (a known state, or commit presumed) is the outcome;
 //   - no coordinator reported two outcomes for one transaction, or an outcome its participants contradict;
 //   - (half the crashes are power losses that drop a random suffix of the unsynced log writes)
 //   - a crashed coordinator made no call after its crash; no participant was told to commit
@@ -30,6 +31,8 @@ export interface BridgeSimResult {
   readonly committed: number;
   readonly aborted: number;
   readonly participantCalls: number;
+  /** Inquiries by prepared participants answered with a decision. */
+  readonly inquiries: number;
   /** Unsynced log batches lost to power losses at the crashes. */
   readonly lostBatches: number;
 }
@@ -132,6 +135,22 @@ export async function runBridgeSimulation(seed: number): Promise<BridgeSimResult
     }
   };
 
+  // A participant in doubt (prepared) asks the coordinator now and then; what it is told must be
+  // the final outcome: 'committed' (known, or presumed for an unknown id) or 'aborted'.
+  const simStartMs = time.nowMs;
+  const answers: Array<{ id: string; answer: 'committed' | 'aborted'; atMs: number }> = [];
+  const poll = (): void => {
+    if (!coordinator.stopped) {
+      for (const tx of plan) {
+        if (!tx.begun || !tx.names.some((name) => world.state(name, tx.id) === 'prepared')) continue;
+        const { state } = coordinator.inquire(tx.id);
+        if (state !== 'undecided') answers.push({ id: tx.id, answer: state, atMs: time.nowMs });
+      }
+    }
+    if (time.nowMs - simStartMs < 20_000) time.setTimeout(poll, 5 + below(rng, 30));
+  };
+  time.setTimeout(poll, 10);
+
   const settledAll = (): boolean => coordinator.stopped || (plan.every((tx) => tx.begun) && coordinator.liveCount === 0);
 
   // First run: crash at a random failpoint, at its 1st to 3rd passage.
@@ -189,12 +208,15 @@ export async function runBridgeSimulation(seed: number): Promise<BridgeSimResult
       aborted++;
       if (!touched.every((state) => state === 'aborted')) problems.push(`${tx.id}: mixed outcome ${JSON.stringify(states)}`);
     }
+    for (const { answer, atMs } of answers.filter((entry) => entry.id === tx.id)) {
+      if ((answer === 'committed') !== anyCommitted) problems.push(`${tx.id}: a prepared participant was told ${answer} at ${atMs}, but the outcome is ${JSON.stringify(states)}`);
+    }
     const outcome = reported.get(tx.id);
     if (outcome !== undefined && (outcome.outcome === 'committed') !== anyCommitted) problems.push(`${tx.id} reported ${outcome.outcome} but its participants are ${JSON.stringify(states)}`);
   }
 
   return {
     seed, ok: problems.length === 0, ...(problems.length > 0 ? { failure: problems.slice(0, 5).join('; ') } : {}),
-    crashedAt, begun: plan.filter((tx) => tx.begun).length, committed, aborted, participantCalls: world.calls.length, lostBatches,
+    crashedAt, begun: plan.filter((tx) => tx.begun).length, committed, aborted, participantCalls: world.calls.length, lostBatches, inquiries: answers.length,
   };
 }
