@@ -9,6 +9,7 @@
 //     commit was decided no later than its decision deadline;
 //   - no participant is left prepared, and the log is empty;
 //   - what a prepared participant is told when it inquires (a known state, or commit presumed) is the outcome;
+//   - a second begin of a live id is KALIMA_ERR_BRIDGE_DUPLICATE_TX and reaches no participant;
 //   - no coordinator reported two outcomes for one transaction, or an outcome its participants contradict;
 //   - (half the crashes are power losses that drop a random suffix of the unsynced log writes)
 //   - a crashed coordinator made no call after its crash; no participant was told to commit
@@ -33,6 +34,8 @@ export interface BridgeSimResult {
   readonly participantCalls: number;
   /** Inquiries by prepared participants answered with a decision. */
   readonly inquiries: number;
+  /** Begins of a live id, refused. */
+  readonly duplicates: number;
   /** Unsynced log batches lost to power losses at the crashes. */
   readonly lostBatches: number;
 }
@@ -116,6 +119,7 @@ export async function runBridgeSimulation(seed: number): Promise<BridgeSimResult
     });
   };
 
+  let duplicates = 0;
   const begin = (tx: PlannedTx): void => {
     if (coordinator.stopped) {
       // The client retries against the coordinator that comes back.
@@ -133,6 +137,20 @@ export async function runBridgeSimulation(seed: number): Promise<BridgeSimResult
     } catch (error) {
       problems.push(`begin ${tx.id} threw ${isKalimaError(error) ? error.code : String(error)}`);
     }
+    // Now and then the client begins it again while it is live: refused, and nothing changes.
+    if (uniform(rng) < 0.3) time.setTimeout(() => beginAgain(tx), below(rng, 100));
+  };
+  const beginAgain = (tx: PlannedTx): void => {
+    if (coordinator.stopped || coordinator.outcome(tx.id) === undefined) return;
+    const calls = world.calls.length;
+    try {
+      coordinator.begin({ id: tx.id, participants: [simParticipant({ name: 'intruder' })] });
+      problems.push(`a second begin of live ${tx.id} was accepted`);
+    } catch (error) {
+      if (!isKalimaError(error, 'KALIMA_ERR_BRIDGE_DUPLICATE_TX')) problems.push(`a second begin of ${tx.id} threw ${isKalimaError(error) ? error.code : String(error)}`);
+    }
+    duplicates++;
+    if (world.calls.length !== calls) problems.push(`a refused begin of ${tx.id} called a participant`);
   };
 
   // A participant in doubt (prepared) asks the coordinator now and then; what it is told must be
@@ -190,6 +208,7 @@ export async function runBridgeSimulation(seed: number): Promise<BridgeSimResult
   let logged = 0;
   for await (const _ of kv.entries({ gte: DEFAULT_KEY_PREFIX, lt: prefixEnd(DEFAULT_KEY_PREFIX) })) logged++;
   if (logged > 0) problems.push(`${logged} records left in the log`);
+  if (world.states.has('intruder')) problems.push('a refused begin reached its participant');
   for (const [name, txId] of world.prepared()) problems.push(`${name} left prepared for ${txId}`);
   let committed = 0;
   let aborted = 0;
@@ -217,6 +236,6 @@ export async function runBridgeSimulation(seed: number): Promise<BridgeSimResult
 
   return {
     seed, ok: problems.length === 0, ...(problems.length > 0 ? { failure: problems.slice(0, 5).join('; ') } : {}),
-    crashedAt, begun: plan.filter((tx) => tx.begun).length, committed, aborted, participantCalls: world.calls.length, lostBatches, inquiries: answers.length,
+    crashedAt, begun: plan.filter((tx) => tx.begun).length, committed, aborted, participantCalls: world.calls.length, lostBatches, inquiries: answers.length, duplicates,
   };
 }

@@ -23,7 +23,7 @@ describe('the bridge coordinator under a seeded simulation of crashes, restarts 
   it(`keeps every transaction atomic across ${SEEDS} seeds, and crashes at every failpoint`, async () => {
     const failures: string[] = [];
     const crashes = new Map<string, number>();
-    const totals = { begun: 0, committed: 0, aborted: 0, calls: 0, restarts: 0, lostBatches: 0, inquiries: 0 };
+    const totals = { begun: 0, committed: 0, aborted: 0, calls: 0, restarts: 0, lostBatches: 0, inquiries: 0, duplicates: 0 };
     for (let seed = 1; seed <= SEEDS; seed++) {
       const result = await runBridgeSimulation(seed);
       if (!result.ok) {
@@ -39,6 +39,7 @@ describe('the bridge coordinator under a seeded simulation of crashes, restarts 
       totals.restarts += result.crashedAt.length;
       totals.lostBatches += result.lostBatches;
       totals.inquiries += result.inquiries;
+      totals.duplicates += result.duplicates;
     }
     expect(failures.slice(0, 5)).toEqual([]);
     // Every failpoint was a crash site in some seed.
@@ -49,5 +50,6 @@ describe('the bridge coordinator under a seeded simulation of crashes, restarts 
     expect(totals.restarts).toBeGreaterThan(SEEDS / 2);
     expect(totals.lostBatches).toBeGreaterThan(SEEDS / 20);
     expect(totals.inquiries).toBeGreaterThan(SEEDS);
+    expect(totals.duplicates).toBeGreaterThan(SEEDS / 10);
   });
 });
