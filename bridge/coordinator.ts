@@ -368,7 +368,7 @@ export class BridgeCoordinator {
           break;
         case 'prepare': {
           const { index } = action;
-          this.call(live, index, (participant, tx) => participant.prepare(tx), this.settings.prepareTimeoutMs, 'prepare').then((vote) => {
+          this.call(live, index, (participant, tx) => participant.prepare(tx), this.timeoutOf(live, index, 'prepareMs'), 'prepare').then((vote) => {
             if (!this.hit('bridge.after-vote', id)) return;
             const normal = normaliseVote(vote);
             this.dispatch(live, normal === 'yes' ? { type: 'vote', index, vote: 'yes' } : { type: 'vote', index, vote: 'no', reason: clipText(normal.reason, MAX_REASON_BYTES / 2) });
@@ -401,7 +401,7 @@ export class BridgeCoordinator {
             void Promise.resolve().then(() => this.dispatch(live, { type: 'inquired', index, state: 'failed' }));
             break;
           }
-          this.call(live, index, (participant, tx) => participant.inquire!(tx), this.settings.callTimeoutMs, 'inquire').then(
+          this.call(live, index, (participant, tx) => participant.inquire!(tx), this.timeoutOf(live, index, 'callMs'), 'inquire').then(
             (state) => this.dispatch(live, { type: 'inquired', index, state: state === 'prepared' || state === 'committed' || state === 'aborted' ? state : 'unknown' }),
             () => this.dispatch(live, { type: 'inquired', index, state: 'failed' }),
           );
@@ -409,7 +409,7 @@ export class BridgeCoordinator {
         }
         case 'send': {
           const { index, call, attempt } = action;
-          this.call(live, index, (participant, tx) => (call === 'commit' ? participant.commit(tx) : participant.abort(tx)), this.settings.callTimeoutMs, call).then(() => {
+          this.call(live, index, (participant, tx) => (call === 'commit' ? participant.commit(tx) : participant.abort(tx)), this.timeoutOf(live, index, 'callMs'), call).then(() => {
             if (!this.hit(call === 'commit' ? 'bridge.after-commit-ack' : 'bridge.after-abort-ack', id)) return;
             this.dispatch(live, { type: 'ack', index });
           }, (error) => {
@@ -442,6 +442,12 @@ export class BridgeCoordinator {
         }
       }
     }
+  }
+
+  private timeoutOf(live: Live, index: number, which: 'prepareMs' | 'callMs'): number {
+    const own = live.participants[index]!.timeouts?.[which];
+    if (own !== undefined && Number.isFinite(own) && own > 0) return own;
+    return which === 'prepareMs' ? this.settings.prepareTimeoutMs : this.settings.callTimeoutMs;
   }
 
   private timer(live: Live, delayMs: number, run: () => void): void {
