@@ -1,7 +1,8 @@
 // The bridge coordinator under the seeded simulation (test/sim/bridge-sim.ts): crashes at every
 // failpoint, restarts (some crashing again in recovery), power losses, flaky participants; every transaction
 // ends with one outcome on all its participants and nothing is left in the log.
-// BRIDGE_SIM_SEEDS=N runs more seeds; BRIDGE_SIM_SEED=S replays one:
+// BRIDGE_SIM_SEEDS=N runs more seeds (or `npm run sim -- --bridge --seeds N`); BRIDGE_SIM_SEED=S replays one
+// (or `npm run sim -- --bridge --seed S`):
 //   BRIDGE_SIM_SEED=17 npx vitest run test/sim/bridge.test.ts
 import { describe, expect, it } from 'vitest';
 import { BRIDGE_FAILPOINTS } from '../../bridge/failpoints.ts';
@@ -27,7 +28,7 @@ describe('the bridge coordinator under a seeded simulation of crashes, restarts 
     for (let seed = 1; seed <= SEEDS; seed++) {
       const result = await runBridgeSimulation(seed);
       if (!result.ok) {
-        const line = `seed ${seed}: ${result.failure} (replay: BRIDGE_SIM_SEED=${seed} npx vitest run test/sim/bridge.test.ts)`;
+        const line = `seed ${seed}: ${result.failure} (replay: npm run sim -- --bridge --seed ${seed}, or BRIDGE_SIM_SEED=${seed} npx vitest run test/sim/bridge.test.ts)`;
         console.error(line);
         failures.push(line);
       }
