@@ -207,7 +207,10 @@ describe('bridge coordinator', () => {
     expectKalimaError(() => coordinator.begin({ id: 'abc', participants: [A] }), 'KALIMA_ERR_BRIDGE_BAD_REQUEST');
     expectKalimaError(() => coordinator.begin({ participants: [{ kind: 'tezos', args: new Uint8Array() }] }), 'KALIMA_ERR_BRIDGE_UNKNOWN_PARTICIPANT');
     expectKalimaError(() => coordinator.begin({ participants: [{ kind: 'sim', args: new Uint8Array([0xff]) }] }), 'KALIMA_ERR_BRIDGE_BAD_REQUEST');
+    expectKalimaError(() => coordinator.begin({ participants: [A], deadlineMs: Number.NaN }), 'KALIMA_ERR_BRIDGE_BAD_REQUEST');
+    expectKalimaError(() => coordinator.begin({ participants: [A], deadlineMs: 2 ** 60 }), 'KALIMA_ERR_BRIDGE_BAD_REQUEST');
     await expect(coordinator.run({ participants: [] })).rejects.toMatchObject({ code: 'KALIMA_ERR_BRIDGE_BAD_REQUEST' });
+    expect(coordinator.liveCount).toBe(0);
     expect(kv.batches).toEqual([]);
   });
 
