@@ -13,7 +13,8 @@
 //   --devices N             registered device keys signing the messages (default 64)
 //
 // `npm run bench -- cluster [options]` runs the cluster bench instead (bench/cluster.ts), and
-// `npm run bench -- anchors [options]` the anchoring and proof bench (bench/anchors.ts).
+// `npm run bench -- anchors [options]` the anchoring and proof bench (bench/anchors.ts), and
+// `npm run bench -- bridge [options]` the presumed-commit coordinator bench (bench/bridge.ts).
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -42,8 +43,9 @@ const NODE_SETTLE_MAX_MS = 30_000;
 
 const clusterBench = process.argv[2] === 'cluster';
 const anchorsBench = process.argv[2] === 'anchors';
+const bridgeBench = process.argv[2] === 'bridge';
 const { values } = parseArgs({
-  args: clusterBench || anchorsBench ? [] : process.argv.slice(2),
+  args: clusterBench || anchorsBench || bridgeBench ? [] : process.argv.slice(2),
   options: {
     quick: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
@@ -430,4 +432,5 @@ async function main(): Promise<void> {
 
 if (clusterBench) await (await import('./cluster.ts')).runClusterBench(process.argv.slice(3));
 else if (anchorsBench) await (await import('./anchors.ts')).runAnchorsBench(process.argv.slice(3));
+else if (bridgeBench) await (await import('./bridge.ts')).runBridgeBench(process.argv.slice(3));
 else await main();

@@ -23,7 +23,9 @@ import type { BridgeFailpoint, FailpointHook } from './failpoints.ts';
 import { BridgeLog } from './log.ts';
 import { type Decision, type TxAction, type TxEvent, type TxState, recover, start, step } from './machine.ts';
 import type { BridgeTx, Participant, ParticipantRegistry, PrepareVote } from './participant.ts';
-import { DEFAULT_KEY_PREFIX, MAX_ARGS_BYTES, MAX_KIND_BYTES, MAX_PARTICIPANTS, MAX_REASON_BYTES, type ParticipantSpec, TX_ID_PATTERN, clipText } from './records.ts';
+import {
+  DEFAULT_KEY_PREFIX, MAX_ARGS_BYTES, MAX_KIND_BYTES, MAX_PARTICIPANTS, MAX_REASON_BYTES, type ParticipantSpec, TX_ID_PATTERN, clipText, encodeRecord,
+} from './records.ts';
 
 export interface CoordinatorOptions {
   /** The log's store: its own LevelDB (LevelKvStore) in production, MemoryKvStore in simulation. Not closed by the coordinator. */
@@ -81,10 +83,10 @@ export interface BeginHandle {
 
 interface Live {
   state: TxState;
-  readonly specs: readonly ParticipantSpec[];
   readonly participants: readonly Participant[];
-  readonly createdMs: number;
   readonly recovered: boolean;
+  /** The encoded initiation record, for a transaction begun here. */
+  readonly initiation: Uint8Array | undefined;
   readonly timers: Set<unknown>;
   readonly outcome: Promise<TxOutcome>;
   readonly resolve: (outcome: TxOutcome) => void;
@@ -200,10 +202,12 @@ export class BridgeCoordinator {
     if (!Number.isFinite(deadlineMs)) throw kalimaError('KALIMA_ERR_BRIDGE_BAD_REQUEST', { reason: 'the deadline is not a number of ms', id });
     deadlineMs = Math.floor(deadlineMs);
     if (deadlineMs <= nowMs) throw kalimaError('KALIMA_ERR_BRIDGE_DEADLINE_PASSED', { id, deadlineMs, nowMs });
+    if (!Number.isSafeInteger(deadlineMs)) throw kalimaError('KALIMA_ERR_BRIDGE_BAD_REQUEST', { reason: 'the deadline is beyond 2^53 ms', id });
 
-    const copies = specs.map((spec) => ({ kind: spec.kind, args: spec.args.slice() }));
+    // Encoded here, so that a request the log cannot hold is refused before anything changes.
+    const initiation = encodeRecord({ type: 'initiation', id, createdMs: nowMs, deadlineMs, participants: specs });
     const first = start(id, participants.length, deadlineMs);
-    const live = this.track(id, first.state, copies, participants, nowMs, false);
+    const live = this.track(id, first.state, participants, false, initiation);
     this.perform(live, first.actions);
     return { id, outcome: live.outcome };
   }
@@ -272,7 +276,7 @@ export class BridgeCoordinator {
       const participants = this.build(initiation.id, initiation.participants, 'KALIMA_ERR_BRIDGE_BAD_RECORD');
       const first = recover(initiation.id, participants.length, initiation.deadlineMs,
         decision === undefined ? undefined : decision.outcome === 'commit' ? { kind: 'commit' } : { kind: 'abort', reason: decision.reason });
-      const live = this.track(initiation.id, first.state, initiation.participants, participants, initiation.createdMs, true);
+      const live = this.track(initiation.id, first.state, participants, true);
       this.recoveredIds.push(initiation.id);
       this.logger.info({ id: initiation.id, decision: decision?.outcome ?? 'none' }, 'bridge: recovering a transaction');
       this.perform(live, first.actions);
@@ -291,7 +295,7 @@ export class BridgeCoordinator {
     });
   }
 
-  private track(id: string, state: TxState, specs: readonly ParticipantSpec[], participants: readonly Participant[], createdMs: number, recovered: boolean): Live {
+  private track(id: string, state: TxState, participants: readonly Participant[], recovered: boolean, initiation?: Uint8Array): Live {
     let resolve!: (outcome: TxOutcome) => void;
     let reject!: (error: unknown) => void;
     const outcome = new Promise<TxOutcome>((yes, no) => {
@@ -300,7 +304,7 @@ export class BridgeCoordinator {
     });
     // A caller that drops the handle must not turn a stop into an unhandled rejection.
     outcome.catch(() => {});
-    const live: Live = { state, specs, participants, createdMs, recovered, timers: new Set(), outcome, resolve, reject };
+    const live: Live = { state, participants, recovered, initiation, timers: new Set(), outcome, resolve, reject };
     this.live.set(id, live);
     return live;
   }
@@ -357,7 +361,7 @@ export class BridgeCoordinator {
       switch (action.type) {
         case 'write-initiation': {
           if (!this.hit('bridge.before-initiation', id)) return;
-          this.log.writeInitiation({ type: 'initiation', id, createdMs: live.createdMs, deadlineMs: live.state.deadlineMs, participants: live.specs }).then(() => {
+          this.log.writeInitiation(id, live.initiation!).then(() => {
             if (!this.hit('bridge.after-initiation', id)) return;
             this.dispatch(live, { type: 'initiation-written', nowMs: this.options.clock.nowMs() });
           }, (error) => this.logFailed(error));
@@ -368,7 +372,7 @@ export class BridgeCoordinator {
           break;
         case 'prepare': {
           const { index } = action;
-          this.call(live, index, (participant, tx) => participant.prepare(tx), this.settings.prepareTimeoutMs, 'prepare').then((vote) => {
+          this.call(live, index, (participant, tx) => participant.prepare(tx), this.timeoutOf(live, index, 'prepareMs'), 'prepare').then((vote) => {
             if (!this.hit('bridge.after-vote', id)) return;
             const normal = normaliseVote(vote);
             this.dispatch(live, normal === 'yes' ? { type: 'vote', index, vote: 'yes' } : { type: 'vote', index, vote: 'no', reason: clipText(normal.reason, MAX_REASON_BYTES / 2) });
@@ -401,7 +405,7 @@ export class BridgeCoordinator {
             void Promise.resolve().then(() => this.dispatch(live, { type: 'inquired', index, state: 'failed' }));
             break;
           }
-          this.call(live, index, (participant, tx) => participant.inquire!(tx), this.settings.callTimeoutMs, 'inquire').then(
+          this.call(live, index, (participant, tx) => participant.inquire!(tx), this.timeoutOf(live, index, 'callMs'), 'inquire').then(
             (state) => this.dispatch(live, { type: 'inquired', index, state: state === 'prepared' || state === 'committed' || state === 'aborted' ? state : 'unknown' }),
             () => this.dispatch(live, { type: 'inquired', index, state: 'failed' }),
           );
@@ -409,7 +413,7 @@ export class BridgeCoordinator {
         }
         case 'send': {
           const { index, call, attempt } = action;
-          this.call(live, index, (participant, tx) => (call === 'commit' ? participant.commit(tx) : participant.abort(tx)), this.settings.callTimeoutMs, call).then(() => {
+          this.call(live, index, (participant, tx) => (call === 'commit' ? participant.commit(tx) : participant.abort(tx)), this.timeoutOf(live, index, 'callMs'), call).then(() => {
             if (!this.hit(call === 'commit' ? 'bridge.after-commit-ack' : 'bridge.after-abort-ack', id)) return;
             this.dispatch(live, { type: 'ack', index });
           }, (error) => {
@@ -442,6 +446,12 @@ export class BridgeCoordinator {
         }
       }
     }
+  }
+
+  private timeoutOf(live: Live, index: number, which: 'prepareMs' | 'callMs'): number {
+    const own = live.participants[index]!.timeouts?.[which];
+    if (own !== undefined && Number.isFinite(own) && own > 0) return own;
+    return which === 'prepareMs' ? this.settings.prepareTimeoutMs : this.settings.callTimeoutMs;
   }
 
   private timer(live: Live, delayMs: number, run: () => void): void {

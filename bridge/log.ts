@@ -33,9 +33,13 @@ export class BridgeLog {
 
   constructor(private readonly kv: KvStore, readonly prefix: Uint8Array = DEFAULT_KEY_PREFIX) {}
 
-  /** Writes the initiation record; resolves once it is on disk. */
-  writeInitiation(record: InitiationRecord): Promise<void> {
-    return this.write([{ type: 'put', key: recordKey(this.prefix, record.id, 'initiation'), value: encodeRecord(record) }], true);
+  /** Writes the initiation record (a record, or its encoding); resolves once it is on disk. */
+  writeInitiation(record: InitiationRecord): Promise<void>;
+  writeInitiation(id: string, encoded: Uint8Array): Promise<void>;
+  writeInitiation(recordOrId: InitiationRecord | string, encoded?: Uint8Array): Promise<void> {
+    const id = typeof recordOrId === 'string' ? recordOrId : recordOrId.id;
+    const value = typeof recordOrId === 'string' ? encoded! : encodeRecord(recordOrId);
+    return this.write([{ type: 'put', key: recordKey(this.prefix, id, 'initiation'), value }], true);
   }
 
   /** Writes a decision; `force` resolves only once it is on disk, else once it is written. */

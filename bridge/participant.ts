@@ -41,6 +41,12 @@ export interface Participant {
    * the coordinator's margin. Read once, at begin.
    */
   readonly deadlineMs?: number | undefined;
+  /**
+   * This participant's own call timeouts, when the coordinator's defaults do not fit it (a Tezos
+   * commit that waits for confirmation takes minutes): `prepareMs` bounds prepare, `callMs` each
+   * commit, abort or inquire attempt.
+   */
+  readonly timeouts?: { readonly prepareMs?: number; readonly callMs?: number } | undefined;
   prepare(tx: BridgeTx): Promise<PrepareVote>;
   commit(tx: BridgeTx): Promise<void>;
   abort(tx: BridgeTx): Promise<void>;

@@ -1,13 +1,19 @@
 // The bridge coordinator on a real LevelDB in a temp dir: it stops dead in the middle of three
 // transactions (one with its commit decision on disk, one waiting for a vote, one aborting), the
 // database is closed without finishing them, and a new coordinator on the reopened database
-// drives each to its end, leaving an empty log.
+// drives each to its end, leaving an empty log. Then the production failpoint: a process killed by
+// KALIMA_FAILPOINTS=bridge.after-commit-decision leaves the commit on disk, and recovery commits.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { rm } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BridgeCoordinator } from '../../bridge/coordinator.ts';
 import type { ParticipantFactory, ParticipantRegistry } from '../../bridge/participant.ts';
+import { BridgeLog } from '../../bridge/log.ts';
 import { DEFAULT_KEY_PREFIX, prefixEnd } from '../../bridge/records.ts';
-import { systemClock, systemRng, systemScheduler } from '../../src/ports.ts';
+import { BridgeService } from '../../bridge/service.ts';
+import { silentLogger, systemClock, systemRng, systemScheduler } from '../../src/ports.ts';
 import type { KvStore } from '../../src/store/kv.ts';
 import { LevelKvStore } from '../../src/store/level-kv.ts';
 import { tempDir } from '../support/chain.ts';
@@ -108,5 +114,31 @@ describe('bridge coordinator on LevelDB', () => {
     kv = await LevelKvStore.open(directory);
     expect(await records(kv)).toBe(0);
     await kv.close();
+  });
+
+  it('a process killed at a KALIMA_FAILPOINTS failpoint leaves a log that recovery finishes', async () => {
+    directory = await tempDir('kalima-bridge-kill-');
+    const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../support/bridge-child.ts', import.meta.url)), directory, 'cc'], {
+      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KALIMA_FAILPOINTS: 'anchor.before-broadcast,bridge.after-commit-decision' },
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    expect({ code, signal, output }).toMatchObject({ code: null, signal: 'SIGKILL', output: '' });
+
+    const kv = await LevelKvStore.open(directory);
+    const logged = await new BridgeLog(kv).load();
+    expect(logged.map((tx) => [tx.initiation.id, tx.initiation.participants.length, tx.decision?.outcome])).toEqual([['cc', 2, 'commit']]);
+    await kv.close();
+
+    const committed = new Set<number>();
+    const service = await BridgeService.open({
+      directory, logger: silentLogger,
+      participants: new Map([['trivial', (args) => ({ prepare: async () => 'yes' as const, commit: async () => void committed.add(args[0]!), abort: async () => { throw new Error('never'); } })]]),
+    });
+    expect(await service.coordinator.outcome('cc')).toEqual({ outcome: 'committed' });
+    expect([...committed].sort()).toEqual([1, 2]);
+    await service.close();
   });
 });

@@ -8,6 +8,8 @@
 //   - a transaction commits anywhere only if every one of its participants voted yes, and its
 //     commit was decided no later than its decision deadline;
 //   - no participant is left prepared, and the log is empty;
+//   - what a prepared participant is told when it inquires (a known state, or commit presumed) is the outcome;
+//   - a second begin of a live id is KALIMA_ERR_BRIDGE_DUPLICATE_TX and reaches no participant;
 //   - no coordinator reported two outcomes for one transaction, or an outcome its participants contradict;
 //   - (half the crashes are power losses that drop a random suffix of the unsynced log writes)
 //   - a crashed coordinator made no call after its crash; no participant was told to commit
@@ -30,6 +32,10 @@ export interface BridgeSimResult {
   readonly committed: number;
   readonly aborted: number;
   readonly participantCalls: number;
+  /** Inquiries by prepared participants answered with a decision. */
+  readonly inquiries: number;
+  /** Begins of a live id, refused. */
+  readonly duplicates: number;
   /** Unsynced log batches lost to power losses at the crashes. */
   readonly lostBatches: number;
 }
@@ -113,6 +119,7 @@ export async function runBridgeSimulation(seed: number): Promise<BridgeSimResult
     });
   };
 
+  let duplicates = 0;
   const begin = (tx: PlannedTx): void => {
     if (coordinator.stopped) {
       // The client retries against the coordinator that comes back.
@@ -130,7 +137,37 @@ export async function runBridgeSimulation(seed: number): Promise<BridgeSimResult
     } catch (error) {
       problems.push(`begin ${tx.id} threw ${isKalimaError(error) ? error.code : String(error)}`);
     }
+    // Now and then the client begins it again while it is live: refused, and nothing changes.
+    if (uniform(rng) < 0.3) time.setTimeout(() => beginAgain(tx), below(rng, 100));
   };
+  const beginAgain = (tx: PlannedTx): void => {
+    if (coordinator.stopped || coordinator.outcome(tx.id) === undefined) return;
+    const calls = world.calls.length;
+    try {
+      coordinator.begin({ id: tx.id, participants: [simParticipant({ name: 'intruder' })] });
+      problems.push(`a second begin of live ${tx.id} was accepted`);
+    } catch (error) {
+      if (!isKalimaError(error, 'KALIMA_ERR_BRIDGE_DUPLICATE_TX')) problems.push(`a second begin of ${tx.id} threw ${isKalimaError(error) ? error.code : String(error)}`);
+    }
+    duplicates++;
+    if (world.calls.length !== calls) problems.push(`a refused begin of ${tx.id} called a participant`);
+  };
+
+  // A participant in doubt (prepared) asks the coordinator now and then; what it is told must be
+  // the final outcome: 'committed' (known, or presumed for an unknown id) or 'aborted'.
+  const simStartMs = time.nowMs;
+  const answers: Array<{ id: string; answer: 'committed' | 'aborted'; atMs: number }> = [];
+  const poll = (): void => {
+    if (!coordinator.stopped) {
+      for (const tx of plan) {
+        if (!tx.begun || !tx.names.some((name) => world.state(name, tx.id) === 'prepared')) continue;
+        const { state } = coordinator.inquire(tx.id);
+        if (state !== 'undecided') answers.push({ id: tx.id, answer: state, atMs: time.nowMs });
+      }
+    }
+    if (time.nowMs - simStartMs < 20_000) time.setTimeout(poll, 5 + below(rng, 30));
+  };
+  time.setTimeout(poll, 10);
 
   const settledAll = (): boolean => coordinator.stopped || (plan.every((tx) => tx.begun) && coordinator.liveCount === 0);
 
@@ -171,6 +208,7 @@ export async function runBridgeSimulation(seed: number): Promise<BridgeSimResult
   let logged = 0;
   for await (const _ of kv.entries({ gte: DEFAULT_KEY_PREFIX, lt: prefixEnd(DEFAULT_KEY_PREFIX) })) logged++;
   if (logged > 0) problems.push(`${logged} records left in the log`);
+  if (world.states.has('intruder')) problems.push('a refused begin reached its participant');
   for (const [name, txId] of world.prepared()) problems.push(`${name} left prepared for ${txId}`);
   let committed = 0;
   let aborted = 0;
@@ -189,12 +227,15 @@ export async function runBridgeSimulation(seed: number): Promise<BridgeSimResult
       aborted++;
       if (!touched.every((state) => state === 'aborted')) problems.push(`${tx.id}: mixed outcome ${JSON.stringify(states)}`);
     }
+    for (const { answer, atMs } of answers.filter((entry) => entry.id === tx.id)) {
+      if ((answer === 'committed') !== anyCommitted) problems.push(`${tx.id}: a prepared participant was told ${answer} at ${atMs}, but the outcome is ${JSON.stringify(states)}`);
+    }
     const outcome = reported.get(tx.id);
     if (outcome !== undefined && (outcome.outcome === 'committed') !== anyCommitted) problems.push(`${tx.id} reported ${outcome.outcome} but its participants are ${JSON.stringify(states)}`);
   }
 
   return {
     seed, ok: problems.length === 0, ...(problems.length > 0 ? { failure: problems.slice(0, 5).join('; ') } : {}),
-    crashedAt, begun: plan.filter((tx) => tx.begun).length, committed, aborted, participantCalls: world.calls.length, lostBatches,
+    crashedAt, begun: plan.filter((tx) => tx.begun).length, committed, aborted, participantCalls: world.calls.length, lostBatches, inquiries: answers.length, duplicates,
   };
 }

@@ -10,16 +10,20 @@
 // `--jobs J` runs the seeds in J processes. `--lenient` retries refusals that should not happen
 // (and lists them) instead of failing the seed, to look past a known bug. `--validator on|off` runs
 // every seed with a validation node, or none (by default the seed decides, as in `npm test`).
+//
+// npm run sim -- --bridge [--seeds N] [--from S] | --bridge --seed N
+// The seeded simulation of the bridge coordinator (test/sim/bridge-sim.ts); `--seed N` prints that seed's result.
 import { fork } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { SIM_PROFILES, type SimProfile, runRaftSimulation } from './raft-sim.ts';
 import { NODE_SIM_PROFILES, type NodeSimProfile, type NodeSimResult, runNodeSimulation } from './node-sim.ts';
+import { runBridgeSimulation } from './bridge-sim.ts';
 
 const { values } = parseArgs({
   options: {
     profile: { type: 'string', default: 'all' }, seeds: { type: 'string', default: '1000' }, from: { type: 'string', default: '1' }, seed: { type: 'string' },
     node: { type: 'boolean', default: false }, trace: { type: 'boolean', default: false }, jobs: { type: 'string', default: '1' }, child: { type: 'boolean', default: false },
-    lenient: { type: 'boolean', default: false }, validator: { type: 'string' },
+    lenient: { type: 'boolean', default: false }, validator: { type: 'string' }, bridge: { type: 'boolean', default: false },
   },
 });
 const first = values.seed !== undefined ? Number(values.seed) : Number(values.from);
@@ -30,6 +34,7 @@ if (!Number.isInteger(first) || !Number.isInteger(count) || count < 1) {
 }
 
 if (values.node) process.exit(await runNode());
+if (values.bridge) process.exit(await runBridge());
 
 const profiles = values.profile === 'all' ? (Object.keys(SIM_PROFILES) as SimProfile[]) : [values.profile as SimProfile];
 for (const profile of profiles) {
@@ -147,4 +152,22 @@ async function runNodeProfile(profile: NodeSimProfile): Promise<number> {
       + `reports in all: ${total('wrongReports')} wrong, ${total('lateReports')} late (${total('lateReportsOwnFault')} across a fault of the validation node's own); ${total('bars')} bars`);
   }
   return failed;
+}
+
+/** The bridge simulation over a range of seeds, or one; the exit code. */
+async function runBridge(): Promise<number> {
+  const started = performance.now();
+  const crashes = new Map<string, number>();
+  let failed = 0;
+  for (let seed = first; seed < first + count; seed++) {
+    const result = await runBridgeSimulation(seed);
+    for (const name of result.crashedAt) crashes.set(name, (crashes.get(name) ?? 0) + 1);
+    if (count === 1) console.log(JSON.stringify(result));
+    if (!result.ok) {
+      failed++;
+      console.log(`FAIL seed ${seed}: ${result.failure}\n  replay: npm run sim -- --bridge --seed ${seed}`);
+    }
+  }
+  console.log(`bridge: ${count} seeds from ${first} in ${((performance.now() - started) / 1000).toFixed(1)} s, ${failed} failed; crashes by failpoint: ${JSON.stringify(Object.fromEntries([...crashes].sort()))}`);
+  return failed > 0 ? 1 : 0;
 }

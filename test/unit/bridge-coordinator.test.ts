@@ -3,7 +3,8 @@
 // retries and idempotent re-delivery, crashes at failpoints and recovery, and the log's syncs.
 import { describe, expect, it } from 'vitest';
 import { BridgeCoordinator, type BridgeEvent, type CoordinatorOptions, type TxOutcome } from '../../bridge/coordinator.ts';
-import { BRIDGE_FAILPOINTS, type BridgeFailpoint } from '../../bridge/failpoints.ts';
+import { BRIDGE_FAILPOINTS, type BridgeFailpoint, processFailpoints } from '../../bridge/failpoints.ts';
+import { failpointsFromEnv } from '../../bridge/service.ts';
 import { BridgeLog } from '../../bridge/log.ts';
 import { step, start } from '../../bridge/machine.ts';
 import { DEFAULT_KEY_PREFIX, prefixEnd } from '../../bridge/records.ts';
@@ -206,7 +207,10 @@ describe('bridge coordinator', () => {
     expectKalimaError(() => coordinator.begin({ id: 'abc', participants: [A] }), 'KALIMA_ERR_BRIDGE_BAD_REQUEST');
     expectKalimaError(() => coordinator.begin({ participants: [{ kind: 'tezos', args: new Uint8Array() }] }), 'KALIMA_ERR_BRIDGE_UNKNOWN_PARTICIPANT');
     expectKalimaError(() => coordinator.begin({ participants: [{ kind: 'sim', args: new Uint8Array([0xff]) }] }), 'KALIMA_ERR_BRIDGE_BAD_REQUEST');
+    expectKalimaError(() => coordinator.begin({ participants: [A], deadlineMs: Number.NaN }), 'KALIMA_ERR_BRIDGE_BAD_REQUEST');
+    expectKalimaError(() => coordinator.begin({ participants: [A], deadlineMs: 2 ** 60 }), 'KALIMA_ERR_BRIDGE_BAD_REQUEST');
     await expect(coordinator.run({ participants: [] })).rejects.toMatchObject({ code: 'KALIMA_ERR_BRIDGE_BAD_REQUEST' });
+    expect(coordinator.liveCount).toBe(0);
     expect(kv.batches).toEqual([]);
   });
 
@@ -399,6 +403,59 @@ describe('bridge coordinator', () => {
     const time = new VirtualTime();
     const error = await BridgeCoordinator.open({ kv, participants: new Map(), clock: time.clock, rng: seededRng(1), scheduler: time }).catch((failure: unknown) => failure);
     expect(isKalimaError(error, 'KALIMA_ERR_BRIDGE_UNKNOWN_PARTICIPANT')).toBe(true);
+  });
+});
+
+describe('bridge coordinator: participants and listeners', () => {
+  it('a participant may set its own timeouts: a slow commit is not cut short and retried', async () => {
+    const time = new VirtualTime();
+    const calls: string[] = [];
+    const registry = new Map([['slow', () => ({
+      timeouts: { prepareMs: 5_000, callMs: 120_000 },
+      prepare: () => new Promise<'yes'>((resolve) => time.setTimeout(() => resolve('yes'), 3_000)),
+      commit: () => {
+        calls.push('commit');
+        return new Promise<void>((resolve) => time.setTimeout(resolve, 60_000));
+      },
+      abort: async () => void calls.push('abort'),
+    })]]);
+    const coordinator = await BridgeCoordinator.open({ kv: new MemoryKvStore(), participants: registry, clock: time.clock, rng: seededRng(2), scheduler: time, prepareTimeoutMs: 1_000, callTimeoutMs: 1_000 });
+    const began = time.nowMs;
+    expect(await settled(time, coordinator.run({ participants: [{ kind: 'slow', args: new Uint8Array() }] }))).toEqual({ outcome: 'committed' });
+    expect(calls).toEqual(['commit']);
+    expect(time.nowMs - began).toBe(63_000);
+  });
+
+  it('a listener that throws is logged and changes nothing', async () => {
+    const { time, coordinator } = await setup();
+    const warnings: object[] = [];
+    const quiet = await BridgeCoordinator.open({
+      kv: new MemoryKvStore(), participants: new SimWorld(time).registry(), clock: time.clock, rng: seededRng(3), scheduler: time,
+      logger: { debug() {}, info() {}, warn: (object) => void warnings.push(object), error() {} },
+    });
+    quiet.on('decided', () => {
+      throw new Error('listener bug');
+    });
+    const unsubscribe = quiet.on('ended', () => {
+      throw new Error('listener bug');
+    });
+    expect(await settled(time, quiet.run({ participants: [A] }))).toEqual({ outcome: 'committed' });
+    expect(warnings.length).toBe(2);
+    unsubscribe();
+    await settled(time, quiet.run({ participants: [A] }));
+    expect(warnings.length).toBe(3);
+    expect(coordinator.liveCount).toBe(0);
+  });
+
+  it('KALIMA_FAILPOINTS: only bridge names make a hook, and the hook fires only at the names listed', () => {
+    expect(failpointsFromEnv({ KALIMA_FAILPOINTS: ' bridge.after-vote, anchor.before-broadcast ,,' })).toEqual(new Set(['bridge.after-vote', 'anchor.before-broadcast']));
+    expect(failpointsFromEnv({})).toEqual(new Set());
+    const logger = { debug() {}, info() {}, warn() {}, error() {} };
+    expect(processFailpoints(new Set(['anchor.before-broadcast']), logger)).toBeUndefined();
+    const hook = processFailpoints(new Set(['bridge.after-end']), logger);
+    expect(hook).toBeTypeOf('function');
+    // A name not listed passes (the listed one would end this process; the child-process test covers it).
+    hook!('bridge.after-vote', 'aa');
   });
 });
 
