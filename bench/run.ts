@@ -44,8 +44,9 @@ const NODE_SETTLE_MAX_MS = 30_000;
 const clusterBench = process.argv[2] === 'cluster';
 const anchorsBench = process.argv[2] === 'anchors';
 const bridgeBench = process.argv[2] === 'bridge';
+const marketBench = process.argv[2] === 'market';
 const { values } = parseArgs({
-  args: clusterBench || anchorsBench || bridgeBench ? [] : process.argv.slice(2),
+  args: clusterBench || anchorsBench || bridgeBench || marketBench ? [] : process.argv.slice(2),
   options: {
     quick: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
@@ -433,4 +434,5 @@ async function main(): Promise<void> {
 if (clusterBench) await (await import('./cluster.ts')).runClusterBench(process.argv.slice(3));
 else if (anchorsBench) await (await import('./anchors.ts')).runAnchorsBench(process.argv.slice(3));
 else if (bridgeBench) await (await import('./bridge.ts')).runBridgeBench(process.argv.slice(3));
+else if (marketBench) await (await import('./market.ts')).runMarketBench(process.argv.slice(3));
 else await main();

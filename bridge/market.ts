@@ -293,7 +293,9 @@ export class MarketService {
       specs.push({ kind: KLX_PARTICIPANT, args: encodeKlxArgs({ base: purchase.id.slice(0, 40), from: toHex(this.options.treasury!.publicKey), to: purchase.buyer, amount: purchase.klx! }) });
     }
     try {
-      await this.store(purchase);
+      // Not forced: the initiation record is what recovery needs; a purchase found still
+      // awaiting payment after a crash is begun again when its held HTLC is seen.
+      await this.store(purchase, false);
       const handle = this.coordinator.begin({ id: purchase.id, participants: specs });
       this.attach(purchase.id, handle.outcome);
     } catch (error) {
@@ -348,9 +350,9 @@ export class MarketService {
     this.options.logger.info({ purchase: purchase.id, kind: purchase.kind, state, reason }, 'market: purchase closed');
   }
 
-  private async store(purchase: StoredPurchase): Promise<void> {
+  private async store(purchase: StoredPurchase, sync = true): Promise<void> {
     this.throwIfStopped();
-    await this.options.kv.batch([{ type: 'put', key: purchaseKey(purchase.id), value: new TextEncoder().encode(JSON.stringify(purchase)) }], { sync: true });
+    await this.options.kv.batch([{ type: 'put', key: purchaseKey(purchase.id), value: new TextEncoder().encode(JSON.stringify(purchase)) }], { sync });
     this.purchases.set(purchase.id, purchase);
     const view = publicView(purchase);
     for (const listener of this.listeners) listener(view);

@@ -72,12 +72,11 @@ export class HoldInvoiceParticipant implements Participant {
   }
 
   async prepare(): Promise<PrepareVote> {
-    const invoice = await this.deps.lnd.invoice(this.hash);
+    const [invoice, height] = await Promise.all([this.deps.lnd.invoice(this.hash), this.deps.lnd.blockHeight()]);
     if (invoice === undefined) return { vote: 'no', reason: 'LND does not know the invoice' };
     if (invoice.state === 'settled') return 'yes';
     if (invoice.state !== 'held') return { vote: 'no', reason: `the invoice is ${invoice.state}, not held` };
     if (invoice.receivedSats !== this.args.sats) return { vote: 'no', reason: `the HTLC holds ${invoice.receivedSats} sats, not the price of ${this.args.sats}` };
-    const height = await this.deps.lnd.blockHeight();
     if (invoice.expiryHeight === undefined || height > decisionHeight(invoice.expiryHeight, this.deps.marginBlocks)) {
       return { vote: 'no', reason: `the HTLC expires at height ${invoice.expiryHeight}: too close to decide at ${height}` };
     }

@@ -19,7 +19,9 @@ import { LndClient } from '../../chains/lightning/lnd.ts';
 import { LndSeller } from '../../chains/lightning/seller.ts';
 import { LndNetwork } from '../../regtest/lnd/network.ts';
 import { LndStandIn } from '../../regtest/lnd/server.ts';
-import { createAddress, makeChain, makeMessage, openNode, registerDevice, type TestChain } from './chain.ts';
+import { join } from 'node:path';
+import { LevelKvStore } from '../../src/store/level-kv.ts';
+import { createAddress, makeChain, makeMessage, openLevelNode, openNode, registerDevice, type TestChain } from './chain.ts';
 
 export const LISTING_ID = 'plant1';
 export const PREFIX = '/sensors/plant1';
@@ -49,10 +51,12 @@ export interface MarketFixture {
 
 export async function openMarket(seed: string, options: {
   settings?: Partial<MarketSettings>; failpoint?: FailpointHook; periodSeconds?: number; logger?: Logger; scheduler?: Scheduler;
+  /** LevelDB under this directory for the chain and the market's store (synced writes), instead of memory. */
+  levelDirectory?: string;
   coordinator?: { prepareTimeoutMs?: number; callTimeoutMs?: number; retryInitialMs?: number; retryMaxMs?: number };
 } = {}): Promise<MarketFixture> {
   const chain = makeChain(seed);
-  const node = await openNode(chain);
+  const node = options.levelDirectory === undefined ? await openNode(chain) : await openLevelNode(chain, join(options.levelDirectory, 'chain'));
   await createAddress(node, chain, '/sensors');
   await createAddress(node, chain, PREFIX);
   const seller = await registerDevice(node, chain, { pub: [PREFIX], sub: [PREFIX] });
@@ -78,7 +82,7 @@ export async function openMarket(seed: string, options: {
   };
   const { app } = await buildApi({ node, logger: false, version: 'test', market: delegate });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
-  const kv = new MemoryKvStore();
+  const kv: KvStore = options.levelDirectory === undefined ? new MemoryKvStore() : await LevelKvStore.open(join(options.levelDirectory, 'market'));
   const lnd = new LndSeller(sellerLnd.credentials, { deadlineMs: 5_000, resubscribeInitialMs: 50, resubscribeMaxMs: 500 });
   const scheduler = options.scheduler ?? systemScheduler;
   const open = (failpoint?: FailpointHook): Promise<MarketService> => MarketService.open({
@@ -107,6 +111,7 @@ export async function openMarket(seed: string, options: {
       await sellerLnd.stop();
       await buyerLnd.stop();
       await node.close();
+      await kv.close();
     },
   };
   fixture.market = await open(options.failpoint);
