@@ -48,6 +48,30 @@ describe('loadConfig', () => {
     for (const json of bad) await expect(loadConfig((await configFile(json)).file), JSON.stringify(json)).rejects.toMatchObject({ code: 'KALIMA_ERR_CONFIG_INVALID' });
   });
 
+  it('sells only with lightning and market sections: defaults, paths against the file, and a coded refusal of bad values and unknown settings', async () => {
+    const lightning = { socket: 'localhost:10009', certFile: 'lnd/tls.cert', macaroonFile: '~/lnd/admin.macaroon' };
+    const { file, directory } = await configFile({ lightning, market: { treasuryKey: 'keys/treasury.json', satsPerKlx: 10 } });
+    const market = (await loadConfig(file)).market!;
+    expect(market.lightning).toMatchObject({ socket: 'localhost:10009', cert: { file: join(directory, 'lnd/tls.cert') } });
+    expect((market.lightning.macaroon as { file: string }).file).not.toContain('~');
+    expect(market).toMatchObject({ sellerKeyFile: join(directory, 'keys/seller.json'), treasuryKeyFile: join(directory, 'keys/treasury.json'), stateDir: join(directory, 'market') });
+    expect(market.settings).toEqual({ invoiceExpirySeconds: 600, cltvDelta: 80, marginBlocks: 6, sweepIntervalMs: 5_000, satsPerKlx: 10 });
+    expect((await loadConfig((await configFile({})).file)).market).toBeUndefined();
+    const refused = async (json: unknown, reason: RegExp): Promise<void> => {
+      await expect(loadConfig((await configFile(json)).file)).rejects.toMatchObject({ code: 'KALIMA_ERR_CONFIG_INVALID', details: { reason: expect.stringMatching(reason) } });
+    };
+    await refused({ market: {} }, /needs a lightning section/);
+    await refused({ lightning }, /serves the market section/);
+    await refused({ lightning: { ...lightning, socket: 'localhost' }, market: {} }, /host:port/);
+    await refused({ lightning: { ...lightning, cert: 'AAAA' }, market: {} }, /lightning.cert or lightning.certFile, one of them/);
+    await refused({ lightning: { socket: 'localhost:10009', certFile: 'x', macaroon: 'not hex' }, market: {} }, /macaroon in hex/);
+    await refused({ lightning, market: { satsPerKlx: 10 } }, /needs market.treasuryKey/);
+    await refused({ lightning, market: { treasuryKey: 'k.json' } }, /market.satsPerKlx/);
+    await refused({ lightning, market: { cltvDelta: 18 } }, /more than 12 \+ market.marginBlocks/);
+    await refused({ lightning, market: { price: 1 } }, /market.price is not a setting/);
+    await refused({ lightning: { ...lightning, tls: 1 }, market: {} }, /lightning.tls is not a setting/);
+  });
+
   it('fills defaults and resolves paths against the file', async () => {
     const { file, directory } = await configFile({});
     const config = await loadConfig(file);
