@@ -58,3 +58,6 @@ export type ParticipantFactory = (args: Uint8Array, context: { readonly txId: st
 
 /** The factories by kind. */
 export type ParticipantRegistry = ReadonlyMap<string, ParticipantFactory>;
+
+/** A participant as a transaction names it (and the log keeps it): a registered kind and its args. */
+export type { ParticipantSpec } from './records.ts';
