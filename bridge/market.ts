@@ -290,7 +290,7 @@ export class MarketService {
       purchase.untilMs = this.accessEnd(purchase, nowMs);
       specs.push({ kind: GRANT_PARTICIPANT, args: encodeGrantArgs({ buyerHex: purchase.buyer, listing: purchase.listing!, prefix: purchase.prefix!, untilMs: purchase.untilMs, purchase: hexBytes(purchase.id) }) });
     } else {
-      specs.push({ kind: KLX_PARTICIPANT, args: encodeKlxArgs({ base: purchase.id.slice(0, 40), from: toHex(this.options.treasury!.publicKey), to: purchase.buyer, amount: purchase.klx! }) });
+      specs.push({ kind: KLX_PARTICIPANT, args: encodeKlxArgs({ base: klxBase(purchase.id), from: toHex(this.options.treasury!.publicKey), to: purchase.buyer, amount: purchase.klx! }) });
     }
     try {
       // Not forced: the initiation record is what recovery needs; a purchase found still
@@ -433,6 +433,11 @@ export class MarketService {
 function publicView(purchase: StoredPurchase): Purchase {
   const { preimage: _secret, ...rest } = purchase;
   return { ...rest };
+}
+
+/** The id base of a KLX purchase's transfers and escrow account: 160 bits of its payment hash. */
+export function klxBase(purchaseId: string): string {
+  return purchaseId.slice(0, 40);
 }
 
 function hexBytes(hex: string): Uint8Array {

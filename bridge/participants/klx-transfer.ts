@@ -1,15 +1,16 @@
 // The Kalima channel participant: a KLX transfer made atomic with the rest of a transaction through
-// a temporary transfer address, `escrow.<base>`, owned by the payer's key.
-//   prepare  locks the amount: <base>.lock moves it from the payer to the escrow account
-//   commit   pays the recipient: <base>.pay moves it from the escrow account to the recipient
-//   abort    releases it: <base>.back moves it back to the payer; with no lock on the chain, a void
-//            under <base>.lock takes its id first, so a lock still in flight can never land
-// Transfer ids are used once on the chain, so every step is idempotent: a retry is refused as a
-// duplicate, and each step first looks at what the chain holds.
+// a temporary transfer address, `escrow.<payer>.<base>`, owned by the payer's key.
+//   prepare  locks the amount: <payer>.<base>.lock moves it from the payer to the escrow account
+//   commit   pays the recipient: <payer>.<base>.pay moves it from the escrow account to the recipient
+//   abort    releases it: <payer>.<base>.back moves it back to the payer; with no lock on the chain,
+//            a void under <payer>.<base>.lock takes its id first, so a lock still in flight can never land
+// Transfer ids are used once on the chain and only their signer may use its own, so every step is
+// idempotent: a retry is refused as a duplicate, and each step first looks at what the chain holds.
 import { isKalimaError } from '../../src/errors.ts';
 import { Reader, Writer } from '../../src/ledger/codec.ts';
 import type { KeyPair } from '../../src/ledger/signature.ts';
-import { KLX_TRANSFERS_ADDRESS, decodeTransfer, encodeTransfer } from '../../src/state/klx.ts';
+import { KLX_TRANSFERS_ADDRESS, decodeTransfer, encodeTransfer, escrowAccount, transferKey } from '../../src/state/klx.ts';
+import { toHex } from '../../src/ledger/hash.ts';
 import type { ChainAccess } from '../chain.ts';
 import type { Participant, ParticipantFactory, ParticipantState, PrepareVote } from '../participant.ts';
 
@@ -22,7 +23,7 @@ const RECORD_TTL_SECONDS = 30 * 86_400;
 const CANNOT_LOCK = ['KALIMA_ERR_KLX_INSUFFICIENT_FUNDS', 'KALIMA_ERR_KLX_NOT_OWNER', 'KALIMA_ERR_KLX_BAD_TRANSFER', 'KALIMA_ERR_KLX_TRANSFER_EXPIRED', 'KALIMA_ERR_ACCESS_UNKNOWN_DEVICE'] as const;
 
 export interface KlxTransferArgs {
-  /** The id base of the transfers (and of the escrow account): lower-case, at most 90 characters. */
+  /** The id base of the transfers (and of the escrow account): lower-case, at most 56 characters. */
   base: string;
   from: string;
   to: string;
@@ -35,7 +36,7 @@ export function encodeKlxArgs(args: KlxTransferArgs): Uint8Array {
 
 export function decodeKlxArgs(bytes: Uint8Array): KlxTransferArgs {
   const reader = new Reader(bytes);
-  const args = { base: reader.text(90), from: reader.text(128), to: reader.text(128), amount: reader.varint() };
+  const args = { base: reader.text(56), from: reader.text(128), to: reader.text(128), amount: reader.varint() };
   reader.end();
   return args;
 }
@@ -50,13 +51,15 @@ type LockState = 'none' | 'void' | 'locked';
 
 export class KlxTransferParticipant implements Participant {
   private readonly escrow: string;
+  private readonly payerHex: string;
 
   constructor(private readonly deps: KlxDeps, private readonly args: KlxTransferArgs) {
-    this.escrow = `escrow.${args.base}`;
+    this.payerHex = toHex(deps.payer.publicKey);
+    this.escrow = escrowAccount(this.payerHex, args.base);
   }
 
   private id(step: 'lock' | 'pay' | 'back'): string {
-    return `${this.args.base}.${step}`;
+    return transferKey(this.payerHex, `${this.args.base}.${step}`);
   }
 
   private has(step: 'pay' | 'back'): boolean {

@@ -11,7 +11,7 @@ import { kalimaError } from '../errors.ts';
 import { LISTINGS_ADDRESS, type ListingView, checkListingId, listingView } from '../access/market.ts';
 import { roleOf } from '../access/permissions.ts';
 import type { KalimaNode } from '../node/node.ts';
-import { KLX_SUPPLY_ADDRESS, KLX_SUPPLY_KEY, accountOf, checkAccount, decodeIssue, isEscrowAccount } from '../state/klx.ts';
+import { KLX_SUPPLY_ADDRESS, KLX_SUPPLY_KEY, accountOf, checkAccount, decodeIssue, isEscrowAccount, ownerOf } from '../state/klx.ts';
 
 /** What a node that sells offers (bridge/market.ts). */
 export interface MarketApi {
@@ -106,6 +106,6 @@ export function registerMarketRoutes(app: FastifyInstance, node: KalimaNode, dev
     checkAccount(account);
     if (!caller.admin && (isEscrowAccount(account) || account !== caller.device)) throw kalimaError('KALIMA_ERR_ACCESS_SUB_DENIED', { device: caller.device, address: `/kalima/klx/accounts/${account}` });
     const found = accountOf(node.cache, account);
-    return { account, balance: found?.balance ?? 0, ...(found?.ownerHex === undefined ? {} : { owner: found.ownerHex }) };
+    return { account, balance: found?.balance ?? 0, owner: ownerOf(account) };
   });
 }

@@ -11,7 +11,7 @@ import { type Clock, type Rng, systemClock, systemRng } from '../ports.ts';
 import { signRequest } from '../api/auth.ts';
 import type { CommitReceipt } from '../node/node.ts';
 import { LISTINGS_ADDRESS, type ListingView, encodeListing } from '../access/market.ts';
-import { KLX_SUPPLY_ADDRESS, KLX_SUPPLY_KEY, KLX_TRANSFERS_ADDRESS, encodeIssue, encodeTransfer } from '../state/klx.ts';
+import { KLX_SUPPLY_ADDRESS, KLX_SUPPLY_KEY, KLX_TRANSFERS_ADDRESS, encodeIssue, encodeTransfer, transferKey } from '../state/klx.ts';
 
 /** A purchase as the seller's node reports it (bridge/market.ts). */
 export interface PurchaseView {
@@ -464,9 +464,10 @@ export class KalimaClient {
     return this.submit(await this.sign(KLX_SUPPLY_ADDRESS, KLX_SUPPLY_KEY, encodeIssue({ treasury, amount })));
   }
 
-  /** Moves KLX from this device's account; `id` is used once on the chain, so a retry never pays twice. */
+  /** Moves KLX from this device's account; `id` is used once on the chain (under this device's id), so a retry never pays twice. */
   async transferKlx(id: string, to: string, amount: number): Promise<CommitReceipt> {
-    return this.submit(await this.sign(KLX_TRANSFERS_ADDRESS, id, encodeTransfer({ from: toHex(this.key.publicKey), to, amount })));
+    const from = toHex(this.key.publicKey);
+    return this.submit(await this.sign(KLX_TRANSFERS_ADDRESS, transferKey(from, id), encodeTransfer({ from, to, amount })));
   }
 
   /** Redeems an onboarding code with this client's key, which becomes a registered device. */

@@ -1,16 +1,18 @@
 // KLX, the chain's token: balances live on the chain, and move only by transfers, so the supply
 // issued once is never created or lost afterwards. Bodies in the canonical codec.
 //   /kalima/klx/supply     key = "klx"          body = Issue     (an admin issues the supply, once, to a treasury)
-//   /kalima/klx/transfers  key = transfer id    body = Transfer  (the owner of `from` moves KLX to `to`)
+//   /kalima/klx/transfers  key = <signer hex>.<id>  body = Transfer  (the owner of `from` moves KLX to `to`)
 //   /kalima/klx/accounts   key = account        value = Account  (written by the chain alone, as an effect)
 //
 // An account is a device id (hex; its device owns it) or a temporary transfer address
-// `escrow.<id>`, owned by the device that first paid into it: bridge/ locks an amount there while a
-// two-phase commit is undecided, then pays it on to the recipient (commit) or back (abort). An
-// account whose balance falls to 0 is deleted. A transfer id is used once, so a retried transfer
-// is refused as a duplicate instead of paying twice. A void (amount 0, from and to the signer's own
-// device account) takes an id and moves nothing: a coordinator that gave up on a transfer still in
-// flight voids its id, and then knows it can never land.
+// `escrow.<owner hex>.<id>`, owned by the device its name names: bridge/ locks an amount there while
+// a two-phase commit is undecided, then pays it on to the recipient (commit) or back (abort). Only
+// the owner pays into an escrow account or out of it. An account whose balance falls to 0 is
+// deleted. A transfer's key starts with its signer's id, so nobody can take another device's ids;
+// each is used once, so a retried transfer is refused as a duplicate instead of paying twice. A
+// void (amount 0, from and to the signer's own device account) takes an id and moves nothing: a
+// coordinator that gave up on a transfer still in flight voids its id, and then knows it can never
+// land. Transfer records are deleted only by their TTL, never by hand, so an id stays taken.
 import { kalimaError } from '../errors.ts';
 import { Reader, Writer } from '../ledger/codec.ts';
 import { fromHex, toHex } from '../ledger/hash.ts';
@@ -26,8 +28,8 @@ export const KLX_ACCOUNTS_ADDRESS = '/kalima/klx/accounts';
 export const KLX_SUPPLY_KEY = 'klx';
 /** The most KLX there can be, in its smallest unit (a safe integer, so every sum is exact). */
 export const KLX_SUPPLY_MAX = 2 ** 53 - 1;
-const TRANSFER_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,127}$/;
-const ESCROW_PATTERN = /^escrow\.[a-z0-9][a-z0-9._-]{0,99}$/;
+const TRANSFER_KEY_PATTERN = /^([0-9a-f]{64})\.[a-z0-9][a-z0-9._-]{0,62}$/;
+const ESCROW_PATTERN = /^escrow\.([0-9a-f]{64})\.[a-z0-9][a-z0-9._-]{0,59}$/;
 
 const enum KlxKind {
   Issue = 1,
@@ -44,17 +46,12 @@ export interface KlxTransfer {
   from: string;
   to: string;
   amount: number;
-  /**
-   * The transfer is refused in a block whose time is after this (ms; 0 for never). A coordinator
-   * that gave up on a lock still in flight waits this out, and then knows it can never land.
-   */
+  /** The transfer is refused in a block whose time is after this (ms; 0 for never): a payment order that expires. */
   notAfterMs?: number;
 }
 
 export interface KlxAccount {
   balance: number;
-  /** The owner of an escrow account (hex); a device's own account has none. */
-  ownerHex?: string;
 }
 
 function bad(reason: string, details: Record<string, unknown> = {}): never {
@@ -65,17 +62,35 @@ export function isEscrowAccount(account: string): boolean {
   return ESCROW_PATTERN.test(account);
 }
 
+/** The device that owns an account (hex): the device itself, or the one an escrow account's name names. */
+export function ownerOf(account: string): string {
+  return ESCROW_PATTERN.exec(account)?.[1] ?? account;
+}
+
+/** The escrow account `owner` holds for `id`. */
+export function escrowAccount(ownerHex: string, id: string): string {
+  return `escrow.${ownerHex}.${id}`;
+}
+
+/** The key of `signer`'s transfer `id`. */
+export function transferKey(signerHex: string, id: string): string {
+  return `${signerHex}.${id}`;
+}
+
 function isDeviceAccount(account: string): boolean {
   const key = fromHex(account);
   return key !== undefined && key.length === 32 && toHex(key) === account && isValidPublicKey(key);
 }
 
 export function checkAccount(account: string): void {
-  if (!isEscrowAccount(account) && !isDeviceAccount(account)) bad('an account is a device id (64 lower-case hex digits) or escrow.<id>', { account });
+  if (!isEscrowAccount(account) && !isDeviceAccount(account)) bad('an account is a device id (64 lower-case hex digits) or escrow.<owner device id>.<id>', { account });
 }
 
-export function checkTransferId(id: string): void {
-  if (!TRANSFER_ID_PATTERN.test(id)) bad('a transfer id matches ^[a-z0-9][a-z0-9._-]{0,127}$', { id });
+/** A transfer's key is <signer's device id>.<id>, the id matching ^[a-z0-9][a-z0-9._-]{0,62}$. */
+export function checkTransferKey(key: string, signerHex: string): void {
+  const match = TRANSFER_KEY_PATTERN.exec(key);
+  if (match === null) bad('a transfer\'s key is <signer device id, hex>.<id>, the id matching ^[a-z0-9][a-z0-9._-]{0,62}$', { key });
+  if (match[1] !== signerHex) throw kalimaError('KALIMA_ERR_KLX_NOT_OWNER', { key, device: signerHex, reason: 'a transfer\'s key starts with its signer\'s id' });
 }
 
 function checkAmount(amount: number): void {
@@ -91,8 +106,7 @@ export function encodeTransfer(transfer: KlxTransfer): Uint8Array {
 }
 
 export function encodeAccount(account: KlxAccount): Uint8Array {
-  const writer = new Writer().u8(KlxKind.Account).varint(account.balance);
-  return (account.ownerHex === undefined ? writer.u8(0) : writer.u8(1).fixed(fromHex(account.ownerHex)!, 32)).finish();
+  return new Writer().u8(KlxKind.Account).varint(account.balance).finish();
 }
 
 function decode<T>(bytes: Uint8Array, kind: KlxKind, read: (reader: Reader) => T): T {
@@ -121,10 +135,7 @@ export function decodeTransfer(bytes: Uint8Array): KlxTransfer {
 }
 
 export function decodeAccount(bytes: Uint8Array): KlxAccount {
-  return decode(bytes, KlxKind.Account, (reader) => {
-    const balance = reader.varint();
-    return reader.u8() === 1 ? { balance, ownerHex: toHex(reader.fixed(32)) } : { balance };
-  });
+  return decode(bytes, KlxKind.Account, (reader) => ({ balance: reader.varint() }));
 }
 
 export function isKlxAddress(address: string): boolean {
@@ -159,13 +170,9 @@ export function checkKlxMessage(state: StateReader, message: Message, isAdmin: b
     checkAmount(issue.amount);
     return;
   }
-  // Transfers.
-  checkTransferId(message.key);
-  if (isDelete(message)) {
-    // Deleting a transfer's record moves nothing; only an admin tidies them (or their TTL).
-    if (!isAdmin) throw kalimaError('KALIMA_ERR_ACCESS_ADMIN_ONLY', { device: deviceHex, address: message.address });
-    return;
-  }
+  // Transfers: an id stays taken until the record's TTL ends it.
+  if (isDelete(message)) bad('a transfer\'s record is never deleted by hand (its TTL ends it), so its id stays taken', { key: message.key });
+  checkTransferKey(message.key, deviceHex);
   if (state.getEntry(KLX_TRANSFERS_ADDRESS, message.key) !== undefined) throw kalimaError('KALIMA_ERR_KLX_DUPLICATE_TRANSFER', { transfer: message.key });
   const transfer = decodeTransfer(message.body);
   checkAccount(transfer.from);
@@ -179,11 +186,9 @@ export function checkKlxMessage(state: StateReader, message: Message, isAdmin: b
   if (transfer.from === transfer.to) bad('a transfer goes to another account (or, with amount 0, is a void of the signer\'s own account)', { account: transfer.from });
   if (transfer.notAfterMs !== undefined && blockTimeMs > transfer.notAfterMs) throw kalimaError('KALIMA_ERR_KLX_TRANSFER_EXPIRED', { transfer: message.key, notAfterMs: transfer.notAfterMs, blockTimeMs });
   const from = accountOf(state, transfer.from);
-  const owner = isEscrowAccount(transfer.from) ? from?.ownerHex : transfer.from;
-  if (owner !== deviceHex) throw kalimaError('KALIMA_ERR_KLX_NOT_OWNER', { account: transfer.from, device: deviceHex });
-  if (isEscrowAccount(transfer.to)) {
-    const to = accountOf(state, transfer.to);
-    if (to !== undefined && to.ownerHex !== deviceHex) throw kalimaError('KALIMA_ERR_KLX_NOT_OWNER', { account: transfer.to, device: deviceHex, reason: 'an escrow account takes payments from its owner only' });
+  if (ownerOf(transfer.from) !== deviceHex) throw kalimaError('KALIMA_ERR_KLX_NOT_OWNER', { account: transfer.from, device: deviceHex });
+  if (isEscrowAccount(transfer.to) && ownerOf(transfer.to) !== deviceHex) {
+    throw kalimaError('KALIMA_ERR_KLX_NOT_OWNER', { account: transfer.to, device: deviceHex, reason: 'an escrow account takes payments from its owner only' });
   }
   if (from === undefined || from.balance < transfer.amount) throw kalimaError('KALIMA_ERR_KLX_INSUFFICIENT_FUNDS', { account: transfer.from, balance: from?.balance ?? 0, amount: transfer.amount });
 }
@@ -218,6 +223,5 @@ export function applyKlxEffects(draft: Draft, committed: CommittedMessage, messa
   const from = accountOf(draft, transfer.from)!;
   setBalance(draft, transfer.from, { ...from, balance: from.balance - transfer.amount }, committed, messageHash, at);
   const to = accountOf(draft, transfer.to);
-  const ownerHex = isEscrowAccount(transfer.to) ? (to?.ownerHex ?? toHex(message.device)) : undefined;
-  setBalance(draft, transfer.to, { balance: (to?.balance ?? 0) + transfer.amount, ...(ownerHex === undefined ? {} : { ownerHex }) }, committed, messageHash, at);
+  setBalance(draft, transfer.to, { balance: (to?.balance ?? 0) + transfer.amount }, committed, messageHash, at);
 }

@@ -7,7 +7,7 @@ import { GRANTS_ADDRESS, LISTINGS_ADDRESS, grantKey } from '../../src/access/mar
 import { DEVICES_ADDRESS } from '../../src/access/records.ts';
 import { sha256, toHex } from '../../src/ledger/hash.ts';
 import { systemClock, silentLogger, systemScheduler } from '../../src/ports.ts';
-import { KLX_TRANSFERS_ADDRESS, accountOf, encodeTransfer } from '../../src/state/klx.ts';
+import { KLX_TRANSFERS_ADDRESS, accountOf, encodeTransfer, escrowAccount, transferKey } from '../../src/state/klx.ts';
 import { NodeChainAccess } from '../../bridge/chain.ts';
 import { GrantParticipant } from '../../bridge/participants/kalima-grant.ts';
 import { KlxTransferParticipant } from '../../bridge/participants/klx-transfer.ts';
@@ -38,12 +38,12 @@ describe('the KLX transfer participant', () => {
     const participant = new KlxTransferParticipant({ chain, payer: market.treasury }, { base: 'k1', from: treasuryHex(), to: buyer, amount: 30 });
     expect(await participant.inquire()).toBe('unknown');
     expect(await Promise.all([participant.prepare(), participant.prepare()])).toEqual(['yes', 'yes']);
-    expect(accountOf(market.node.cache, 'escrow.k1')).toEqual({ balance: 30, ownerHex: treasuryHex() });
+    expect(accountOf(market.node.cache, escrowAccount(treasuryHex(), 'k1'))).toEqual({ balance: 30 });
     expect(await participant.inquire()).toBe('prepared');
     await participant.commit();
     await participant.commit();
     expect(accountOf(market.node.cache, buyer)?.balance).toBe(30);
-    expect(accountOf(market.node.cache, 'escrow.k1')).toBeUndefined();
+    expect(accountOf(market.node.cache, escrowAccount(treasuryHex(), 'k1'))).toBeUndefined();
     expect(await participant.inquire()).toBe('committed');
     expect(klxTotal(market.node)).toBe(KLX_SUPPLY);
   });
@@ -66,7 +66,7 @@ describe('the KLX transfer participant', () => {
     expect(await participant.inquire()).toBe('aborted');
     expect(await participant.prepare()).toEqual({ vote: 'no', reason: 'aborted before the lock' });
     // The lock an earlier coordinator had in flight: refused, its id is taken.
-    const late = makeMessage(market.chain, market.treasury, { address: KLX_TRANSFERS_ADDRESS, key: 'k3.lock', body: encodeTransfer({ from: treasuryHex(), to: 'escrow.k3', amount: 10 }) });
+    const late = makeMessage(market.chain, market.treasury, { address: KLX_TRANSFERS_ADDRESS, key: transferKey(treasuryHex(), 'k3.lock'), body: encodeTransfer({ from: treasuryHex(), to: escrowAccount(treasuryHex(), 'k3'), amount: 10 }) });
     await expect(market.node.submit(late)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_DUPLICATE_TRANSFER' });
     expect(accountOf(market.node.cache, treasuryHex())!.balance).toBe(before);
   });

@@ -7,7 +7,7 @@ import { toHex } from '../../src/ledger/hash.ts';
 import { generateKeyPair, type KeyPair } from '../../src/ledger/signature.ts';
 import { MemCache } from '../../src/state/memcache.ts';
 import {
-  KLX_ACCOUNTS_ADDRESS, KLX_SUPPLY_ADDRESS, KLX_SUPPLY_KEY, KLX_TRANSFERS_ADDRESS, accountOf, encodeIssue, encodeTransfer, issuedSupply,
+  KLX_ACCOUNTS_ADDRESS, KLX_SUPPLY_ADDRESS, KLX_SUPPLY_KEY, KLX_TRANSFERS_ADDRESS, accountOf, encodeIssue, encodeTransfer, escrowAccount, issuedSupply, transferKey,
 } from '../../src/state/klx.ts';
 import { ManualClock, systemClock } from '../../src/ports.ts';
 import { createAddress, makeChain, makeMessage, openLevelNode, openNode, registerDevice, tempDir, type TestChain } from '../support/chain.ts';
@@ -144,33 +144,38 @@ describe('KLX', () => {
   it('moves only by its owner\'s transfers, through escrow and back, and the supply never changes', async () => {
     const { chain, node, treasury, treasuryHex, buyer, other } = await klxChain('klx-moves');
     const buyerHex = toHex(buyer.publicKey);
+    const otherHex = toHex(other.publicKey);
     await node.submit(makeMessage(chain, chain.admin, { address: KLX_SUPPLY_ADDRESS, key: KLX_SUPPLY_KEY, body: encodeIssue({ treasury: treasuryHex, amount: 10_000 }) }));
-    const transfer = (signer: KeyPair, id: string, from: string, to: string, amount: number) =>
-      node.submit(makeMessage(chain, signer, { address: KLX_TRANSFERS_ADDRESS, key: id, body: encodeTransfer({ from, to, amount }) }));
+    const transfer = (signer: KeyPair, id: string, from: string, to: string, amount: number, keyOwner = toHex(signer.publicKey)) =>
+      node.submit(makeMessage(chain, signer, { address: KLX_TRANSFERS_ADDRESS, key: transferKey(keyOwner, id), body: encodeTransfer({ from, to, amount }) }));
+    const escrow1 = escrowAccount(treasuryHex, 't1');
     // Lock, then pay on (commit) …
-    await transfer(treasury, 't1.lock', treasuryHex, 'escrow.t1', 600);
-    expect(balance(node.cache, 'escrow.t1')).toBe(600);
-    expect(accountOf(node.cache, 'escrow.t1')?.ownerHex).toBe(treasuryHex);
-    await expect(transfer(other, 'steal', 'escrow.t1', toHex(other.publicKey), 600)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_NOT_OWNER' });
-    await expect(transfer(other, 'stuff', toHex(other.publicKey), 'escrow.t1', 1)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_NOT_OWNER' });
-    await transfer(treasury, 't1.commit', 'escrow.t1', buyerHex, 600);
-    expect(accountOf(node.cache, 'escrow.t1')).toBeUndefined();
+    await transfer(treasury, 't1.lock', treasuryHex, escrow1, 600);
+    expect(balance(node.cache, escrow1)).toBe(600);
+    await expect(transfer(other, 'steal', escrow1, otherHex, 600)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_NOT_OWNER' });
+    await expect(transfer(other, 'stuff', otherHex, escrow1, 1)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_NOT_OWNER' });
+    // Nobody takes another device's transfer ids, nor an escrow account named for another owner.
+    await expect(transfer(other, 't1.pay', otherHex, otherHex, 0, treasuryHex)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_NOT_OWNER' });
+    await expect(transfer(other, 'squat', otherHex, escrowAccount(treasuryHex, 't9'), 1)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_NOT_OWNER' });
+    await transfer(treasury, 't1.commit', escrow1, buyerHex, 600);
+    expect(accountOf(node.cache, escrow1)).toBeUndefined();
     expect(balance(node.cache, buyerHex)).toBe(600);
     // … or lock, then release (abort).
-    await transfer(treasury, 't2.lock', treasuryHex, 'escrow.t2', 300);
-    await transfer(treasury, 't2.abort', 'escrow.t2', treasuryHex, 300);
+    await transfer(treasury, 't2.lock', treasuryHex, escrowAccount(treasuryHex, 't2'), 300);
+    await transfer(treasury, 't2.abort', escrowAccount(treasuryHex, 't2'), treasuryHex, 300);
     expect(balance(node.cache, treasuryHex)).toBe(9_400);
-    // A retried transfer is a duplicate, not a second payment.
+    // A retried transfer is a duplicate, not a second payment; a record is never deleted by hand.
     await expect(transfer(treasury, 't1.commit', treasuryHex, buyerHex, 600)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_DUPLICATE_TRANSFER' });
+    await expect(node.submit(makeMessage(chain, chain.admin, { address: KLX_TRANSFERS_ADDRESS, key: transferKey(treasuryHex, 't1.commit'), body: new Uint8Array() }))).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_BAD_TRANSFER' });
     await expect(transfer(buyer, 'too-much', buyerHex, treasuryHex, 601)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_INSUFFICIENT_FUNDS' });
     await expect(transfer(buyer, 'mine', treasuryHex, buyerHex, 1)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_NOT_OWNER' });
     await expect(transfer(buyer, 'self', buyerHex, buyerHex, 1)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_BAD_TRANSFER' });
     await expect(transfer(buyer, 'zero', buyerHex, treasuryHex, 0)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_BAD_TRANSFER' });
-    const late = makeMessage(chain, treasury, { address: KLX_TRANSFERS_ADDRESS, key: 'late', body: encodeTransfer({ from: treasuryHex, to: buyerHex, amount: 1, notAfterMs: Date.now() - 1 }) });
+    const late = makeMessage(chain, treasury, { address: KLX_TRANSFERS_ADDRESS, key: transferKey(treasuryHex, 'late'), body: encodeTransfer({ from: treasuryHex, to: buyerHex, amount: 1, notAfterMs: Date.now() - 1 }) });
     await expect(node.submit(late)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_TRANSFER_EXPIRED' });
     // A void takes an id and moves nothing: the transfer meant for it can no longer land.
     await transfer(treasury, 't3.lock', treasuryHex, treasuryHex, 0);
-    await expect(transfer(treasury, 't3.lock', treasuryHex, 'escrow.t3', 10)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_DUPLICATE_TRANSFER' });
+    await expect(transfer(treasury, 't3.lock', treasuryHex, escrowAccount(treasuryHex, 't3'), 10)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_DUPLICATE_TRANSFER' });
     await expect(transfer(buyer, 'void-of-another', treasuryHex, treasuryHex, 0)).rejects.toMatchObject({ code: 'KALIMA_ERR_KLX_NOT_OWNER' });
     expect(balance(node.cache, treasuryHex)).toBe(9_400);
     await transfer(buyer, 'back', buyerHex, treasuryHex, 100);

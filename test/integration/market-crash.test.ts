@@ -10,9 +10,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GRANTS_ADDRESS, decodeGrant, grantKey } from '../../src/access/market.ts';
 import { toHex } from '../../src/ledger/hash.ts';
-import { accountOf, KLX_ACCOUNTS_ADDRESS, KLX_TRANSFERS_ADDRESS } from '../../src/state/klx.ts';
+import { accountOf, KLX_ACCOUNTS_ADDRESS, KLX_TRANSFERS_ADDRESS, transferKey } from '../../src/state/klx.ts';
 import { BRIDGE_FAILPOINTS, type BridgeFailpoint } from '../../bridge/failpoints.ts';
-import type { Purchase } from '../../bridge/market.ts';
+import { type Purchase, klxBase } from '../../bridge/market.ts';
 import { decisionHeight } from '../../bridge/participants/lightning-hold.ts';
 import { DEVICES_ADDRESS } from '../../src/access/records.ts';
 import { makeMessage } from '../support/chain.ts';
@@ -142,7 +142,7 @@ async function run(schedule: Schedule): Promise<void> {
     const entry = market.node.cache.getEntry(GRANTS_ADDRESS, grantKey(buyerHex, LISTING_ID));
     granted = entry !== undefined && toHex(decodeGrant(entry.value).purchase) === id;
   } else {
-    granted = (accountOf(market.node.cache, buyerHex)?.balance ?? 0) === 7 && market.node.cache.getEntry(KLX_TRANSFERS_ADDRESS, `${id.slice(0, 40)}.pay`) !== undefined;
+    granted = (accountOf(market.node.cache, buyerHex)?.balance ?? 0) === 7 && market.node.cache.getEntry(KLX_TRANSFERS_ADDRESS, transferKey(toHex(market.treasury.publicKey), `${klxBase(id)}.pay`)) !== undefined;
   }
   const context = `seed ${schedule.seed} ${JSON.stringify(schedule)} → payment ${payment}, invoice ${invoice?.state}, purchase ${closed.state} (${closed.reason ?? ''}), granted ${granted}`;
   expect(payment === 'succeeded', `paid ⇔ settled: ${context}`).toBe(settled);

@@ -9,7 +9,8 @@ import { LISTINGS_ADDRESS } from '../../src/access/market.ts';
 import { toHex } from '../../src/ledger/hash.ts';
 import { generateKeyPair, type KeyPair } from '../../src/ledger/signature.ts';
 import { KalimaClient, type PurchaseView } from '../../src/sdk/client.ts';
-import { accountOf } from '../../src/state/klx.ts';
+import { accountOf, escrowAccount } from '../../src/state/klx.ts';
+import { klxBase } from '../../bridge/market.ts';
 import { KLX_SUPPLY, LISTING_ID, PREFIX, PRICE_SATS, SATS_PER_KLX, type MarketFixture, klxTotal, openMarket } from '../support/market.ts';
 import { makeMessage } from '../support/chain.ts';
 
@@ -97,7 +98,7 @@ describe('buying data over Lightning', () => {
     expect((await until('the KLX purchase', () => buyer.purchase(purchase.id), finalState)).state).toBe('completed');
     expect(await buyer.klxBalance()).toBe(50);
     expect(accountOf(market.node.cache, treasuryHex)!.balance).toBe(treasuryBefore - 50);
-    expect(market.node.cache.getEntry('/kalima/klx/accounts', `escrow.${purchase.id.slice(0, 40)}`)).toBeUndefined();
+    expect(market.node.cache.getEntry('/kalima/klx/accounts', escrowAccount(treasuryHex, klxBase(purchase.id)))).toBeUndefined();
     expect(klxTotal(market.node)).toBe(KLX_SUPPLY);
     expect((await buyer.klxSupply()).supply).toBe(KLX_SUPPLY);
   });
