@@ -166,6 +166,8 @@ export function checkMarketMessage(message: Message, state: MarketState, context
     }
     if (found === undefined) throw kalimaError('KALIMA_ERR_MARKET_UNKNOWN_LISTING', { listing: parsed.listing });
     if (!admin && found.sellerHex !== deviceHex) throw kalimaError('KALIMA_ERR_MARKET_NOT_SELLER', { listing: parsed.listing, device: deviceHex });
+    // A seller whose PUB no longer covers the prefix (revoked, or unregistered) sells it no more.
+    if (!admin && !state.mayPublish(deviceHex, found.listing.prefix)) throw kalimaError('KALIMA_ERR_MARKET_NOT_SELLER', { listing: parsed.listing, device: deviceHex, reason: 'the seller may no longer publish the prefix' });
     if (!state.isDevice(parsed.buyerHex)) throw kalimaError('KALIMA_ERR_MARKET_UNKNOWN_BUYER', { buyer: parsed.buyerHex });
     const grant = decodeGrant(message.body);
     if (grant.listing !== parsed.listing) bad('KALIMA_ERR_MARKET_BAD_GRANT', 'the grant names another listing than its key', { key: message.key, listing: grant.listing });

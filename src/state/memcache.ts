@@ -108,6 +108,14 @@ export class MemCache implements StateReader {
     return [...this.heads.keys()].sort();
   }
 
+  /**
+   * Addresses that hold at least one current value, heads or not: the chain's own derived entries
+   * (KLX balances) have no head.
+   */
+  entryAddresses(): string[] {
+    return [...this.byAddress.keys()].sort();
+  }
+
   /** Current values at an address. */
   sizeAt(address: string): number {
     return this.byAddress.get(address)?.size ?? 0;

@@ -288,10 +288,10 @@ export class ChainStore {
     for (const table of [TABLE.cacheEntry, TABLE.addressHead, TABLE.nonceWindow]) {
       for await (const [key] of this.kv.entries({ gte: keys.table(table), lt: prefixEnd(keys.table(table)) })) operations.push({ type: 'del', key });
     }
-    for (const address of cache.addresses()) {
+    for (const address of cache.entryAddresses()) {
       for (const entry of cache.entriesAt(address)) operations.push({ type: 'put', key: keys.entry(address, entry.key), value: encodeEntry(entry) });
-      operations.push({ type: 'put', key: keys.head(address), value: u64(cache.lastSequence(address)) });
     }
+    for (const address of cache.addresses()) operations.push({ type: 'put', key: keys.head(address), value: u64(cache.lastSequence(address)) });
     for (const [deviceHex, window] of cache.nonceWindows()) operations.push({ type: 'put', key: keys.nonce(deviceHex), value: encodeStoredWindow(deviceHex, window) });
     operations.push({ type: 'put', key: keys.meta('tip'), value: encodeTip(tip) });
     await this.kv.batch(operations, { sync: true });

@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { GRANTS_ADDRESS, LISTINGS_ADDRESS, type Listing, encodeGrant, encodeListing, grantKey } from '../../src/access/market.ts';
 import { toHex } from '../../src/ledger/hash.ts';
+import { DEVICES_ADDRESS, encodeDeviceRecord } from '../../src/access/records.ts';
 import { generateKeyPair, type KeyPair } from '../../src/ledger/signature.ts';
 import { MemCache } from '../../src/state/memcache.ts';
 import {
@@ -12,6 +13,9 @@ import {
 import { ManualClock, systemClock } from '../../src/ports.ts';
 import { createAddress, makeChain, makeMessage, openLevelNode, openNode, registerDevice, tempDir, type TestChain } from '../support/chain.ts';
 import type { KalimaNode } from '../../src/node/node.ts';
+import { LevelKvStore } from '../../src/store/level-kv.ts';
+import { ChainStore } from '../../src/store/chain-store.ts';
+import { repairState } from '../../src/store/repair.ts';
 
 const SELLER_NODE = Uint8Array.from([2, ...new Uint8Array(32).fill(7)]);
 
@@ -88,6 +92,10 @@ describe('grants', () => {
     // Only the prefix sold, not its parent, and never a write.
     expect(node.mayRead(buyerHex, '/sensors')).toBe(false);
     await expect(node.submit(makeMessage(chain, buyer, { address: '/sensors/plant1', key: 'k' }))).rejects.toMatchObject({ code: 'KALIMA_ERR_ACCESS_PUB_DENIED' });
+    // A seller whose PUB was revoked grants no more.
+    const other2 = toHex((await registerDevice(node, chain, { pub: [], sub: [] })).publicKey);
+    await node.submit(makeMessage(chain, chain.admin, { address: DEVICES_ADDRESS, key: toHex(seller.publicKey), body: encodeDeviceRecord({ name: 'seller', pub: [], sub: [] }) }));
+    await expect(node.submit(makeMessage(chain, seller, { address: GRANTS_ADDRESS, key: grantKey(other2, 'plant1'), body: grant, ttlSeconds: 60 }))).rejects.toMatchObject({ code: 'KALIMA_ERR_MARKET_NOT_SELLER' });
     clock.advance(60_000);
     expect(node.mayRead(buyerHex, '/sensors/plant1')).toBe(false);
     expect(() => node.checkRead(buyerHex, '/sensors/plant1')).toThrow(expect.objectContaining({ code: 'KALIMA_ERR_ACCESS_SUB_DENIED' }));
@@ -121,6 +129,28 @@ describe('grants', () => {
 });
 
 describe('KLX', () => {
+  it('balances survive a restart and a repair (they are the chain\'s own entries, with no address head)', async () => {
+    const chain = makeChain('klx-repair');
+    const directory = await tempDir();
+    let node = await openLevelNode(chain, directory);
+    const treasury = await registerDevice(node, chain, { pub: [], sub: [] });
+    const treasuryHex = toHex(treasury.publicKey);
+    const buyerHex = toHex((await registerDevice(node, chain, { pub: [], sub: [] })).publicKey);
+    await node.submit(makeMessage(chain, chain.admin, { address: KLX_SUPPLY_ADDRESS, key: KLX_SUPPLY_KEY, body: encodeIssue({ treasury: treasuryHex, amount: 5_000 }) }));
+    await node.submit(makeMessage(chain, treasury, { address: KLX_TRANSFERS_ADDRESS, key: transferKey(treasuryHex, 'gift'), body: encodeTransfer({ from: treasuryHex, to: buyerHex, amount: 70 }) }));
+    await node.close();
+    node = await openLevelNode(chain, directory);
+    expect(accountOf(node.cache, buyerHex)?.balance).toBe(70);
+    await node.close();
+    const kv = await LevelKvStore.open(directory);
+    await repairState(new ChainStore(kv), chain.genesis);
+    await kv.close();
+    node = await openLevelNode(chain, directory);
+    expect(accountOf(node.cache, buyerHex)?.balance).toBe(70);
+    expect(accountOf(node.cache, treasuryHex)?.balance).toBe(4_930);
+    await node.close();
+  });
+
   async function klxChain(seed: string) {
     const base = await marketChain(seed);
     const treasury = await registerDevice(base.node, base.chain, { pub: [], sub: [] });
