@@ -10,7 +10,7 @@
 // unpaid invoices once they expire, and any HTLC still held without a live transaction as it
 // nears its decision deadline.
 import { isKalimaError, kalimaError } from '../src/errors.ts';
-import { LISTINGS_ADDRESS, GRANTS_ADDRESS, PERIOD_SECONDS_MAX, type ListingView, checkListingId, decodeGrant, grantKey, listingView } from '../src/access/market.ts';
+import { LISTINGS_ADDRESS, GRANTS_ADDRESS, PERIOD_SECONDS_MAX, PRICE_SATS_MAX, type ListingView, checkListingId, decodeGrant, grantKey, listingView } from '../src/access/market.ts';
 import { roleOf } from '../src/access/permissions.ts';
 import { sha256, toHex } from '../src/ledger/hash.ts';
 import type { KeyPair } from '../src/ledger/signature.ts';
@@ -22,7 +22,8 @@ import { BridgeCoordinator, type TxOutcome } from './coordinator.ts';
 import type { FailpointHook } from './failpoints.ts';
 import { GRANT_PARTICIPANT, encodeGrantArgs, grantParticipantFactory } from './participants/kalima-grant.ts';
 import { KLX_PARTICIPANT, encodeKlxArgs, klxParticipantFactory } from './participants/klx-transfer.ts';
-import { type HoldInvoiceView, type HoldInvoices, LIGHTNING_PARTICIPANT, decisionHeight, encodeHoldArgs, holdParticipantFactory } from './participants/lightning-hold.ts';
+import { type HoldInvoiceView, type HoldInvoices, LIGHTNING_PARTICIPANT, LND_HOLD_EXPIRY_DELTA, decisionHeight, encodeHoldArgs, holdParticipantFactory } from './participants/lightning-hold.ts';
+import { DeliveryGate, type DeliveryGuard } from './participants/delivery.ts';
 
 /** The seller's LND as the market needs it (chains/lightning's LndHoldInvoices implements it). */
 export interface SellerLnd extends HoldInvoices {
@@ -95,6 +96,10 @@ export interface MarketOptions {
   coordinator?: { prepareTimeoutMs?: number; callTimeoutMs?: number; retryInitialMs?: number; retryMaxMs?: number; defaultDeadlineMs?: number };
 }
 
+/** Purchases a buyer may have open (awaiting payment or held) at once, and all buyers together. */
+export const OPEN_PURCHASES_PER_BUYER_MAX = 16;
+export const OPEN_PURCHASES_MAX = 10_000;
+
 const PURCHASE_PREFIX = new TextEncoder().encode('market/purchase/');
 const BRIDGE_PREFIX = new TextEncoder().encode('market/bridge/');
 const FINAL: ReadonlySet<PurchaseState> = new Set(['completed', 'refunded', 'expired']);
@@ -121,27 +126,41 @@ export class MarketService {
   /** Purchases whose transaction this instance began or attached to. */
   private readonly running = new Set<string>();
   private readonly listeners = new Set<(purchase: Purchase) => void>();
+  /** Purchases whose unpaid invoice the sweep is cancelling: none of them begins. */
+  private readonly cancelling = new Set<string>();
   private readonly settings: MarketSettings;
   private sweepTimer: unknown;
   private stopped = false;
   private sellerNode = '';
 
-  private constructor(private readonly options: MarketOptions, private readonly coordinator: BridgeCoordinator) {
+  private constructor(private readonly options: MarketOptions, private readonly coordinator: BridgeCoordinator, private readonly gate: DeliveryGate) {
     this.settings = { ...DEFAULT_MARKET_SETTINGS, ...options.settings };
+    coordinator.on('ended', (event) => gate.forget(event.id));
   }
 
   static async open(options: MarketOptions): Promise<MarketService> {
     const settings = { ...DEFAULT_MARKET_SETTINGS, ...options.settings };
+    const { lnd, chain, logger } = options;
+    // The chain step goes first, and only while the HTLC can still be settled after it.
+    const gate = new DeliveryGate();
+    const guard: DeliveryGuard = async (txId) => {
+      const [invoice, height] = await Promise.all([lnd.invoice(txId), lnd.blockHeight()]);
+      if (invoice === undefined) return 'LND does not know the invoice';
+      if (invoice.state === 'settled') return undefined;
+      if (invoice.state !== 'held') return `the invoice is ${invoice.state}`;
+      if (invoice.expiryHeight !== undefined && height + LND_HOLD_EXPIRY_DELTA + 1 >= invoice.expiryHeight) return `LND is about to cancel the HTLC (height ${height}, expiry ${invoice.expiryHeight})`;
+      return undefined;
+    };
     const participants = new Map([
-      [LIGHTNING_PARTICIPANT, holdParticipantFactory({ lnd: options.lnd, marginBlocks: settings.marginBlocks, logger: options.logger })],
-      [GRANT_PARTICIPANT, grantParticipantFactory({ chain: options.chain, seller: options.seller, clock: options.clock, logger: options.logger })],
-      ...(options.treasury === undefined ? [] : [[KLX_PARTICIPANT, klxParticipantFactory({ chain: options.chain, payer: options.treasury })] as const]),
+      [LIGHTNING_PARTICIPANT, holdParticipantFactory({ lnd, gate, marginBlocks: settings.marginBlocks, logger })],
+      [GRANT_PARTICIPANT, grantParticipantFactory({ chain, gate, guard, seller: options.seller, clock: options.clock, logger })],
+      ...(options.treasury === undefined ? [] : [[KLX_PARTICIPANT, klxParticipantFactory({ chain, gate, guard, payer: options.treasury, logger })] as const]),
     ]);
     const coordinator = await BridgeCoordinator.open({
       kv: options.kv, participants, clock: options.clock, rng: options.rng, scheduler: options.scheduler, logger: options.logger,
       failpoint: options.failpoint, keyPrefix: BRIDGE_PREFIX, ...options.coordinator,
     });
-    const service = new MarketService(options, coordinator);
+    const service = new MarketService(options, coordinator, gate);
     try {
       await service.load();
     } catch (error) {
@@ -157,7 +176,12 @@ export class MarketService {
       const purchase = JSON.parse(new TextDecoder().decode(value)) as StoredPurchase;
       this.purchases.set(purchase.id, purchase);
     }
-    this.sellerNode = await this.options.lnd.publicKey();
+    try {
+      this.sellerNode = await this.options.lnd.publicKey();
+    } catch (error) {
+      // The node serves without its LND; buying asks for it again.
+      this.options.logger.warn({ err: error }, 'market: the seller\'s LND does not answer; purchases wait for it');
+    }
     for (const purchase of this.purchases.values()) {
       if (FINAL.has(purchase.state)) continue;
       // A transaction the coordinator recovered from its log: its outcome closes the purchase.
@@ -207,6 +231,7 @@ export class MarketService {
   async buy(request: { listing: string; buyer: string; amountSats?: number }): Promise<Purchase> {
     this.throwIfStopped();
     const view = findListing(this.options.chain, request.listing);
+    if (this.sellerNode === '') this.sellerNode = await this.options.lnd.publicKey();
     if (!this.isOurs(view)) throw kalimaError('KALIMA_ERR_MARKET_NOT_OUR_LISTING', { listing: view.id, sellerNode: view.sellerNode, ours: this.sellerNode });
     this.checkBuyer(request.buyer);
     this.checkAmount(request.amountSats, view.priceSats);
@@ -224,6 +249,7 @@ export class MarketService {
     if (!Number.isSafeInteger(request.klx) || request.klx < 1) throw kalimaError('KALIMA_ERR_API_BAD_REQUEST', { field: 'klx', reason: 'a whole number of KLX units, at least 1' });
     this.checkBuyer(request.buyer);
     const price = request.klx * rate;
+    if (!Number.isSafeInteger(price) || price > PRICE_SATS_MAX) throw kalimaError('KALIMA_ERR_API_BAD_REQUEST', { field: 'klx', reason: `at most ${PRICE_SATS_MAX} sats in one purchase (${Math.floor(PRICE_SATS_MAX / rate)} KLX)` });
     this.checkAmount(request.amountSats, price);
     const balance = accountOf(this.options.chain.state, toHex(treasury.publicKey))?.balance ?? 0;
     if (balance < request.klx) throw kalimaError('KALIMA_ERR_KLX_INSUFFICIENT_FUNDS', { account: 'treasury', balance, amount: request.klx });
@@ -232,6 +258,10 @@ export class MarketService {
 
   private async open(fields: Pick<Purchase, 'kind' | 'buyer' | 'amountSats' | 'listing' | 'prefix' | 'periodSeconds' | 'klx'>, description: string): Promise<Purchase> {
     const { clock, rng, lnd } = this.options;
+    const open = [...this.purchases.values()].filter((purchase) => !FINAL.has(purchase.state));
+    if (open.length >= OPEN_PURCHASES_MAX || open.filter((purchase) => purchase.buyer === fields.buyer).length >= OPEN_PURCHASES_PER_BUYER_MAX) {
+      throw kalimaError('KALIMA_ERR_MARKET_TOO_MANY_OPEN', { buyer: fields.buyer, perBuyer: OPEN_PURCHASES_PER_BUYER_MAX, total: OPEN_PURCHASES_MAX });
+    }
     const preimage = rng.bytes(32);
     const id = toHex(sha256(preimage));
     const nowMs = clock.nowMs();
@@ -240,7 +270,16 @@ export class MarketService {
     };
     // Stored before the invoice exists, so a crash between the two leaves nothing unknown behind.
     await this.store(purchase);
-    const invoice = await lnd.createHoldInvoice({ paymentHash: id, sats: purchase.amountSats, description, expirySeconds: this.settings.invoiceExpirySeconds, cltvDelta: this.settings.cltvDelta });
+    let invoice: { request: string };
+    try {
+      invoice = await lnd.createHoldInvoice({ paymentHash: id, sats: purchase.amountSats, description, expirySeconds: this.settings.invoiceExpirySeconds, cltvDelta: this.settings.cltvDelta });
+    } catch (error) {
+      // Refused, or no answer: the buyer never got an invoice, so the purchase goes again (an
+      // invoice LND made without answering expires unpaid: nobody has its request).
+      await this.options.kv.batch([{ type: 'del', key: purchaseKey(id) }], { sync: true });
+      this.purchases.delete(id);
+      throw error;
+    }
     purchase.invoice = invoice.request;
     await this.store(purchase);
     this.watch(purchase);
@@ -275,12 +314,15 @@ export class MarketService {
 
   /** Starts the purchase's transaction, or attaches to the one the coordinator has. */
   private async begin(purchase: StoredPurchase): Promise<void> {
-    if (this.running.has(purchase.id)) return;
+    if (this.running.has(purchase.id) || this.cancelling.has(purchase.id)) return;
     const live = this.coordinator.outcome(purchase.id);
     if (live !== undefined) {
       this.attach(purchase.id, live);
       return;
     }
+    // One transaction at a time per buyer and listing, so a renewal extends the grant before it:
+    // the next one begins when this one ends (its HTLC stays held meanwhile).
+    if (purchase.kind === 'data' && [...this.running].some((id) => this.sameGrant(this.purchases.get(id), purchase))) return;
     this.running.add(purchase.id);
     const nowMs = this.options.clock.nowMs();
     purchase.state = 'held';
@@ -309,13 +351,27 @@ export class MarketService {
     }
   }
 
+  private sameGrant(other: StoredPurchase | undefined, purchase: StoredPurchase): boolean {
+    return other !== undefined && other.id !== purchase.id && other.kind === 'data' && other.buyer === purchase.buyer && other.listing === purchase.listing;
+  }
+
+  /** Begins the purchases of the same buyer and listing that waited for `ended` (their HTLCs held). */
+  private async beginWaiting(ended: StoredPurchase): Promise<void> {
+    for (const purchase of this.purchases.values()) {
+      if (FINAL.has(purchase.state) || this.running.has(purchase.id) || !this.sameGrant(purchase, ended)) continue;
+      if ((await this.options.lnd.invoice(purchase.id))?.state === 'held') await this.begin(purchase);
+    }
+  }
+
   /** Access runs for the period from now, or from the end of the buyer's grant of this listing that is still running. */
   private accessEnd(purchase: StoredPurchase, nowMs: number): number {
     const entry = this.options.chain.entry(GRANTS_ADDRESS, grantKey(purchase.buyer, purchase.listing!));
     let from = nowMs;
     if (entry !== undefined) {
       try {
-        from = Math.max(nowMs, decodeGrant(entry.value).untilMs);
+        const grant = decodeGrant(entry.value);
+        // A grant of the listing's prefix; one the listing sold before it changed extends nothing.
+        if (grant.prefix === purchase.prefix) from = Math.max(nowMs, grant.untilMs);
       } catch {
         // An unreadable grant extends nothing.
       }
@@ -331,7 +387,17 @@ export class MarketService {
         this.running.delete(id);
         const purchase = this.purchases.get(id);
         if (purchase === undefined || this.stopped) return;
-        await this.finish(purchase, result.outcome === 'committed' ? 'completed' : 'refunded', result.outcome === 'aborted' ? result.reason : undefined);
+        if (result.outcome === 'aborted') {
+          await this.finish(purchase, 'refunded', result.reason);
+        } else {
+          // Committed: settled, or compensated (the chain refused its step after the decision, and
+          // the HTLC was cancelled). What LND holds says which; if it does not answer, the sweep will.
+          const invoice = await this.options.lnd.invoice(id).catch(() => undefined);
+          const delivery = this.gate.settled(id);
+          if (invoice?.state === 'settled') await this.finish(purchase, 'completed');
+          else if (invoice?.state === 'canceled') await this.finish(purchase, 'refunded', delivery?.outcome === 'refused' ? delivery.reason : 'the HTLC was cancelled before it could be settled');
+        }
+        if (purchase.kind === 'data') await this.beginWaiting(purchase);
       },
       () => {
         // The coordinator stopped (a crash or a close): the next open recovers the transaction.
@@ -370,31 +436,45 @@ export class MarketService {
    * their decision height; starts the transaction of a held invoice whose update was missed.
    */
   async sweep(): Promise<void> {
-    const { lnd, clock } = this.options;
+    const { lnd } = this.options;
     const open = [...this.purchases.values()].filter((purchase) => !FINAL.has(purchase.state) && !this.running.has(purchase.id) && this.coordinator.outcome(purchase.id) === undefined);
     if (open.length === 0) return;
     const height = await lnd.blockHeight();
     for (const purchase of open) {
       if (this.stopped) return;
-      const view = await lnd.invoice(purchase.id);
-      if (view === undefined) {
-        // Never made (a crash before LND took it), or an LND that lost its invoices: nothing can be paid.
-        await this.finish(purchase, purchase.state === 'held' ? 'refunded' : 'expired', 'LND does not know the invoice');
-        continue;
+      try {
+        await this.sweepOne(purchase, height);
+      } catch (error) {
+        this.options.logger.warn({ purchase: purchase.id, err: error }, 'market: the sweep of a purchase failed; the next sweep tries again');
       }
-      if (view.state === 'open' && clock.nowMs() >= purchase.expiresAtMs) {
+    }
+  }
+
+  private async sweepOne(purchase: StoredPurchase, height: number): Promise<void> {
+    const { lnd, clock } = this.options;
+    const view = await lnd.invoice(purchase.id);
+    // The invoice was read: the purchase may have begun meanwhile.
+    if (this.running.has(purchase.id) || this.coordinator.outcome(purchase.id) !== undefined || FINAL.has(purchase.state)) return;
+    if (view === undefined) {
+      // Never made (a crash before LND took it), or an LND that lost its invoices: nothing can be paid.
+      await this.finish(purchase, purchase.state === 'held' ? 'refunded' : 'expired', 'LND does not know the invoice');
+      return;
+    }
+    const expired = view.state === 'open' && clock.nowMs() >= purchase.expiresAtMs;
+    const tooLate = view.state === 'held' && view.expiryHeight !== undefined && height > decisionHeight(view.expiryHeight, this.settings.marginBlocks);
+    if (expired || tooLate) {
+      // Reserved before the call: a payment that arrives meanwhile does not begin a transaction.
+      this.cancelling.add(purchase.id);
+      try {
         await lnd.cancel(purchase.id);
-        await this.finish(purchase, 'expired', 'not paid in time');
-      } else if (view.state === 'held') {
-        if (view.expiryHeight !== undefined && height > decisionHeight(view.expiryHeight, this.settings.marginBlocks)) {
-          await lnd.cancel(purchase.id);
-          await this.finish(purchase, 'refunded', 'held too close to the HTLC expiry to decide');
-        } else {
-          await this.begin(purchase);
-        }
-      } else if (view.state !== 'open') {
-        await this.onInvoice(purchase.id, view);
+        await this.finish(purchase, expired ? 'expired' : 'refunded', expired ? 'not paid in time' : 'held too close to the HTLC expiry to decide');
+      } finally {
+        this.cancelling.delete(purchase.id);
       }
+    } else if (view.state === 'held') {
+      await this.begin(purchase);
+    } else if (view.state !== 'open') {
+      await this.onInvoice(purchase.id, view);
     }
   }
 

@@ -46,7 +46,7 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_ACCESS_AUTH_REPLAYED: { status: 401, message: 'this request signature was used already; sign each request afresh' },
   KALIMA_ERR_ACCESS_AUTH_EXPIRED: { status: 401, message: 'the request timestamp is too far from the node clock' },
   // marketplace (src/access/market.ts, bridge/market)
-  KALIMA_ERR_MARKET_BAD_LISTING: { status: 400, message: 'the listing is malformed: an id ^[a-z0-9][a-z0-9._-]{0,63}$, a prefix outside /kalima, a price of 1 to 100000000 sats, a period of 1 to 315360000 s, the seller\'s LND key' },
+  KALIMA_ERR_MARKET_BAD_LISTING: { status: 400, message: 'the listing is malformed: an id ^[a-z0-9][a-z0-9._-]{0,63}$, a prefix outside /kalima, a price of 1 to 100000000 sats, a period of 1 to 315000000 s, the seller\'s LND key' },
   KALIMA_ERR_MARKET_BAD_GRANT: { status: 400, message: 'the grant is malformed or does not match its listing' },
   KALIMA_ERR_MARKET_UNKNOWN_LISTING: { status: 404, message: 'no such listing' },
   KALIMA_ERR_MARKET_NOT_SELLER: { status: 403, message: 'only the listing\'s seller (or an admin) may do this; a seller lists only data it may publish' },
@@ -54,6 +54,7 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_MARKET_WRONG_AMOUNT: { status: 409, message: 'the amount is not the price' },
   KALIMA_ERR_MARKET_UNKNOWN_PURCHASE: { status: 404, message: 'no such purchase' },
   KALIMA_ERR_MARKET_NOT_CONFIGURED: { status: 404, message: 'this node does not sell (no market section in its config)' },
+  KALIMA_ERR_MARKET_TOO_MANY_OPEN: { status: 429, message: 'too many purchases are open (awaiting payment or held); pay or let some expire first' },
   KALIMA_ERR_MARKET_NOT_OUR_LISTING: { status: 409, message: 'the listing is paid to another seller\'s LND node, not this node\'s' },
   // KLX (src/state/klx.ts)
   KALIMA_ERR_KLX_BAD_TRANSFER: { status: 400, message: 'the KLX transfer or issue is malformed' },

@@ -2,7 +2,9 @@
 // prefix, written on the chain by the listing's seller.
 //   prepare  checks that the grant can be written (the listing is still ours with that prefix, the
 //            buyer is a registered device, the access has not ended); it changes nothing
-//   commit   writes the grant (idempotent: a grant of this purchase on the chain is enough)
+//   commit   writes the grant (idempotent: a grant of this purchase on the chain is enough), unless
+//            the buyer's HTLC can no longer be settled; reports to the delivery gate what became of
+//            it, and the settlement follows (delivery.ts)
 //   abort    nothing to undo: the grant is written only once commit is decided
 import { GRANTS_ADDRESS, LISTINGS_ADDRESS, decodeGrant, decodeListing, encodeGrant, grantKey } from '../../src/access/market.ts';
 import { roleOf } from '../../src/access/permissions.ts';
@@ -12,6 +14,8 @@ import type { KeyPair } from '../../src/ledger/signature.ts';
 import type { Clock, Logger } from '../../src/ports.ts';
 import type { ChainAccess } from '../chain.ts';
 import type { Participant, ParticipantFactory, ParticipantState, PrepareVote } from '../participant.ts';
+import { type DeliveryGate, type DeliveryGuard, isPermanentRefusal } from './delivery.ts';
+import { TTL_SECONDS_MAX } from '../../src/ledger/limits.ts';
 
 export const GRANT_PARTICIPANT = 'kalima-grant';
 
@@ -40,6 +44,8 @@ export function decodeGrantArgs(bytes: Uint8Array): GrantArgs {
 
 export interface GrantDeps {
   chain: ChainAccess;
+  gate: DeliveryGate;
+  guard: DeliveryGuard;
   /** The listing's seller: the key grants are signed with. */
   seller: KeyPair;
   clock: Clock;
@@ -60,7 +66,7 @@ export function grantOnChain(chain: ChainAccess, args: GrantArgs): boolean {
 }
 
 export class GrantParticipant implements Participant {
-  constructor(private readonly deps: GrantDeps, private readonly args: GrantArgs) {}
+  constructor(private readonly deps: GrantDeps, private readonly args: GrantArgs, private readonly txId: string) {}
 
   async prepare(): Promise<PrepareVote> {
     const { chain, seller, clock } = this.deps;
@@ -76,22 +82,34 @@ export class GrantParticipant implements Participant {
   }
 
   async commit(): Promise<void> {
-    const { chain, seller, clock, logger } = this.deps;
-    const { args } = this;
-    if (grantOnChain(chain, args)) return;
-    const remainingMs = args.untilMs - clock.nowMs();
-    if (remainingMs <= 0) {
-      // Decided, but told so only after the access it bought ended (a coordinator down that long): nothing is left to grant.
-      logger.warn({ purchase: toHex(args.purchase), buyer: args.buyerHex, listing: args.listing }, 'market: a committed grant ended before it could be written');
+    const { chain, seller, clock, logger, gate, guard } = this.deps;
+    const { args, txId } = this;
+    if (grantOnChain(chain, args)) {
+      gate.report(txId, { outcome: 'delivered' });
       return;
     }
+    if (gate.settled(txId)?.outcome === 'refused') return;
+    const refuse = (reason: string): void => {
+      logger.warn({ purchase: toHex(args.purchase), buyer: args.buyerHex, listing: args.listing, reason }, 'market: the grant was refused after the commit decision; the HTLC is cancelled');
+      gate.report(txId, { outcome: 'refused', reason });
+    };
+    const remainingMs = args.untilMs - clock.nowMs();
+    if (remainingMs <= 0) return refuse('the access period ended before the grant could be written');
+    const unpayable = await guard(txId);
+    if (unpayable !== undefined) return refuse(unpayable);
     // The TTL counts from the block that takes the grant, whose time is at least the newest block's
     // (whatever the leader's clock says): counted from that, it lasts at least to the end.
     const fromTipMs = Math.max(1, args.untilMs - chain.tipTimeMs());
-    await chain.write(seller, {
-      address: GRANTS_ADDRESS, key: grantKey(args.buyerHex, args.listing), ttlSeconds: Math.ceil(fromTipMs / 1000) + TTL_SLACK_SECONDS,
-      body: encodeGrant({ listing: args.listing, prefix: args.prefix, untilMs: args.untilMs, purchase: args.purchase }),
-    });
+    try {
+      await chain.write(seller, {
+        address: GRANTS_ADDRESS, key: grantKey(args.buyerHex, args.listing), ttlSeconds: Math.min(TTL_SECONDS_MAX, Math.ceil(fromTipMs / 1000) + TTL_SLACK_SECONDS),
+        body: encodeGrant({ listing: args.listing, prefix: args.prefix, untilMs: args.untilMs, purchase: args.purchase }),
+      });
+    } catch (error) {
+      if (!isPermanentRefusal(error) || grantOnChain(chain, args)) throw error;
+      return refuse(`the chain refused the grant: ${(error as { code: string }).code}`);
+    }
+    gate.report(txId, { outcome: 'delivered' });
   }
 
   async abort(): Promise<void> {
@@ -104,5 +122,5 @@ export class GrantParticipant implements Participant {
 }
 
 export function grantParticipantFactory(deps: GrantDeps): ParticipantFactory {
-  return (args) => new GrantParticipant(deps, decodeGrantArgs(args));
+  return (args, context) => new GrantParticipant(deps, decodeGrantArgs(args), context.txId);
 }

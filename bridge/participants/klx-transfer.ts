@@ -1,7 +1,9 @@
 // The Kalima channel participant: a KLX transfer made atomic with the rest of a transaction through
 // a temporary transfer address, `escrow.<payer>.<base>`, owned by the payer's key.
 //   prepare  locks the amount: <payer>.<base>.lock moves it from the payer to the escrow account
-//   commit   pays the recipient: <payer>.<base>.pay moves it from the escrow account to the recipient
+//   commit   pays the recipient: <payer>.<base>.pay moves it from the escrow account to the recipient,
+//            unless the buyer's HTLC can no longer be settled (then it releases the lock as an abort
+//            would); reports to the delivery gate what became of it, and the settlement follows
 //   abort    releases it: <payer>.<base>.back moves it back to the payer; with no lock on the chain,
 //            a void under <payer>.<base>.lock takes its id first, so a lock still in flight can never land
 // Transfer ids are used once on the chain and only their signer may use its own, so every step is
@@ -13,6 +15,8 @@ import { KLX_TRANSFERS_ADDRESS, decodeTransfer, encodeTransfer, escrowAccount, t
 import { toHex } from '../../src/ledger/hash.ts';
 import type { ChainAccess } from '../chain.ts';
 import type { Participant, ParticipantFactory, ParticipantState, PrepareVote } from '../participant.ts';
+import { type DeliveryGate, type DeliveryGuard, isPermanentRefusal } from './delivery.ts';
+import type { Logger } from '../../src/ports.ts';
 
 export const KLX_PARTICIPANT = 'klx-transfer';
 
@@ -45,6 +49,9 @@ export interface KlxDeps {
   chain: ChainAccess;
   /** The payer's key: it owns `from` and the escrow account. */
   payer: KeyPair;
+  gate: DeliveryGate;
+  guard: DeliveryGuard;
+  logger: Logger;
 }
 
 type LockState = 'none' | 'void' | 'locked';
@@ -53,7 +60,7 @@ export class KlxTransferParticipant implements Participant {
   private readonly escrow: string;
   private readonly payerHex: string;
 
-  constructor(private readonly deps: KlxDeps, private readonly args: KlxTransferArgs) {
+  constructor(private readonly deps: KlxDeps, private readonly args: KlxTransferArgs, private readonly txId: string) {
     this.payerHex = toHex(deps.payer.publicKey);
     this.escrow = escrowAccount(this.payerHex, args.base);
   }
@@ -99,8 +106,26 @@ export class KlxTransferParticipant implements Participant {
   }
 
   async commit(): Promise<void> {
-    if (this.has('pay')) return;
-    await this.transfer('pay', this.escrow, this.args.to, this.args.amount);
+    const { gate, guard, logger } = this.deps;
+    if (this.has('pay')) {
+      gate.report(this.txId, { outcome: 'delivered' });
+      return;
+    }
+    let refusal = gate.settled(this.txId)?.outcome === 'refused' ? 'refused before' : await guard(this.txId);
+    if (refusal === undefined) {
+      try {
+        await this.transfer('pay', this.escrow, this.args.to, this.args.amount);
+        gate.report(this.txId, { outcome: 'delivered' });
+        return;
+      } catch (error) {
+        if (!isPermanentRefusal(error)) throw error;
+        refusal = `the chain refused the payment: ${(error as { code: string }).code}`;
+      }
+    }
+    // Compensated: nothing is delivered, so the lock goes back and the HTLC is cancelled.
+    logger.warn({ transfer: this.args.base, reason: refusal }, 'market: a KLX delivery was refused after the commit decision; the lock is released and the HTLC cancelled');
+    await this.abort();
+    gate.report(this.txId, { outcome: 'refused', reason: refusal });
   }
 
   async abort(): Promise<void> {
@@ -126,5 +151,5 @@ export class KlxTransferParticipant implements Participant {
 }
 
 export function klxParticipantFactory(deps: KlxDeps): ParticipantFactory {
-  return (args) => new KlxTransferParticipant(deps, decodeKlxArgs(args));
+  return (args, context) => new KlxTransferParticipant(deps, decodeKlxArgs(args), context.txId);
 }

@@ -2,12 +2,14 @@
 //   prepare  votes yes once the HTLC is held for the full price, and far enough from its expiry:
 //            LND cancels a held invoice on its own a few blocks before the HTLC's expiry
 //            (LND_HOLD_EXPIRY_DELTA), and the decision must come earlier still, by a margin
-//   commit   settles the invoice with the preimage: the seller is paid
+//   commit   once the chain step is delivered (delivery.ts), settles the invoice with the preimage:
+//            the seller is paid; a chain step refused after the decision cancels it instead
 //   abort    cancels it: the buyer's HTLC goes back to the buyer
 import { Reader, Writer } from '../../src/ledger/codec.ts';
 import { toHex } from '../../src/ledger/hash.ts';
 import type { Logger } from '../../src/ports.ts';
 import type { Participant, ParticipantFactory, ParticipantState, PrepareVote } from '../participant.ts';
+import type { DeliveryGate } from './delivery.ts';
 
 export const LIGHTNING_PARTICIPANT = 'lightning-hold';
 
@@ -54,6 +56,7 @@ export function decodeHoldArgs(bytes: Uint8Array): HoldArgs {
 
 export interface HoldDeps {
   lnd: HoldInvoices;
+  gate: DeliveryGate;
   /** Blocks before LND's own cancel by which the decision must come. */
   marginBlocks: number;
   logger: Logger;
@@ -67,7 +70,7 @@ export function decisionHeight(expiryHeight: number, marginBlocks: number): numb
 export class HoldInvoiceParticipant implements Participant {
   private readonly hash: string;
 
-  constructor(private readonly deps: HoldDeps, private readonly args: HoldArgs) {
+  constructor(private readonly deps: HoldDeps, private readonly args: HoldArgs, private readonly txId: string) {
     this.hash = toHex(args.paymentHash);
   }
 
@@ -87,11 +90,14 @@ export class HoldInvoiceParticipant implements Participant {
     const invoice = await this.deps.lnd.invoice(this.hash);
     if (invoice?.state === 'settled') return;
     if (invoice === undefined || invoice.state === 'canceled') {
-      // Past the margin, LND cancelled it on its own: the seller is not paid. Retrying cannot help.
-      this.deps.logger.error({ paymentHash: this.hash, state: invoice?.state ?? 'unknown' }, 'market: a committed hold invoice could not be settled');
+      // LND cancelled it on its own (the coordinator was away past the HTLC's expiry margin): the
+      // chain participant's guard refuses to deliver on a cancelled invoice, so nothing was given.
+      this.deps.logger.error({ paymentHash: this.hash, state: invoice?.state ?? 'unknown' }, 'market: a committed hold invoice was cancelled before it could be settled');
       return;
     }
-    await this.deps.lnd.settle(toHex(this.args.preimage));
+    const delivery = await this.deps.gate.wait(this.txId);
+    if (delivery.outcome === 'delivered') await this.deps.lnd.settle(toHex(this.args.preimage));
+    else await this.deps.lnd.cancel(this.hash);
   }
 
   async abort(): Promise<void> {
@@ -112,5 +118,5 @@ export class HoldInvoiceParticipant implements Participant {
 }
 
 export function holdParticipantFactory(deps: HoldDeps): ParticipantFactory {
-  return (args) => new HoldInvoiceParticipant(deps, decodeHoldArgs(args));
+  return (args, context) => new HoldInvoiceParticipant(deps, decodeHoldArgs(args), context.txId);
 }

@@ -24,8 +24,8 @@ export const GRANTS_ADDRESS = '/kalima/market/grants';
 export const LISTING_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 /** The most a listing may ask, in sats (a whole bitcoin: far beyond a data subscription). */
 export const PRICE_SATS_MAX = 100_000_000;
-/** Ten years, as the TTL allows. */
-export const PERIOD_SECONDS_MAX = 315_360_000;
+/** About ten years: the longest TTL (315,360,000 s) less a few days, so a grant renewed to the cap still fits in one. */
+export const PERIOD_SECONDS_MAX = 315_000_000;
 const TITLE_BYTES_MAX = 256;
 
 const enum MarketKind {

@@ -6,7 +6,8 @@
 //   paid ⇔ granted (or the KLX delivered); the KLX supply is unchanged and no escrow holds any;
 //   every participant ends with the same outcome (invoice settled ⇔ grant/transfer committed;
 //   cancelled ⇔ nothing granted); no HTLC is left held past its decision deadline; the
-//   coordinator's log is empty. A failing seed prints itself: KALIMA_MARKET_SEED=N replays it.
+//   coordinator's log is empty. Some seeds mine past LND's own cancel while the market is down: a
+//   transaction decided to commit then delivers nothing and the HTLC goes back. A failing seed prints itself: KALIMA_MARKET_SEED=N replays it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GRANTS_ADDRESS, decodeGrant, grantKey } from '../../src/access/market.ts';
 import { toHex } from '../../src/ledger/hash.ts';
@@ -84,8 +85,15 @@ function scheduleOf(seed: number): Schedule {
     crashAt,
     refuse,
     lnd: moments[Math.floor(random() * moments.length)]!,
-    mineWhileDown: random() < 0.15 ? CLTV_DELTA - 12 - MARGIN_BLOCKS + 1 : Math.floor(random() * 3),
+    // Past the decision height in some seeds; past LND's own cancel (12 blocks before the expiry) in a few.
+    mineWhileDown: pickBlocks(random()),
   };
+}
+
+function pickBlocks(draw: number): number {
+  if (draw < 0.06) return CLTV_DELTA - 12 + 2;
+  if (draw < 0.2) return CLTV_DELTA - 12 - MARGIN_BLOCKS + 1;
+  return Math.floor(draw * 10) % 3;
 }
 
 const hit = new Set<string>();
@@ -155,12 +163,6 @@ async function run(schedule: Schedule): Promise<void> {
   const log: string[] = [];
   for await (const [key] of market.kv.entries({ gte: new TextEncoder().encode('market/bridge/'), lt: new TextEncoder().encode('market/bridge0') })) log.push(Buffer.from(key).toString());
   expect(log, `the coordinator's log is empty: ${context}`).toEqual([]);
-  // Held past the decision height only while the market was down; the outcome came before LND's own cancel.
-  if (invoice?.state === 'SETTLED') {
-    const expiry = Math.min(...invoice.htlcs.map((htlc) => htlc.expiryHeight));
-    expect(market.network.height <= expiry - 12 || schedule.mineWhileDown > 0, `settled before LND's own cancel: ${context}`).toBe(true);
-    expect(decisionHeight(expiry, MARGIN_BLOCKS)).toBeLessThan(expiry);
-  }
 }
 
 describe('the marketplace through crashes', () => {
