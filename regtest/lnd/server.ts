@@ -114,7 +114,8 @@ export class LndStandIn {
     server.addService(lnrpc.Lightning.service, {
       GetInfo: this.unary(() => this.info()),
       AddInvoice: this.unary((request) => this.addInvoice(request)),
-      LookupInvoice: this.unary((request) => invoiceMessage(this.node.invoices.lookup(bytes(request.r_hash)))),
+      // By r_hash (ln-service) or r_hash_str (hex, lncli).
+      LookupInvoice: this.unary((request) => invoiceMessage(this.node.invoices.lookup(bytes(request.r_hash).length > 0 ? bytes(request.r_hash) : Buffer.from(String(request.r_hash_str ?? ''), 'hex')))),
       DecodePayReq: this.unary((request) => payReqMessage(String(request.pay_req ?? ''))),
       ChannelBalance: this.unary(() => this.channelBalance()),
       SubscribeInvoices: this.stream((call) => this.subscribeInvoices(call)),

@@ -42,6 +42,16 @@ describe('the stand-in\'s BOLT 11 requests', () => {
     expect(decoded).toMatchObject({ descriptionHash, description: '', amountMsat: 0n });
   });
 
+  it('a request of another network is refused with zpay32\'s text', () => {
+    const mainnet = bolt11.sign(bolt11.encode({
+      network: { bech32: 'bc', pubKeyHash: 0x00, scriptHash: 0x05, validWitnessVersions: [0, 1] }, satoshis: 10, timestamp: fields.timestamp,
+      tags: [{ tagName: 'payment_hash', data: fields.hash }, { tagName: 'payment_secret', data: fields.secret }, { tagName: 'description', data: 'x' },
+        { tagName: 'feature_bits', data: { word_length: 4, var_onion_optin: { required: true }, payment_secret: { required: true } } }],
+    }, false), Buffer.from(nodeKey)).paymentRequest!;
+    expect(mainnet).toMatch(/^lnbc100n1/);
+    expect(() => decodePaymentRequest(mainnet)).toThrow(`invoice not for current active network 'regtest'`);
+  });
+
   it('a malformed or altered request is LND\'s error, not a crash', () => {
     for (const bad of ['lnbcrt1qqqq', 'hello', `${request.slice(0, 20)}x${request.slice(21)}`]) {
       expect(() => decodePaymentRequest(bad)).toThrow(LndRpcError);
