@@ -7,7 +7,7 @@ import type { InvoiceState, LndClient } from '../../chains/lightning/lnd.ts';
 import type { KalimaError } from '../../src/errors.ts';
 import { HOLD_EXPIRY_DELTA } from '../../regtest/lnd/invoices.ts';
 import { seededRng } from '../unit/support/seeded-rng.ts';
-import { ManualScheduler, preimageAndHash, startNodes, waitFor, type Nodes } from './support/lnd.ts';
+import { ManualScheduler, preimageAndHash, reachable, startNodes, waitFor, type Nodes } from './support/lnd.ts';
 
 const rng = seededRng('lnd-restart');
 let nodes: Nodes | undefined;
@@ -45,6 +45,7 @@ describe('watchInvoice survives a restart of LND', () => {
     expect(errors.map((error) => error?.code)).toEqual(['KALIMA_ERR_LIGHTNING_UNREACHABLE']);
 
     await standIn.restart();
+    await reachable(bob);
     const outcome = payLater(alice, invoice.request);
     await waitFor(async () => (await bob.getInvoice(id)).state === 'held', 'held');
     await bob.settleHoldInvoice(preimage);
@@ -116,6 +117,7 @@ describe('watchInvoice survives a restart of LND', () => {
     expect(((await outcome) as { error: KalimaError }).error.code).toBe('KALIMA_ERR_LIGHTNING_UNREACHABLE');
 
     await payer.restart();
+    await reachable(alice);
     expect(await alice.getPayment(invoice.id)).toMatchObject({ state: 'pending' });
     expect((await payLater(alice, invoice.request) as { error: KalimaError }).error.code).toBe('KALIMA_ERR_LIGHTNING_PAYMENT_IN_FLIGHT');
     await bob.settleHoldInvoice(preimage);
