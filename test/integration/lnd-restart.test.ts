@@ -127,6 +127,27 @@ describe('watchInvoice survives a restart of LND', () => {
     expect((await alice.channelBalance()).localSats).toBe(before.localSats - 2_500n);
   });
 
+  it('a payee down past the HTLC expiry: the payer takes the HTLC back at the expiry height; the payee cancels the invoice when it comes back', async () => {
+    const { nodes, alice, bob, invoice, standIn } = await setUp();
+    const before = await alice.channelBalance();
+    const outcome = payLater(alice, invoice.request);
+    await waitFor(async () => (await bob.getInvoice(invoice.id)).state === 'held', 'held');
+    const expiry = (await bob.getInvoice(invoice.id)).heldHtlcExpiryHeights[0]!;
+    standIn.kill();
+    expect(nodes.standIns.alice!.running).toBe(true);
+
+    nodes.network.mine(expiry - nodes.network.height - 1);
+    expect(await alice.getPayment(invoice.id)).toMatchObject({ state: 'pending' });
+    nodes.network.mine(1);
+    expect(((await outcome) as { error: KalimaError }).error).toMatchObject({ code: 'KALIMA_ERR_LIGHTNING_PAYMENT_FAILED', details: { failureReason: 'FAILURE_REASON_ERROR' } });
+    expect(await alice.channelBalance()).toMatchObject({ localSats: before.localSats, unsettledLocalSats: 0n });
+
+    await standIn.restart();
+    await reachable(bob);
+    expect(await bob.getInvoice(invoice.id)).toMatchObject({ state: 'canceled', receivedSats: 0n });
+    expect((await bob.channelBalance()).localSats).toBe(0n);
+  });
+
   it('close() stops a watch: no more reports, no re-subscribe', async () => {
     const { alice, invoice, states, watch, standIn } = await setUp();
     watch.close();

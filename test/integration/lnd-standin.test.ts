@@ -89,6 +89,8 @@ describe('the stand-in as ln-service sees it', () => {
     await paying;
     await waitFor(() => seen.length === 3, 'three events');
     expect(seen).toEqual(['hold:open', 'plain:open', 'hold:settled']);
+    const info = await (await import('lightning')).getWalletInfo({ lnd: payer });
+    expect(info).toMatchObject({ active_channels_count: 1, peers_count: 1, current_block_height: nodes.network.height });
 
     await bob.stop();
     await waitFor(() => errors.length > 0, 'the stream to end');
