@@ -2,7 +2,7 @@
 // open, held, settled or canceled with its held HTLCs; states that only move forward; the
 // argument checks; the reconnect backoff.
 import { describe, expect, it } from 'vitest';
-import { backoffMs, checkHash, checkSats, failureReason, invoiceStatus, isNews, type InvoiceStatus, type LnServiceInvoice } from '../../chains/lightning/invoice.ts';
+import { autoCancelHeight, backoffMs, checkHash, defaultMaxFeeSats, checkSats, failureReason, invoiceStatus, isNews, type InvoiceStatus, type LnServiceInvoice } from '../../chains/lightning/invoice.ts';
 import { KalimaError } from '../../src/errors.ts';
 
 const base: LnServiceInvoice = {
@@ -85,5 +85,20 @@ describe('failureReason and backoffMs', () => {
     expect([0, 1, 2, 3, 10, 1000].map((attempt) => backoffMs(attempt, 100, 1000, 1))).toEqual([100, 200, 400, 800, 1000, 1000]);
     expect(backoffMs(0, 100, 1000, 0)).toBe(50);
     expect(backoffMs(3, 100, 1000, 0.5)).toBe(600);
+  });
+});
+
+describe('autoCancelHeight and defaultMaxFeeSats', () => {
+  it('LND cancels a held invoice at the earliest held HTLC\'s expiry less its hold delta (12 by default)', () => {
+    expect(autoCancelHeight({ heldHtlcExpiryHeights: [150, 140] })).toBe(128);
+    expect(autoCancelHeight({ heldHtlcExpiryHeights: [140] }, 20)).toBe(120);
+    expect(autoCancelHeight({ heldHtlcExpiryHeights: [] })).toBeUndefined();
+  });
+
+  it('limits fees to 1% of the amount, rounded up, and never below 10 sat', () => {
+    expect(defaultMaxFeeSats(1n)).toBe(10);
+    expect(defaultMaxFeeSats(1_000n)).toBe(10);
+    expect(defaultMaxFeeSats(1_001n)).toBe(11);
+    expect(defaultMaxFeeSats(100_000n)).toBe(1_000);
   });
 });
