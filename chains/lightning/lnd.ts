@@ -12,6 +12,8 @@
 //   it), after it succeeded ALREADY_PAID (getPayment has the preimage); after a failure it tries again.
 // - every read (walletInfo, getInvoice, getPayment, decodeInvoice, channelBalance).
 // Not idempotent: createInvoice (each call is a new invoice; an unpaid one expires harmlessly).
+// pay and trackPayment follow one gRPC stream: if LND restarts under them they fail UNREACHABLE
+// (the payment itself goes on in LND); calling them again is safe. Only watchInvoice re-subscribes.
 import { createRequire } from 'node:module';
 import {
   authenticatedLndGrpc, cancelHodlInvoice, createHodlInvoice, createInvoice, decodePaymentRequest, getChannelBalance, getInvoice, getPayment,
