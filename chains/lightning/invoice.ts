@@ -119,6 +119,31 @@ export function failureReason(failed: { is_canceled?: boolean; is_insufficient_b
   return 'FAILURE_REASON_ERROR';
 }
 
+/**
+ * LND's default hold expiry delta (`--invoices.holdexpirydelta`, 12): LND cancels a held HTLC by
+ * itself once the chain is this many blocks from the HTLC's expiry height.
+ */
+export const LND_HOLD_EXPIRY_DELTA = 12;
+
+/**
+ * The height at which LND cancels a held invoice by itself (the earliest held HTLC's expiry less
+ * the hold expiry delta): a settle must reach LND before a block of this height does. Undefined
+ * when nothing is held.
+ */
+export function autoCancelHeight(status: Pick<InvoiceStatus, 'heldHtlcExpiryHeights'>, holdExpiryDelta = LND_HOLD_EXPIRY_DELTA): number | undefined {
+  if (status.heldHtlcExpiryHeights.length === 0) return undefined;
+  return Math.min(...status.heldHtlcExpiryHeights) - holdExpiryDelta;
+}
+
+/**
+ * The default fee limit of a payment: 1% of the amount, at least 10 sat. ln-service sets no limit
+ * when given none; this keeps a route that costs more than the payment from being taken.
+ */
+export function defaultMaxFeeSats(sats: bigint): number {
+  const onePercent = (sats + 99n) / 100n;
+  return Number(onePercent > 10n ? onePercent : 10n);
+}
+
 /** Capped exponential backoff, the upper half jittered: attempt 0 waits about `initialMs`. */
 export function backoffMs(attempt: number, initialMs: number, maxMs: number, random: number): number {
   const full = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 30));

@@ -12,6 +12,8 @@
 //   it), after it succeeded ALREADY_PAID (getPayment has the preimage); after a failure it tries again.
 // - every read (walletInfo, getInvoice, getPayment, decodeInvoice, channelBalance).
 // Not idempotent: createInvoice (each call is a new invoice; an unpaid one expires harmlessly).
+// pay and trackPayment follow one gRPC stream: if LND restarts under them they fail UNREACHABLE
+// (the payment itself goes on in LND); calling them again is safe. Only watchInvoice re-subscribes.
 import { createRequire } from 'node:module';
 import {
   authenticatedLndGrpc, cancelHodlInvoice, createHodlInvoice, createInvoice, decodePaymentRequest, getChannelBalance, getInvoice, getPayment,
@@ -22,10 +24,11 @@ import { isKalimaError, kalimaError, type KalimaError } from '../../src/errors.t
 import type { Clock, Logger, Rng, Scheduler } from '../../src/ports.ts';
 import { silentLogger, systemClock, systemRng, systemScheduler } from '../../src/ports.ts';
 import { lightningError, type ErrorContext } from './errors.ts';
-import { checkHash, checkSats, failureReason, invoiceStatus, type InvoiceStatus, type LnServiceInvoice } from './invoice.ts';
+import { checkHash, checkSats, defaultMaxFeeSats, failureReason, invoiceStatus, type InvoiceStatus, type LnServiceInvoice } from './invoice.ts';
 import { watchInvoice, type InvoiceWatch, type WatchOptions } from './watch.ts';
 
 export type { InvoiceState, InvoiceStatus } from './invoice.ts';
+export { autoCancelHeight, LND_HOLD_EXPIRY_DELTA } from './invoice.ts';
 export type { InvoiceWatch } from './watch.ts';
 export { lightningError } from './errors.ts';
 
@@ -233,13 +236,15 @@ export class LndClient {
   /**
    * Pays a BOLT 11 request and waits for the outcome: a payment to a hold invoice is only done
    * when the payee settles or cancels it. Succeeded: the preimage. Failed: PAYMENT_FAILED with
-   * LND's failure reason.
+   * LND's failure reason. Fees are limited to `maxFeeSats` (default 1% of the amount, at least 10).
    */
   async pay(request: string, options: { maxFeeSats?: number } = {}): Promise<Payment & { state: 'succeeded'; preimage: string }> {
+    // LND reads the request first (a malformed one is BAD_INVOICE), and its amount sets the default fee limit.
+    const decoded = await this.decodeInvoice(request);
+    if (decoded.sats === 0n) throw kalimaError('KALIMA_ERR_LIGHTNING_BAD_INVOICE', { request, reason: 'an any-amount invoice: this adapter pays invoices with an amount only' });
+    const maxFee = options.maxFeeSats ?? defaultMaxFeeSats(decoded.sats);
     // The promise is awaited at once: a payment that fails is a handled rejection.
-    const paid = await this.call('payViaPaymentRequest', () => payViaPaymentRequest({
-      lnd: this.lnd, request, ...(options.maxFeeSats !== undefined ? { max_fee: options.maxFeeSats } : {}),
-    }), { request });
+    const paid = await this.call('payViaPaymentRequest', () => payViaPaymentRequest({ lnd: this.lnd, request, max_fee: maxFee }), { id: decoded.id, request });
     return { id: paid.id, state: 'succeeded', preimage: paid.secret, sats: BigInt(paid.tokens) - BigInt(paid.fee), feeSats: BigInt(paid.fee) };
   }
 

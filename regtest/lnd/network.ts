@@ -8,7 +8,7 @@ import { toHex } from '../../src/ledger/hash.ts';
 import type { Clock, Rng } from '../../src/ports.ts';
 import { systemClock, systemRng } from '../../src/ports.ts';
 import { InvoiceRegistry, sha256 } from './invoices.ts';
-import { PaymentStore, type StoredPayment } from './payments.ts';
+import { PaymentStore, type FailureReason, type StoredPayment } from './payments.ts';
 import { encodePaymentRequest, type DecodedPaymentRequest } from './payreq.ts';
 
 export interface LndNode {
@@ -31,8 +31,8 @@ export interface Channel {
   readonly nodes: readonly [string, string];
   /** Each side's spendable balance, msat, by node key. */
   readonly balanceMsat: Map<string, bigint>;
-  /** HTLCs out on the channel: from whom, how much. */
-  readonly htlcs: Set<{ from: string; amountMsat: bigint }>;
+  /** HTLCs out on the channel: from whom, how much, until which height, and how the payer takes it back. */
+  readonly htlcs: Set<{ from: string; amountMsat: bigint; expiryHeight: number; timeOut: () => void }>;
 }
 
 export interface ChannelBalances {
@@ -75,11 +75,19 @@ export class LndNetwork {
     return toHex(sha256(Buffer.from(`kalima-lnd-standin-block-${this.currentHeight}`)));
   }
 
-  /** Mines `blocks` blocks; every online node's invoice registry sees each one. Returns the new height. */
+  /**
+   * Mines `blocks` blocks; every online node's invoice registry sees each one. An HTLC still out at
+   * its expiry height (its payee was down while the expiry margin passed) goes back to the payer,
+   * as LND takes it back on chain; the force close itself is not simulated, the channel stays.
+   * Returns the new height.
+   */
   mine(blocks = 1): number {
     for (let i = 0; i < blocks; i++) {
       this.currentHeight++;
       for (const node of this.nodes.values()) if (node.online) node.invoices.onBlock(this.currentHeight);
+      for (const channel of this.channels) {
+        for (const htlc of [...channel.htlcs]) if (this.currentHeight >= htlc.expiryHeight) htlc.timeOut();
+      }
     }
     return this.currentHeight;
   }
@@ -126,6 +134,15 @@ export class LndNetwork {
     return channel;
   }
 
+  /** The node's channels, each with its peer and whether that peer is up (LND's active channels). */
+  channelsOf(ref: NodeRef): { channel: Channel; peer: string; active: boolean }[] {
+    const node = nodeOf(ref);
+    return this.channels.filter((channel) => channel.nodes.includes(node.publicKey)).map((channel) => {
+      const peer = channel.nodes[0] === node.publicKey ? channel.nodes[1] : channel.nodes[0];
+      return { channel, peer, active: this.nodes.get(peer)?.online === true };
+    });
+  }
+
   /** What LND's ChannelBalance sums up for a node. */
   balances(ref: NodeRef): ChannelBalances {
     const node = nodeOf(ref);
@@ -166,24 +183,26 @@ export class LndNetwork {
       payer.payments.fail(payment, 'FAILURE_REASON_INSUFFICIENT_BALANCE');
       return;
     }
-    const htlc = { from: payer.publicKey, amountMsat: amount };
-    channel.balanceMsat.set(payer.publicKey, channel.balanceMsat.get(payer.publicKey)! - amount);
-    channel.htlcs.add(htlc);
     const expiryHeight = this.currentHeight + decoded.cltvDelta;
     const paymentAddr = Buffer.from(decoded.secret, 'hex');
-    payer.payments.sent(payment, { chanId: channel.id, capacitySat: channel.capacitySat, destination: payee.publicKey, expiryHeight, paymentAddr });
     let released = false;
+    /** The HTLC ends once: settled (preimage), failed back by the payee, or timed out at its expiry height. */
+    const release = (preimage: Buffer | null, reason: FailureReason = 'FAILURE_REASON_INCORRECT_PAYMENT_DETAILS') => {
+      if (released) return;
+      released = true;
+      channel.htlcs.delete(htlc);
+      const to = preimage ? payee.publicKey : payer.publicKey;
+      channel.balanceMsat.set(to, channel.balanceMsat.get(to)! + amount);
+      if (preimage) payer.payments.succeed(payment, preimage);
+      else payer.payments.fail(payment, reason);
+    };
+    const htlc = { from: payer.publicKey, amountMsat: amount, expiryHeight, timeOut: () => release(null, 'FAILURE_REASON_ERROR') };
+    channel.balanceMsat.set(payer.publicKey, channel.balanceMsat.get(payer.publicKey)! - amount);
+    channel.htlcs.add(htlc);
+    payer.payments.sent(payment, { chanId: channel.id, capacitySat: channel.capacitySat, destination: payee.publicKey, expiryHeight, paymentAddr });
     payee.invoices.receive({
       hash: Buffer.from(decoded.hash, 'hex'), paymentAddr, amountMsat: amount, expiryHeight, chanId: channel.id, htlcIndex: ++this.htlcIndex,
-      release: (preimage) => {
-        if (released) return;
-        released = true;
-        channel.htlcs.delete(htlc);
-        const to = preimage ? payee.publicKey : payer.publicKey;
-        channel.balanceMsat.set(to, channel.balanceMsat.get(to)! + amount);
-        if (preimage) payer.payments.succeed(payment, preimage);
-        else payer.payments.fail(payment, 'FAILURE_REASON_INCORRECT_PAYMENT_DETAILS');
-      },
+      release: (preimage) => release(preimage),
     });
   }
 }

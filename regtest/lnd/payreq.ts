@@ -51,9 +51,12 @@ export function encodePaymentRequest(fields: PaymentRequestFields, nodeKey: Uint
 
 /** Decodes a payment request; anything malformed is LND's error for it. */
 export function decodePaymentRequest(request: string): DecodedPaymentRequest {
+  const text = request.trim().toLowerCase().replace(/^lightning:/, '');
+  // zpay32's words for a request of another chain or network.
+  if (/^ln[a-z]/.test(text) && !text.startsWith('lnbcrt')) throw LndRpcError.unknown(`invoice not for current active network 'regtest'`);
   let decoded;
   try {
-    decoded = bolt11.decode(request.trim().toLowerCase().replace(/^lightning:/, ''), REGTEST);
+    decoded = bolt11.decode(text, REGTEST);
   } catch (error) {
     // LND answers DecodePayReq of a string zpay32 cannot read with the decoder's text.
     throw LndRpcError.unknown(`invalid payment request: ${(error as Error).message}`);

@@ -114,7 +114,8 @@ export class LndStandIn {
     server.addService(lnrpc.Lightning.service, {
       GetInfo: this.unary(() => this.info()),
       AddInvoice: this.unary((request) => this.addInvoice(request)),
-      LookupInvoice: this.unary((request) => invoiceMessage(this.node.invoices.lookup(bytes(request.r_hash)))),
+      // By r_hash (ln-service) or r_hash_str (hex, lncli).
+      LookupInvoice: this.unary((request) => invoiceMessage(this.node.invoices.lookup(bytes(request.r_hash).length > 0 ? bytes(request.r_hash) : Buffer.from(String(request.r_hash_str ?? ''), 'hex')))),
       DecodePayReq: this.unary((request) => payReqMessage(String(request.pay_req ?? ''))),
       ChannelBalance: this.unary(() => this.channelBalance()),
       SubscribeInvoices: this.stream((call) => this.subscribeInvoices(call)),
@@ -219,9 +220,12 @@ export class LndStandIn {
 
   /** Lightning.GetInfo, every field LND fills (the `lightning` package refuses an answer without them). */
   private info(): Record<string, unknown> {
+    const channels = this.network.channelsOf(this.node);
+    const active = channels.filter((channel) => channel.active);
     return {
       version: '0.20.0-beta kalima-standin', commit_hash: '', identity_pubkey: this.node.publicKey, alias: this.node.alias, color: '#3399ff',
-      num_pending_channels: 0, num_active_channels: 0, num_inactive_channels: 0, num_peers: 0,
+      num_pending_channels: 0, num_active_channels: active.length, num_inactive_channels: channels.length - active.length,
+      num_peers: new Set(active.map((channel) => channel.peer)).size,
       block_height: this.network.height, block_hash: this.network.blockHash, best_header_timestamp: String(Math.floor(this.network.clock.nowMs() / 1000)),
       synced_to_chain: true, synced_to_graph: true, testnet: false, chains: [{ chain: 'bitcoin', network: 'regtest' }], uris: [], features: {},
       require_htlc_interceptor: false, store_final_htlc_resolutions: false,

@@ -165,7 +165,9 @@ describe('coded errors with LND\'s text kept', () => {
     expect(String(decoded.details.details)).toMatch(/invalid payment request/);
     const valid = await bob.createInvoice({ sats: 10 });
     expect((await rejection(alice.decodeInvoice(`${valid.request.slice(0, -6)}qqqqqq`))).code).toBe('KALIMA_ERR_LIGHTNING_BAD_INVOICE');
-    expect(await rejection(alice.pay('not-an-invoice'))).toMatchObject({ code: 'KALIMA_ERR_LIGHTNING_BAD_INVOICE', details: { name: 'ExpectedValidPaymentRequestToMakePayment' } });
+    expect(await rejection(alice.pay('not-an-invoice'))).toMatchObject({ code: 'KALIMA_ERR_LIGHTNING_BAD_INVOICE', details: { method: 'decodePaymentRequest' } });
+    const anyAmount = await bob.createInvoice({ sats: 0 });
+    expect(await rejection(alice.pay(anyAmount.request))).toMatchObject({ code: 'KALIMA_ERR_LIGHTNING_BAD_INVOICE', details: { reason: expect.stringMatching(/any-amount/) } });
     expect((await rejection(alice.decodeInvoice(''))).code).toBe('KALIMA_ERR_LIGHTNING_BAD_INVOICE');
   });
 

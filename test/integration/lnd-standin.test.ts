@@ -3,9 +3,11 @@
 // and coded errors for a wrong macaroon, a node that is gone and one that never answers.
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHodlInvoice, createInvoice, payViaPaymentRequest, settleHodlInvoice, subscribeToInvoices } from 'lightning';
 import { LndClient } from '../../chains/lightning/lnd.ts';
 import { LndStandIn } from '../../regtest/lnd/server.ts';
-import { FAST } from './support/lnd.ts';
+import { seededRng } from '../unit/support/seeded-rng.ts';
+import { FAST, preimageAndHash, startNodes, waitFor } from './support/lnd.ts';
 
 let lnd: LndStandIn;
 
@@ -60,5 +62,40 @@ describe('the Lightning adapter against the LND stand-in', () => {
     client.close();
     for (const socket of sockets) socket.destroy();
     await new Promise((resolve) => silent.close(resolve));
+  });
+});
+
+describe('the stand-in as ln-service sees it', () => {
+  it('SubscribeInvoices reports added and settled invoices, never a held one (as LND); a shutdown is an error the package then re-subscribes after', async () => {
+    const nodes = await startNodes(['alice', 'bob'], [['alice', 'bob', 100_000]], { rng: seededRng('subscribe-invoices') });
+    const [alice, bob] = [nodes.standIns.alice!, nodes.standIns.bob!];
+    const { lnd: payer } = (await import('lightning')).authenticatedLndGrpc(alice.credentials);
+    const { lnd } = (await import('lightning')).authenticatedLndGrpc(bob.credentials);
+    const seen: string[] = [];
+    const errors: unknown[] = [];
+    const events = subscribeToInvoices({ lnd });
+    events.on('invoice_updated', (invoice: { description: string; is_confirmed: boolean; is_held?: boolean }) => {
+      seen.push(`${invoice.description}:${invoice.is_confirmed ? 'settled' : invoice.is_held ? 'held' : 'open'}`);
+    });
+    events.on('error', (error: unknown) => errors.push(error));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+
+    const { preimage, id } = preimageAndHash(seededRng('subscribe-invoices-hold'));
+    const hold = await createHodlInvoice({ lnd, id, tokens: 100, description: 'hold', cltv_delta: 40 });
+    const paying = payViaPaymentRequest({ lnd: payer, request: hold.request });
+    await waitFor(() => bob.node.invoices.find(Buffer.from(id, 'hex'))?.state === 'ACCEPTED', 'held');
+    await createInvoice({ lnd, tokens: 10, description: 'plain' });
+    await settleHodlInvoice({ lnd, secret: preimage });
+    await paying;
+    await waitFor(() => seen.length === 3, 'three events');
+    expect(seen).toEqual(['hold:open', 'plain:open', 'hold:settled']);
+    const info = await (await import('lightning')).getWalletInfo({ lnd: payer });
+    expect(info).toMatchObject({ active_channels_count: 1, peers_count: 1, current_block_height: nodes.network.height });
+
+    await bob.stop();
+    await waitFor(() => errors.length > 0, 'the stream to end');
+    expect(errors[0]).toMatchObject([503, 'UnexpectedInvoiceSubscriptionError', { err: { code: 14, details: 'server shutting down' } }]);
+    events.removeAllListeners();
+    await nodes.close();
   });
 });

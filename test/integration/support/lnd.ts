@@ -50,6 +50,14 @@ export async function waitFor(condition: () => boolean | Promise<boolean>, what:
   }
 }
 
+/**
+ * Waits until `client` reaches its LND again: right after a restart, calls fail fast (UNREACHABLE)
+ * until gRPC's reconnect backoff, capped at `maxReconnectBackoffMs`, has run out.
+ */
+export async function reachable(client: LndClient): Promise<void> {
+  await waitFor(() => client.walletInfo().then(() => true, () => false), 'LND to be reachable again');
+}
+
 /** Timers that fire only when the test says so. */
 export class ManualScheduler implements Scheduler {
   private readonly timers = new Map<number, () => void>();
