@@ -117,7 +117,11 @@ export class GrantParticipant implements Participant {
   }
 
   async inquire(): Promise<ParticipantState> {
-    return grantOnChain(this.deps.chain, this.args) ? 'committed' : 'unknown';
+    if (!grantOnChain(this.deps.chain, this.args)) return 'unknown';
+    // Recovery skips the commit of a participant that answers committed: the settlement still
+    // needs to hear that the grant was delivered.
+    this.deps.gate.report(this.txId, { outcome: 'delivered' });
+    return 'committed';
   }
 }
 

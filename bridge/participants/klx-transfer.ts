@@ -143,7 +143,11 @@ export class KlxTransferParticipant implements Participant {
   }
 
   async inquire(): Promise<ParticipantState> {
-    if (this.has('pay')) return 'committed';
+    if (this.has('pay')) {
+      // Recovery skips a commit answered committed: the settlement still needs to hear of it.
+      this.deps.gate.report(this.txId, { outcome: 'delivered' });
+      return 'committed';
+    }
     const state = this.lockState();
     if (state === 'void' || this.has('back')) return 'aborted';
     return state === 'locked' ? 'prepared' : 'unknown';

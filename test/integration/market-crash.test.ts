@@ -96,6 +96,15 @@ function pickBlocks(draw: number): number {
   return Math.floor(draw * 10) % 3;
 }
 
+async function within<T>(what: string, promise: Promise<T>, timeoutMs = 20_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs); })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 const hit = new Set<string>();
 
 async function run(schedule: Schedule): Promise<void> {
@@ -137,10 +146,10 @@ async function run(schedule: Schedule): Promise<void> {
     if (schedule.lnd === 'after-crash') await market.sellerLnd.restart();
     await market.reopen();
   }
-  await paying;
+  await within('the payment to resolve', paying);
   const id = purchase.id;
   const closed = await until('the purchase to close', () => market.market.purchase(id), final);
-  await market.market.idle();
+  await within('the coordinator to be idle', market.market.idle());
 
   // ---- the invariants ----
   const invoice = market.sellerLnd.node.invoices.find(Buffer.from(id, 'hex'));
