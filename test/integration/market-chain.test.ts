@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { GRANTS_ADDRESS, LISTINGS_ADDRESS, type Listing, encodeGrant, encodeListing, grantKey } from '../../src/access/market.ts';
 import { toHex } from '../../src/ledger/hash.ts';
+import { Writer } from '../../src/ledger/codec.ts';
 import { DEVICES_ADDRESS, encodeDeviceRecord } from '../../src/access/records.ts';
 import { generateKeyPair, type KeyPair } from '../../src/ledger/signature.ts';
 import { MemCache } from '../../src/state/memcache.ts';
@@ -54,8 +55,17 @@ describe('listings', () => {
     ['a period of 0', { periodSeconds: 0 }],
     ['a reserved prefix', { prefix: '/kalima/devices' }],
     ['a seller node that is not a key', { sellerNode: new Uint8Array(33) }],
-  ])('refuses a listing with %s, changing nothing', async (_, overrides) => {
-    expect(() => encodeListing(listing(overrides as Partial<Listing>))).toThrow(expect.objectContaining({ code: 'KALIMA_ERR_MARKET_BAD_LISTING' }));
+  ])('refuses a listing with %s, here and on the chain, changing nothing', async (_, overrides) => {
+    const bad = listing(overrides as Partial<Listing>);
+    expect(() => encodeListing(bad)).toThrow(expect.objectContaining({ code: 'KALIMA_ERR_MARKET_BAD_LISTING' }));
+    // The same body made by hand, as a client that skips the check would send it.
+    const body = new Writer().u8(1).text(bad.title).text(bad.prefix).varint(bad.priceSats).varint(bad.periodSeconds).fixed(bad.sellerNode, 33).finish();
+    const { chain, node, seller } = await marketChain(`bad-listing-${JSON.stringify(overrides)}`);
+    const before = node.cache.nextGlobalSequence;
+    await expect(node.submit(makeMessage(chain, seller, { address: LISTINGS_ADDRESS, key: 'plant1', body }))).rejects.toMatchObject({ code: 'KALIMA_ERR_MARKET_BAD_LISTING' });
+    expect(node.cache.nextGlobalSequence).toBe(before);
+    expect(node.cache.getEntry(LISTINGS_ADDRESS, 'plant1')).toBeUndefined();
+    await node.close();
   });
 
   it('refuses a malformed listing body and a bad id on the chain', async () => {
