@@ -117,10 +117,14 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
   let market: MarketService | undefined;
   let marketKv: LevelKvStore | undefined;
   let seller: LndSeller | undefined;
-  const closeMarket = async (): Promise<void> => {
+  /** What the node's close, or a start that fails after the node opened, closes, in order (the master closes its links too). */
+  const closeServices = async (): Promise<void> => {
     await market?.close();
     seller?.close();
     await marketKv?.close();
+    await anchors?.close();
+    if (master !== undefined) await master.close();
+    else await node.close();
   };
   if (config.market !== undefined) {
     try {
@@ -136,10 +140,7 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
       });
       logger.info({ lnd: marketConfig.lightning.socket, listings: market.listings().filter((listing) => listing.ours).length }, 'market: selling over Lightning');
     } catch (error) {
-      await closeMarket();
-      await anchors?.close();
-      if (master !== undefined) await master.close();
-      else await node.close();
+      await closeServices();
       throw error;
     }
   }
@@ -147,11 +148,7 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
   try {
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {
-    await closeMarket();
-    await anchors?.close();
-    // The master closes its links too.
-    if (master !== undefined) await master.close();
-    else await node.close();
+    await closeServices();
     throw error;
   }
   const address = app.server.address();
@@ -164,10 +161,7 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
       sync = await SyncServer.start({ node, nodeKey, clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger }, config.clientPort, config.clientHost);
     } catch (error) {
       await app.close();
-      await closeMarket();
-      await anchors?.close();
-      if (master !== undefined) await master.close();
-      else await node.close();
+      await closeServices();
       throw error;
     }
     logger.info({ host: sync.host, port: sync.port }, 'client listener (BOLT 8) listening');
@@ -193,10 +187,7 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
         clearInterval(idle);
         clearTimeout(grace);
       }
-      await closeMarket();
-      await anchors?.close();
-      if (master !== undefined) await master.close();
-      else await node.close();
+      await closeServices();
     },
   };
 }

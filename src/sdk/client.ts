@@ -11,26 +11,11 @@ import { type Clock, type Rng, systemClock, systemRng } from '../ports.ts';
 import { signRequest } from '../api/auth.ts';
 import type { CommitReceipt } from '../node/node.ts';
 import { LISTINGS_ADDRESS, type ListingView, encodeListing } from '../access/market.ts';
+import type { Purchase } from '../../bridge/market.ts';
 import { KLX_SUPPLY_ADDRESS, KLX_SUPPLY_KEY, KLX_TRANSFERS_ADDRESS, encodeIssue, encodeTransfer, transferKey } from '../state/klx.ts';
 
 /** A purchase as the seller's node reports it (bridge/market.ts). */
-export interface PurchaseView {
-  id: string;
-  kind: 'data' | 'klx';
-  buyer: string;
-  amountSats: number;
-  /** The BOLT 11 hold invoice to pay. */
-  invoice: string;
-  state: 'awaiting-payment' | 'held' | 'completed' | 'refunded' | 'expired';
-  createdMs: number;
-  expiresAtMs: number;
-  listing?: string;
-  prefix?: string;
-  periodSeconds?: number;
-  untilMs?: number;
-  klx?: number;
-  reason?: string;
-}
+export type PurchaseView = Purchase;
 
 export type { CommitReceipt };
 import { type MessageJson, messageToJson } from '../api/json.ts';
