@@ -121,6 +121,20 @@ describe('buying data over Lightning', () => {
     await market.node.submit(makeMessage(market.chain, market.seller, { address: LISTINGS_ADDRESS, key: LISTING_ID, body: listing.value }));
   });
 
+  it('two purchases of one listing by one buyer, paid together, buy two periods: the second extends the first', async () => {
+    const buyerKey = await market.newBuyer();
+    const buyer = client(buyerKey);
+    const first = await buyer.buy(LISTING_ID);
+    const second = await buyer.buy(LISTING_ID);
+    const startedAt = Date.now();
+    await Promise.all([market.wallet.pay(first.invoice), market.wallet.pay(second.invoice)]);
+    const [a, b] = await Promise.all([until('the first', () => buyer.purchase(first.id), finalState), until('the second', () => buyer.purchase(second.id), finalState)]);
+    expect([a.state, b.state]).toEqual(['completed', 'completed']);
+    const grant = decodeGrant(market.node.cache.getEntry(GRANTS_ADDRESS, grantKey(toHex(buyerKey.publicKey), LISTING_ID))!.value);
+    expect(grant.untilMs).toBeGreaterThanOrEqual(startedAt + 2 * 3_600_000);
+    expect(grant.untilMs).toBe(Math.max(a.untilMs!, b.untilMs!));
+  });
+
   it('survives a restart of the seller\'s LND while an invoice is open: the payment made after it completes', async () => {
     const buyerKey = await market.newBuyer();
     const buyer = client(buyerKey);
