@@ -22,6 +22,7 @@ import { MarketService } from '../../bridge/market.ts';
 import { NodeChainAccess } from '../../bridge/chain.ts';
 import { lndConnection } from '../../bridge/config.ts';
 import { processFailpoints } from '../../bridge/failpoints.ts';
+import { failpointsFromEnv } from '../../bridge/service.ts';
 import { LndSeller } from '../../chains/lightning/seller.ts';
 
 export const VERSION = '0.1.0';
@@ -96,13 +97,14 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
     await store.close();
     throw error;
   }
+  // Crash tests name the failpoints where the process ends (anchors and the bridge).
+  const failpoints = failpointsFromEnv();
   // Anchoring into Bitcoin, for a node with a bitcoin section: its own store beside the chain's.
   let anchors: AnchorService | undefined;
   let anchorKv: LevelKvStore | undefined;
   if (config.anchoring !== undefined) {
     try {
       anchorKv = await LevelKvStore.open(config.anchoring.bitcoin.stateDir);
-      const failpoints = new Set((process.env.KALIMA_FAILPOINTS ?? '').split(',').filter((name) => name.length > 0));
       anchors = await AnchorService.open({
         config: config.anchoring, stateKv: anchorKv, nodeKv: kv, node, nodeKey, clock: systemClock, rng: systemRng, scheduler: systemScheduler, logger, failpoints,
       });
@@ -131,7 +133,6 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
       const marketConfig = config.market;
       marketKv = await LevelKvStore.open(marketConfig.stateDir);
       seller = new LndSeller(await lndConnection(marketConfig.lightning));
-      const failpoints = new Set((process.env.KALIMA_FAILPOINTS ?? '').split(',').filter((name) => name.length > 0));
       market = await MarketService.open({
         kv: marketKv, chain: new NodeChainAccess(node, systemClock, systemRng, systemScheduler), lnd: seller,
         seller: await loadDeviceKey(marketConfig.sellerKeyFile),
