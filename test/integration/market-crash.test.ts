@@ -18,6 +18,7 @@ import { decisionHeight } from '../../bridge/participants/lightning-hold.ts';
 import { DEVICES_ADDRESS } from '../../src/access/records.ts';
 import { makeMessage } from '../support/chain.ts';
 import { KLX_SUPPLY, LISTING_ID, type MarketFixture, klxTotal, openMarket } from '../support/market.ts';
+import { until } from '../support/wait.ts';
 
 const SCHEDULES = Number(process.env.KALIMA_MARKET_SCHEDULES ?? 500);
 const ONLY_SEED = process.env.KALIMA_MARKET_SEED === undefined ? undefined : Number(process.env.KALIMA_MARKET_SEED);
@@ -48,15 +49,6 @@ function prng(seed: number): () => number {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function until<T>(what: string, read: () => Promise<T> | T, done: (value: T) => boolean, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await read();
-    if (done(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(value)}`);
-    await sleep(5);
-  }
-}
 
 type LndMoment = 'none' | 'before-pay' | 'while-held' | 'after-crash';
 
@@ -139,7 +131,7 @@ async function run(schedule: Schedule): Promise<void> {
   }
   // The crash (if the seed has one on this transaction's path) comes from the failpoint; wait for it or the purchase's end.
   const final = (view: Purchase): boolean => ['completed', 'refunded', 'expired'].includes(view.state);
-  await until('the crash or the outcome', () => crashed || final(market.market.purchase(purchase.id)), (done) => done);
+  await until('the crash or the outcome', () => crashed || final(market.market.purchase(purchase.id)), (done) => done, 20_000, 5);
   if (crashed) {
     if (schedule.lnd === 'after-crash') await market.sellerLnd.kill();
     if (schedule.mineWhileDown > 0) market.network.mine(schedule.mineWhileDown);

@@ -13,6 +13,7 @@ import { accountOf, escrowAccount } from '../../src/state/klx.ts';
 import { klxBase } from '../../bridge/market.ts';
 import { KLX_SUPPLY, LISTING_ID, PREFIX, PRICE_SATS, SATS_PER_KLX, type MarketFixture, klxTotal, openMarket } from '../support/market.ts';
 import { makeMessage } from '../support/chain.ts';
+import { until } from '../support/wait.ts';
 
 let market: MarketFixture;
 
@@ -28,15 +29,6 @@ function client(key: KeyPair): KalimaClient {
   return new KalimaClient({ url: market.url, key });
 }
 
-async function until<T>(what: string, read: () => Promise<T> | T, done: (value: T) => boolean, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await read();
-    if (done(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(value)}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 /** What `attempt` rejects with; fails the test if it resolves. */
 async function refusal(attempt: Promise<unknown>): Promise<unknown> {
