@@ -96,6 +96,9 @@ export interface MarketOptions {
   coordinator?: { prepareTimeoutMs?: number; callTimeoutMs?: number; retryInitialMs?: number; retryMaxMs?: number; defaultDeadlineMs?: number };
 }
 
+/** A chain step is delivered only while the HTLC is at least this many blocks before LND's own cancel. */
+const DELIVERY_MARGIN_BLOCKS = 3;
+
 /** Purchases a buyer may have open (awaiting payment or held) at once, and all buyers together. */
 export const OPEN_PURCHASES_PER_BUYER_MAX = 16;
 export const OPEN_PURCHASES_MAX = 10_000;
@@ -148,7 +151,8 @@ export class MarketService {
       if (invoice === undefined) return 'LND does not know the invoice';
       if (invoice.state === 'settled') return undefined;
       if (invoice.state !== 'held') return `the invoice is ${invoice.state}`;
-      if (invoice.expiryHeight !== undefined && height + LND_HOLD_EXPIRY_DELTA + 1 >= invoice.expiryHeight) return `LND is about to cancel the HTLC (height ${height}, expiry ${invoice.expiryHeight})`;
+      // A few blocks before LND's own cancel: a block found between this and the settle must not cancel it.
+      if (invoice.expiryHeight !== undefined && height + LND_HOLD_EXPIRY_DELTA + DELIVERY_MARGIN_BLOCKS >= invoice.expiryHeight) return `LND is about to cancel the HTLC (height ${height}, expiry ${invoice.expiryHeight})`;
       return undefined;
     };
     const participants = new Map([

@@ -75,6 +75,7 @@ export const ERROR_CATALOGUE = {
   KALIMA_ERR_LIGHTNING_UNREACHABLE: { status: 503, message: 'the LND node could not be reached' },
   KALIMA_ERR_LIGHTNING_UNAUTHORIZED: { status: 502, message: 'the LND node refused the macaroon or the TLS certificate' },
   KALIMA_ERR_LIGHTNING_RPC: { status: 502, message: 'the LND call failed' },
+  KALIMA_ERR_LIGHTNING_NOT_SYNCED: { status: 503, message: 'the LND node is not synced to the chain yet; its block height cannot be trusted for HTLC deadlines' },
   KALIMA_ERR_LIGHTNING_TIMEOUT: { status: 504, message: 'the LND node did not answer in time; what was asked may or may not have been done' },
   KALIMA_ERR_LIGHTNING_BAD_ARGUMENT: { status: 400, message: 'a payment hash, preimage, amount or delta given to the Lightning adapter is malformed' },
   KALIMA_ERR_LIGHTNING_BAD_INVOICE: { status: 400, message: 'the payment request is not a valid BOLT 11 invoice' },

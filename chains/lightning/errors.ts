@@ -13,6 +13,8 @@ const BY_LND_TEXT: readonly (readonly [text: string, code: KalimaErrorCode, pref
   ['invoice with payment hash already exists', 'KALIMA_ERR_LIGHTNING_DUPLICATE_INVOICE'],
   ['invoice still open', 'KALIMA_ERR_LIGHTNING_INVOICE_NOT_HELD'],
   ['unable to locate invoice', 'KALIMA_ERR_LIGHTNING_INVOICE_NOT_FOUND'],
+  // What LND on bbolt answers instead while it has never made an invoice (new, restored or lost database).
+  ['there are no existing invoices', 'KALIMA_ERR_LIGHTNING_INVOICE_NOT_FOUND'],
   ['invoice already settled', 'KALIMA_ERR_LIGHTNING_ALREADY_PAID'],
   ['invoice already canceled', 'KALIMA_ERR_LIGHTNING_INVOICE_CANCELED'],
   ['invoice is already paid', 'KALIMA_ERR_LIGHTNING_ALREADY_PAID'],

@@ -119,7 +119,7 @@ export interface ChannelBalance {
   localSats: bigint;
   /** What it can receive, sat. */
   remoteSats: bigint;
-  /** Sent in HTLCs not yet settled or failed, sat. */
+  /** In HTLCs not yet settled or failed on this node's commitments (for a seller: the buyers' held HTLCs), sat. */
   unsettledLocalSats: bigint;
 }
 
@@ -361,6 +361,10 @@ function connect(connection: LndConnection, maxReconnectBackoffMs: number): Serv
     'grpc.max_send_message_length': -1,
     'grpc.initial_reconnect_backoff_ms': Math.min(250, maxReconnectBackoffMs),
     'grpc.max_reconnect_backoff_ms': maxReconnectBackoffMs,
+    // A half-open connection (an idle timeout on the way, a partition, a host that lost power) shows
+    // within 40 s instead of the kernel's ~15 min; LND allows pings every 5 s (grpc.client-ping-min-wait).
+    'grpc.keepalive_time_ms': 30_000,
+    'grpc.keepalive_timeout_ms': 10_000,
   };
   const services: Services = {};
   for (const [type, client] of Object.entries(base)) {

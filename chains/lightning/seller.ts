@@ -1,6 +1,6 @@
 // The seller's LND as the marketplace needs it (bridge/market.ts SellerLnd): hold invoices made,
 // read, settled, cancelled and watched through the production adapter.
-import { isKalimaError } from '../../src/errors.ts';
+import { isKalimaError, kalimaError } from '../../src/errors.ts';
 import type { HoldInvoiceView } from '../../bridge/participants/lightning-hold.ts';
 import type { SellerLnd } from '../../bridge/market.ts';
 import type { InvoiceStatus } from './invoice.ts';
@@ -28,8 +28,14 @@ export class LndSeller implements SellerLnd {
     return this.identity;
   }
 
+  /**
+   * LND's chain height, refused while LND is not synced to the chain (after a restart, while its
+   * backend catches up): a stale height would let a decision through that the HTLC's expiry forbids.
+   */
   async blockHeight(): Promise<number> {
-    return (await this.client.walletInfo()).blockHeight;
+    const info = await this.client.walletInfo();
+    if (!info.syncedToChain) throw kalimaError('KALIMA_ERR_LIGHTNING_NOT_SYNCED', { blockHeight: info.blockHeight });
+    return info.blockHeight;
   }
 
   async createHoldInvoice(request: { paymentHash: string; sats: number; description: string; expirySeconds: number; cltvDelta: number }): Promise<{ request: string }> {

@@ -66,6 +66,8 @@ const bytes = (value: unknown): Buffer => (Buffer.isBuffer(value) ? value : Buff
 const int = (value: unknown): bigint => BigInt((value as string | undefined) || '0');
 
 export class LndStandIn {
+  /** What GetInfo says of the chain backend: false stands for an LND still catching up after a restart. */
+  syncedToChain = true;
   private server: grpc.Server | null = null;
   /** Open server streams and what ends them (unsubscribing from the registries). */
   private readonly streams = new Map<Stream, () => void>();
@@ -227,7 +229,7 @@ export class LndStandIn {
       num_pending_channels: 0, num_active_channels: active.length, num_inactive_channels: channels.length - active.length,
       num_peers: new Set(active.map((channel) => channel.peer)).size,
       block_height: this.network.height, block_hash: this.network.blockHash, best_header_timestamp: String(Math.floor(this.network.clock.nowMs() / 1000)),
-      synced_to_chain: true, synced_to_graph: true, testnet: false, chains: [{ chain: 'bitcoin', network: 'regtest' }], uris: [], features: {},
+      synced_to_chain: this.syncedToChain, synced_to_graph: true, testnet: false, chains: [{ chain: 'bitcoin', network: 'regtest' }], uris: [], features: {},
       require_htlc_interceptor: false, store_final_htlc_resolutions: false,
     };
   }

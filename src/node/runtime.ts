@@ -132,7 +132,8 @@ export async function startNode(config: NodeConfig, options: { logger?: PinoLogg
     try {
       const marketConfig = config.market;
       marketKv = await LevelKvStore.open(marketConfig.stateDir);
-      seller = new LndSeller(await lndConnection(marketConfig.lightning));
+      // LND calls end before the coordinator's 10 s participant timeout, so a retry never overlaps them.
+      seller = new LndSeller(await lndConnection(marketConfig.lightning), { deadlineMs: 8_000 });
       market = await MarketService.open({
         kv: marketKv, chain: new NodeChainAccess(node, systemClock, systemRng, systemScheduler), lnd: seller,
         seller: await loadDeviceKey(marketConfig.sellerKeyFile),

@@ -164,6 +164,10 @@ describe('the Lightning hold-invoice participant', () => {
 
       const first = await open();
       expect(await first.participant.prepare()).toEqual({ vote: 'no', reason: 'the invoice is open, not held' });
+      // An LND still catching up with the chain gives no height to decide by (a throw counts as no).
+      market.sellerLnd.syncedToChain = false;
+      await expect(first.participant.prepare()).rejects.toMatchObject({ code: 'KALIMA_ERR_LIGHTNING_NOT_SYNCED' });
+      market.sellerLnd.syncedToChain = true;
       const paid = market.wallet.pay(first.request);
       await held(first.hash);
       expect(await first.participant.prepare()).toBe('yes');

@@ -14,6 +14,7 @@ describe('lightningError', () => {
     [[402, 'CannotSettleHtlcBeforeHtlcReceived'], 'KALIMA_ERR_LIGHTNING_INVOICE_NOT_HELD'],
     [[404, 'SecretDoesNotMatchAnyExistingHodlInvoice'], 'KALIMA_ERR_LIGHTNING_INVOICE_NOT_FOUND'],
     [grpcError(5, 'unable to locate invoice'), 'KALIMA_ERR_LIGHTNING_INVOICE_NOT_FOUND'],
+    [grpcError(5, 'there are no existing invoices'), 'KALIMA_ERR_LIGHTNING_INVOICE_NOT_FOUND'],  // LND on bbolt before its first invoice
     [grpcError(2, 'invoice already settled'), 'KALIMA_ERR_LIGHTNING_ALREADY_PAID'],
     [grpcError(2, 'invoice already canceled'), 'KALIMA_ERR_LIGHTNING_INVOICE_CANCELED'],
     [grpcError(2, 'invoice is already paid'), 'KALIMA_ERR_LIGHTNING_ALREADY_PAID'],
