@@ -5,7 +5,8 @@
 //                  "certFile": "~/.lnd/tls.cert"  |  "cert": "<base64 of the PEM>",
 //                  "macaroonFile": "~/.lnd/data/chain/bitcoin/regtest/admin.macaroon"  |  "macaroon": "<hex>" },
 //   "market":    { "sellerKey": "keys/seller.json", "treasuryKey": "keys/treasury.json", "satsPerKlx": 10,
-//                  "stateDir": "market", "invoiceExpirySeconds": 600, "cltvDelta": 80, "marginBlocks": 6, "sweepSeconds": 5 }
+//                  "stateDir": "market", "invoiceExpirySeconds": 600, "cltvDelta": 80, "marginBlocks": 6, "sweepSeconds": 5,
+//                  "lndHoldExpiryDelta": 12 }   (LND's --invoices.holdexpirydelta, if its operator changed it)
 //
 // Paths are relative to the config file. The files are read when the node starts.
 import { readFile } from 'node:fs/promises';
@@ -30,7 +31,7 @@ export interface MarketConfig {
 }
 
 const LIGHTNING_KEYS = ['socket', 'cert', 'certFile', 'macaroon', 'macaroonFile'] as const;
-const MARKET_KEYS = ['sellerKey', 'treasuryKey', 'satsPerKlx', 'stateDir', 'invoiceExpirySeconds', 'cltvDelta', 'marginBlocks', 'sweepSeconds'] as const;
+const MARKET_KEYS = ['sellerKey', 'treasuryKey', 'satsPerKlx', 'stateDir', 'invoiceExpirySeconds', 'cltvDelta', 'marginBlocks', 'sweepSeconds', 'lndHoldExpiryDelta'] as const;
 
 function expandHome(path: string): string {
   return path === '~' || path.startsWith('~/') ? `${homedir()}${path.slice(1)}` : path;
@@ -79,11 +80,13 @@ export function parseMarketConfig(file: string, base: string, lightning: unknown
     invoiceExpirySeconds: whole(m.invoiceExpirySeconds, 'invoiceExpirySeconds', 10, 86_400, DEFAULT_MARKET_SETTINGS.invoiceExpirySeconds),
     cltvDelta: whole(m.cltvDelta, 'cltvDelta', 18, 2_016, DEFAULT_MARKET_SETTINGS.cltvDelta),
     marginBlocks: whole(m.marginBlocks, 'marginBlocks', 1, 1_000, DEFAULT_MARKET_SETTINGS.marginBlocks),
+    lndHoldExpiryDelta: whole(m.lndHoldExpiryDelta, 'lndHoldExpiryDelta', 1, 1_000, DEFAULT_MARKET_SETTINGS.lndHoldExpiryDelta),
     sweepIntervalMs: whole(m.sweepSeconds, 'sweepSeconds', 1, 3_600, DEFAULT_MARKET_SETTINGS.sweepIntervalMs / 1000) * 1000,
     ...(m.satsPerKlx === undefined ? {} : { satsPerKlx: whole(m.satsPerKlx, 'satsPerKlx', 1, 100_000_000, 1) }),
   };
-  // The decision must come before LND's own cancel (12 blocks before the HTLC expires), with the margin.
-  if (settings.cltvDelta <= 12 + settings.marginBlocks) invalid(`market.cltvDelta must be more than 12 + market.marginBlocks (${12 + settings.marginBlocks})`);
+  // The decision must come before LND's own cancel (lndHoldExpiryDelta blocks before the HTLC expires), with the margin.
+  const floor = settings.lndHoldExpiryDelta + settings.marginBlocks;
+  if (settings.cltvDelta <= floor) invalid(`market.cltvDelta must be more than market.lndHoldExpiryDelta + market.marginBlocks (${floor})`);
   return {
     lightning: { socket: l.socket as string, cert, macaroon },
     sellerKeyFile: path(m.sellerKey ?? 'keys/seller.json', 'market.sellerKey'),

@@ -70,13 +70,15 @@ export interface MarketSettings {
   cltvDelta: number;
   /** Blocks before LND's own cancel by which a held payment must be decided (default 6). */
   marginBlocks: number;
+  /** LND's `--invoices.holdexpirydelta`: it cancels a held invoice this many blocks before the HTLC expires (default 12, LND's). */
+  lndHoldExpiryDelta: number;
   /** How often the sweep runs (default 5 s). */
   sweepIntervalMs: number;
   /** A KLX purchase costs this many sats per unit; absent: KLX is not sold. */
   satsPerKlx?: number;
 }
 
-export const DEFAULT_MARKET_SETTINGS: MarketSettings = { invoiceExpirySeconds: 600, cltvDelta: 80, marginBlocks: 6, sweepIntervalMs: 5_000 };
+export const DEFAULT_MARKET_SETTINGS: MarketSettings = { invoiceExpirySeconds: 600, cltvDelta: 80, marginBlocks: 6, lndHoldExpiryDelta: LND_HOLD_EXPIRY_DELTA, sweepIntervalMs: 5_000 };
 
 export interface MarketOptions {
   kv: KvStore;
@@ -152,11 +154,11 @@ export class MarketService {
       if (invoice.state === 'settled') return undefined;
       if (invoice.state !== 'held') return `the invoice is ${invoice.state}`;
       // A few blocks before LND's own cancel: a block found between this and the settle must not cancel it.
-      if (invoice.expiryHeight !== undefined && height + LND_HOLD_EXPIRY_DELTA + DELIVERY_MARGIN_BLOCKS >= invoice.expiryHeight) return `LND is about to cancel the HTLC (height ${height}, expiry ${invoice.expiryHeight})`;
+      if (invoice.expiryHeight !== undefined && height + settings.lndHoldExpiryDelta + DELIVERY_MARGIN_BLOCKS >= invoice.expiryHeight) return `LND is about to cancel the HTLC (height ${height}, expiry ${invoice.expiryHeight})`;
       return undefined;
     };
     const participants = new Map([
-      [LIGHTNING_PARTICIPANT, holdParticipantFactory({ lnd, gate, marginBlocks: settings.marginBlocks, logger })],
+      [LIGHTNING_PARTICIPANT, holdParticipantFactory({ lnd, gate, marginBlocks: settings.marginBlocks, holdExpiryDelta: settings.lndHoldExpiryDelta, logger })],
       [GRANT_PARTICIPANT, grantParticipantFactory({ chain, gate, guard, seller: options.seller, clock: options.clock, logger })],
       ...(options.treasury === undefined ? [] : [[KLX_PARTICIPANT, klxParticipantFactory({ chain, gate, guard, payer: options.treasury, logger })] as const]),
     ]);
@@ -465,7 +467,7 @@ export class MarketService {
       return;
     }
     const expired = view.state === 'open' && clock.nowMs() >= purchase.expiresAtMs;
-    const tooLate = view.state === 'held' && view.expiryHeight !== undefined && height > decisionHeight(view.expiryHeight, this.settings.marginBlocks);
+    const tooLate = view.state === 'held' && view.expiryHeight !== undefined && height > decisionHeight(view.expiryHeight, this.settings.marginBlocks, this.settings.lndHoldExpiryDelta);
     if (expired || tooLate) {
       // Reserved before the call: a payment that arrives meanwhile does not begin a transaction.
       this.cancelling.add(purchase.id);

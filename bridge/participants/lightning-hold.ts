@@ -59,12 +59,14 @@ export interface HoldDeps {
   gate: DeliveryGate;
   /** Blocks before LND's own cancel by which the decision must come. */
   marginBlocks: number;
+  /** LND's hold expiry delta (LND_HOLD_EXPIRY_DELTA unless its operator changed it). */
+  holdExpiryDelta: number;
   logger: Logger;
 }
 
 /** The last height at which a held HTLC expiring at `expiryHeight` may still be decided. */
-export function decisionHeight(expiryHeight: number, marginBlocks: number): number {
-  return expiryHeight - LND_HOLD_EXPIRY_DELTA - marginBlocks;
+export function decisionHeight(expiryHeight: number, marginBlocks: number, holdExpiryDelta = LND_HOLD_EXPIRY_DELTA): number {
+  return expiryHeight - holdExpiryDelta - marginBlocks;
 }
 
 export class HoldInvoiceParticipant implements Participant {
@@ -80,7 +82,7 @@ export class HoldInvoiceParticipant implements Participant {
     if (invoice.state === 'settled') return 'yes';
     if (invoice.state !== 'held') return { vote: 'no', reason: `the invoice is ${invoice.state}, not held` };
     if (invoice.receivedSats !== this.args.sats) return { vote: 'no', reason: `the HTLC holds ${invoice.receivedSats} sats, not the price of ${this.args.sats}` };
-    if (invoice.expiryHeight === undefined || height > decisionHeight(invoice.expiryHeight, this.deps.marginBlocks)) {
+    if (invoice.expiryHeight === undefined || height > decisionHeight(invoice.expiryHeight, this.deps.marginBlocks, this.deps.holdExpiryDelta)) {
       return { vote: 'no', reason: `the HTLC expires at height ${invoice.expiryHeight}: too close to decide at ${height}` };
     }
     return 'yes';

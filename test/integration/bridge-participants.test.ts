@@ -148,7 +148,7 @@ describe('the Lightning hold-invoice participant', () => {
     const lnd = new LndSeller(market.sellerLnd.credentials);
     try {
       const gate = new DeliveryGate();
-      const deps = { lnd, gate, marginBlocks: 6, logger: silentLogger };
+      const deps = { lnd, gate, marginBlocks: 6, holdExpiryDelta: LND_HOLD_EXPIRY_DELTA, logger: silentLogger };
       const open = async () => {
         const preimage = market.chain.rng.bytes(32);
         const hash = toHex(sha256(preimage));

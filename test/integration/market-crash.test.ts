@@ -14,7 +14,6 @@ import { toHex } from '../../src/ledger/hash.ts';
 import { accountOf, KLX_ACCOUNTS_ADDRESS, KLX_TRANSFERS_ADDRESS, transferKey } from '../../src/state/klx.ts';
 import { BRIDGE_FAILPOINTS, type BridgeFailpoint } from '../../bridge/failpoints.ts';
 import { type Purchase, klxBase } from '../../bridge/market.ts';
-import { decisionHeight } from '../../bridge/participants/lightning-hold.ts';
 import { DEVICES_ADDRESS } from '../../src/access/records.ts';
 import { makeMessage } from '../support/chain.ts';
 import { KLX_SUPPLY, LISTING_ID, type MarketFixture, klxTotal, openMarket } from '../support/market.ts';

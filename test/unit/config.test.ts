@@ -55,7 +55,7 @@ describe('loadConfig', () => {
     expect(market.lightning).toMatchObject({ socket: 'localhost:10009', cert: { file: join(directory, 'lnd/tls.cert') } });
     expect((market.lightning.macaroon as { file: string }).file).not.toContain('~');
     expect(market).toMatchObject({ sellerKeyFile: join(directory, 'keys/seller.json'), treasuryKeyFile: join(directory, 'keys/treasury.json'), stateDir: join(directory, 'market') });
-    expect(market.settings).toEqual({ invoiceExpirySeconds: 600, cltvDelta: 80, marginBlocks: 6, sweepIntervalMs: 5_000, satsPerKlx: 10 });
+    expect(market.settings).toEqual({ invoiceExpirySeconds: 600, cltvDelta: 80, marginBlocks: 6, lndHoldExpiryDelta: 12, sweepIntervalMs: 5_000, satsPerKlx: 10 });
     expect((await loadConfig((await configFile({})).file)).market).toBeUndefined();
     const refused = async (json: unknown, reason: RegExp): Promise<void> => {
       await expect(loadConfig((await configFile(json)).file)).rejects.toMatchObject({ code: 'KALIMA_ERR_CONFIG_INVALID', details: { reason: expect.stringMatching(reason) } });
@@ -67,7 +67,8 @@ describe('loadConfig', () => {
     await refused({ lightning: { socket: 'localhost:10009', certFile: 'x', macaroon: 'not hex' }, market: {} }, /macaroon in hex/);
     await refused({ lightning, market: { satsPerKlx: 10 } }, /needs market.treasuryKey/);
     await refused({ lightning, market: { treasuryKey: 'k.json' } }, /market.satsPerKlx/);
-    await refused({ lightning, market: { cltvDelta: 18 } }, /more than 12 \+ market.marginBlocks/);
+    await refused({ lightning, market: { cltvDelta: 18 } }, /more than market.lndHoldExpiryDelta \+ market.marginBlocks \(18\)/);
+    await refused({ lightning, market: { cltvDelta: 40, lndHoldExpiryDelta: 40 } }, /more than market.lndHoldExpiryDelta \+ market.marginBlocks \(46\)/);
     await refused({ lightning, market: { price: 1 } }, /market.price is not a setting/);
     await refused({ lightning: { ...lightning, tls: 1 }, market: {} }, /lightning.tls is not a setting/);
   });
