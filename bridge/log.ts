@@ -4,8 +4,9 @@
 // alone, a write costs one batch. Writes land in the order they were asked for.
 import { isKalimaError, kalimaError } from '../src/errors.ts';
 import type { KvOperation, KvStore } from '../src/store/kv.ts';
+import { prefixEnd } from '../src/store/keys.ts';
 import {
-  type BridgeRecord, type DecisionRecord, type InitiationRecord, DEFAULT_KEY_PREFIX, decodeRecord, encodeRecord, parseRecordKey, prefixEnd, recordKey,
+  type BridgeRecord, type DecisionRecord, type InitiationRecord, DEFAULT_KEY_PREFIX, decodeRecord, encodeRecord, parseRecordKey, recordKey,
 } from './records.ts';
 
 /** A transaction as recovery finds it in the log. */

@@ -10,12 +10,13 @@
 // unpaid invoices once they expire, and any HTLC still held without a live transaction as it
 // nears its decision deadline.
 import { isKalimaError, kalimaError } from '../src/errors.ts';
-import { LISTINGS_ADDRESS, GRANTS_ADDRESS, PERIOD_SECONDS_MAX, PRICE_SATS_MAX, type ListingView, checkListingId, decodeGrant, grantKey, listingView } from '../src/access/market.ts';
+import { LISTINGS_ADDRESS, GRANTS_ADDRESS, PERIOD_SECONDS_MAX, PRICE_SATS_MAX, type ListingView, decodeGrant, findListing, grantKey, listingView } from '../src/access/market.ts';
 import { roleOf } from '../src/access/permissions.ts';
-import { sha256, toHex } from '../src/ledger/hash.ts';
+import { fromHex, sha256, toHex } from '../src/ledger/hash.ts';
 import type { KeyPair } from '../src/ledger/signature.ts';
 import type { Clock, Logger, Rng, Scheduler } from '../src/ports.ts';
 import type { KvStore } from '../src/store/kv.ts';
+import { prefixEnd } from '../src/store/keys.ts';
 import { accountOf } from '../src/state/klx.ts';
 import type { ChainAccess } from './chain.ts';
 import { BridgeCoordinator, type TxOutcome } from './coordinator.ts';
@@ -118,13 +119,6 @@ export function listingsOf(chain: ChainAccess): ListingView[] {
   return chain.entriesAt(LISTINGS_ADDRESS).map((entry) => listingView(entry.key, entry));
 }
 
-export function findListing(chain: ChainAccess, id: string): ListingView {
-  checkListingId(id);
-  const entry = chain.entry(LISTINGS_ADDRESS, id);
-  if (entry === undefined) throw kalimaError('KALIMA_ERR_MARKET_UNKNOWN_LISTING', { listing: id });
-  return listingView(id, entry);
-}
-
 export class MarketService {
   private readonly purchases = new Map<string, StoredPurchase>();
   private readonly watches = new Map<string, () => void>();
@@ -133,13 +127,11 @@ export class MarketService {
   private readonly listeners = new Set<(purchase: Purchase) => void>();
   /** Purchases whose unpaid invoice the sweep is cancelling: none of them begins. */
   private readonly cancelling = new Set<string>();
-  private readonly settings: MarketSettings;
   private sweepTimer: unknown;
   private stopped = false;
   private sellerNode = '';
 
-  private constructor(private readonly options: MarketOptions, private readonly coordinator: BridgeCoordinator, private readonly gate: DeliveryGate) {
-    this.settings = { ...DEFAULT_MARKET_SETTINGS, ...options.settings };
+  private constructor(private readonly options: MarketOptions, private readonly settings: MarketSettings, private readonly coordinator: BridgeCoordinator, private readonly gate: DeliveryGate) {
     coordinator.on('ended', (event) => gate.forget(event.id));
   }
 
@@ -166,7 +158,7 @@ export class MarketService {
       kv: options.kv, participants, clock: options.clock, rng: options.rng, scheduler: options.scheduler, logger: options.logger,
       failpoint: options.failpoint, keyPrefix: BRIDGE_PREFIX, ...options.coordinator,
     });
-    const service = new MarketService(options, coordinator, gate);
+    const service = new MarketService(options, settings, coordinator, gate);
     try {
       await service.load();
     } catch (error) {
@@ -177,8 +169,7 @@ export class MarketService {
   }
 
   private async load(): Promise<void> {
-    const end = new Uint8Array([...PURCHASE_PREFIX.subarray(0, -1), PURCHASE_PREFIX.at(-1)! + 1]);
-    for await (const [, value] of this.options.kv.entries({ gte: PURCHASE_PREFIX, lt: end })) {
+    for await (const [, value] of this.options.kv.entries({ gte: PURCHASE_PREFIX, lt: prefixEnd(PURCHASE_PREFIX) })) {
       const purchase = JSON.parse(new TextDecoder().decode(value)) as StoredPurchase;
       this.purchases.set(purchase.id, purchase);
     }
@@ -236,7 +227,7 @@ export class MarketService {
   /** A hold invoice for a listing; `amountSats`, when given, must be its price. */
   async buy(request: { listing: string; buyer: string; amountSats?: number }): Promise<Purchase> {
     this.throwIfStopped();
-    const view = findListing(this.options.chain, request.listing);
+    const view = findListing(this.options.chain.state, request.listing);
     if (this.sellerNode === '') this.sellerNode = await this.options.lnd.publicKey();
     if (!this.isOurs(view)) throw kalimaError('KALIMA_ERR_MARKET_NOT_OUR_LISTING', { listing: view.id, sellerNode: view.sellerNode, ours: this.sellerNode });
     this.checkBuyer(request.buyer);
@@ -333,10 +324,10 @@ export class MarketService {
     const nowMs = this.options.clock.nowMs();
     purchase.state = 'held';
     purchase.heldMs ??= nowMs;
-    const specs = [{ kind: LIGHTNING_PARTICIPANT, args: encodeHoldArgs({ paymentHash: hexBytes(purchase.id), preimage: hexBytes(purchase.preimage), sats: purchase.amountSats }) }];
+    const specs = [{ kind: LIGHTNING_PARTICIPANT, args: encodeHoldArgs({ paymentHash: fromHex(purchase.id)!, preimage: fromHex(purchase.preimage)!, sats: purchase.amountSats }) }];
     if (purchase.kind === 'data') {
       purchase.untilMs = this.accessEnd(purchase, nowMs);
-      specs.push({ kind: GRANT_PARTICIPANT, args: encodeGrantArgs({ buyerHex: purchase.buyer, listing: purchase.listing!, prefix: purchase.prefix!, untilMs: purchase.untilMs, purchase: hexBytes(purchase.id) }) });
+      specs.push({ kind: GRANT_PARTICIPANT, args: encodeGrantArgs({ buyerHex: purchase.buyer, listing: purchase.listing!, prefix: purchase.prefix!, untilMs: purchase.untilMs, purchase: fromHex(purchase.id)! }) });
     } else {
       specs.push({ kind: KLX_PARTICIPANT, args: encodeKlxArgs({ base: klxBase(purchase.id), from: toHex(this.options.treasury!.publicKey), to: purchase.buyer, amount: purchase.klx! }) });
     }
@@ -510,10 +501,6 @@ export class MarketService {
   idle(): Promise<void> {
     return this.coordinator.idle();
   }
-
-  get coordinatorStats(): BridgeCoordinator['logStats'] {
-    return this.coordinator.logStats;
-  }
 }
 
 function publicView(purchase: StoredPurchase): Purchase {
@@ -526,6 +513,3 @@ export function klxBase(purchaseId: string): string {
   return purchaseId.slice(0, 40);
 }
 
-function hexBytes(hex: string): Uint8Array {
-  return Uint8Array.from(Buffer.from(hex, 'hex'));
-}

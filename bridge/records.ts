@@ -96,17 +96,6 @@ export function parseRecordKey(prefix: Uint8Array, key: Uint8Array): { id: strin
   return { id: Buffer.from(key.subarray(prefix.length + 1, key.length - 1)).toString('hex'), type };
 }
 
-/** The first key after every key that starts with `prefix`. */
-export function prefixEnd(prefix: Uint8Array): Uint8Array {
-  const end = prefix.slice();
-  for (let index = end.length - 1; index >= 0; index--) {
-    if (end[index]! < 0xff) {
-      end[index]!++;
-      return end.subarray(0, index + 1);
-    }
-  }
-  throw new Error('assertion failed: a key prefix of only 0xff bytes has no end');
-}
 
 export function encodeRecord(record: BridgeRecord): Uint8Array {
   const writer = new Writer(record.type === 'initiation' ? 128 : 64);

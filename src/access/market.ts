@@ -199,6 +199,14 @@ export interface ListingView {
   seller: string;
 }
 
+/** The listing `id` on the chain; KALIMA_ERR_MARKET_UNKNOWN_LISTING when there is none. */
+export function findListing(state: { getEntry(address: string, key: string): { value: Uint8Array; device: Uint8Array } | undefined }, id: string): ListingView {
+  checkListingId(id);
+  const entry = state.getEntry(LISTINGS_ADDRESS, id);
+  if (entry === undefined) throw kalimaError('KALIMA_ERR_MARKET_UNKNOWN_LISTING', { listing: id });
+  return listingView(id, entry);
+}
+
 export function listingView(id: string, entry: { value: Uint8Array; device: Uint8Array }): ListingView {
   const listing = decodeListing(entry.value);
   return { id, title: listing.title, prefix: listing.prefix, priceSats: listing.priceSats, periodSeconds: listing.periodSeconds, sellerNode: toHex(listing.sellerNode), seller: toHex(entry.device) };

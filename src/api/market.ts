@@ -8,7 +8,7 @@
 //   GET  /klx/accounts/:account      a balance (the account's device, or an admin)
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { kalimaError } from '../errors.ts';
-import { LISTINGS_ADDRESS, type ListingView, checkListingId, listingView } from '../access/market.ts';
+import { LISTINGS_ADDRESS, type ListingView, findListing, listingView } from '../access/market.ts';
 import { roleOf } from '../access/permissions.ts';
 import type { KalimaNode } from '../node/node.ts';
 import { KLX_SUPPLY_ADDRESS, KLX_SUPPLY_KEY, accountOf, checkAccount, decodeIssue, isEscrowAccount, ownerOf } from '../state/klx.ts';
@@ -59,11 +59,7 @@ export function registerMarketRoutes(app: FastifyInstance, node: KalimaNode, dev
 
   app.get('/market/listings/:id', { schema: { tags: ['market'], summary: 'One listing', headers } }, async (request) => {
     known(request);
-    const { id } = request.params as { id: string };
-    checkListingId(id);
-    const entry = node.cache.getEntry(LISTINGS_ADDRESS, id);
-    if (entry === undefined) throw kalimaError('KALIMA_ERR_MARKET_UNKNOWN_LISTING', { listing: id });
-    return listingView(id, entry);
+    return findListing(node.cache, (request.params as { id: string }).id);
   });
 
   app.post('/market/purchases', { schema: { tags: ['market'], summary: 'Buy a listing for the signing device: answers a BOLT 11 hold invoice; once it is paid, the device gets SUB access to the prefix for the period and the invoice is settled, or it is cancelled and the payment refunded', headers } }, async (request, reply) => {

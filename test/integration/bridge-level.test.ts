@@ -11,12 +11,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { BridgeCoordinator } from '../../bridge/coordinator.ts';
 import type { ParticipantFactory, ParticipantRegistry } from '../../bridge/participant.ts';
 import { BridgeLog } from '../../bridge/log.ts';
-import { DEFAULT_KEY_PREFIX, prefixEnd } from '../../bridge/records.ts';
+import { DEFAULT_KEY_PREFIX } from '../../bridge/records.ts';
 import { BridgeService } from '../../bridge/service.ts';
 import { silentLogger, systemClock, systemRng, systemScheduler } from '../../src/ports.ts';
 import type { KvStore } from '../../src/store/kv.ts';
 import { LevelKvStore } from '../../src/store/level-kv.ts';
 import { tempDir } from '../support/chain.ts';
+import { prefixEnd } from '../../src/store/keys.ts';
 
 type State = 'prepared' | 'committed' | 'aborted';
 

@@ -16,11 +16,12 @@
 //     unprepared or to abort after committing.
 import { BridgeCoordinator, type TxOutcome } from '../../bridge/coordinator.ts';
 import { BRIDGE_FAILPOINTS, type BridgeFailpoint } from '../../bridge/failpoints.ts';
-import { DEFAULT_KEY_PREFIX, prefixEnd } from '../../bridge/records.ts';
+import { DEFAULT_KEY_PREFIX } from '../../bridge/records.ts';
 import { isKalimaError } from '../../src/errors.ts';
 import type { Rng } from '../../src/ports.ts';
 import { type Generation, PowerLossKv, SimWorld, VirtualTime, simParticipant } from '../support/bridge.ts';
 import { seededRng } from '../unit/support/seeded-rng.ts';
+import { prefixEnd } from '../../src/store/keys.ts';
 
 export interface BridgeSimResult {
   readonly seed: number;

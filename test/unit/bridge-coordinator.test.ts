@@ -7,13 +7,14 @@ import { BRIDGE_FAILPOINTS, type BridgeFailpoint, processFailpoints } from '../.
 import { failpointsFromEnv } from '../../bridge/service.ts';
 import { BridgeLog } from '../../bridge/log.ts';
 import { step, start } from '../../bridge/machine.ts';
-import { DEFAULT_KEY_PREFIX, prefixEnd } from '../../bridge/records.ts';
+import { DEFAULT_KEY_PREFIX } from '../../bridge/records.ts';
 import { isKalimaError } from '../../src/errors.ts';
 import type { KvOperation, KvRange, KvStore } from '../../src/store/kv.ts';
 import { MemoryKvStore } from '../../src/store/memory-kv.ts';
 import { type Generation, SimWorld, VirtualTime, simParticipant } from '../support/bridge.ts';
 import { expectKalimaError } from './support/kalima-error.ts';
 import { seededRng } from './support/seeded-rng.ts';
+import { prefixEnd } from '../../src/store/keys.ts';
 
 /** A KvStore that records its batches and can be made to fail. */
 class RecordingKv implements KvStore {

@@ -4,11 +4,12 @@
 import { describe, expect, it } from 'vitest';
 import { BridgeLog } from '../../bridge/log.ts';
 import {
-  type BridgeRecord, DEFAULT_KEY_PREFIX, decodeRecord, encodeRecord, parseRecordKey, prefixEnd, recordKey,
+  type BridgeRecord, DEFAULT_KEY_PREFIX, decodeRecord, encodeRecord, parseRecordKey, recordKey,
 } from '../../bridge/records.ts';
 import { isKalimaError } from '../../src/errors.ts';
 import { MemoryKvStore } from '../../src/store/memory-kv.ts';
 import { expectKalimaError } from './support/kalima-error.ts';
+import { prefixEnd } from '../../src/store/keys.ts';
 
 const ID = 'ab'.repeat(32);
 const initiation: BridgeRecord = {
